@@ -1,0 +1,235 @@
+//! `dspy-storage`: the local server and commands over the storage core.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dspy_storage_core::codec::Compression;
+use dspy_storage_core::config::StorageConfig;
+use dspy_storage_core::domain::{NewMetadata, ProgramId};
+use dspy_storage_core::open::{self, AwsLocation};
+use dspy_storage_core::service::Storage;
+use dspy_storage_functions::{app, AppState};
+use serde_json::{Map, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dspy-storage",
+    version,
+    about = "Storage for optimized DSPy programs"
+)]
+struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// Local files and an embedded database under --data-dir (no cloud account).
+    Embedded,
+    /// S3 + DynamoDB through the standard AWS configuration.
+    Aws,
+}
+
+/// Where programs are kept. Every flag also reads `DSPY_STORAGE_<FLAG>`.
+#[derive(Args, Debug)]
+struct BackendArgs {
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_BACKEND",
+        value_enum,
+        default_value = "embedded"
+    )]
+    backend: BackendKind,
+    /// Data directory of the embedded backend.
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_DATA_DIR",
+        default_value = "./dspy_storage"
+    )]
+    data_dir: PathBuf,
+    /// DynamoDB table of the aws backend.
+    #[arg(long, global = true, env = "DSPY_STORAGE_TABLE")]
+    table: Option<String>,
+    /// S3 bucket of the aws backend.
+    #[arg(long, global = true, env = "DSPY_STORAGE_BUCKET")]
+    bucket: Option<String>,
+    /// Create the table and bucket when missing (aws backend; for development and tests).
+    #[arg(long, global = true, env = "DSPY_STORAGE_CREATE")]
+    create: bool,
+    /// Compression of new blobs: zstd, gzip, lz4 or none.
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_COMPRESSION",
+        default_value = "zstd"
+    )]
+    compression: String,
+    /// AES-256-GCM key (32 bytes, hex or base64): encrypt new blobs and read encrypted ones.
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_ENCRYPTION_KEY",
+        hide_env_values = true
+    )]
+    encryption_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP API locally (every route of every function).
+    Serve {
+        #[arg(long, env = "DSPY_STORAGE_ADDR", default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Largest request body in bytes.
+        #[arg(long, env = "DSPY_STORAGE_MAX_BODY_BYTES", default_value_t = dspy_storage_core::config::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    },
+    /// Store a program from a JSON file.
+    Store {
+        file: PathBuf,
+        #[arg(long, env = "DSPY_STORAGE_SIGNATURE")]
+        signature: String,
+        #[arg(long, env = "DSPY_STORAGE_VERSION")]
+        version: Option<String>,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+        /// Extra metadata `key=value` (value parsed as JSON when it is JSON, else a string).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+    },
+    /// Load a program by id and print (or write) its JSON.
+    Load {
+        id: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl BackendArgs {
+    fn config(&self) -> Result<StorageConfig, AnyError> {
+        let mut config = StorageConfig {
+            compression: self.compression.parse::<Compression>()?,
+            ..StorageConfig::default()
+        };
+        if let Some(k) = &self.encryption_key {
+            config = config.with_encryption_key(k)?;
+        }
+        Ok(config)
+    }
+
+    async fn open(&self) -> Result<Storage, AnyError> {
+        let config = self.config()?;
+        match self.backend {
+            BackendKind::Embedded => Ok(open::embedded(&self.data_dir, config)?),
+            BackendKind::Aws => {
+                let location = AwsLocation {
+                    table: self
+                        .table
+                        .clone()
+                        .ok_or("--table (DSPY_STORAGE_TABLE) is required with --backend aws")?,
+                    bucket: self
+                        .bucket
+                        .clone()
+                        .ok_or("--bucket (DSPY_STORAGE_BUCKET) is required with --backend aws")?,
+                };
+                Ok(open::aws(&location, config, self.create, None).await?)
+            }
+        }
+    }
+}
+
+fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, AnyError> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--meta {pair:?} is not KEY=VALUE"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        map.insert(k.to_owned(), value);
+    }
+    Ok(map)
+}
+
+async fn run(cli: Cli) -> Result<(), AnyError> {
+    match cli.command {
+        Command::Serve {
+            addr,
+            max_body_bytes,
+        } => {
+            let storage = cli.backend.open().await?;
+            tracing::info!(backend = %storage.health().backend, "storage opened");
+            tracing::warn!(
+                "access control is OFF: this server trusts every caller; keep it on localhost"
+            );
+            let mut state = AppState::new(Arc::new(storage));
+            state.max_body_bytes = max_body_bytes;
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            eprintln!(
+                "dspy-storage listening on http://{}",
+                listener.local_addr()?
+            );
+            axum::serve(listener, app(state))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+        Command::Store {
+            file,
+            signature,
+            version,
+            project,
+            meta,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let program = serde_json::value::RawValue::from_string(text)
+                .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+            let mut map = parse_meta(&meta)?;
+            map.insert("signature".into(), Value::String(signature));
+            if let Some(v) = version {
+                map.insert("version".into(), Value::String(v));
+            }
+            if let Some(p) = project {
+                map.insert("project".into(), Value::String(p));
+            }
+            let metadata = NewMetadata::parse(Value::Object(map), chrono::Utc::now())?;
+            let storage = cli.backend.open().await?;
+            let outcome = storage.store(&program, metadata, None).await?;
+            println!("{}", serde_json::to_string_pretty(&outcome.stored)?);
+        }
+        Command::Load { id, output } => {
+            let id = ProgramId::parse(&id)?;
+            let storage = cli.backend.open().await?;
+            let loaded = storage.get_program(&id).await?;
+            match output {
+                Some(path) => std::fs::write(&path, loaded.program.get())
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                None => println!("{}", loaded.program.get()),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,566 @@
+//! [`ItemStore`] over one DynamoDB table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest,
+    ScalarAttributeType, TableStatus, TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{build_error, dynamo_error};
+use crate::backend::{
+    attr, Condition, Index, Item, ItemStore, Page, PageKey, Query, SkRange, WriteOp,
+};
+use crate::error::{Error, Result};
+
+/// DynamoDB's limit of items per BatchWriteItem.
+const BATCH_WRITE_MAX: usize = 25;
+/// Attempts of one BatchWriteItem chunk (the first included) before giving up on unprocessed items.
+const BATCH_WRITE_TRIES: u32 = 8;
+/// First backoff pause between BatchWriteItem retries; doubles each time (with full jitter).
+const BATCH_WRITE_BACKOFF: Duration = Duration::from_millis(25);
+
+type AttrMap = HashMap<String, AttributeValue>;
+
+/// The DynamoDB item store: one table, keys `PK`/`SK`, GSIs `GSI1`..`GSI4` keyed
+/// `GSInPK`/`GSInSK`, all attributes strings.
+#[derive(Clone, Debug)]
+pub struct DynamoItemStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoItemStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoItemStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the table with its four GSIs (on-demand capacity) unless it exists, then waits
+    /// (bounded, about two minutes) until the table and its indexes are ACTIVE.
+    pub async fn create_table(&self) -> Result<()> {
+        let string_attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_error)
+        };
+        let mut req = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(string_attr(attr::PK)?)
+            .attribute_definitions(string_attr(attr::SK)?)
+            .key_schema(key(attr::PK, KeyType::Hash)?)
+            .key_schema(key(attr::SK, KeyType::Range)?);
+        for index in Index::GSIS {
+            req = req
+                .attribute_definitions(string_attr(index.pk_attr())?)
+                .attribute_definitions(string_attr(index.sk_attr())?)
+                .global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index.name())
+                        .key_schema(key(index.pk_attr(), KeyType::Hash)?)
+                        .key_schema(key(index.sk_attr(), KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(build_error)?,
+                );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(dynamo_error("CreateTable", e)),
+        }
+        self.wait_active().await
+    }
+
+    async fn wait_active(&self) -> Result<()> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..80 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await;
+            match out {
+                Ok(out) => {
+                    if let Some(t) = out.table() {
+                        let indexes_active = t
+                            .global_secondary_indexes()
+                            .iter()
+                            .all(|i| i.index_status() == Some(&IndexStatus::Active));
+                        if t.table_status() == Some(&TableStatus::Active) && indexes_active {
+                            return Ok(());
+                        }
+                    }
+                }
+                // Just created: eventually consistent control plane.
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+                Err(e) => return Err(dynamo_error("DescribeTable", e)),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        Err(Error::Unavailable(format!(
+            "table {} did not become ACTIVE in time",
+            self.table
+        )))
+    }
+
+    /// Deletes the table (a missing table is not an error).
+    pub async fn delete_table(&self) -> Result<()> {
+        match self
+            .client
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(dynamo_error("DeleteTable", e)),
+        }
+    }
+
+    async fn batch_write_chunk(&self, chunk: Vec<WriteRequest>) -> Result<()> {
+        let mut pending = chunk;
+        let mut backoff = BATCH_WRITE_BACKOFF;
+        for attempt in 0..BATCH_WRITE_TRIES {
+            if attempt > 0 {
+                // Full jitter: a random pause in [backoff/2, backoff].
+                let jitter: f64 = 0.5 + rand::random::<f64>() * 0.5;
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff *= 2;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(self.table.clone(), pending)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("BatchWriteItem", e))?;
+            let mut unprocessed = out.unprocessed_items.unwrap_or_default();
+            match unprocessed.remove(&self.table) {
+                Some(rest) if !rest.is_empty() => pending = rest,
+                _ => return Ok(()),
+            }
+        }
+        Err(Error::Throttled(format!(
+            "BatchWriteItem on {}: {} item(s) still unprocessed after {BATCH_WRITE_TRIES} attempts",
+            self.table,
+            pending.len()
+        )))
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn key_map(pk: &str, sk: &str) -> AttrMap {
+    HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
+}
+
+fn item_to_map(item: &Item) -> AttrMap {
+    let mut map: AttrMap = item.attrs.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+    map.insert(attr::PK.to_owned(), s(&item.pk));
+    map.insert(attr::SK.to_owned(), s(&item.sk));
+    map
+}
+
+/// Converts a stored item back; non-string attributes are ignored.
+fn map_to_item(mut map: AttrMap) -> Result<Item> {
+    let mut take_key = |name: &str| match map.remove(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(Error::Internal(format!(
+            "DynamoDB item without a string {name} attribute"
+        ))),
+    };
+    let pk = take_key(attr::PK)?;
+    let sk = take_key(attr::SK)?;
+    let attrs = map
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            AttributeValue::S(v) => Some((k, v)),
+            _ => None,
+        })
+        .collect();
+    Ok(Item { pk, sk, attrs })
+}
+
+fn page_key_to_map(key: &PageKey) -> AttrMap {
+    key.iter().map(|(k, v)| (k.clone(), s(v))).collect()
+}
+
+fn map_to_page_key(map: &AttrMap) -> PageKey {
+    map.iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// A condition expression with its names and values.
+#[derive(Default)]
+struct CondExpr {
+    expression: Option<String>,
+    names: Option<HashMap<String, String>>,
+    values: Option<AttrMap>,
+}
+
+fn condition_expr(condition: &Condition) -> CondExpr {
+    match condition {
+        Condition::None => CondExpr::default(),
+        Condition::NotExists => CondExpr {
+            expression: Some(format!("attribute_not_exists({})", attr::PK)),
+            ..CondExpr::default()
+        },
+        Condition::Exists => CondExpr {
+            expression: Some(format!("attribute_exists({})", attr::PK)),
+            ..CondExpr::default()
+        },
+        Condition::AttrEquals(name, value) => CondExpr {
+            expression: Some("#a = :v".to_owned()),
+            names: Some(HashMap::from([("#a".to_owned(), name.clone())])),
+            values: Some(HashMap::from([(":v".to_owned(), s(value))])),
+        },
+    }
+}
+
+/// Builds the transaction items; returns them with, for each, its index in `ops`. `Check`
+/// operations without a condition are skipped (DynamoDB requires a condition on a check).
+fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem>, Vec<usize>)> {
+    let mut items = Vec::with_capacity(ops.len());
+    let mut origin = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let item = match op {
+            WriteOp::Put { item, condition } => {
+                let c = condition_expr(condition);
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(table)
+                            .set_item(Some(item_to_map(item)))
+                            .set_condition_expression(c.expression)
+                            .set_expression_attribute_names(c.names)
+                            .set_expression_attribute_values(c.values)
+                            .build()
+                            .map_err(build_error)?,
+                    )
+                    .build()
+            }
+            WriteOp::Delete { pk, sk, condition } => {
+                let c = condition_expr(condition);
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(table)
+                            .set_key(Some(key_map(pk, sk)))
+                            .set_condition_expression(c.expression)
+                            .set_expression_attribute_names(c.names)
+                            .set_expression_attribute_values(c.values)
+                            .build()
+                            .map_err(build_error)?,
+                    )
+                    .build()
+            }
+            WriteOp::Check { pk, sk, condition } => {
+                let c = condition_expr(condition);
+                if c.expression.is_none() {
+                    continue;
+                }
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(table)
+                            .set_key(Some(key_map(pk, sk)))
+                            .set_condition_expression(c.expression)
+                            .set_expression_attribute_names(c.names)
+                            .set_expression_attribute_values(c.values)
+                            .build()
+                            .map_err(build_error)?,
+                    )
+                    .build()
+            }
+        };
+        items.push(item);
+        origin.push(i);
+    }
+    Ok((items, origin))
+}
+
+/// Interprets the cancellation reasons of a cancelled transaction. `origin[i]` is the index in
+/// the caller's ops of the i-th item sent.
+fn cancellation_error(reasons: &[Option<&str>], origin: &[usize], message: &str) -> Error {
+    let failed: Vec<usize> = reasons
+        .iter()
+        .enumerate()
+        .filter(|(_, code)| **code == Some("ConditionalCheckFailed"))
+        .filter_map(|(i, _)| origin.get(i).copied())
+        .collect();
+    if !failed.is_empty() {
+        return Error::ConditionFailed { ops: failed };
+    }
+    let transient = reasons.iter().flatten().any(|code| {
+        matches!(
+            *code,
+            "TransactionConflict"
+                | "ThrottlingError"
+                | "ProvisionedThroughputExceeded"
+                | "RequestLimitExceeded"
+                | "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+        )
+    });
+    let codes: Vec<&str> = reasons.iter().map(|c| c.unwrap_or("?")).collect();
+    let text = format!(
+        "DynamoDB transaction cancelled ({}): {message}",
+        codes.join(", ")
+    );
+    if transient {
+        Error::Throttled(text)
+    } else {
+        Error::Unavailable(text)
+    }
+}
+
+/// Splits items into BatchWriteItem chunks of at most 25 requests, starting a new chunk when a
+/// key repeats (DynamoDB rejects duplicate keys in one batch); order, hence last-write-wins, is
+/// kept.
+fn batch_chunks(items: Vec<Item>) -> Vec<Vec<WriteRequest>> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<WriteRequest> = Vec::new();
+    let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+    for item in items {
+        let key = (item.pk.clone(), item.sk.clone());
+        if chunk.len() == BATCH_WRITE_MAX || keys.contains(&key) {
+            chunks.push(std::mem::take(&mut chunk));
+            keys.clear();
+        }
+        let put = PutRequest::builder()
+            .set_item(Some(item_to_map(&item)))
+            .build();
+        // PutRequest's only required field is the item, which is set.
+        if let Ok(put) = put {
+            chunk.push(WriteRequest::builder().put_request(put).build());
+            keys.insert(key);
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+fn clamp_limit(limit: usize) -> i32 {
+    limit.clamp(1, i32::MAX as usize) as i32
+}
+
+#[async_trait]
+impl ItemStore for DynamoItemStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("GetItem", e))?;
+        out.item.map(map_to_item).transpose()
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
+        let (items, origin) = transact_items(&self.table, &ops)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                    let reasons: Vec<Option<&str>> =
+                        e.cancellation_reasons().iter().map(|r| r.code()).collect();
+                    Err(cancellation_error(
+                        &reasons,
+                        &origin,
+                        e.message().unwrap_or_default(),
+                    ))
+                }
+                _ => Err(dynamo_error("TransactWriteItems", err)),
+            },
+        }
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page<Item>> {
+        let index = query.index;
+        let mut names = HashMap::from([("#pk".to_owned(), index.pk_attr().to_owned())]);
+        let mut values = HashMap::from([(":pk".to_owned(), s(&query.pk))]);
+        let sk_condition = match &query.sk {
+            SkRange::All => None,
+            SkRange::BeginsWith(p) => {
+                values.insert(":a".to_owned(), s(p));
+                Some("begins_with(#sk, :a)")
+            }
+            SkRange::Between(a, b) => {
+                values.insert(":a".to_owned(), s(a));
+                values.insert(":b".to_owned(), s(b));
+                Some("#sk BETWEEN :a AND :b")
+            }
+            SkRange::Gte(a) => {
+                values.insert(":a".to_owned(), s(a));
+                Some("#sk >= :a")
+            }
+            SkRange::Lte(a) => {
+                values.insert(":a".to_owned(), s(a));
+                Some("#sk <= :a")
+            }
+        };
+        let key_condition = match sk_condition {
+            Some(c) => {
+                names.insert("#sk".to_owned(), index.sk_attr().to_owned());
+                format!("#pk = :pk AND {c}")
+            }
+            None => "#pk = :pk".to_owned(),
+        };
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(query.forward)
+            .limit(clamp_limit(query.limit))
+            .set_exclusive_start_key(query.start.as_ref().map(page_key_to_map));
+        if index == Index::Table {
+            req = req.consistent_read(true);
+        } else {
+            req = req.index_name(index.name());
+        }
+        let out = req.send().await.map_err(|e| dynamo_error("Query", e))?;
+        let next = out.last_evaluated_key.as_ref().map(map_to_page_key);
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(map_to_item)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
+        for chunk in batch_chunks(items) {
+            self.batch_write_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(clamp_limit(limit))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.as_ref().map(page_key_to_map))
+            .send()
+            .await
+            .map_err(|e| dynamo_error("Scan", e))?;
+        let next = out.last_evaluated_key.as_ref().map(map_to_page_key);
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(map_to_item)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_limit_and_duplicates() {
+        let items: Vec<Item> = (0..60).map(|i| Item::new(format!("P{i}"), "S")).collect();
+        let sizes: Vec<usize> = batch_chunks(items).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![25, 25, 10]);
+        let items = vec![
+            Item::new("A", "1"),
+            Item::new("B", "1"),
+            Item::new("A", "1").with("x", "2"),
+        ];
+        let sizes: Vec<usize> = batch_chunks(items).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 1]);
+    }
+
+    #[test]
+    fn cancellation_reasons_map_to_original_indexes() {
+        // ops 0, 2, 3 sent (op 1 was a skipped unconditional check).
+        let origin = [0, 2, 3];
+        match cancellation_error(
+            &[Some("None"), Some("ConditionalCheckFailed"), Some("None")],
+            &origin,
+            "",
+        ) {
+            Error::ConditionFailed { ops } => assert_eq!(ops, vec![2]),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            cancellation_error(&[Some("TransactionConflict"), None, None], &origin, ""),
+            Error::Throttled(_)
+        ));
+        assert!(matches!(
+            cancellation_error(&[Some("ValidationError")], &origin, ""),
+            Error::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn items_convert_both_ways() {
+        let item = Item::new("PK1", "SK1")
+            .with("data", "{}")
+            .with("GSI1PK", "x");
+        let mut map = item_to_map(&item);
+        map.insert("n".to_owned(), AttributeValue::N("1".to_owned()));
+        assert_eq!(map_to_item(map).unwrap(), item);
+    }
+}

@@ -1,0 +1,536 @@
+//! The embedded backend: items in SQLite (WAL, one writer, many readers) mirroring the DynamoDB
+//! single table and its four indexes; blobs as files under the data directory, written atomically
+//! (temporary file, fsync, rename, fsync of the directory).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{
+    page_key_of, BlobMeta, BlobStore, Condition, Index, Item, ItemStore, Page, PageKey, Query,
+    SkRange, WriteOp,
+};
+use crate::error::{Error, Result};
+
+const READERS: usize = 4;
+
+/// Column names of each index in the `items` table.
+fn columns(index: Index) -> (&'static str, &'static str) {
+    match index {
+        Index::Table => ("pk", "sk"),
+        Index::Gsi1 => ("g1pk", "g1sk"),
+        Index::Gsi2 => ("g2pk", "g2sk"),
+        Index::Gsi3 => ("g3pk", "g3sk"),
+        Index::Gsi4 => ("g4pk", "g4sk"),
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::Throttled(format!("embedded database busy: {e}"))
+        }
+        _ => Error::Unavailable(format!("embedded database: {e}")),
+    }
+}
+
+/// SQLite-backed [`ItemStore`].
+pub struct SqliteItemStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteItemStore {
+    /// Opens (creating if needed) `<dir>/metadata.db`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("metadata.db");
+        let writer = Connection::open(&path).map_err(db_err)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 PRAGMA synchronous=FULL;
+                 PRAGMA busy_timeout=5000;
+                 CREATE TABLE IF NOT EXISTS items (
+                    pk TEXT NOT NULL, sk TEXT NOT NULL, attrs TEXT NOT NULL,
+                    g1pk TEXT, g1sk TEXT, g2pk TEXT, g2sk TEXT, g3pk TEXT, g3sk TEXT, g4pk TEXT, g4sk TEXT,
+                    PRIMARY KEY (pk, sk)) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS gsi1 ON items (g1pk, g1sk, pk, sk) WHERE g1pk IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS gsi2 ON items (g2pk, g2sk, pk, sk) WHERE g2pk IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS gsi3 ON items (g3pk, g3sk, pk, sk) WHERE g3pk IS NOT NULL;
+                 CREATE INDEX IF NOT EXISTS gsi4 ON items (g4pk, g4sk, pk, sk) WHERE g4pk IS NOT NULL;",
+            )
+            .map_err(db_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let c = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(db_err)?;
+            c.execute_batch("PRAGMA busy_timeout=5000;")
+                .map_err(db_err)?;
+            readers.push(Mutex::new(c));
+        }
+        Ok(SqliteItemStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % READERS;
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i]
+                .lock()
+                .map_err(|_| Error::Internal("reader lock poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("embedded read task failed: {e}")))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| Error::Internal("writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("embedded write task failed: {e}")))?
+    }
+}
+
+const SELECT: &str = "SELECT pk, sk, attrs FROM items";
+
+fn row_to_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_item((pk, sk, attrs): (String, String, String)) -> Result<Item> {
+    let attrs = serde_json::from_str(&attrs)
+        .map_err(|e| Error::Internal(format!("item {pk}/{sk} unreadable: {e}")))?;
+    Ok(Item { pk, sk, attrs })
+}
+
+fn get_item(conn: &Connection, pk: &str, sk: &str) -> Result<Option<Item>> {
+    conn.prepare_cached(&format!("{SELECT} WHERE pk = ?1 AND sk = ?2"))
+        .map_err(db_err)?
+        .query_row([pk, sk], row_to_item)
+        .optional()
+        .map_err(db_err)?
+        .map(to_item)
+        .transpose()
+}
+
+fn holds(current: Option<&Item>, cond: &Condition) -> bool {
+    match cond {
+        Condition::None => true,
+        Condition::NotExists => current.is_none(),
+        Condition::Exists => current.is_some(),
+        Condition::AttrEquals(name, value) => {
+            current.and_then(|i| i.get(name)) == Some(value.as_str())
+        }
+    }
+}
+
+fn put_item(conn: &Connection, item: &Item) -> Result<()> {
+    let attrs = serde_json::to_string(&item.attrs).expect("attrs serialize");
+    let g = |i: Index, pk: bool| {
+        let name = if pk { i.pk_attr() } else { i.sk_attr() };
+        item.get(name).map(str::to_owned)
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO items (pk, sk, attrs, g1pk, g1sk, g2pk, g2sk, g3pk, g3sk, g4pk, g4sk)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .map_err(db_err)?
+    .execute(rusqlite::params![
+        item.pk,
+        item.sk,
+        attrs,
+        g(Index::Gsi1, true),
+        g(Index::Gsi1, false),
+        g(Index::Gsi2, true),
+        g(Index::Gsi2, false),
+        g(Index::Gsi3, true),
+        g(Index::Gsi3, false),
+        g(Index::Gsi4, true),
+        g(Index::Gsi4, false),
+    ])
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn run_query(conn: &Connection, q: &Query) -> Result<Page<Item>> {
+    let (pkc, skc) = columns(q.index);
+    let mut sql = format!("{SELECT} WHERE {pkc} = ?");
+    let mut args: Vec<String> = vec![q.pk.clone()];
+    match &q.sk {
+        SkRange::All => {}
+        SkRange::BeginsWith(p) => {
+            // A range instead of LIKE: exact bytes, index-friendly.
+            sql.push_str(&format!(" AND {skc} >= ? AND {skc} < ?"));
+            args.push(p.clone());
+            args.push(format!("{p}\u{10FFFF}"));
+        }
+        SkRange::Between(a, b) => {
+            sql.push_str(&format!(" AND {skc} BETWEEN ? AND ?"));
+            args.push(a.clone());
+            args.push(b.clone());
+        }
+        SkRange::Gte(a) => {
+            sql.push_str(&format!(" AND {skc} >= ?"));
+            args.push(a.clone());
+        }
+        SkRange::Lte(b) => {
+            sql.push_str(&format!(" AND {skc} <= ?"));
+            args.push(b.clone());
+        }
+    }
+    let (cmp, dir) = if q.forward {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    if let Some(start) = &q.start {
+        let get = |name: &str| {
+            start.get(name).cloned().ok_or_else(|| {
+                Error::invalid(
+                    "cursor",
+                    "the cursor is invalid or belongs to another listing",
+                )
+            })
+        };
+        if q.index == Index::Table {
+            sql.push_str(&format!(" AND sk {cmp} ?"));
+            args.push(get("SK")?);
+        } else {
+            sql.push_str(&format!(" AND ({skc}, pk, sk) {cmp} (?, ?, ?)"));
+            args.push(get(q.index.sk_attr())?);
+            args.push(get("PK")?);
+            args.push(get("SK")?);
+        }
+    }
+    if q.index == Index::Table {
+        sql.push_str(&format!(" ORDER BY sk {dir} LIMIT ?"));
+    } else {
+        sql.push_str(&format!(
+            " ORDER BY {skc} {dir}, pk {dir}, sk {dir} LIMIT ?"
+        ));
+    }
+    let limit = q.limit.max(1);
+    args.push((limit + 1).to_string());
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params_from_iter(args.iter()), row_to_item)
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let more = rows.len() > limit;
+    let items = rows
+        .into_iter()
+        .take(limit)
+        .map(to_item)
+        .collect::<Result<Vec<_>>>()?;
+    let next = if more {
+        items.last().map(|i| page_key_of(i, q.index))
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+#[async_trait]
+impl ItemStore for SqliteItemStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+        let (pk, sk) = (pk.to_owned(), sk.to_owned());
+        self.read(move |c| get_item(c, &pk, &sk)).await
+    }
+
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
+        if ops.len() > 100 {
+            return Err(Error::Internal(format!(
+                "a transaction of {} writes is over the limit of 100",
+                ops.len()
+            )));
+        }
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let mut failed = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let (pk, sk) = op.key();
+                let cond = match op {
+                    WriteOp::Put { condition, .. }
+                    | WriteOp::Delete { condition, .. }
+                    | WriteOp::Check { condition, .. } => condition,
+                };
+                if *cond != Condition::None && !holds(get_item(&tx, pk, sk)?.as_ref(), cond) {
+                    failed.push(i);
+                }
+            }
+            if !failed.is_empty() {
+                return Err(Error::ConditionFailed { ops: failed });
+            }
+            for op in &ops {
+                match op {
+                    WriteOp::Put { item, .. } => put_item(&tx, item)?,
+                    WriteOp::Delete { pk, sk, .. } => {
+                        tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")
+                            .map_err(db_err)?
+                            .execute([pk, sk])
+                            .map_err(db_err)?;
+                    }
+                    WriteOp::Check { .. } => {}
+                }
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page<Item>> {
+        let q = query.clone();
+        self.read(move |c| run_query(c, &q)).await
+    }
+
+    async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(db_err)?;
+            for item in &items {
+                put_item(&tx, item)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
+        self.read(move |conn| {
+            let limit = limit.max(1);
+            let (sql, args): (String, Vec<String>) = match &start {
+                Some(k) => (
+                    format!("{SELECT} WHERE (pk, sk) > (?, ?) ORDER BY pk, sk LIMIT ?"),
+                    vec![
+                        k.get("PK").cloned().unwrap_or_default(),
+                        k.get("SK").cloned().unwrap_or_default(),
+                        (limit + 1).to_string(),
+                    ],
+                ),
+                None => (
+                    format!("{SELECT} ORDER BY pk, sk LIMIT ?"),
+                    vec![(limit + 1).to_string()],
+                ),
+            };
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), row_to_item)
+                .map_err(db_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db_err)?;
+            let more = rows.len() > limit;
+            let items = rows
+                .into_iter()
+                .take(limit)
+                .map(to_item)
+                .collect::<Result<Vec<_>>>()?;
+            let next = if more {
+                items.last().map(|i| page_key_of(i, Index::Table))
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+}
+
+/// Blobs as files under a root directory.
+pub struct FileBlobStore {
+    root: PathBuf,
+}
+
+impl FileBlobStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", root.display())))?;
+        Ok(FileBlobStore {
+            root: root.to_owned(),
+        })
+    }
+
+    /// Maps a blob key to a path under the root, refusing anything that could leave it.
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let rel = Path::new(key);
+        let safe = !key.is_empty()
+            && !key.contains('\\')
+            && !key.contains('\0')
+            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !safe {
+            return Err(Error::invalid(
+                "key",
+                format!("blob key {key:?} is not a safe relative path"),
+            ));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound(format!("no blob at {}", path.display()))
+    } else {
+        Error::Unavailable(format!("{}: {e}", path.display()))
+    }
+}
+
+#[async_trait]
+impl BlobStore for FileBlobStore {
+    async fn put(&self, key: &str, bytes: Bytes, _sha256_hex: &str) -> Result<()> {
+        let path = self.path(key)?;
+        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+            .await
+            .map_err(|e| Error::Internal(format!("blob write task failed: {e}")))?
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(Bytes::from(b)),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let bytes = self.get(from).await?;
+        self.put(to, bytes, "").await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<BlobMeta>, Option<String>)> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            collect_files(&root, &root, &mut keys)?;
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut out = Vec::new();
+            for (key, meta) in keys {
+                if !key.starts_with(&prefix)
+                    || start.as_ref().is_some_and(|s| key.as_str() <= s.as_str())
+                {
+                    continue;
+                }
+                if out.len() == limit {
+                    let next = out.last().map(|m: &BlobMeta| m.key.clone());
+                    return Ok((out, next));
+                }
+                out.push(BlobMeta {
+                    key,
+                    size: meta.len(),
+                    last_modified: meta
+                        .modified()
+                        .ok()
+                        .map(chrono::DateTime::<chrono::Utc>::from),
+                });
+            }
+            Ok((out, None))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blob list task failed: {e}")))?
+    }
+}
+
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(|e| io_err(&path, e))?;
+        if meta.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        {
+            let rel = path.strip_prefix(root).expect("under root");
+            out.push((rel.to_string_lossy().replace('\\', "/"), meta));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file so that readers see the old content or the new, never a part: a temporary file
+/// in the same directory, fsync, rename over the target, fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("blob paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    Ok(())
+}
+
+/// Opens both embedded stores under a data directory: `<dir>/metadata.db` and `<dir>/programs/…`.
+pub fn open(data_dir: &Path) -> Result<(SqliteItemStore, FileBlobStore)> {
+    Ok((
+        SqliteItemStore::open(data_dir)?,
+        FileBlobStore::open(data_dir)?,
+    ))
+}

@@ -1,0 +1,278 @@
+//! The narrow capabilities a backend provides. Everything else (versions, search, codecs,
+//! retention, ...) is written once in the core on top of these.
+//!
+//! * [`ItemStore`]: a DynamoDB-shaped item store — items addressed by a partition key and a sort
+//!   key, string attributes, four overloaded secondary indexes, conditional transactions, ordered
+//!   range reads with pagination.
+//! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix.
+//!
+//! Backends: [`aws`] (DynamoDB + S3) and [`embedded`] (SQLite + local files).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub mod aws;
+pub mod embedded;
+
+/// Attribute names with a meaning to every backend.
+pub mod attr {
+    pub const PK: &str = "PK";
+    pub const SK: &str = "SK";
+    /// The record itself, as JSON text.
+    pub const DATA: &str = "data";
+    /// A revision counter used by compare-and-set writes.
+    pub const REV: &str = "rev";
+}
+
+/// An item: partition key, sort key and string attributes. Index key attributes are named by
+/// [`Index::pk_attr`] / [`Index::sk_attr`]; an item without them is not in that index (sparse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub pk: String,
+    pub sk: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl Item {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Item {
+            pk: pk.into(),
+            sk: sk.into(),
+            attrs: BTreeMap::new(),
+        }
+    }
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.attrs.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name).map(String::as_str)
+    }
+    pub fn data(&self) -> Option<&str> {
+        self.get(attr::DATA)
+    }
+}
+
+/// The table itself or one of the four global secondary indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Index {
+    Table,
+    Gsi1,
+    Gsi2,
+    Gsi3,
+    Gsi4,
+}
+
+impl Index {
+    pub const GSIS: [Index; 4] = [Index::Gsi1, Index::Gsi2, Index::Gsi3, Index::Gsi4];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Index::Table => "table",
+            Index::Gsi1 => "GSI1",
+            Index::Gsi2 => "GSI2",
+            Index::Gsi3 => "GSI3",
+            Index::Gsi4 => "GSI4",
+        }
+    }
+    pub fn pk_attr(self) -> &'static str {
+        match self {
+            Index::Table => attr::PK,
+            Index::Gsi1 => "GSI1PK",
+            Index::Gsi2 => "GSI2PK",
+            Index::Gsi3 => "GSI3PK",
+            Index::Gsi4 => "GSI4PK",
+        }
+    }
+    pub fn sk_attr(self) -> &'static str {
+        match self {
+            Index::Table => attr::SK,
+            Index::Gsi1 => "GSI1SK",
+            Index::Gsi2 => "GSI2SK",
+            Index::Gsi3 => "GSI3SK",
+            Index::Gsi4 => "GSI4SK",
+        }
+    }
+}
+
+/// A condition on the current state of one item, checked atomically with the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// The item must not exist.
+    NotExists,
+    /// The item must exist.
+    Exists,
+    /// The item must exist and the attribute must have exactly this value.
+    AttrEquals(String, String),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Put {
+        item: Item,
+        condition: Condition,
+    },
+    Delete {
+        pk: String,
+        sk: String,
+        condition: Condition,
+    },
+    /// Checks a condition without writing.
+    Check {
+        pk: String,
+        sk: String,
+        condition: Condition,
+    },
+}
+
+impl WriteOp {
+    pub fn put(item: Item, condition: Condition) -> Self {
+        WriteOp::Put { item, condition }
+    }
+    pub fn delete(pk: impl Into<String>, sk: impl Into<String>, condition: Condition) -> Self {
+        WriteOp::Delete {
+            pk: pk.into(),
+            sk: sk.into(),
+            condition,
+        }
+    }
+    pub fn key(&self) -> (&str, &str) {
+        match self {
+            WriteOp::Put { item, .. } => (&item.pk, &item.sk),
+            WriteOp::Delete { pk, sk, .. } | WriteOp::Check { pk, sk, .. } => (pk, sk),
+        }
+    }
+}
+
+/// A condition on the sort key of an index range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkRange {
+    All,
+    BeginsWith(String),
+    /// Inclusive on both ends.
+    Between(String, String),
+    Gte(String),
+    Lte(String),
+}
+
+/// Where a page read stopped: the key attributes of the last item returned (the table's and,
+/// for an index, the index's). Opaque to callers; the core wraps it in a validated cursor.
+pub type PageKey = BTreeMap<String, String>;
+
+/// A range read of one partition of the table or of an index.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub index: Index,
+    pub pk: String,
+    pub sk: SkRange,
+    /// Ascending sort key order when true.
+    pub forward: bool,
+    pub limit: usize,
+    pub start: Option<PageKey>,
+}
+
+impl Query {
+    pub fn new(index: Index, pk: impl Into<String>) -> Self {
+        Query {
+            index,
+            pk: pk.into(),
+            sk: SkRange::All,
+            forward: true,
+            limit: 100,
+            start: None,
+        }
+    }
+    pub fn sk(mut self, sk: SkRange) -> Self {
+        self.sk = sk;
+        self
+    }
+    pub fn forward(mut self, forward: bool) -> Self {
+        self.forward = forward;
+        self
+    }
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+    pub fn start(mut self, start: Option<PageKey>) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+/// One page of a range read or scan. `next` is `None` on the last page.
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageKey>,
+}
+
+/// The page key of an item in an index: what a backend returns as `next` after it.
+pub fn page_key_of(item: &Item, index: Index) -> PageKey {
+    let mut key = PageKey::new();
+    key.insert(attr::PK.to_owned(), item.pk.clone());
+    key.insert(attr::SK.to_owned(), item.sk.clone());
+    if index != Index::Table {
+        for name in [index.pk_attr(), index.sk_attr()] {
+            if let Some(v) = item.get(name) {
+                key.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+    key
+}
+
+/// A DynamoDB-shaped item store. Implementations must make [`ItemStore::transact`] atomic and
+/// isolated: either every operation applies and every condition held, or nothing changes and the
+/// error is [`crate::Error::ConditionFailed`] listing the operations whose condition failed.
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    /// Reads one item by key (strongly consistent).
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>>;
+    /// Applies up to 100 writes atomically, each with its condition.
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<()>;
+    /// Reads one page of a partition of the table or an index, in sort key order.
+    async fn query(&self, query: &Query) -> Result<Page<Item>>;
+    /// Writes many items without conditions (not atomic as a whole; each item is). Backends chunk
+    /// and retry unprocessed items themselves.
+    async fn batch_put(&self, items: Vec<Item>) -> Result<()>;
+    /// Reads one page of every item. Maintenance and backup only: never on a request path.
+    async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>>;
+}
+
+/// Facts about a stored blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// An object store.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Writes a blob atomically (readers see the old or the new bytes, never a part). `sha256_hex`
+    /// is the SHA-256 of `bytes`; a backend that can verify it on arrival does.
+    async fn put(&self, key: &str, bytes: Bytes, sha256_hex: &str) -> Result<()>;
+    /// Reads a whole blob. Unknown key → `NotFound`; in cold storage → `Archived`.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Deletes a blob; deleting a missing blob is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Copies a blob server-side.
+    async fn copy(&self, from: &str, to: &str) -> Result<()>;
+    /// Lists blobs under a prefix, one page at a time (`start` is the last key of the previous page).
+    async fn list(
+        &self,
+        prefix: &str,
+        start: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<BlobMeta>, Option<String>)>;
+}

@@ -1,0 +1,120 @@
+//! Every key of the single-table design, built in one place (see DESIGN.md's data model).
+//!
+//! | item          | PK                         | SK                       | indexes |
+//! |---------------|----------------------------|--------------------------|---------|
+//! | program       | `PROG#<id>`                | `PROG`                   | GSI1 `SIG#<project>#<sig>` / `<created>#<id>`; GSI2 `SIG#…` / `<score key>#<id>`; GSI3 `METHOD#<project>#<method>` / `<created>#<id>`; GSI4 `PROJ#<project>` / `<created>#<id>` |
+//! | version claim | `SIG#<project>#<sig>`      | `VER#<sortable semver>`  | |
+//! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>` |
+//! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
+//! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
+//!
+//! Numbers inside sort keys are zero-padded so that string order is numeric order.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ProgramId, Project, Signature, Version};
+
+pub const PROG_SK: &str = "PROG";
+pub const HEAD_SK: &str = "HEAD";
+pub const VER_PREFIX: &str = "VER#";
+pub const IDEM_SK: &str = "IDEM";
+
+pub fn program_pk(id: &ProgramId) -> String {
+    format!("PROG#{id}")
+}
+
+pub fn signature_pk(project: &Project, signature: &Signature) -> String {
+    format!("SIG#{project}#{signature}")
+}
+
+pub fn version_sk(version: &Version) -> String {
+    format!("{VER_PREFIX}{}", version.sort_key())
+}
+
+pub fn method_pk(project: &Project, method: &str) -> String {
+    format!("METHOD#{project}#{method}")
+}
+
+pub fn project_pk(project: &Project) -> String {
+    format!("PROJ#{project}")
+}
+
+pub fn project_signatures_pk(project: &Project) -> String {
+    format!("PROJSIG#{project}")
+}
+
+pub fn tag_pk(project: &Project, tag: &str) -> String {
+    format!("TAG#{project}#{tag}")
+}
+
+pub fn idempotency_pk(key: &str) -> String {
+    format!("IDEM#{key}")
+}
+
+/// Sort key by creation: RFC 3339 with fixed millisecond precision sorts chronologically.
+pub fn created_sk(created_at: &DateTime<Utc>, id: &ProgramId) -> String {
+    format!("{}#{id}", crate::domain::format_time(created_at))
+}
+
+/// Sort key by primary score: programs without a score first in ascending order (last when
+/// descending), then by score. The score is mapped to a fixed-width string whose order is the
+/// order of the numbers (the IEEE-754 bit trick).
+pub fn score_sk(score: Option<f64>, id: &ProgramId) -> String {
+    match score {
+        None => format!("0#{id}"),
+        Some(s) => format!("1{}#{id}", sortable_f64(s)),
+    }
+}
+
+/// A 16-hex-digit string whose byte order matches the numeric order of finite floats.
+pub fn sortable_f64(x: f64) -> String {
+    let bits = x.to_bits();
+    let key = if x.is_sign_negative() {
+        !bits
+    } else {
+        bits | (1u64 << 63)
+    };
+    format!("{key:016x}")
+}
+
+/// Blob key of a program: `programs/YYYY/MM/DD/<id>.json[.ext]`, dated by creation.
+pub fn blob_key(created_at: &DateTime<Utc>, id: &ProgramId, extension: &str) -> String {
+    let mut key = format!("programs/{}/{id}.json", created_at.format("%Y/%m/%d"));
+    if !extension.is_empty() {
+        key.push('.');
+        key.push_str(extension);
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sortable_floats_keep_order() {
+        let xs = [
+            -1e9, -2.5, -0.0001, 0.0, 1e-9, 0.5, 0.85, 0.9, 1.0, 2.0, 1e12,
+        ];
+        for w in xs.windows(2) {
+            assert!(
+                sortable_f64(w[0]) < sortable_f64(w[1]),
+                "{} < {}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+
+    #[test]
+    fn blob_keys_are_dated() {
+        let t = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let id = ProgramId::parse("0191e2a4-0000-7000-8000-000000000000").unwrap();
+        assert_eq!(
+            blob_key(&t, &id, "zst"),
+            "programs/2026/03/04/0191e2a4-0000-7000-8000-000000000000.json.zst"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Opening a [`Storage`] on either backend.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::aws::{clients, load_sdk_config, DynamoItemStore, RequestCounter, S3BlobStore};
+use crate::backend::embedded;
+use crate::config::StorageConfig;
+use crate::error::Result;
+use crate::service::Storage;
+
+/// The embedded backend under `data_dir` (created if missing).
+pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {
+    let (items, blobs) = embedded::open(data_dir)?;
+    Ok(Storage::new(
+        Arc::new(items),
+        Arc::new(blobs),
+        config,
+        format!("embedded ({})", data_dir.display()),
+    ))
+}
+
+/// Where the AWS backend lives.
+#[derive(Debug, Clone)]
+pub struct AwsLocation {
+    pub table: String,
+    pub bucket: String,
+}
+
+/// The AWS backend through the standard AWS configuration (env, profile, role; endpoints from
+/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`). With `create`, the
+/// table (with its indexes) and the bucket are made when missing.
+pub async fn aws(
+    location: &AwsLocation,
+    config: StorageConfig,
+    create: bool,
+    counter: Option<RequestCounter>,
+) -> Result<Storage> {
+    let sdk = load_sdk_config().await;
+    let (ddb, s3) = clients(&sdk, counter);
+    let items = DynamoItemStore::new(ddb, location.table.clone());
+    let blobs = S3BlobStore::new(s3, location.bucket.clone());
+    if create {
+        items.create_table().await?;
+        blobs.create_bucket().await?;
+    }
+    Ok(Storage::new(
+        Arc::new(items),
+        Arc::new(blobs),
+        config,
+        format!("aws (table {}, bucket {})", location.table, location.bucket),
+    ))
+}

@@ -1,0 +1,194 @@
+//! The records kept in the item store and how each maps to an [`Item`] (keys from [`crate::keys`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::backend::{attr, Index, Item};
+use crate::codec::BlobInfo;
+use crate::domain::{ProgramId, ProgramStatus, Project, Signature, Version};
+use crate::error::{Error, Result};
+use crate::keys;
+
+fn to_data<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialize")
+}
+
+/// Decodes the `data` attribute of an item into a record.
+pub fn from_item<T: DeserializeOwned>(item: &Item) -> Result<T> {
+    let data = item
+        .data()
+        .ok_or_else(|| Error::Internal(format!("item {}/{} has no data", item.pk, item.sk)))?;
+    serde_json::from_str(data)
+        .map_err(|e| Error::Internal(format!("item {}/{} is unreadable: {e}", item.pk, item.sk)))
+}
+
+/// A stored program: everything but the program JSON itself, which lives in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramRecord {
+    pub id: ProgramId,
+    pub project: Project,
+    pub signature: Signature,
+    pub version: Version,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The metadata as the client sent it, with `signature`, `version` and `project` resolved.
+    pub metadata: Map<String, Value>,
+    pub primary_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimization_method: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub blob_key: String,
+    pub blob: BlobInfo,
+    pub status: ProgramStatus,
+    /// The signature's latest version when this one was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<Version>,
+}
+
+impl ProgramRecord {
+    pub fn signature_pk(&self) -> String {
+        keys::signature_pk(&self.project, &self.signature)
+    }
+
+    /// The program item with its index keys: by signature and creation (GSI1), by signature and
+    /// score (GSI2), by optimization method (GSI3), by project (GSI4).
+    pub fn to_item(&self) -> Item {
+        let created = keys::created_sk(&self.created_at, &self.id);
+        let mut item = Item::new(keys::program_pk(&self.id), keys::PROG_SK)
+            .with(attr::DATA, to_data(self))
+            .with(attr::REV, crate::domain::format_time(&self.updated_at))
+            .with(Index::Gsi1.pk_attr(), self.signature_pk())
+            .with(Index::Gsi1.sk_attr(), created.clone())
+            .with(Index::Gsi2.pk_attr(), self.signature_pk())
+            .with(
+                Index::Gsi2.sk_attr(),
+                keys::score_sk(self.primary_score, &self.id),
+            )
+            .with(Index::Gsi4.pk_attr(), keys::project_pk(&self.project))
+            .with(Index::Gsi4.sk_attr(), created.clone());
+        if let Some(method) = &self.optimization_method {
+            item = item
+                .with(
+                    Index::Gsi3.pk_attr(),
+                    keys::method_pk(&self.project, method),
+                )
+                .with(Index::Gsi3.sk_attr(), created);
+        }
+        item
+    }
+
+    /// One entry item per tag: `TAG#<project>#<tag>` / `<created>#<id>`.
+    pub fn tag_items(&self) -> Vec<Item> {
+        self.tags
+            .iter()
+            .map(|tag| {
+                Item::new(
+                    keys::tag_pk(&self.project, tag),
+                    keys::created_sk(&self.created_at, &self.id),
+                )
+                .with("id", self.id.to_string())
+            })
+            .collect()
+    }
+
+    pub fn version_claim(&self) -> VersionClaim {
+        VersionClaim {
+            id: self.id,
+            version: self.version.clone(),
+            created_at: self.created_at,
+            performance: self.primary_score,
+            size: self.blob.size,
+        }
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.metadata.get("environment").and_then(Value::as_str)
+    }
+}
+
+/// `SIG#<project>#<signature>` / `VER#<sortable version>`: makes a version unique (conditional
+/// put) and lists a signature's versions in semver order with one range read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionClaim {
+    pub id: ProgramId,
+    pub version: Version,
+    pub created_at: DateTime<Utc>,
+    pub performance: Option<f64>,
+    pub size: u64,
+}
+
+impl VersionClaim {
+    pub fn to_item(&self, project: &Project, signature: &Signature) -> Item {
+        Item::new(
+            keys::signature_pk(project, signature),
+            keys::version_sk(&self.version),
+        )
+        .with(attr::DATA, to_data(self))
+        .with("id", self.id.to_string())
+    }
+}
+
+/// A named pointer to a version of a signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasTarget {
+    pub version: Version,
+    pub id: ProgramId,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `SIG#<project>#<signature>` / `HEAD`: the signature's latest version, counts and aliases. Every
+/// change of a signature's versions or aliases is a compare-and-set on its `rev`, so concurrent
+/// writers serialize here and never both win.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignatureHead {
+    pub project: Project,
+    pub signature: Signature,
+    pub latest_version: Version,
+    pub latest_id: ProgramId,
+    pub versions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_performance: Option<f64>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, AliasTarget>,
+    pub rev: u64,
+}
+
+impl SignatureHead {
+    pub fn to_item(&self) -> Item {
+        Item::new(
+            keys::signature_pk(&self.project, &self.signature),
+            keys::HEAD_SK,
+        )
+        .with(attr::DATA, to_data(self))
+        .with(attr::REV, self.rev.to_string())
+        .with(
+            Index::Gsi4.pk_attr(),
+            keys::project_signatures_pk(&self.project),
+        )
+        .with(Index::Gsi4.sk_attr(), self.signature.as_str())
+    }
+}
+
+/// `IDEM#<key>` / `IDEM`: the first answer to a request made with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of the request (method, path and body), to refuse a key reused for another request.
+    pub request_sha256: String,
+    pub response: Value,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl IdempotencyRecord {
+    pub fn to_item(&self) -> Item {
+        Item::new(keys::idempotency_pk(&self.key), keys::IDEM_SK)
+            .with(attr::DATA, to_data(self))
+            .with("expires_at", self.expires_at.timestamp().to_string())
+    }
+}

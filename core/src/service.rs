@@ -1,0 +1,624 @@
+//! The storage service: store, load and list programs over any pair of backends.
+//!
+//! Store: blob first, then the program record, its version claim, the signature head (latest,
+//! counts) and its tag entries in ONE conditional transaction. A program is visible only when the
+//! transaction committed, so a failure at any step leaves nothing visible; a blob whose
+//! transaction failed is deleted (or, if that also fails, collected later as an orphan).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{value::RawValue, Value};
+
+use crate::backend::{BlobStore, Condition, Index, ItemStore, PageKey, Query, SkRange, WriteOp};
+use crate::codec::Codec;
+use crate::config::StorageConfig;
+use crate::domain::{
+    format_time, NewMetadata, ProgramId, ProgramStatus, Project, Signature, Version,
+    VersionSelector,
+};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::record::{from_item, IdempotencyRecord, ProgramRecord, SignatureHead, VersionClaim};
+
+/// What a store answers (`201` body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredProgram {
+    pub id: ProgramId,
+    pub signature: Signature,
+    pub version: Version,
+    pub project: Project,
+    pub created_at: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A request's idempotency key with the hash of the request it was first used for.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_sha256: String,
+}
+
+impl Idempotency {
+    pub fn parse(key: &str, request_sha256: String) -> Result<Self> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1-255 printable ASCII characters",
+            ));
+        }
+        Ok(Idempotency {
+            key: key.to_owned(),
+            request_sha256,
+        })
+    }
+}
+
+/// The outcome of a store: the answer, and whether it replays an earlier identical request.
+#[derive(Debug, Clone)]
+pub struct StoreOutcome {
+    pub stored: StoredProgram,
+    pub replayed: bool,
+}
+
+/// A program read back: its record and its JSON, byte-for-byte as stored.
+#[derive(Debug, Clone)]
+pub struct LoadedProgram {
+    pub record: ProgramRecord,
+    pub program: Box<RawValue>,
+}
+
+/// One page of a listing with an opaque cursor for the next.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Facts about the running service for `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub backend: String,
+    pub version: &'static str,
+}
+
+pub struct Storage {
+    items: Arc<dyn ItemStore>,
+    blobs: Arc<dyn BlobStore>,
+    codec: Codec,
+    config: StorageConfig,
+    backend: String,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+const MAX_PAGE: usize = 1000;
+
+impl Storage {
+    pub fn new(
+        items: Arc<dyn ItemStore>,
+        blobs: Arc<dyn BlobStore>,
+        config: StorageConfig,
+        backend: impl Into<String>,
+    ) -> Self {
+        Storage {
+            items,
+            blobs,
+            codec: config.codec(),
+            config,
+            backend: backend.into(),
+        }
+    }
+
+    pub fn items(&self) -> &Arc<dyn ItemStore> {
+        &self.items
+    }
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    pub fn health(&self) -> Health {
+        Health {
+            status: "ok",
+            backend: self.backend.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    // ----- store -------------------------------------------------------------------------------
+
+    /// Stores a program. `program` is the program's JSON text exactly as received.
+    pub async fn store(
+        &self,
+        program: &RawValue,
+        metadata: NewMetadata,
+        idempotency: Option<Idempotency>,
+    ) -> Result<StoreOutcome> {
+        let now = Utc::now();
+        if let Some(idem) = &idempotency {
+            if let Some(stored) = self.idempotent_answer(idem, now).await? {
+                return Ok(StoreOutcome {
+                    stored,
+                    replayed: true,
+                });
+            }
+        }
+
+        let json = program.get().as_bytes();
+        let (stored_bytes, blob) = self.codec.encode(json)?;
+        let id = ProgramId::new();
+        let created_at = metadata.created_at.unwrap_or(now);
+        let blob_key = keys::blob_key(&created_at, &id, blob.compression.extension());
+        self.blobs
+            .put(&blob_key, Bytes::from(stored_bytes), &blob.stored_sha256)
+            .await?;
+
+        let result = self
+            .commit_new_program(
+                id,
+                created_at,
+                now,
+                &blob_key,
+                blob,
+                metadata,
+                idempotency.as_ref(),
+            )
+            .await;
+        match result {
+            Ok(stored) => Ok(StoreOutcome {
+                stored,
+                replayed: false,
+            }),
+            Err(err) => {
+                // Nothing refers to the blob: remove it (cleanup collects it if this fails too).
+                if let Err(e) = self.blobs.delete(&blob_key).await {
+                    tracing::warn!(blob_key, error = %e, "could not remove the blob of a failed store");
+                }
+                match (err, &idempotency) {
+                    // A concurrent request with the same key won: answer as it did.
+                    (Error::ConditionFailed { .. }, Some(idem)) => {
+                        match self.idempotent_answer(idem, now).await? {
+                            Some(stored) => Ok(StoreOutcome {
+                                stored,
+                                replayed: true,
+                            }),
+                            None => Err(Error::Unavailable("store did not complete; retry".into())),
+                        }
+                    }
+                    (err, _) => Err(err),
+                }
+            }
+        }
+    }
+
+    async fn idempotent_answer(
+        &self,
+        idem: &Idempotency,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredProgram>> {
+        let Some(item) = self
+            .items
+            .get(&keys::idempotency_pk(&idem.key), keys::IDEM_SK)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rec: IdempotencyRecord = from_item(&item)?;
+        if rec.expires_at < now {
+            return Ok(None);
+        }
+        if rec.request_sha256 != idem.request_sha256 {
+            return Err(Error::Precondition(
+                "this Idempotency-Key was already used for a different request".into(),
+            ));
+        }
+        serde_json::from_value(rec.response)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("idempotency record unreadable: {e}")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_new_program(
+        &self,
+        id: ProgramId,
+        created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        blob_key: &str,
+        blob: crate::codec::BlobInfo,
+        metadata: NewMetadata,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<StoredProgram> {
+        let sig_pk = keys::signature_pk(&metadata.project, &metadata.signature);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let head: Option<SignatureHead> = match self.items.get(&sig_pk, keys::HEAD_SK).await {
+                Ok(item) => item.as_ref().map(from_item).transpose()?,
+                Err(e) if e.is_transient() && attempt < self.config.max_write_attempts => {
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let version = match (&metadata.version, &head) {
+                (Some(v), _) => v.clone(),
+                (None, Some(h)) => h.latest_version.next_patch(),
+                (None, None) => Version::FIRST,
+            };
+            let mut map = metadata.map.clone();
+            map.insert(
+                "signature".into(),
+                Value::String(metadata.signature.to_string()),
+            );
+            map.insert("version".into(), Value::String(version.to_string()));
+            map.insert(
+                "project".into(),
+                Value::String(metadata.project.to_string()),
+            );
+            let record = ProgramRecord {
+                id,
+                project: metadata.project.clone(),
+                signature: metadata.signature.clone(),
+                version: version.clone(),
+                created_at,
+                updated_at: now,
+                metadata: map,
+                primary_score: metadata.primary_score,
+                optimization_method: metadata.optimization_method.clone(),
+                tags: metadata.tags.clone(),
+                blob_key: blob_key.to_owned(),
+                blob: blob.clone(),
+                status: ProgramStatus::Active,
+                previous_version: head.as_ref().map(|h| h.latest_version.clone()),
+            };
+            let stored = StoredProgram {
+                id,
+                signature: record.signature.clone(),
+                version: version.clone(),
+                project: record.project.clone(),
+                created_at: format_time(&created_at),
+                size: blob.size,
+                sha256: blob.sha256.clone(),
+            };
+            let new_head = match &head {
+                None => SignatureHead {
+                    project: record.project.clone(),
+                    signature: record.signature.clone(),
+                    latest_version: version.clone(),
+                    latest_id: id,
+                    versions: 1,
+                    best_performance: record.primary_score,
+                    updated_at: now,
+                    aliases: Default::default(),
+                    rev: 1,
+                },
+                Some(h) => {
+                    let mut n = h.clone();
+                    if version > h.latest_version {
+                        n.latest_version = version.clone();
+                        n.latest_id = id;
+                    }
+                    n.versions += 1;
+                    n.best_performance = max_score(h.best_performance, record.primary_score);
+                    n.updated_at = now;
+                    n.rev = h.rev + 1;
+                    n
+                }
+            };
+            let head_condition = match &head {
+                None => Condition::NotExists,
+                Some(h) => {
+                    Condition::AttrEquals(crate::backend::attr::REV.into(), h.rev.to_string())
+                }
+            };
+            let mut ops = vec![
+                WriteOp::put(record.to_item(), Condition::NotExists),
+                WriteOp::put(
+                    record
+                        .version_claim()
+                        .to_item(&record.project, &record.signature),
+                    Condition::NotExists,
+                ),
+                WriteOp::put(new_head.to_item(), head_condition),
+            ];
+            const IDEM_OP: usize = 3;
+            if let Some(idem) = idempotency {
+                let rec = IdempotencyRecord {
+                    key: idem.key.clone(),
+                    request_sha256: idem.request_sha256.clone(),
+                    response: serde_json::to_value(&stored).expect("serializable"),
+                    created_at: now,
+                    expires_at: now
+                        + chrono::Duration::from_std(self.config.idempotency_ttl)
+                            .unwrap_or_default(),
+                };
+                // An expired record of the same key is replaced; a live one makes the write fail.
+                let cond = Condition::None;
+                let existing = self
+                    .items
+                    .get(&keys::idempotency_pk(&idem.key), keys::IDEM_SK)
+                    .await?;
+                let cond = match existing {
+                    Some(item) => Condition::AttrEquals(
+                        "expires_at".into(),
+                        item.get("expires_at").unwrap_or_default().to_owned(),
+                    ),
+                    None => {
+                        let _ = cond;
+                        Condition::NotExists
+                    }
+                };
+                ops.push(WriteOp::put(rec.to_item(), cond));
+            }
+            ops.extend(
+                record
+                    .tag_items()
+                    .into_iter()
+                    .map(|i| WriteOp::put(i, Condition::None)),
+            );
+
+            match self.items.transact(ops).await {
+                Ok(()) => return Ok(stored),
+                Err(Error::ConditionFailed { ops }) => {
+                    if idempotency.is_some() && ops.contains(&IDEM_OP) {
+                        return Err(Error::ConditionFailed { ops });
+                    }
+                    if ops.contains(&1) && metadata.version.is_some() {
+                        return Err(Error::AlreadyExists(format!(
+                            "signature {} already has version {version} in project {}",
+                            metadata.signature, metadata.project
+                        )));
+                    }
+                    if attempt >= self.config.max_write_attempts {
+                        return Err(Error::Unavailable(format!(
+                            "signature {} is changing too fast; store gave up after {attempt} attempts",
+                            metadata.signature
+                        )));
+                    }
+                    backoff(attempt).await;
+                }
+                Err(e) if e.is_transient() && attempt < self.config.max_write_attempts => {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // ----- load --------------------------------------------------------------------------------
+
+    /// Reads a program's record (no blob).
+    pub async fn get_record(&self, id: &ProgramId) -> Result<ProgramRecord> {
+        match self.items.get(&keys::program_pk(id), keys::PROG_SK).await? {
+            Some(item) => from_item(&item),
+            None => Err(Error::NotFound(format!("no program with id {id}"))),
+        }
+    }
+
+    /// Reads a program: one item read, one blob read, verified.
+    pub async fn get_program(&self, id: &ProgramId) -> Result<LoadedProgram> {
+        let record = self.get_record(id).await?;
+        self.load_blob(record).await
+    }
+
+    async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {
+        match record.status {
+            ProgramStatus::Active => {}
+            ProgramStatus::Archived | ProgramStatus::Restoring => {
+                return Err(Error::Archived(format!(
+                    "program {} is in cold storage; restore it first",
+                    record.id
+                )))
+            }
+        }
+        let stored = match self.blobs.get(&record.blob_key).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::Integrity(format!(
+                    "the stored program {} is missing from the blob store",
+                    record.id
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let json = self.codec.decode(&stored, &record.blob)?;
+        let text = String::from_utf8(json)
+            .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
+        let program = RawValue::from_string(text)
+            .map_err(|e| Error::Integrity(format!("stored program is not valid JSON: {e}")))?;
+        Ok(LoadedProgram { record, program })
+    }
+
+    /// The head of a signature: latest version, counts, aliases.
+    pub async fn get_head(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Result<SignatureHead> {
+        match self
+            .items
+            .get(&keys::signature_pk(project, signature), keys::HEAD_SK)
+            .await?
+        {
+            Some(item) => from_item(&item),
+            None => Err(Error::NotFound(format!(
+                "signature {signature} has no versions in project {project}"
+            ))),
+        }
+    }
+
+    /// Resolves `latest` or an exact version to a program id: one item read.
+    pub async fn resolve_version(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        selector: &VersionSelector,
+    ) -> Result<ProgramId> {
+        match selector {
+            VersionSelector::Latest => Ok(self.get_head(project, signature).await?.latest_id),
+            VersionSelector::Exact(v) => {
+                let item = self
+                    .items
+                    .get(
+                        &keys::signature_pk(project, signature),
+                        &keys::version_sk(v),
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "signature {signature} has no version {v} in project {project}"
+                        ))
+                    })?;
+                Ok(from_item::<VersionClaim>(&item)?.id)
+            }
+        }
+    }
+
+    /// Reads a version of a signature (`latest` or exact): at most one more item read than by id.
+    pub async fn get_version(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        selector: &VersionSelector,
+    ) -> Result<LoadedProgram> {
+        let id = self.resolve_version(project, signature, selector).await?;
+        self.get_program(&id).await
+    }
+
+    /// Lists a signature's versions in semantic-version order, one range read per page.
+    pub async fn list_versions(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Listing<VersionClaim>> {
+        let pk = keys::signature_pk(project, signature);
+        let limit = page_limit(limit)?;
+        let start = cursor
+            .map(|c| decode_cursor(c, Index::Table, &pk))
+            .transpose()?;
+        let query = Query::new(Index::Table, pk.clone())
+            .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
+            .limit(limit)
+            .start(start);
+        let page = self.items.query(&query).await?;
+        if page.items.is_empty() && cursor.is_none() {
+            return Err(Error::NotFound(format!(
+                "signature {signature} has no versions in project {project}"
+            )));
+        }
+        let items = page
+            .items
+            .iter()
+            .map(from_item)
+            .collect::<Result<Vec<VersionClaim>>>()?;
+        Ok(Listing {
+            items,
+            next_cursor: page.next.map(|k| encode_cursor(Index::Table, &pk, &k)),
+        })
+    }
+}
+
+fn max_score(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize> {
+    match limit {
+        None => Ok(100),
+        Some(0) => Err(Error::invalid("limit", "limit must be at least 1")),
+        Some(n) if n > MAX_PAGE => Err(Error::invalid(
+            "limit",
+            format!("limit must be at most {MAX_PAGE}"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Exponential backoff with full jitter, capped at 200 ms.
+async fn backoff(attempt: u32) {
+    let cap = 5u64.saturating_mul(1 << attempt.min(6)).min(200);
+    let ms = rand::thread_rng().gen_range(1..=cap);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[derive(Serialize, Deserialize)]
+struct CursorBody {
+    /// Index the cursor belongs to.
+    i: String,
+    /// Partition the cursor belongs to.
+    p: String,
+    /// Last key read.
+    k: PageKey,
+}
+
+/// Encodes where a listing stopped as an opaque URL-safe token.
+pub fn encode_cursor(index: Index, pk: &str, key: &PageKey) -> String {
+    let body = CursorBody {
+        i: index.name().into(),
+        p: pk.into(),
+        k: key.clone(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&body).expect("serializable"))
+}
+
+/// Decodes a cursor, refusing one that was not made for this listing (`400`).
+pub fn decode_cursor(cursor: &str, index: Index, pk: &str) -> Result<PageKey> {
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "the cursor is invalid or belongs to another listing",
+        )
+    };
+    if cursor.len() > 4096 {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let body: CursorBody = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if body.i != index.name() || body.p != pk {
+        return Err(bad());
+    }
+    let mut expected = vec![crate::backend::attr::PK, crate::backend::attr::SK];
+    if index != Index::Table {
+        expected.extend([index.pk_attr(), index.sk_attr()]);
+    }
+    let names: Vec<&str> = body.k.keys().map(String::as_str).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort_unstable();
+    if names != expected_sorted {
+        return Err(bad());
+    }
+    let key_pk = if index == Index::Table {
+        crate::backend::attr::PK
+    } else {
+        index.pk_attr()
+    };
+    if body.k.get(key_pk).map(String::as_str) != Some(pk) {
+        return Err(bad());
+    }
+    Ok(body.k)
+}

@@ -1,0 +1,6 @@
+//! The `backup` Lambda function: the backup routes of API.md behind API Gateway.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    dspy_storage_functions::lambda::run(dspy_storage_functions::Function::Backup).await
+}

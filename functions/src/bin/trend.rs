@@ -1,0 +1,6 @@
+//! The `trend` Lambda function: the trend routes of API.md behind API Gateway.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    dspy_storage_functions::lambda::run(dspy_storage_functions::Function::Trend).await
+}

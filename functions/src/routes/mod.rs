@@ -1,0 +1,338 @@
+//! The route table: every route of API.md, the function (Lambda) that serves it and its handler.
+//! Routers and the OpenAPI document are both built from this one table.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
+
+use crate::AppState;
+
+mod pending;
+mod programs;
+
+/// The Lambda functions of the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Function {
+    Store,
+    Load,
+    Query,
+    Trend,
+    Cleanup,
+    Backup,
+}
+
+impl Function {
+    pub const ALL: [Function; 6] = [
+        Function::Store,
+        Function::Load,
+        Function::Query,
+        Function::Trend,
+        Function::Cleanup,
+        Function::Backup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Store => "store",
+            Function::Load => "load",
+            Function::Query => "query",
+            Function::Trend => "trend",
+            Function::Cleanup => "cleanup",
+            Function::Backup => "backup",
+        }
+    }
+}
+
+/// One route: method, path (axum syntax, `{param}`), serving function, summary and handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub function: Function,
+    pub summary: &'static str,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(
+    function: Function,
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        function,
+        summary,
+        handler,
+    }
+}
+
+fn r<H, T>(
+    function: Function,
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    handler: H,
+) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+    route(function, method, path, summary, on(filter, handler))
+}
+
+/// Every route of the API.
+pub fn all_routes() -> Vec<Route> {
+    use Function::*;
+    use Method as M;
+    let p = pending::not_implemented;
+    vec![
+        // Programs
+        r(
+            Store,
+            M::POST,
+            "/programs",
+            "Store a program",
+            programs::store,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/programs/{id}",
+            "Load a program with its metadata",
+            programs::get,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/programs/{id}/metadata",
+            "Load a program's metadata (no blob read)",
+            programs::get_metadata,
+        ),
+        r(
+            Store,
+            M::PATCH,
+            "/programs/{id}/metadata",
+            "Update tags, environment, description and custom metadata",
+            p,
+        ),
+        r(Store, M::DELETE, "/programs/{id}", "Delete a program", p),
+        // Versions, aliases, rollback
+        r(
+            Load,
+            M::GET,
+            "/signatures",
+            "List the signatures of a project",
+            p,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/versions",
+            "List a signature's versions in semantic-version order",
+            programs::list_versions,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/versions/{version}",
+            "Load a version (a semver or `latest`)",
+            programs::get_version,
+        ),
+        r(
+            Store,
+            M::PUT,
+            "/signatures/{signature}/aliases/{alias}",
+            "Point an alias at a version (compare-and-set with expected_version)",
+            p,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/aliases/{alias}",
+            "Load the program an alias points at",
+            p,
+        ),
+        r(
+            Store,
+            M::DELETE,
+            "/signatures/{signature}/aliases/{alias}",
+            "Remove an alias",
+            p,
+        ),
+        r(
+            Store,
+            M::POST,
+            "/signatures/{signature}/rollback",
+            "Roll back: a new version identical to an earlier one",
+            p,
+        ),
+        // Reading DSPy programs
+        r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/diff",
+            "Diff two versions per predictor",
+            p,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/programs/{id}/prompt",
+            "Render a program's prompts as Markdown",
+            p,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/programs/{id}/compatibility",
+            "Can two programs replace each other",
+            p,
+        ),
+        // Performance tracking
+        r(
+            Trend,
+            M::POST,
+            "/programs/{id}/metrics",
+            "Record metrics (one or a batch)",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/programs/{id}/metrics",
+            "Metric history, oldest first",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/programs/{id}/trends",
+            "Trends of a program's metrics",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/programs/{id}/trends.svg",
+            "Chart of a program's metrics",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/signatures/{signature}/trends",
+            "Trends across a signature's versions",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/signatures/{signature}/trends.svg",
+            "Chart across a signature's versions",
+            p,
+        ),
+        r(
+            Trend,
+            M::POST,
+            "/optimization-runs",
+            "Record an optimizer run",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/optimization-runs",
+            "List optimizer runs",
+            p,
+        ),
+        r(
+            Trend,
+            M::GET,
+            "/optimization-runs/{id}",
+            "Read an optimizer run",
+            p,
+        ),
+        r(Trend, M::GET, "/report", "Monitoring report", p),
+        // Search and querying
+        r(
+            Query,
+            M::GET,
+            "/search",
+            "Search with the query language",
+            p,
+        ),
+        r(Query, M::POST, "/search", "Structured search", p),
+        r(
+            Query,
+            M::POST,
+            "/aggregate",
+            "Aggregate metrics grouped by a metadata field",
+            p,
+        ),
+        r(
+            Query,
+            M::POST,
+            "/time-series",
+            "Bucketed time series of a metric",
+            p,
+        ),
+        r(
+            Query,
+            M::GET,
+            "/programs/{id}/similar",
+            "Programs similar to one",
+            p,
+        ),
+        // Retention and archive
+        r(
+            Cleanup,
+            M::POST,
+            "/maintenance/cleanup",
+            "Run (or dry-run) the retention policy",
+            p,
+        ),
+        r(
+            Cleanup,
+            M::POST,
+            "/programs/{id}/archive",
+            "Move a program's blob to cold storage",
+            p,
+        ),
+        r(
+            Cleanup,
+            M::POST,
+            "/programs/{id}/restore",
+            "Bring an archived program back",
+            p,
+        ),
+        // Backup and restore
+        r(Backup, M::POST, "/backups", "Create a backup", p),
+        r(Backup, M::GET, "/backups", "List backups, newest first", p),
+        r(
+            Backup,
+            M::GET,
+            "/backups/{name}",
+            "Read a backup's manifest",
+            p,
+        ),
+        r(
+            Backup,
+            M::POST,
+            "/backups/{name}/restore",
+            "Restore a backup",
+            p,
+        ),
+        // Health
+        r(Load, M::GET, "/health", "Service health", programs::health),
+        r(
+            Load,
+            M::GET,
+            "/openapi.json",
+            "This API's OpenAPI document",
+            crate::openapi::serve,
+        ),
+    ]
+}

@@ -1,0 +1,202 @@
+//! Programs: store, load, metadata; version listing and version reads; health.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::domain::{format_time, NewMetadata, ProgramId, VersionSelector};
+use dspy_storage_core::record::{ProgramRecord, VersionClaim};
+use dspy_storage_core::service::{Idempotency, LoadedProgram};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, read_body, signature, Params};
+use crate::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreBody<'a> {
+    #[serde(borrow)]
+    program: Option<&'a RawValue>,
+    metadata: Option<Value>,
+}
+
+/// `POST /programs`
+pub async fn store(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let parsed: StoreBody = parse_json(&bytes)?;
+    let program = parsed.program.ok_or_else(|| {
+        ApiError::bad_request("the body must have a \"program\" (any JSON value)").field("program")
+    })?;
+    let metadata = NewMetadata::parse(parsed.metadata.unwrap_or(Value::Null), Utc::now())?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| {
+                ApiError::bad_request("Idempotency-Key must be printable ASCII")
+                    .field("Idempotency-Key")
+            })?;
+            let mut request = format!("POST {}\n", uri.path()).into_bytes();
+            request.extend_from_slice(&bytes);
+            Some(Idempotency::parse(key, sha256_hex(&request))?)
+        }
+    };
+    let outcome = state.storage.store(program, metadata, idempotency).await?;
+    let mut response = (StatusCode::CREATED, Json(&outcome.stored)).into_response();
+    if outcome.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The metadata part of every program answer.
+#[derive(Serialize)]
+pub struct ProgramView<'a> {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<&'a RawValue>,
+    pub metadata: &'a Map<String, Value>,
+    pub signature: &'a str,
+    pub version: String,
+    pub project: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub size: u64,
+    pub sha256: &'a str,
+    pub status: dspy_storage_core::domain::ProgramStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+}
+
+impl<'a> ProgramView<'a> {
+    pub fn new(record: &'a ProgramRecord, program: Option<&'a RawValue>) -> Self {
+        ProgramView {
+            id: record.id.to_string(),
+            program,
+            metadata: &record.metadata,
+            signature: record.signature.as_str(),
+            version: record.version.to_string(),
+            project: record.project.as_str(),
+            created_at: format_time(&record.created_at),
+            updated_at: format_time(&record.updated_at),
+            size: record.blob.size,
+            sha256: &record.blob.sha256,
+            status: record.status,
+            performance: record.primary_score,
+            previous_version: record.previous_version.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+fn loaded(p: &LoadedProgram) -> Response {
+    Json(ProgramView::new(&p.record, Some(&p.program))).into_response()
+}
+
+fn program_id(raw: &str) -> ApiResult<ProgramId> {
+    // A malformed id can name no program: 404 like any unknown id.
+    ProgramId::parse(raw).map_err(|_| ApiError::not_found(format!("no program with id {raw:?}")))
+}
+
+/// `GET /programs/{id}`
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = program_id(&id)?;
+    Ok(loaded(&state.storage.get_program(&id).await?))
+}
+
+/// `GET /programs/{id}/metadata`
+pub async fn get_metadata(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = program_id(&id)?;
+    let record = state.storage.get_record(&id).await?;
+    Ok(Json(ProgramView::new(&record, None)).into_response())
+}
+
+#[derive(Serialize)]
+struct VersionEntry<'a> {
+    version: String,
+    id: String,
+    created_at: String,
+    performance: Option<f64>,
+    size: u64,
+    #[serde(skip)]
+    _claim: std::marker::PhantomData<&'a VersionClaim>,
+}
+
+/// `GET /signatures/{signature}/versions?project=&limit=&cursor=`
+pub async fn list_versions(
+    State(state): State<AppState>,
+    Path(sig): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let signature = signature(&sig)?;
+    let project = params.project()?;
+    let listing = state
+        .storage
+        .list_versions(
+            &project,
+            &signature,
+            params.usize("limit")?,
+            params.get("cursor"),
+        )
+        .await?;
+    let versions: Vec<VersionEntry> = listing
+        .items
+        .iter()
+        .map(|c| VersionEntry {
+            version: c.version.to_string(),
+            id: c.id.to_string(),
+            created_at: format_time(&c.created_at),
+            performance: c.performance,
+            size: c.size,
+            _claim: std::marker::PhantomData,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "signature": signature,
+        "project": project,
+        "versions": versions,
+        "next_cursor": listing.next_cursor,
+    }))
+    .into_response())
+}
+
+/// `GET /signatures/{signature}/versions/{version}` (`latest` or a semver)
+pub async fn get_version(
+    State(state): State<AppState>,
+    Path((sig, version)): Path<(String, String)>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let signature = signature(&sig)?;
+    let project = params.project()?;
+    let selector = VersionSelector::parse(&version)?;
+    Ok(loaded(
+        &state
+            .storage
+            .get_version(&project, &signature, &selector)
+            .await?,
+    ))
+}
+
+/// `GET /health`
+pub async fn health(State(state): State<AppState>) -> Json<dspy_storage_core::service::Health> {
+    Json(state.storage.health())
+}
