@@ -19,6 +19,11 @@ pub struct StorageConfig {
     pub idempotency_ttl: Duration,
     /// How many times a conflicting or throttled write is retried before giving up.
     pub max_write_attempts: u32,
+    /// Bytes of program JSON kept in memory by id (0 = off).
+    pub program_cache_bytes: usize,
+    /// How long a `latest` / alias resolution is reused (0 = off). Writes through the same
+    /// process invalidate at once; writes through another process are seen after at most this.
+    pub resolve_cache_ttl: Duration,
 }
 
 impl Default for StorageConfig {
@@ -29,6 +34,8 @@ impl Default for StorageConfig {
             encrypt: false,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_write_attempts: 100,
+            program_cache_bytes: 64 << 20,
+            resolve_cache_ttl: Duration::from_secs(2),
         }
     }
 }

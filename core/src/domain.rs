@@ -216,6 +216,33 @@ impl VersionSelector {
     }
 }
 
+/// An alias name: `[a-z0-9_-]{1,64}` (e.g. `production`, `staging`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AliasName(String);
+
+impl AliasName {
+    pub fn parse(s: &str) -> Result<Self> {
+        check_chars(
+            "alias",
+            s,
+            64,
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'),
+            "a-z0-9_-",
+        )?;
+        Ok(AliasName(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AliasName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A program id: a UUID v7 (time-ordered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -268,6 +295,14 @@ pub fn validate_tag(tag: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The current time at millisecond precision, the precision every stored time is written with
+/// (so a time read back compares equal to the one written).
+pub fn now() -> DateTime<Utc> {
+    use chrono::Timelike;
+    let t = Utc::now();
+    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
 }
 
 /// RFC 3339 UTC with second precision and a `Z`, as every time in the API is written.

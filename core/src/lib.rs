@@ -5,6 +5,7 @@
 //! [`backend::BlobStore`].
 
 pub mod backend;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod domain;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod open;
 pub mod record;
+pub mod registry;
 pub mod service;
 
 pub use error::{Error, Result};

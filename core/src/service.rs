@@ -81,6 +81,15 @@ pub struct Listing<T> {
     pub next_cursor: Option<String>,
 }
 
+/// One page of a signature's versions.
+#[derive(Debug, Clone)]
+pub struct VersionListing {
+    pub items: Vec<VersionClaim>,
+    /// Alias names by the version they point at.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
+    pub next_cursor: Option<String>,
+}
+
 /// Facts about the running service for `/health`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
@@ -90,11 +99,32 @@ pub struct Health {
 }
 
 pub struct Storage {
-    items: Arc<dyn ItemStore>,
-    blobs: Arc<dyn BlobStore>,
-    codec: Codec,
-    config: StorageConfig,
-    backend: String,
+    pub(crate) items: Arc<dyn ItemStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) codec: Codec,
+    pub(crate) config: StorageConfig,
+    pub(crate) backend: String,
+    pub(crate) programs: crate::cache::ProgramCache,
+    pub(crate) resolved: crate::cache::ResolveCache,
+}
+
+/// A program about to be committed (its blob already stored).
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    pub id: ProgramId,
+    pub project: Project,
+    pub signature: Signature,
+    /// Explicit version; `None` = the next patch after the latest.
+    pub version: Option<Version>,
+    pub created_at: DateTime<Utc>,
+    pub metadata: serde_json::Map<String, Value>,
+    pub primary_score: Option<f64>,
+    pub optimization_method: Option<String>,
+    pub tags: Vec<String>,
+    pub blob_key: String,
+    pub blob: crate::codec::BlobInfo,
+    /// Set for a rollback: the version whose program this one repeats.
+    pub rollback_to: Option<Version>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -118,6 +148,8 @@ impl Storage {
             items,
             blobs,
             codec: config.codec(),
+            programs: crate::cache::ProgramCache::new(config.program_cache_bytes),
+            resolved: crate::cache::ResolveCache::new(config.resolve_cache_ttl),
             config,
             backend: backend.into(),
         }
@@ -150,7 +182,7 @@ impl Storage {
         metadata: NewMetadata,
         idempotency: Option<Idempotency>,
     ) -> Result<StoreOutcome> {
-        let now = Utc::now();
+        let now = crate::domain::now();
         if let Some(idem) = &idempotency {
             if let Some(stored) = self.idempotent_answer(idem, now).await? {
                 return Ok(StoreOutcome {
@@ -169,17 +201,21 @@ impl Storage {
             .put(&blob_key, Bytes::from(stored_bytes), &blob.stored_sha256)
             .await?;
 
-        let result = self
-            .commit_new_program(
-                id,
-                created_at,
-                now,
-                &blob_key,
-                blob,
-                metadata,
-                idempotency.as_ref(),
-            )
-            .await;
+        let draft = Draft {
+            id,
+            project: metadata.project,
+            signature: metadata.signature,
+            version: metadata.version,
+            created_at,
+            metadata: metadata.map,
+            primary_score: metadata.primary_score,
+            optimization_method: metadata.optimization_method,
+            tags: metadata.tags,
+            blob_key: blob_key.clone(),
+            blob,
+            rollback_to: None,
+        };
+        let result = self.commit_new_program(draft, now, idempotency.as_ref()).await;
         match result {
             Ok(stored) => Ok(StoreOutcome {
                 stored,
@@ -233,17 +269,17 @@ impl Storage {
             .map_err(|e| Error::Internal(format!("idempotency record unreadable: {e}")))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn commit_new_program(
+    /// Commits a new program whose blob is already stored: program record, version claim,
+    /// signature head and tag entries in one conditional transaction, retried while the head
+    /// moves under us. The version is the draft's or, when it has none, the next patch after the
+    /// latest.
+    pub(crate) async fn commit_new_program(
         &self,
-        id: ProgramId,
-        created_at: DateTime<Utc>,
+        draft: Draft,
         now: DateTime<Utc>,
-        blob_key: &str,
-        blob: crate::codec::BlobInfo,
-        metadata: NewMetadata,
         idempotency: Option<&Idempotency>,
     ) -> Result<StoredProgram> {
+        let metadata = &draft;
         let sig_pk = keys::signature_pk(&metadata.project, &metadata.signature);
         let mut attempt = 0u32;
         loop {
@@ -261,16 +297,18 @@ impl Storage {
                 (None, Some(h)) => h.latest_version.next_patch(),
                 (None, None) => Version::FIRST,
             };
-            let mut map = metadata.map.clone();
-            map.insert(
-                "signature".into(),
-                Value::String(metadata.signature.to_string()),
-            );
+            let mut map = metadata.metadata.clone();
+            map.insert("signature".into(), Value::String(metadata.signature.to_string()));
             map.insert("version".into(), Value::String(version.to_string()));
-            map.insert(
-                "project".into(),
-                Value::String(metadata.project.to_string()),
-            );
+            map.insert("project".into(), Value::String(metadata.project.to_string()));
+            if let Some(to) = &metadata.rollback_to {
+                if let Some(h) = &head {
+                    map.insert("rollback_from".into(), Value::String(h.latest_version.to_string()));
+                }
+                map.insert("rollback_to".into(), Value::String(to.to_string()));
+                map.insert("rollback_timestamp".into(), Value::String(format_time(&now)));
+            }
+            let (id, created_at, blob) = (draft.id, draft.created_at, &draft.blob);
             let record = ProgramRecord {
                 id,
                 project: metadata.project.clone(),
@@ -282,7 +320,7 @@ impl Storage {
                 primary_score: metadata.primary_score,
                 optimization_method: metadata.optimization_method.clone(),
                 tags: metadata.tags.clone(),
-                blob_key: blob_key.to_owned(),
+                blob_key: draft.blob_key.clone(),
                 blob: blob.clone(),
                 status: ProgramStatus::Active,
                 previous_version: head.as_ref().map(|h| h.latest_version.clone()),
@@ -374,7 +412,10 @@ impl Storage {
             );
 
             match self.items.transact(ops).await {
-                Ok(()) => return Ok(stored),
+                Ok(()) => {
+                    self.resolved.invalidate(&sig_pk);
+                    return Ok(stored);
+                }
                 Err(Error::ConditionFailed { ops }) => {
                     if idempotency.is_some() && ops.contains(&IDEM_OP) {
                         return Err(Error::ConditionFailed { ops });
@@ -427,6 +468,9 @@ impl Storage {
                 )))
             }
         }
+        if let Some(program) = self.programs.get(&record.id, &record.blob.sha256) {
+            return Ok(LoadedProgram { record, program });
+        }
         let stored = match self.blobs.get(&record.blob_key).await {
             Ok(b) => b,
             Err(Error::NotFound(_)) => {
@@ -442,6 +486,7 @@ impl Storage {
             .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
         let program = RawValue::from_string(text)
             .map_err(|e| Error::Integrity(format!("stored program is not valid JSON: {e}")))?;
+        self.programs.insert(record.id, &record.blob.sha256, &program);
         Ok(LoadedProgram { record, program })
     }
 
@@ -471,7 +516,15 @@ impl Storage {
         selector: &VersionSelector,
     ) -> Result<ProgramId> {
         match selector {
-            VersionSelector::Latest => Ok(self.get_head(project, signature).await?.latest_id),
+            VersionSelector::Latest => {
+                let pk = keys::signature_pk(project, signature);
+                if let Some(id) = self.resolved.get(&pk, "latest") {
+                    return Ok(id);
+                }
+                let id = self.get_head(project, signature).await?.latest_id;
+                self.resolved.insert(&pk, "latest", id);
+                Ok(id)
+            }
             VersionSelector::Exact(v) => {
                 let item = self
                     .items
@@ -491,6 +544,8 @@ impl Storage {
     }
 
     /// Reads a version of a signature (`latest` or exact): at most one more item read than by id.
+    /// A cached resolution that has gone stale (the program was deleted elsewhere) is resolved
+    /// again rather than answered with 404.
     pub async fn get_version(
         &self,
         project: &Project,
@@ -498,39 +553,59 @@ impl Storage {
         selector: &VersionSelector,
     ) -> Result<LoadedProgram> {
         let id = self.resolve_version(project, signature, selector).await?;
-        self.get_program(&id).await
+        match self.get_program(&id).await {
+            Err(Error::NotFound(_)) if *selector == VersionSelector::Latest => {
+                self.resolved.invalidate(&keys::signature_pk(project, signature));
+                let id = self.resolve_version(project, signature, selector).await?;
+                self.get_program(&id).await
+            }
+            other => other,
+        }
     }
 
-    /// Lists a signature's versions in semantic-version order, one range read per page.
+    /// Lists a signature's versions in semantic-version order with the aliases pointing at each:
+    /// ONE range read per page (the first page's read includes the head, which sorts before the
+    /// version claims; later pages read the head separately).
     pub async fn list_versions(
         &self,
         project: &Project,
         signature: &Signature,
         limit: Option<usize>,
         cursor: Option<&str>,
-    ) -> Result<Listing<VersionClaim>> {
+    ) -> Result<VersionListing> {
         let pk = keys::signature_pk(project, signature);
         let limit = page_limit(limit)?;
         let start = cursor
             .map(|c| decode_cursor(c, Index::Table, &pk))
             .transpose()?;
-        let query = Query::new(Index::Table, pk.clone())
-            .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
-            .limit(limit)
-            .start(start);
+        let query = match &start {
+            None => Query::new(Index::Table, pk.clone()).limit(limit + 1),
+            Some(_) => Query::new(Index::Table, pk.clone())
+                .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
+                .limit(limit)
+                .start(start),
+        };
         let page = self.items.query(&query).await?;
-        if page.items.is_empty() && cursor.is_none() {
+        let mut head: Option<SignatureHead> = None;
+        let mut items = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            if item.sk == keys::HEAD_SK {
+                head = Some(from_item(item)?);
+            } else if item.sk.starts_with(keys::VER_PREFIX) {
+                items.push(from_item::<VersionClaim>(item)?);
+            }
+        }
+        if items.is_empty() && cursor.is_none() {
             return Err(Error::NotFound(format!(
                 "signature {signature} has no versions in project {project}"
             )));
         }
-        let items = page
-            .items
-            .iter()
-            .map(from_item)
-            .collect::<Result<Vec<VersionClaim>>>()?;
-        Ok(Listing {
+        if cursor.is_some() {
+            head = self.get_head(project, signature).await.ok();
+        }
+        Ok(VersionListing {
             items,
+            aliases: crate::registry::aliases_by_version(head.as_ref()),
             next_cursor: page.next.map(|k| encode_cursor(Index::Table, &pk, &k)),
         })
     }
@@ -544,7 +619,7 @@ fn max_score(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn page_limit(limit: Option<usize>) -> Result<usize> {
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize> {
     match limit {
         None => Ok(100),
         Some(0) => Err(Error::invalid("limit", "limit must be at least 1")),
@@ -557,7 +632,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
 }
 
 /// Exponential backoff with full jitter, capped at 200 ms.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let cap = 5u64.saturating_mul(1 << attempt.min(6)).min(200);
     let ms = rand::thread_rng().gen_range(1..=cap);
     tokio::time::sleep(Duration::from_millis(ms)).await;

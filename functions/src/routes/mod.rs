@@ -9,6 +9,7 @@ use crate::AppState;
 
 mod pending;
 mod programs;
+mod versions;
 
 /// The Lambda functions of the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,16 +117,16 @@ pub fn all_routes() -> Vec<Route> {
             M::PATCH,
             "/programs/{id}/metadata",
             "Update tags, environment, description and custom metadata",
-            p,
+            versions::patch_metadata,
         ),
-        r(Store, M::DELETE, "/programs/{id}", "Delete a program", p),
+        r(Store, M::DELETE, "/programs/{id}", "Delete a program", versions::delete_program),
         // Versions, aliases, rollback
         r(
             Load,
             M::GET,
             "/signatures",
             "List the signatures of a project",
-            p,
+            versions::list_signatures,
         ),
         r(
             Load,
@@ -146,28 +147,28 @@ pub fn all_routes() -> Vec<Route> {
             M::PUT,
             "/signatures/{signature}/aliases/{alias}",
             "Point an alias at a version (compare-and-set with expected_version)",
-            p,
+            versions::put_alias,
         ),
         r(
             Load,
             M::GET,
             "/signatures/{signature}/aliases/{alias}",
             "Load the program an alias points at",
-            p,
+            versions::get_alias,
         ),
         r(
             Store,
             M::DELETE,
             "/signatures/{signature}/aliases/{alias}",
             "Remove an alias",
-            p,
+            versions::delete_alias,
         ),
         r(
             Store,
             M::POST,
             "/signatures/{signature}/rollback",
             "Roll back: a new version identical to an earlier one",
-            p,
+            versions::rollback,
         ),
         // Reading DSPy programs
         r(

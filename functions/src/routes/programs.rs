@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::Utc;
 use dspy_storage_core::codec::sha256_hex;
 use dspy_storage_core::domain::{format_time, NewMetadata, ProgramId, VersionSelector};
-use dspy_storage_core::record::{ProgramRecord, VersionClaim};
+use dspy_storage_core::record::ProgramRecord;
 use dspy_storage_core::service::{Idempotency, LoadedProgram};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -103,11 +103,11 @@ impl<'a> ProgramView<'a> {
     }
 }
 
-fn loaded(p: &LoadedProgram) -> Response {
+pub(super) fn loaded(p: &LoadedProgram) -> Response {
     Json(ProgramView::new(&p.record, Some(&p.program))).into_response()
 }
 
-fn program_id(raw: &str) -> ApiResult<ProgramId> {
+pub(super) fn program_id(raw: &str) -> ApiResult<ProgramId> {
     // A malformed id can name no program: 404 like any unknown id.
     ProgramId::parse(raw).map_err(|_| ApiError::not_found(format!("no program with id {raw:?}")))
 }
@@ -135,8 +135,7 @@ struct VersionEntry<'a> {
     created_at: String,
     performance: Option<f64>,
     size: u64,
-    #[serde(skip)]
-    _claim: std::marker::PhantomData<&'a VersionClaim>,
+    aliases: &'a [String],
 }
 
 /// `GET /signatures/{signature}/versions?project=&limit=&cursor=`
@@ -166,7 +165,10 @@ pub async fn list_versions(
             created_at: format_time(&c.created_at),
             performance: c.performance,
             size: c.size,
-            _claim: std::marker::PhantomData,
+            aliases: listing
+                .aliases
+                .get(&c.version.to_string())
+                .map_or(&[][..], Vec::as_slice),
         })
         .collect();
     Ok(Json(serde_json::json!({

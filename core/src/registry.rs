@@ -1,0 +1,579 @@
+//! The versioned registry on top of the store: signatures, aliases with compare-and-set,
+//! rollback, delete and metadata updates. Every change to a signature's versions or aliases is a
+//! conditional write on its head's revision, so concurrent writers serialize and never both win.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
+use crate::domain::{
+    format_time, validate_tag, AliasName, ProgramId, Project, Signature, Version, VersionSelector,
+    MAX_METADATA_KEYS, MAX_STRING_LEN, MAX_TAGS,
+};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
+use crate::service::{backoff, decode_cursor, encode_cursor, Draft, Listing, LoadedProgram, Storage, StoredProgram};
+
+/// A signature in a project listing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignatureSummary {
+    pub signature: Signature,
+    pub versions: u64,
+    pub latest_version: Version,
+    pub best_performance: Option<f64>,
+    pub updated_at: String,
+}
+
+/// `PATCH /programs/{id}/metadata`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataPatch {
+    #[serde(default)]
+    pub tags: Option<TagsPatch>,
+    /// A string sets it, `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub environment: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
+    /// Custom keys to set (`null` removes the key).
+    #[serde(default)]
+    pub set: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub expected_updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsPatch {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Keys `set` may not touch: identity, content and the keys with their own operations.
+const PROTECTED_KEYS: [&str; 11] = [
+    "signature",
+    "version",
+    "project",
+    "created_at",
+    "performance",
+    "optimization_method",
+    "tags",
+    "environment",
+    "description",
+    "parent_id",
+    "previous_version",
+];
+
+fn rev_of(head: &SignatureHead) -> Condition {
+    Condition::AttrEquals(attr::REV.into(), head.rev.to_string())
+}
+
+impl Storage {
+    async fn read_head(&self, project: &Project, signature: &Signature) -> Result<Option<SignatureHead>> {
+        self.items
+            .get(&keys::signature_pk(project, signature), keys::HEAD_SK)
+            .await?
+            .as_ref()
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn read_claim(&self, project: &Project, signature: &Signature, version: &Version) -> Result<VersionClaim> {
+        let item = self
+            .items
+            .get(&keys::signature_pk(project, signature), &keys::version_sk(version))
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("signature {signature} has no version {version} in project {project}"))
+            })?;
+        from_item(&item)
+    }
+
+    /// Runs `attempt` until it commits, retrying (with backoff) while the head moved under it
+    /// or the store throttled. `attempt` returns `Ok(Some(v))` when done.
+    async fn retry_on_head<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            match attempt().await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) | Err(Error::ConditionFailed { .. }) if n < self.config.max_write_attempts => backoff(n).await,
+                Err(e) if e.is_transient() && n < self.config.max_write_attempts => backoff(n).await,
+                Ok(None) | Err(Error::ConditionFailed { .. }) => {
+                    return Err(Error::Unavailable(format!("{what} gave up after {n} attempts; retry")))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `GET /signatures`: the signatures of a project, one index range read per page.
+    pub async fn list_signatures(
+        &self,
+        project: &Project,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Listing<SignatureSummary>> {
+        let pk = keys::project_signatures_pk(project);
+        let start = cursor.map(|c| decode_cursor(c, Index::Gsi4, &pk)).transpose()?;
+        let query = Query::new(Index::Gsi4, pk.clone())
+            .limit(crate::service::page_limit(limit)?)
+            .start(start);
+        let page = self.items.query(&query).await?;
+        let items = page
+            .items
+            .iter()
+            .map(|i| {
+                let h: SignatureHead = from_item(i)?;
+                Ok(SignatureSummary {
+                    signature: h.signature,
+                    versions: h.versions,
+                    latest_version: h.latest_version,
+                    best_performance: h.best_performance,
+                    updated_at: format_time(&h.updated_at),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Listing {
+            items,
+            next_cursor: page.next.map(|k| encode_cursor(Index::Gsi4, &pk, &k)),
+        })
+    }
+
+    /// Points an alias at an existing version. With `expected`, a compare-and-set: it fails with
+    /// `Precondition` unless the alias currently points at that version (`None` inside = the
+    /// alias must not exist yet).
+    pub async fn put_alias(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+        version: &Version,
+        expected: Option<Option<Version>>,
+    ) -> Result<AliasTarget> {
+        let claim = self.read_claim(project, signature, version).await?;
+        let sig_pk = keys::signature_pk(project, signature);
+        let result = self
+            .retry_on_head("alias update", || async {
+                let head = self
+                    .read_head(project, signature)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("signature {signature} has no versions")))?;
+                let current = head.aliases.get(alias.as_str()).map(|t| t.version.clone());
+                if let Some(expected) = &expected {
+                    if *expected != current {
+                        return Err(Error::Precondition(format!(
+                            "alias {alias} points at {}, not {} (it moved meanwhile)",
+                            current.map_or("nothing".into(), |v| v.to_string()),
+                            expected.as_ref().map_or("nothing".into(), |v| v.to_string()),
+                        )));
+                    }
+                }
+                let now = crate::domain::now();
+                let target = AliasTarget {
+                    version: version.clone(),
+                    id: claim.id,
+                    updated_at: now,
+                };
+                let mut new_head = head.clone();
+                new_head.aliases.insert(alias.to_string(), target.clone());
+                new_head.rev += 1;
+                let ops = vec![
+                    // The version must still exist (and be the same program) when the alias moves.
+                    WriteOp::Check {
+                        pk: sig_pk.clone(),
+                        sk: keys::version_sk(version),
+                        condition: Condition::AttrEquals("id".into(), claim.id.to_string()),
+                    },
+                    WriteOp::put(new_head.to_item(), rev_of(&head)),
+                ];
+                match self.items.transact(ops).await {
+                    Ok(()) => Ok(Some(target)),
+                    Err(Error::ConditionFailed { ops }) if ops.contains(&0) => Err(Error::Precondition(format!(
+                        "version {version} of {signature} no longer exists"
+                    ))),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        self.resolved.invalidate(&sig_pk);
+        result
+    }
+
+    /// Resolves an alias to its program id: one item read (cached for the resolve TTL).
+    pub async fn resolve_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<ProgramId> {
+        let pk = keys::signature_pk(project, signature);
+        let selector = format!("alias:{alias}");
+        if let Some(id) = self.resolved.get(&pk, &selector) {
+            return Ok(id);
+        }
+        let head = self.get_head(project, signature).await?;
+        let id = head
+            .aliases
+            .get(alias.as_str())
+            .map(|t| t.id)
+            .ok_or_else(|| Error::NotFound(format!("signature {signature} has no alias {alias}")))?;
+        self.resolved.insert(&pk, &selector, id);
+        Ok(id)
+    }
+
+    /// Loads the program an alias points at: one more item read than by id.
+    pub async fn get_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<LoadedProgram> {
+        let id = self.resolve_alias(project, signature, alias).await?;
+        match self.get_program(&id).await {
+            Err(Error::NotFound(_)) => {
+                self.resolved.invalidate(&keys::signature_pk(project, signature));
+                let id = self.resolve_alias(project, signature, alias).await?;
+                self.get_program(&id).await
+            }
+            other => other,
+        }
+    }
+
+    /// Removes an alias (`NotFound` when it does not exist).
+    pub async fn delete_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<()> {
+        let sig_pk = keys::signature_pk(project, signature);
+        let result = self
+            .retry_on_head("alias removal", || async {
+                let head = self.get_head(project, signature).await?;
+                if !head.aliases.contains_key(alias.as_str()) {
+                    return Err(Error::NotFound(format!("signature {signature} has no alias {alias}")));
+                }
+                let mut new_head = head.clone();
+                new_head.aliases.remove(alias.as_str());
+                new_head.rev += 1;
+                self.items
+                    .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))])
+                    .await
+                    .map(Some)
+            })
+            .await;
+        self.resolved.invalidate(&sig_pk);
+        result
+    }
+
+    /// Rolls back: a NEW version (the next patch after the current latest) whose program is
+    /// byte-identical to `to`'s (its blob is copied server-side), with `rollback_from`,
+    /// `rollback_to` and `rollback_timestamp`. It becomes latest.
+    pub async fn rollback(&self, project: &Project, signature: &Signature, to: &Version) -> Result<StoredProgram> {
+        let claim = self.read_claim(project, signature, to).await?;
+        let target = self.get_record(&claim.id).await?;
+        if target.status != crate::domain::ProgramStatus::Active {
+            return Err(Error::Archived(format!(
+                "version {to} is in cold storage; restore it before rolling back to it"
+            )));
+        }
+        let now = crate::domain::now();
+        let id = ProgramId::new();
+        let blob_key = keys::blob_key(&now, &id, target.blob.compression.extension());
+        self.blobs.copy(&target.blob_key, &blob_key).await?;
+        let mut metadata = target.metadata.clone();
+        for k in ["rollback_from", "rollback_to", "rollback_timestamp", "created_at"] {
+            metadata.remove(k);
+        }
+        let draft = Draft {
+            id,
+            project: project.clone(),
+            signature: signature.clone(),
+            version: None,
+            created_at: now,
+            metadata,
+            primary_score: target.primary_score,
+            optimization_method: target.optimization_method.clone(),
+            tags: target.tags.clone(),
+            blob_key: blob_key.clone(),
+            blob: target.blob.clone(),
+            rollback_to: Some(to.clone()),
+        };
+        match self.commit_new_program(draft, now, None).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                if let Err(d) = self.blobs.delete(&blob_key).await {
+                    tracing::warn!(blob_key, error = %d, "could not remove the blob of a failed rollback");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a program: record, version claim, tag entries and (if it is the latest) the
+    /// head's latest, in one conditional transaction; then its blob. An alias target is refused
+    /// unless `force`, which removes the aliases too. No alias ever dangles.
+    pub async fn delete_program(&self, id: &ProgramId, force: bool) -> Result<()> {
+        let record = self.get_record(id).await?;
+        let (project, signature) = (&record.project, &record.signature);
+        let sig_pk = record.signature_pk();
+        let result = self
+            .retry_on_head("delete", || async {
+                let head = self.read_head(project, signature).await?;
+                let mut ops = vec![
+                    WriteOp::delete(
+                        keys::program_pk(id),
+                        keys::PROG_SK,
+                        Condition::AttrEquals(attr::REV.into(), format_time(&record.updated_at)),
+                    ),
+                    WriteOp::delete(
+                        sig_pk.clone(),
+                        keys::version_sk(&record.version),
+                        Condition::AttrEquals("id".into(), id.to_string()),
+                    ),
+                ];
+                if let Some(head) = head {
+                    let pointing: Vec<String> =
+                        head.aliases.iter().filter(|(_, t)| t.id == *id).map(|(n, _)| n.clone()).collect();
+                    if !pointing.is_empty() && !force {
+                        return Err(Error::Precondition(format!(
+                            "alias(es) {} point at this program; move them or delete with ?force=true",
+                            pointing.join(", ")
+                        )));
+                    }
+                    let mut new_head = head.clone();
+                    for name in &pointing {
+                        new_head.aliases.remove(name);
+                    }
+                    new_head.versions = head.versions.saturating_sub(1);
+                    new_head.rev += 1;
+                    new_head.updated_at = crate::domain::now();
+                    if new_head.versions == 0 {
+                        ops.push(WriteOp::delete(sig_pk.clone(), keys::HEAD_SK, rev_of(&head)));
+                    } else {
+                        if head.latest_id == *id {
+                            let (v, i) = self.highest_other_version(&sig_pk, id).await?;
+                            new_head.latest_version = v;
+                            new_head.latest_id = i;
+                        }
+                        if record.primary_score.is_some() && record.primary_score == head.best_performance {
+                            new_head.best_performance = self.best_other_score(&sig_pk, id).await?;
+                        }
+                        ops.push(WriteOp::put(new_head.to_item(), rev_of(&head)));
+                    }
+                }
+                for tag in record.tag_items() {
+                    ops.push(WriteOp::delete(tag.pk, tag.sk, Condition::None));
+                }
+                match self.items.transact(ops).await {
+                    Ok(()) => Ok(Some(())),
+                    Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {
+                        Err(Error::Precondition(format!("program {id} changed or was deleted meanwhile")))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        self.resolved.invalidate(&sig_pk);
+        self.programs.remove(id);
+        result?;
+        if let Err(e) = self.blobs.delete(&record.blob_key).await {
+            // The record is gone; the orphan blob is collected by cleanup.
+            tracing::warn!(blob_key = record.blob_key, error = %e, "could not delete the blob of a deleted program");
+        }
+        Ok(())
+    }
+
+    async fn highest_other_version(&self, sig_pk: &str, id: &ProgramId) -> Result<(Version, ProgramId)> {
+        let q = Query::new(Index::Table, sig_pk)
+            .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
+            .forward(false)
+            .limit(2);
+        let page = self.items.query(&q).await?;
+        for item in &page.items {
+            let c: VersionClaim = from_item(item)?;
+            if c.id != *id {
+                return Ok((c.version, c.id));
+            }
+        }
+        Err(Error::Internal("the head counts versions that do not exist".into()))
+    }
+
+    async fn best_other_score(&self, sig_pk: &str, id: &ProgramId) -> Result<Option<f64>> {
+        let q = Query::new(Index::Gsi2, sig_pk).forward(false).limit(2);
+        let page = self.items.query(&q).await?;
+        for item in &page.items {
+            let r: ProgramRecord = from_item(item)?;
+            if r.id != *id {
+                return Ok(r.primary_score);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Merges a metadata patch: tags, environment, description and custom keys — never
+    /// signature, version, project or content. With `expected_updated_at` it is a compare-and-set.
+    pub async fn update_metadata(&self, id: &ProgramId, patch: MetadataPatch) -> Result<ProgramRecord> {
+        let expected = patch
+            .expected_updated_at
+            .as_deref()
+            .map(|t| crate::domain::parse_time("expected_updated_at", t))
+            .transpose()?;
+        validate_patch(&patch)?;
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            let record = self.get_record(id).await?;
+            if let Some(exp) = expected {
+                if format_time(&exp) != format_time(&record.updated_at) {
+                    return Err(Error::Precondition(format!(
+                        "program {id} was updated at {}, not {} (it changed meanwhile)",
+                        format_time(&record.updated_at),
+                        format_time(&exp)
+                    )));
+                }
+            }
+            let updated = apply_patch(&record, &patch)?;
+            let old_tags: Vec<_> = record.tag_items();
+            let new_tags: Vec<_> = updated.tag_items();
+            let mut ops = vec![WriteOp::put(
+                updated.to_item(),
+                Condition::AttrEquals(attr::REV.into(), format_time(&record.updated_at)),
+            )];
+            for t in &old_tags {
+                if !new_tags.iter().any(|n| n.pk == t.pk) {
+                    ops.push(WriteOp::delete(t.pk.clone(), t.sk.clone(), Condition::None));
+                }
+            }
+            for t in new_tags {
+                if !old_tags.iter().any(|o| o.pk == t.pk) {
+                    ops.push(WriteOp::put(t, Condition::None));
+                }
+            }
+            match self.items.transact(ops).await {
+                Ok(()) => return Ok(updated),
+                Err(Error::ConditionFailed { .. }) if expected.is_some() => {
+                    return Err(Error::Precondition(format!("program {id} changed meanwhile")))
+                }
+                Err(Error::ConditionFailed { .. }) | Err(Error::Throttled(_))
+                    if n < self.config.max_write_attempts =>
+                {
+                    backoff(n).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Loads by selector or alias, for routes that take either.
+    pub async fn resolve(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        selector: &VersionSelector,
+    ) -> Result<ProgramId> {
+        self.resolve_version(project, signature, selector).await
+    }
+
+    /// Stores bytes under a key (used by tests of integrity).
+    pub async fn put_raw_blob(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let sha = crate::codec::sha256_hex(&bytes);
+        self.blobs.put(key, bytes, &sha).await
+    }
+}
+
+fn validate_patch(patch: &MetadataPatch) -> Result<()> {
+    if let Some(t) = &patch.tags {
+        if t.add.len() > MAX_TAGS || t.remove.len() > MAX_TAGS {
+            return Err(Error::invalid("tags", format!("at most {MAX_TAGS} tags per change")));
+        }
+        for tag in t.add.iter().chain(&t.remove) {
+            validate_tag(tag)?;
+        }
+    }
+    for (key, v) in [("environment", &patch.environment), ("description", &patch.description)] {
+        if let Some(Some(s)) = v {
+            if s.chars().count() > MAX_STRING_LEN {
+                return Err(Error::invalid(key, format!("{key} is longer than {MAX_STRING_LEN} characters")));
+            }
+        }
+    }
+    if let Some(set) = &patch.set {
+        for key in set.keys() {
+            if PROTECTED_KEYS.contains(&key.as_str()) {
+                return Err(Error::invalid(
+                    format!("set.{key}"),
+                    format!("{key} cannot be changed with set (signature, version, project and content never change)"),
+                ));
+            }
+            if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
+                return Err(Error::invalid("set", format!("metadata key {key:?} must be 1-128 printable characters")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramRecord> {
+    let mut r = record.clone();
+    if let Some(t) = &patch.tags {
+        r.tags.retain(|x| !t.remove.contains(x));
+        for tag in &t.add {
+            if !r.tags.contains(tag) {
+                r.tags.push(tag.clone());
+            }
+        }
+        if r.tags.len() > MAX_TAGS {
+            return Err(Error::invalid("tags", format!("a program has at most {MAX_TAGS} tags")));
+        }
+        r.metadata.insert("tags".into(), Value::from(r.tags.clone()));
+    }
+    for (key, v) in [("environment", &patch.environment), ("description", &patch.description)] {
+        match v {
+            Some(Some(s)) => {
+                r.metadata.insert(key.into(), Value::String(s.clone()));
+            }
+            Some(None) => {
+                r.metadata.remove(key);
+            }
+            None => {}
+        }
+    }
+    if let Some(set) = &patch.set {
+        for (k, v) in set {
+            if v.is_null() {
+                r.metadata.remove(k);
+            } else {
+                r.metadata.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if r.metadata.len() > MAX_METADATA_KEYS {
+        return Err(Error::invalid("set", format!("a program has at most {MAX_METADATA_KEYS} metadata keys")));
+    }
+    let now = crate::domain::now();
+    r.updated_at = next_time(record.updated_at, now);
+    Ok(r)
+}
+
+/// A time strictly after `prev` at millisecond precision (the precision of stored times).
+fn next_time(prev: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let min = prev + chrono::Duration::milliseconds(1);
+    if now >= min {
+        now
+    } else {
+        min
+    }
+}
+
+/// The aliases of a head grouped by the version they point at.
+pub fn aliases_by_version(head: Option<&SignatureHead>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(h) = head {
+        for (name, t) in &h.aliases {
+            out.entry(t.version.to_string()).or_default().push(name.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! Versions, aliases, rollback, delete and metadata updates.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dspy_storage_core::domain::{format_time, AliasName, Version};
+use dspy_storage_core::registry::MetadataPatch;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::programs::{loaded, program_id, ProgramView};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, read_body, signature, Params};
+use crate::AppState;
+
+/// `GET /signatures?project=&limit=&cursor=`
+pub async fn list_signatures(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let project = params.project()?;
+    let listing = state
+        .storage
+        .list_signatures(&project, params.usize("limit")?, params.get("cursor"))
+        .await?;
+    Ok(Json(json!({
+        "project": project,
+        "signatures": listing.items,
+        "next_cursor": listing.next_cursor,
+    }))
+    .into_response())
+}
+
+fn alias(raw: &str) -> ApiResult<AliasName> {
+    AliasName::parse(raw).map_err(ApiError::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasBody {
+    version: String,
+    /// Absent: unconditional. A version: the alias must point there. `null`: must not exist.
+    #[serde(default, deserialize_with = "some_option")]
+    expected_version: Option<Option<String>>,
+}
+
+fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `PUT /signatures/{signature}/aliases/{alias}` body `{"version", "expected_version"?}`
+pub async fn put_alias(
+    State(state): State<AppState>,
+    Path((sig, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let body: AliasBody = parse_json(&bytes)?;
+    let version = Version::parse(&body.version)?;
+    let expected = body
+        .expected_version
+        .map(|e| e.as_deref().map(Version::parse).transpose())
+        .transpose()
+        .map_err(|e| ApiError::from(e).field("expected_version"))?;
+    let target = state
+        .storage
+        .put_alias(&project, &signature, &alias, &version, expected)
+        .await?;
+    Ok(Json(json!({
+        "signature": signature,
+        "project": project,
+        "alias": alias,
+        "version": target.version,
+        "id": target.id,
+        "updated_at": format_time(&target.updated_at),
+    }))
+    .into_response())
+}
+
+/// `GET /signatures/{signature}/aliases/{alias}` → the program, as `GET /programs/{id}`
+pub async fn get_alias(
+    State(state): State<AppState>,
+    Path((sig, name)): Path<(String, String)>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    Ok(loaded(&state.storage.get_alias(&project, &signature, &alias).await?))
+}
+
+/// `DELETE /signatures/{signature}/aliases/{alias}` → 204
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    Path((sig, name)): Path<(String, String)>,
+    uri: Uri,
+) -> ApiResult<StatusCode> {
+    let params = Params::from_uri(&uri)?;
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    state.storage.delete_alias(&project, &signature, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to_version: String,
+}
+
+/// `POST /signatures/{signature}/rollback` body `{"to_version"}` → 201
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(sig): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let params = Params::from_uri(&uri)?;
+    let (signature, project) = (signature(&sig)?, params.project()?);
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let body: RollbackBody = parse_json(&bytes)?;
+    let to = Version::parse(&body.to_version).map_err(|e| ApiError::from(e).field("to_version"))?;
+    let stored = state.storage.rollback(&project, &signature, &to).await?;
+    Ok((StatusCode::CREATED, Json(stored)).into_response())
+}
+
+/// `DELETE /programs/{id}?force=true` → 204
+pub async fn delete_program(State(state): State<AppState>, Path(id): Path<String>, uri: Uri) -> ApiResult<StatusCode> {
+    let params = Params::from_uri(&uri)?;
+    let force = params.bool("force")?;
+    let id = program_id(&id)?;
+    state.storage.delete_program(&id, force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /programs/{id}/metadata` → the new metadata view
+pub async fn patch_metadata(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let id = program_id(&id)?;
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let value: Value = parse_json(&bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let patch: MetadataPatch =
+        serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid metadata patch: {e}")))?;
+    let record = state.storage.update_metadata(&id, patch).await?;
+    Ok(Json(ProgramView::new(&record, None)).into_response())
+}
