@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dspy_storage_core::codec::Compression;
 use dspy_storage_core::config::StorageConfig;
-use dspy_storage_core::domain::{NewMetadata, ProgramId};
+use dspy_storage_core::domain::{
+    format_time, AliasName, NewMetadata, ProgramId, Project, Signature, Version,
+};
 use dspy_storage_core::open::{self, AwsLocation};
 use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
@@ -103,12 +105,71 @@ enum Command {
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
     },
+    /// List a signature's versions (with their aliases).
+    Versions {
+        signature: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Manage aliases (production, staging, …).
+    Alias {
+        #[command(subcommand)]
+        action: AliasAction,
+    },
+    /// Roll back: a new version whose program is identical to an earlier one.
+    Rollback {
+        signature: String,
+        #[arg(long = "to")]
+        to: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
     /// Load a program by id and print (or write) its JSON.
     Load {
         id: String,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AliasAction {
+    /// Point an alias at a version (`--expect` makes it a compare-and-set).
+    Set {
+        signature: String,
+        alias: String,
+        version: String,
+        #[arg(long)]
+        expect: Option<String>,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Print the version and id an alias points at.
+    Get {
+        signature: String,
+        alias: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Remove an alias.
+    Rm {
+        signature: String,
+        alias: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+}
+
+fn project_arg(p: &Option<String>) -> Result<Project, AnyError> {
+    Ok(match p {
+        Some(p) => Project::parse(p)?,
+        None => Project::default_project(),
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
@@ -205,6 +266,60 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let storage = cli.backend.open().await?;
             let outcome = storage.store(&program, metadata, None).await?;
             println!("{}", serde_json::to_string_pretty(&outcome.stored)?);
+        }
+        Command::Versions { signature, project } => {
+            let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+            let storage = cli.backend.open().await?;
+            let mut cursor: Option<String> = None;
+            let mut rows = Vec::new();
+            loop {
+                let page = storage.list_versions(&project, &sig, Some(1000), cursor.as_deref()).await?;
+                for c in &page.items {
+                    let aliases = page.aliases.get(&c.version.to_string()).cloned().unwrap_or_default();
+                    rows.push(serde_json::json!({
+                        "version": c.version, "id": c.id, "created_at": format_time(&c.created_at),
+                        "performance": c.performance, "size": c.size, "aliases": aliases,
+                    }));
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            print_json(&rows)?;
+        }
+        Command::Alias { action } => {
+            let storage = cli.backend.open().await?;
+            match action {
+                AliasAction::Set { signature, alias, version, expect, project } => {
+                    let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+                    let expected = expect.map(|v| Version::parse(&v)).transpose()?.map(Some);
+                    let target = storage
+                        .put_alias(&project, &sig, &AliasName::parse(&alias)?, &Version::parse(&version)?, expected)
+                        .await?;
+                    print_json(&target)?;
+                }
+                AliasAction::Get { signature, alias, project } => {
+                    let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+                    let head = storage.get_head(&project, &sig).await?;
+                    let target = head
+                        .aliases
+                        .get(AliasName::parse(&alias)?.as_str())
+                        .ok_or_else(|| format!("signature {sig} has no alias {alias}"))?;
+                    print_json(target)?;
+                }
+                AliasAction::Rm { signature, alias, project } => {
+                    let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+                    storage.delete_alias(&project, &sig, &AliasName::parse(&alias)?).await?;
+                    eprintln!("alias {alias} removed");
+                }
+            }
+        }
+        Command::Rollback { signature, to, project } => {
+            let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+            let storage = cli.backend.open().await?;
+            let stored = storage.rollback(&project, &sig, &Version::parse(&to)?).await?;
+            print_json(&stored)?;
         }
         Command::Load { id, output } => {
             let id = ProgramId::parse(&id)?;
