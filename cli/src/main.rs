@@ -130,6 +130,22 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Diff two versions of a signature (each a semver or `latest`): per predictor for DSPy
+    /// programs, as JSON-pointer changes otherwise.
+    Diff {
+        signature: String,
+        from: String,
+        to: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Print a program's metadata record as JSON, or with --prompt its prompts as Markdown.
+    Show {
+        id: String,
+        /// Render each predictor's instructions, fields and demos as Markdown.
+        #[arg(long)]
+        prompt: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,9 +289,15 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let mut cursor: Option<String> = None;
             let mut rows = Vec::new();
             loop {
-                let page = storage.list_versions(&project, &sig, Some(1000), cursor.as_deref()).await?;
+                let page = storage
+                    .list_versions(&project, &sig, Some(1000), cursor.as_deref())
+                    .await?;
                 for c in &page.items {
-                    let aliases = page.aliases.get(&c.version.to_string()).cloned().unwrap_or_default();
+                    let aliases = page
+                        .aliases
+                        .get(&c.version.to_string())
+                        .cloned()
+                        .unwrap_or_default();
                     rows.push(serde_json::json!({
                         "version": c.version, "id": c.id, "created_at": format_time(&c.created_at),
                         "performance": c.performance, "size": c.size, "aliases": aliases,
@@ -291,15 +313,31 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Alias { action } => {
             let storage = cli.backend.open().await?;
             match action {
-                AliasAction::Set { signature, alias, version, expect, project } => {
+                AliasAction::Set {
+                    signature,
+                    alias,
+                    version,
+                    expect,
+                    project,
+                } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
                     let expected = expect.map(|v| Version::parse(&v)).transpose()?.map(Some);
                     let target = storage
-                        .put_alias(&project, &sig, &AliasName::parse(&alias)?, &Version::parse(&version)?, expected)
+                        .put_alias(
+                            &project,
+                            &sig,
+                            &AliasName::parse(&alias)?,
+                            &Version::parse(&version)?,
+                            expected,
+                        )
                         .await?;
                     print_json(&target)?;
                 }
-                AliasAction::Get { signature, alias, project } => {
+                AliasAction::Get {
+                    signature,
+                    alias,
+                    project,
+                } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
                     let head = storage.get_head(&project, &sig).await?;
                     let target = head
@@ -308,17 +346,29 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                         .ok_or_else(|| format!("signature {sig} has no alias {alias}"))?;
                     print_json(target)?;
                 }
-                AliasAction::Rm { signature, alias, project } => {
+                AliasAction::Rm {
+                    signature,
+                    alias,
+                    project,
+                } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
-                    storage.delete_alias(&project, &sig, &AliasName::parse(&alias)?).await?;
+                    storage
+                        .delete_alias(&project, &sig, &AliasName::parse(&alias)?)
+                        .await?;
                     eprintln!("alias {alias} removed");
                 }
             }
         }
-        Command::Rollback { signature, to, project } => {
+        Command::Rollback {
+            signature,
+            to,
+            project,
+        } => {
             let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
             let storage = cli.backend.open().await?;
-            let stored = storage.rollback(&project, &sig, &Version::parse(&to)?).await?;
+            let stored = storage
+                .rollback(&project, &sig, &Version::parse(&to)?)
+                .await?;
             print_json(&stored)?;
         }
         Command::Load { id, output } => {
@@ -329,6 +379,27 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 Some(path) => std::fs::write(&path, loaded.program.get())
                     .map_err(|e| format!("{}: {e}", path.display()))?,
                 None => println!("{}", loaded.program.get()),
+            }
+        }
+        Command::Diff {
+            signature,
+            from,
+            to,
+            project,
+        } => {
+            let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+            let from = dspy_storage_core::domain::VersionSelector::parse(&from)?;
+            let to = dspy_storage_core::domain::VersionSelector::parse(&to)?;
+            let storage = cli.backend.open().await?;
+            print_json(&storage.diff_versions(&project, &sig, &from, &to).await?)?;
+        }
+        Command::Show { id, prompt } => {
+            let id = ProgramId::parse(&id)?;
+            let storage = cli.backend.open().await?;
+            if prompt {
+                println!("{}", storage.prompt(&id).await?);
+            } else {
+                print_json(&storage.get_record(&id).await?)?;
             }
         }
     }

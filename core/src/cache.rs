@@ -62,10 +62,12 @@ impl ProgramCache {
 
     pub fn insert(&self, id: ProgramId, sha256: &str, json: &RawValue) {
         let size = json.get().len();
-        if self.budget == 0 || size > self.budget / 4 {
+        if self.budget == 0 || size > self.budget / 2 {
             return;
         }
-        let Ok(mut lru) = self.inner.lock() else { return };
+        let Ok(mut lru) = self.inner.lock() else {
+            return;
+        };
         lru.tick += 1;
         let tick = lru.tick;
         if let Some(old) = lru.map.remove(&id) {
@@ -73,7 +75,9 @@ impl ProgramCache {
             lru.bytes -= old.json.get().len();
         }
         while lru.bytes + size > self.budget {
-            let Some((_, victim)) = lru.order.pop_first() else { break };
+            let Some((_, victim)) = lru.order.pop_first() else {
+                break;
+            };
             if let Some(e) = lru.map.remove(&victim) {
                 lru.bytes -= e.json.get().len();
             }
@@ -109,6 +113,8 @@ impl ProgramCache {
 pub struct ResolveCache {
     ttl: Duration,
     inner: Mutex<HashMap<(String, String), (ProgramId, Instant)>>,
+    /// Bumped by every invalidation: a resolution read before a write must not be cached after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 const MAX_RESOLVE_ENTRIES: usize = 10_000;
@@ -118,6 +124,7 @@ impl ResolveCache {
         ResolveCache {
             ttl,
             inner: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -130,21 +137,36 @@ impl ResolveCache {
         (at.elapsed() < self.ttl).then_some(*id)
     }
 
-    pub fn insert(&self, sig_pk: &str, selector: &str, id: ProgramId) {
+    /// Take before reading what will be cached; pass to [`ResolveCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches a resolution read when the cache was at `generation`; if a write invalidated
+    /// anything since, the read may predate it and is not cached.
+    pub fn insert(&self, sig_pk: &str, selector: &str, id: ProgramId, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
         if let Ok(mut map) = self.inner.lock() {
+            if self.generation() != generation {
+                return;
+            }
             if map.len() >= MAX_RESOLVE_ENTRIES {
                 map.clear();
             }
-            map.insert((sig_pk.to_owned(), selector.to_owned()), (id, Instant::now()));
+            map.insert(
+                (sig_pk.to_owned(), selector.to_owned()),
+                (id, Instant::now()),
+            );
         }
     }
 
     /// Forgets every resolution of a signature (after a write to it).
     pub fn invalidate(&self, sig_pk: &str) {
         if let Ok(mut map) = self.inner.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             map.retain(|(pk, _), _| pk != sig_pk);
         }
     }
@@ -160,7 +182,7 @@ mod tests {
 
     #[test]
     fn lru_evicts_by_bytes_and_checks_sha() {
-        let cache = ProgramCache::new(40);
+        let cache = ProgramCache::new(30);
         let (a, b, c) = (ProgramId::new(), ProgramId::new(), ProgramId::new());
         cache.insert(a, "sa", &raw("[1111111]"));
         cache.insert(b, "sb", &raw("[2222222]"));
@@ -168,8 +190,11 @@ mod tests {
         assert!(cache.get(&a, "other").is_none());
         cache.insert(c, "sc", &raw("[3333333]"));
         cache.insert(ProgramId::new(), "sd", &raw("[4444444]"));
-        assert!(cache.bytes() <= 40);
-        assert!(cache.get(&b, "sb").is_none(), "least recently used went first");
+        assert!(cache.bytes() <= 30);
+        assert!(
+            cache.get(&b, "sb").is_none(),
+            "least recently used went first"
+        );
         assert!(cache.get(&a, "sa").is_some());
         cache.remove(&a);
         assert!(cache.get(&a, "sa").is_none());
@@ -179,12 +204,16 @@ mod tests {
     fn resolve_cache_expires_and_invalidates() {
         let cache = ResolveCache::new(Duration::from_secs(60));
         let id = ProgramId::new();
-        cache.insert("SIG#p#s", "latest", id);
+        cache.insert("SIG#p#s", "latest", id, cache.generation());
         assert_eq!(cache.get("SIG#p#s", "latest"), Some(id));
+        let before_write = cache.generation();
         cache.invalidate("SIG#p#s");
         assert_eq!(cache.get("SIG#p#s", "latest"), None);
+        // A read that started before the write does not put its stale answer back.
+        cache.insert("SIG#p#s", "latest", id, before_write);
+        assert_eq!(cache.get("SIG#p#s", "latest"), None);
         let off = ResolveCache::new(Duration::ZERO);
-        off.insert("SIG#p#s", "latest", id);
+        off.insert("SIG#p#s", "latest", id, off.generation());
         assert_eq!(off.get("SIG#p#s", "latest"), None);
     }
 }

@@ -302,7 +302,8 @@ pub fn validate_tag(tag: &str) -> Result<()> {
 pub fn now() -> DateTime<Utc> {
     use chrono::Timelike;
     let t = Utc::now();
-    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
+    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+        .unwrap_or(t)
 }
 
 /// RFC 3339 UTC with second precision and a `Z`, as every time in the API is written.

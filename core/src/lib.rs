@@ -9,11 +9,13 @@ pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod domain;
+pub mod dspy;
 pub mod error;
 pub mod keys;
 pub mod open;
 pub mod record;
 pub mod registry;
 pub mod service;
+pub mod service_dspy;
 
 pub use error::{Error, Result};

@@ -47,6 +47,9 @@ pub struct ProgramRecord {
     /// The signature's latest version when this one was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<Version>,
+    /// The predictor layout of the program, recorded on store (absent on older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::dspy::PredictorLayout>,
 }
 
 impl ProgramRecord {

@@ -17,7 +17,9 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
-use crate::service::{backoff, decode_cursor, encode_cursor, Draft, Listing, LoadedProgram, Storage, StoredProgram};
+use crate::service::{
+    backoff, decode_cursor, encode_cursor, Draft, Listing, LoadedProgram, Storage, StoredProgram,
+};
 
 /// A signature in a project listing.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -56,7 +58,9 @@ pub struct TagsPatch {
     pub remove: Vec<String>,
 }
 
-fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
@@ -80,7 +84,11 @@ fn rev_of(head: &SignatureHead) -> Condition {
 }
 
 impl Storage {
-    async fn read_head(&self, project: &Project, signature: &Signature) -> Result<Option<SignatureHead>> {
+    async fn read_head(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Result<Option<SignatureHead>> {
         self.items
             .get(&keys::signature_pk(project, signature), keys::HEAD_SK)
             .await?
@@ -89,13 +97,23 @@ impl Storage {
             .transpose()
     }
 
-    async fn read_claim(&self, project: &Project, signature: &Signature, version: &Version) -> Result<VersionClaim> {
+    async fn read_claim(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        version: &Version,
+    ) -> Result<VersionClaim> {
         let item = self
             .items
-            .get(&keys::signature_pk(project, signature), &keys::version_sk(version))
+            .get(
+                &keys::signature_pk(project, signature),
+                &keys::version_sk(version),
+            )
             .await?
             .ok_or_else(|| {
-                Error::NotFound(format!("signature {signature} has no version {version} in project {project}"))
+                Error::NotFound(format!(
+                    "signature {signature} has no version {version} in project {project}"
+                ))
             })?;
         from_item(&item)
     }
@@ -112,10 +130,18 @@ impl Storage {
             n += 1;
             match attempt().await {
                 Ok(Some(v)) => return Ok(v),
-                Ok(None) | Err(Error::ConditionFailed { .. }) if n < self.config.max_write_attempts => backoff(n).await,
-                Err(e) if e.is_transient() && n < self.config.max_write_attempts => backoff(n).await,
+                Ok(None) | Err(Error::ConditionFailed { .. })
+                    if n < self.config.max_write_attempts =>
+                {
+                    backoff(n).await
+                }
+                Err(e) if e.is_transient() && n < self.config.max_write_attempts => {
+                    backoff(n).await
+                }
                 Ok(None) | Err(Error::ConditionFailed { .. }) => {
-                    return Err(Error::Unavailable(format!("{what} gave up after {n} attempts; retry")))
+                    return Err(Error::Unavailable(format!(
+                        "{what} gave up after {n} attempts; retry"
+                    )))
                 }
                 Err(e) => return Err(e),
             }
@@ -130,7 +156,9 @@ impl Storage {
         cursor: Option<&str>,
     ) -> Result<Listing<SignatureSummary>> {
         let pk = keys::project_signatures_pk(project);
-        let start = cursor.map(|c| decode_cursor(c, Index::Gsi4, &pk)).transpose()?;
+        let start = cursor
+            .map(|c| decode_cursor(c, Index::Gsi4, &pk))
+            .transpose()?;
         let query = Query::new(Index::Gsi4, pk.clone())
             .limit(crate::service::page_limit(limit)?)
             .start(start);
@@ -170,17 +198,18 @@ impl Storage {
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
             .retry_on_head("alias update", || async {
-                let head = self
-                    .read_head(project, signature)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("signature {signature} has no versions")))?;
+                let head = self.read_head(project, signature).await?.ok_or_else(|| {
+                    Error::NotFound(format!("signature {signature} has no versions"))
+                })?;
                 let current = head.aliases.get(alias.as_str()).map(|t| t.version.clone());
                 if let Some(expected) = &expected {
                     if *expected != current {
                         return Err(Error::Precondition(format!(
                             "alias {alias} points at {}, not {} (it moved meanwhile)",
                             current.map_or("nothing".into(), |v| v.to_string()),
-                            expected.as_ref().map_or("nothing".into(), |v| v.to_string()),
+                            expected
+                                .as_ref()
+                                .map_or("nothing".into(), |v| v.to_string()),
                         )));
                     }
                 }
@@ -204,9 +233,11 @@ impl Storage {
                 ];
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(Some(target)),
-                    Err(Error::ConditionFailed { ops }) if ops.contains(&0) => Err(Error::Precondition(format!(
-                        "version {version} of {signature} no longer exists"
-                    ))),
+                    Err(Error::ConditionFailed { ops }) if ops.contains(&0) => {
+                        Err(Error::Precondition(format!(
+                            "version {version} of {signature} no longer exists"
+                        )))
+                    }
                     Err(e) => Err(e),
                 }
             })
@@ -216,28 +247,42 @@ impl Storage {
     }
 
     /// Resolves an alias to its program id: one item read (cached for the resolve TTL).
-    pub async fn resolve_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<ProgramId> {
+    pub async fn resolve_alias(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+    ) -> Result<ProgramId> {
         let pk = keys::signature_pk(project, signature);
         let selector = format!("alias:{alias}");
         if let Some(id) = self.resolved.get(&pk, &selector) {
             return Ok(id);
         }
+        let generation = self.resolved.generation();
         let head = self.get_head(project, signature).await?;
         let id = head
             .aliases
             .get(alias.as_str())
             .map(|t| t.id)
-            .ok_or_else(|| Error::NotFound(format!("signature {signature} has no alias {alias}")))?;
-        self.resolved.insert(&pk, &selector, id);
+            .ok_or_else(|| {
+                Error::NotFound(format!("signature {signature} has no alias {alias}"))
+            })?;
+        self.resolved.insert(&pk, &selector, id, generation);
         Ok(id)
     }
 
     /// Loads the program an alias points at: one more item read than by id.
-    pub async fn get_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<LoadedProgram> {
+    pub async fn get_alias(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+    ) -> Result<LoadedProgram> {
         let id = self.resolve_alias(project, signature, alias).await?;
         match self.get_program(&id).await {
             Err(Error::NotFound(_)) => {
-                self.resolved.invalidate(&keys::signature_pk(project, signature));
+                self.resolved
+                    .invalidate(&keys::signature_pk(project, signature));
                 let id = self.resolve_alias(project, signature, alias).await?;
                 self.get_program(&id).await
             }
@@ -246,13 +291,20 @@ impl Storage {
     }
 
     /// Removes an alias (`NotFound` when it does not exist).
-    pub async fn delete_alias(&self, project: &Project, signature: &Signature, alias: &AliasName) -> Result<()> {
+    pub async fn delete_alias(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+    ) -> Result<()> {
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
             .retry_on_head("alias removal", || async {
                 let head = self.get_head(project, signature).await?;
                 if !head.aliases.contains_key(alias.as_str()) {
-                    return Err(Error::NotFound(format!("signature {signature} has no alias {alias}")));
+                    return Err(Error::NotFound(format!(
+                        "signature {signature} has no alias {alias}"
+                    )));
                 }
                 let mut new_head = head.clone();
                 new_head.aliases.remove(alias.as_str());
@@ -270,7 +322,12 @@ impl Storage {
     /// Rolls back: a NEW version (the next patch after the current latest) whose program is
     /// byte-identical to `to`'s (its blob is copied server-side), with `rollback_from`,
     /// `rollback_to` and `rollback_timestamp`. It becomes latest.
-    pub async fn rollback(&self, project: &Project, signature: &Signature, to: &Version) -> Result<StoredProgram> {
+    pub async fn rollback(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        to: &Version,
+    ) -> Result<StoredProgram> {
         let claim = self.read_claim(project, signature, to).await?;
         let target = self.get_record(&claim.id).await?;
         if target.status != crate::domain::ProgramStatus::Active {
@@ -283,7 +340,12 @@ impl Storage {
         let blob_key = keys::blob_key(&now, &id, target.blob.compression.extension());
         self.blobs.copy(&target.blob_key, &blob_key).await?;
         let mut metadata = target.metadata.clone();
-        for k in ["rollback_from", "rollback_to", "rollback_timestamp", "created_at"] {
+        for k in [
+            "rollback_from",
+            "rollback_to",
+            "rollback_timestamp",
+            "created_at",
+        ] {
             metadata.remove(k);
         }
         let draft = Draft {
@@ -299,6 +361,7 @@ impl Storage {
             blob_key: blob_key.clone(),
             blob: target.blob.clone(),
             rollback_to: Some(to.clone()),
+            layout: target.layout.clone(),
         };
         match self.commit_new_program(draft, now, None).await {
             Ok(stored) => Ok(stored),
@@ -385,7 +448,11 @@ impl Storage {
         Ok(())
     }
 
-    async fn highest_other_version(&self, sig_pk: &str, id: &ProgramId) -> Result<(Version, ProgramId)> {
+    async fn highest_other_version(
+        &self,
+        sig_pk: &str,
+        id: &ProgramId,
+    ) -> Result<(Version, ProgramId)> {
         let q = Query::new(Index::Table, sig_pk)
             .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
             .forward(false)
@@ -397,7 +464,9 @@ impl Storage {
                 return Ok((c.version, c.id));
             }
         }
-        Err(Error::Internal("the head counts versions that do not exist".into()))
+        Err(Error::Internal(
+            "the head counts versions that do not exist".into(),
+        ))
     }
 
     async fn best_other_score(&self, sig_pk: &str, id: &ProgramId) -> Result<Option<f64>> {
@@ -414,7 +483,11 @@ impl Storage {
 
     /// Merges a metadata patch: tags, environment, description and custom keys — never
     /// signature, version, project or content. With `expected_updated_at` it is a compare-and-set.
-    pub async fn update_metadata(&self, id: &ProgramId, patch: MetadataPatch) -> Result<ProgramRecord> {
+    pub async fn update_metadata(
+        &self,
+        id: &ProgramId,
+        patch: MetadataPatch,
+    ) -> Result<ProgramRecord> {
         let expected = patch
             .expected_updated_at
             .as_deref()
@@ -454,7 +527,9 @@ impl Storage {
             match self.items.transact(ops).await {
                 Ok(()) => return Ok(updated),
                 Err(Error::ConditionFailed { .. }) if expected.is_some() => {
-                    return Err(Error::Precondition(format!("program {id} changed meanwhile")))
+                    return Err(Error::Precondition(format!(
+                        "program {id} changed meanwhile"
+                    )))
                 }
                 Err(Error::ConditionFailed { .. }) | Err(Error::Throttled(_))
                     if n < self.config.max_write_attempts =>
@@ -486,16 +561,25 @@ impl Storage {
 fn validate_patch(patch: &MetadataPatch) -> Result<()> {
     if let Some(t) = &patch.tags {
         if t.add.len() > MAX_TAGS || t.remove.len() > MAX_TAGS {
-            return Err(Error::invalid("tags", format!("at most {MAX_TAGS} tags per change")));
+            return Err(Error::invalid(
+                "tags",
+                format!("at most {MAX_TAGS} tags per change"),
+            ));
         }
         for tag in t.add.iter().chain(&t.remove) {
             validate_tag(tag)?;
         }
     }
-    for (key, v) in [("environment", &patch.environment), ("description", &patch.description)] {
+    for (key, v) in [
+        ("environment", &patch.environment),
+        ("description", &patch.description),
+    ] {
         if let Some(Some(s)) = v {
             if s.chars().count() > MAX_STRING_LEN {
-                return Err(Error::invalid(key, format!("{key} is longer than {MAX_STRING_LEN} characters")));
+                return Err(Error::invalid(
+                    key,
+                    format!("{key} is longer than {MAX_STRING_LEN} characters"),
+                ));
             }
         }
     }
@@ -508,7 +592,10 @@ fn validate_patch(patch: &MetadataPatch) -> Result<()> {
                 ));
             }
             if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
-                return Err(Error::invalid("set", format!("metadata key {key:?} must be 1-128 printable characters")));
+                return Err(Error::invalid(
+                    "set",
+                    format!("metadata key {key:?} must be 1-128 printable characters"),
+                ));
             }
         }
     }
@@ -525,11 +612,18 @@ fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramR
             }
         }
         if r.tags.len() > MAX_TAGS {
-            return Err(Error::invalid("tags", format!("a program has at most {MAX_TAGS} tags")));
+            return Err(Error::invalid(
+                "tags",
+                format!("a program has at most {MAX_TAGS} tags"),
+            ));
         }
-        r.metadata.insert("tags".into(), Value::from(r.tags.clone()));
+        r.metadata
+            .insert("tags".into(), Value::from(r.tags.clone()));
     }
-    for (key, v) in [("environment", &patch.environment), ("description", &patch.description)] {
+    for (key, v) in [
+        ("environment", &patch.environment),
+        ("description", &patch.description),
+    ] {
         match v {
             Some(Some(s)) => {
                 r.metadata.insert(key.into(), Value::String(s.clone()));
@@ -550,7 +644,10 @@ fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramR
         }
     }
     if r.metadata.len() > MAX_METADATA_KEYS {
-        return Err(Error::invalid("set", format!("a program has at most {MAX_METADATA_KEYS} metadata keys")));
+        return Err(Error::invalid(
+            "set",
+            format!("a program has at most {MAX_METADATA_KEYS} metadata keys"),
+        ));
     }
     let now = crate::domain::now();
     r.updated_at = next_time(record.updated_at, now);
@@ -572,7 +669,9 @@ pub fn aliases_by_version(head: Option<&SignatureHead>) -> BTreeMap<String, Vec<
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(h) = head {
         for (name, t) in &h.aliases {
-            out.entry(t.version.to_string()).or_default().push(name.clone());
+            out.entry(t.version.to_string())
+                .or_default()
+                .push(name.clone());
         }
     }
     out

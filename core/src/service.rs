@@ -43,6 +43,8 @@ pub struct StoredProgram {
 pub struct Idempotency {
     pub key: String,
     pub request_sha256: String,
+    /// `expires_at` of an expired record of this key, which the store replaces.
+    expired_record: Option<String>,
 }
 
 impl Idempotency {
@@ -56,8 +58,19 @@ impl Idempotency {
         Ok(Idempotency {
             key: key.to_owned(),
             request_sha256,
+            expired_record: None,
         })
     }
+}
+
+/// What the idempotency record of a key says.
+enum IdempotentState {
+    /// No record: the key is new.
+    Unused,
+    /// A record past its expiry (its `expires_at` attribute): replaced by this request.
+    Expired(String),
+    /// The first answer given to this request.
+    Answered(StoredProgram),
 }
 
 /// The outcome of a store: the answer, and whether it replays an earlier identical request.
@@ -125,6 +138,8 @@ pub(crate) struct Draft {
     pub blob: crate::codec::BlobInfo,
     /// Set for a rollback: the version whose program this one repeats.
     pub rollback_to: Option<Version>,
+    /// The program's predictor layout (see [`crate::dspy::PredictorLayout`]).
+    pub layout: Option<crate::dspy::PredictorLayout>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -183,12 +198,17 @@ impl Storage {
         idempotency: Option<Idempotency>,
     ) -> Result<StoreOutcome> {
         let now = crate::domain::now();
-        if let Some(idem) = &idempotency {
-            if let Some(stored) = self.idempotent_answer(idem, now).await? {
-                return Ok(StoreOutcome {
-                    stored,
-                    replayed: true,
-                });
+        let mut idempotency = idempotency;
+        if let Some(idem) = &mut idempotency {
+            match self.idempotent_answer(idem, now).await? {
+                IdempotentState::Answered(stored) => {
+                    return Ok(StoreOutcome {
+                        stored,
+                        replayed: true,
+                    })
+                }
+                IdempotentState::Expired(expires_at) => idem.expired_record = Some(expires_at),
+                IdempotentState::Unused => {}
             }
         }
 
@@ -214,8 +234,11 @@ impl Storage {
             blob_key: blob_key.clone(),
             blob,
             rollback_to: None,
+            layout: Some(crate::dspy::PredictorLayout::of_json_text(program.get())),
         };
-        let result = self.commit_new_program(draft, now, idempotency.as_ref()).await;
+        let result = self
+            .commit_new_program(draft, now, idempotency.as_ref())
+            .await;
         match result {
             Ok(stored) => Ok(StoreOutcome {
                 stored,
@@ -230,11 +253,11 @@ impl Storage {
                     // A concurrent request with the same key won: answer as it did.
                     (Error::ConditionFailed { .. }, Some(idem)) => {
                         match self.idempotent_answer(idem, now).await? {
-                            Some(stored) => Ok(StoreOutcome {
+                            IdempotentState::Answered(stored) => Ok(StoreOutcome {
                                 stored,
                                 replayed: true,
                             }),
-                            None => Err(Error::Unavailable("store did not complete; retry".into())),
+                            _ => Err(Error::Unavailable("store did not complete; retry".into())),
                         }
                     }
                     (err, _) => Err(err),
@@ -247,17 +270,19 @@ impl Storage {
         &self,
         idem: &Idempotency,
         now: DateTime<Utc>,
-    ) -> Result<Option<StoredProgram>> {
+    ) -> Result<IdempotentState> {
         let Some(item) = self
             .items
             .get(&keys::idempotency_pk(&idem.key), keys::IDEM_SK)
             .await?
         else {
-            return Ok(None);
+            return Ok(IdempotentState::Unused);
         };
         let rec: IdempotencyRecord = from_item(&item)?;
         if rec.expires_at < now {
-            return Ok(None);
+            return Ok(IdempotentState::Expired(
+                item.get("expires_at").unwrap_or_default().to_owned(),
+            ));
         }
         if rec.request_sha256 != idem.request_sha256 {
             return Err(Error::Precondition(
@@ -265,7 +290,7 @@ impl Storage {
             ));
         }
         serde_json::from_value(rec.response)
-            .map(Some)
+            .map(IdempotentState::Answered)
             .map_err(|e| Error::Internal(format!("idempotency record unreadable: {e}")))
     }
 
@@ -298,15 +323,27 @@ impl Storage {
                 (None, None) => Version::FIRST,
             };
             let mut map = metadata.metadata.clone();
-            map.insert("signature".into(), Value::String(metadata.signature.to_string()));
+            map.insert(
+                "signature".into(),
+                Value::String(metadata.signature.to_string()),
+            );
             map.insert("version".into(), Value::String(version.to_string()));
-            map.insert("project".into(), Value::String(metadata.project.to_string()));
+            map.insert(
+                "project".into(),
+                Value::String(metadata.project.to_string()),
+            );
             if let Some(to) = &metadata.rollback_to {
                 if let Some(h) = &head {
-                    map.insert("rollback_from".into(), Value::String(h.latest_version.to_string()));
+                    map.insert(
+                        "rollback_from".into(),
+                        Value::String(h.latest_version.to_string()),
+                    );
                 }
                 map.insert("rollback_to".into(), Value::String(to.to_string()));
-                map.insert("rollback_timestamp".into(), Value::String(format_time(&now)));
+                map.insert(
+                    "rollback_timestamp".into(),
+                    Value::String(format_time(&now)),
+                );
             }
             let (id, created_at, blob) = (draft.id, draft.created_at, &draft.blob);
             let record = ProgramRecord {
@@ -324,6 +361,7 @@ impl Storage {
                 blob: blob.clone(),
                 status: ProgramStatus::Active,
                 previous_version: head.as_ref().map(|h| h.latest_version.clone()),
+                layout: draft.layout.clone(),
             };
             let stored = StoredProgram {
                 id,
@@ -386,21 +424,13 @@ impl Storage {
                         + chrono::Duration::from_std(self.config.idempotency_ttl)
                             .unwrap_or_default(),
                 };
-                // An expired record of the same key is replaced; a live one makes the write fail.
-                let cond = Condition::None;
-                let existing = self
-                    .items
-                    .get(&keys::idempotency_pk(&idem.key), keys::IDEM_SK)
-                    .await?;
-                let cond = match existing {
-                    Some(item) => Condition::AttrEquals(
-                        "expires_at".into(),
-                        item.get("expires_at").unwrap_or_default().to_owned(),
-                    ),
-                    None => {
-                        let _ = cond;
-                        Condition::NotExists
+                // An expired record of the same key (seen by `store`) is replaced; a live one,
+                // written meanwhile by a concurrent request, makes the write fail.
+                let cond = match &idem.expired_record {
+                    Some(expires_at) => {
+                        Condition::AttrEquals("expires_at".into(), expires_at.clone())
                     }
+                    None => Condition::NotExists,
                 };
                 ops.push(WriteOp::put(rec.to_item(), cond));
             }
@@ -486,7 +516,8 @@ impl Storage {
             .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
         let program = RawValue::from_string(text)
             .map_err(|e| Error::Integrity(format!("stored program is not valid JSON: {e}")))?;
-        self.programs.insert(record.id, &record.blob.sha256, &program);
+        self.programs
+            .insert(record.id, &record.blob.sha256, &program);
         Ok(LoadedProgram { record, program })
     }
 
@@ -521,8 +552,9 @@ impl Storage {
                 if let Some(id) = self.resolved.get(&pk, "latest") {
                     return Ok(id);
                 }
+                let generation = self.resolved.generation();
                 let id = self.get_head(project, signature).await?.latest_id;
-                self.resolved.insert(&pk, "latest", id);
+                self.resolved.insert(&pk, "latest", id, generation);
                 Ok(id)
             }
             VersionSelector::Exact(v) => {
@@ -555,7 +587,8 @@ impl Storage {
         let id = self.resolve_version(project, signature, selector).await?;
         match self.get_program(&id).await {
             Err(Error::NotFound(_)) if *selector == VersionSelector::Latest => {
-                self.resolved.invalidate(&keys::signature_pk(project, signature));
+                self.resolved
+                    .invalidate(&keys::signature_pk(project, signature));
                 let id = self.resolve_version(project, signature, selector).await?;
                 self.get_program(&id).await
             }

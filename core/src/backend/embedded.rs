@@ -159,9 +159,10 @@ fn holds(current: Option<&Item>, cond: &Condition) -> bool {
 
 fn put_item(conn: &Connection, item: &Item) -> Result<()> {
     let attrs = serde_json::to_string(&item.attrs).expect("attrs serialize");
-    let g = |i: Index, pk: bool| {
-        let name = if pk { i.pk_attr() } else { i.sk_attr() };
-        item.get(name).map(str::to_owned)
+    // As in DynamoDB, an item is in an index only when it has BOTH of the index's key attributes.
+    let g = |i: Index, pk: bool| match (item.get(i.pk_attr()), item.get(i.sk_attr())) {
+        (Some(p), Some(s)) => Some(if pk { p } else { s }.to_owned()),
+        _ => None,
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO items (pk, sk, attrs, g1pk, g1sk, g2pk, g2sk, g3pk, g3sk, g4pk, g4sk)
@@ -422,6 +423,10 @@ impl BlobStore for FileBlobStore {
         let path = self.path(key)?;
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(Bytes::from(b)),
+            // A directory (a prefix of other keys) or a path through a file is no blob, as in S3.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && !path.is_file() => {
+                Err(Error::NotFound(format!("no blob at {}", path.display())))
+            }
             Err(e) => Err(io_err(&path, e)),
         }
     }

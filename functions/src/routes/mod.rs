@@ -7,6 +7,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 
 use crate::AppState;
 
+mod dspy;
 mod pending;
 mod programs;
 mod versions;
@@ -119,7 +120,13 @@ pub fn all_routes() -> Vec<Route> {
             "Update tags, environment, description and custom metadata",
             versions::patch_metadata,
         ),
-        r(Store, M::DELETE, "/programs/{id}", "Delete a program", versions::delete_program),
+        r(
+            Store,
+            M::DELETE,
+            "/programs/{id}",
+            "Delete a program",
+            versions::delete_program,
+        ),
         // Versions, aliases, rollback
         r(
             Load,
@@ -176,21 +183,21 @@ pub fn all_routes() -> Vec<Route> {
             M::GET,
             "/signatures/{signature}/diff",
             "Diff two versions per predictor",
-            p,
+            dspy::diff,
         ),
         r(
             Load,
             M::GET,
             "/programs/{id}/prompt",
             "Render a program's prompts as Markdown",
-            p,
+            dspy::prompt,
         ),
         r(
             Load,
             M::GET,
             "/programs/{id}/compatibility",
             "Can two programs replace each other",
-            p,
+            dspy::compatibility,
         ),
         // Performance tracking
         r(

@@ -89,7 +89,12 @@ pub async fn get_alias(
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
-    Ok(loaded(&state.storage.get_alias(&project, &signature, &alias).await?))
+    Ok(loaded(
+        &state
+            .storage
+            .get_alias(&project, &signature, &alias)
+            .await?,
+    ))
 }
 
 /// `DELETE /signatures/{signature}/aliases/{alias}` → 204
@@ -100,7 +105,10 @@ pub async fn delete_alias(
 ) -> ApiResult<StatusCode> {
     let params = Params::from_uri(&uri)?;
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
-    state.storage.delete_alias(&project, &signature, &alias).await?;
+    state
+        .storage
+        .delete_alias(&project, &signature, &alias)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -128,7 +136,11 @@ pub async fn rollback(
 }
 
 /// `DELETE /programs/{id}?force=true` → 204
-pub async fn delete_program(State(state): State<AppState>, Path(id): Path<String>, uri: Uri) -> ApiResult<StatusCode> {
+pub async fn delete_program(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> ApiResult<StatusCode> {
     let params = Params::from_uri(&uri)?;
     let force = params.bool("force")?;
     let id = program_id(&id)?;
@@ -149,8 +161,8 @@ pub async fn patch_metadata(
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let patch: MetadataPatch =
-        serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid metadata patch: {e}")))?;
+    let patch: MetadataPatch = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid metadata patch: {e}")))?;
     let record = state.storage.update_metadata(&id, patch).await?;
     Ok(Json(ProgramView::new(&record, None)).into_response())
 }

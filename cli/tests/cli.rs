@@ -1,0 +1,508 @@
+//! End-to-end tests of the `dspy-storage` binary: the local server (`serve`) over real HTTP, the
+//! `store` and `load` commands, flags read from `DSPY_STORAGE_*`, and — when a LocalStack-
+//! compatible endpoint is configured — the AWS backend.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dspy-storage");
+
+const PROGRAMS: [&str; 2] = [
+    "dspy_react_optimized.json",
+    "dspyrb_chain_of_thought_miprov2.json",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn read_fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A command of the binary with no `DSPY_STORAGE_*` setting inherited from the caller.
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DSPY_STORAGE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A running `dspy-storage serve`, killed when dropped (also when an assertion fails).
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `dspy-storage <global args> serve <serve args>` and waits until `/health` answers.
+    async fn start(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn dspy-storage serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            // Reads every line (so the pipe never fills) and reports the listening address.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.strip_prefix("dspy-storage listening on ") {
+                        let _ = tx.send(addr.trim().to_owned());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            base: String::new(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(base) => server.base = base,
+            Err(_) => panic!(
+                "the server did not say where it listens (exit: {:?}); stderr:\n{}",
+                server.child.try_wait(),
+                server.log()
+            ),
+        }
+        assert!(
+            server.base.starts_with("http://127.0.0.1:") && !server.base.ends_with(":0"),
+            "the real address is printed: {}",
+            server.base
+        );
+        let client = reqwest::Client::new();
+        for attempt in 0.. {
+            match client.get(server.url("/health")).send().await {
+                Ok(r) if r.status() == 200 => break,
+                other if attempt > 100 => panic!(
+                    "/health never answered 200: {other:?}; stderr:\n{}",
+                    server.log()
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    fn expect(&self, what: &str, status: u16) -> Value {
+        assert_eq!(self.status, status, "{what}: {}", self.text);
+        self.json()
+    }
+
+    /// The raw JSON text of the `program` field.
+    fn raw_program(&self) -> String {
+        let map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&self.text).expect("JSON object");
+        map["program"].get().to_owned()
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.expect("body");
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn get(server: &Server, path: &str) -> Answer {
+    send(reqwest::Client::new().get(server.url(path))).await
+}
+
+/// `POST /programs` with the program's text spliced in verbatim.
+async fn post_program(server: &Server, program: &str, metadata: &Value) -> Answer {
+    let body = format!(r#"{{"program": {program}, "metadata": {metadata}}}"#);
+    send(
+        reqwest::Client::new()
+            .post(server.url("/programs"))
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run dspy-storage")
+}
+
+fn expect_success(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout {} stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn serve_embedded(data_dir: &Path) -> Command {
+    let mut cmd = command();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    cmd
+}
+
+/// Stores both real programs over HTTP and checks them back; returns their ids.
+async fn round_trip_real_programs(server: &Server, what: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, name) in PROGRAMS.iter().enumerate() {
+        let text = read_fixture(name);
+        let signature = format!("CliProgram{i}");
+        let meta = json!({"signature": signature, "version": "1.0.0",
+                          "optimization_method": "miprov2", "performance": 0.88});
+        let stored = post_program(server, &text, &meta)
+            .await
+            .expect(&format!("{what}: store {name}"), 201);
+        assert_eq!(stored["version"], "1.0.0", "{what}");
+        assert_eq!(stored["size"], text.len() as u64, "{what}: {name}");
+        let id = stored["id"].as_str().expect("id").to_owned();
+
+        let loaded = get(server, &format!("/programs/{id}")).await;
+        let v = loaded.expect(&format!("{what}: load {name}"), 200);
+        assert_eq!(
+            loaded.raw_program(),
+            text,
+            "{what}: {name} is byte-identical"
+        );
+        assert_eq!(v["signature"], signature.as_str(), "{what}");
+        assert!(
+            loaded
+                .headers
+                .get("content-type")
+                .is_some_and(|c| c.to_str().unwrap().starts_with("application/json")),
+            "{what}: JSON content type"
+        );
+        let latest = get(server, &format!("/signatures/{signature}/versions/latest")).await;
+        latest.expect(&format!("{what}: latest"), 200);
+        assert_eq!(latest.raw_program(), text, "{what}: latest of {name}");
+
+        // The version is taken now.
+        let again = post_program(server, r#"{"other": 1}"#, &meta).await;
+        let e = again.expect(&format!("{what}: store {name} again"), 409);
+        assert_eq!(e["error"]["code"], "conflict", "{what}: {e}");
+        let list = get(server, &format!("/signatures/{signature}/versions")).await;
+        let list = list.expect(&format!("{what}: versions"), 200);
+        assert_eq!(
+            list["versions"].as_array().unwrap().len(),
+            1,
+            "{what}: {list}"
+        );
+        ids.push(id);
+    }
+    let e = get(server, "/programs/not-an-id")
+        .await
+        .expect("bad id", 404);
+    assert_eq!(e["error"]["code"], "not_found", "{what}");
+    ids
+}
+
+#[tokio::test]
+async fn serve_stores_and_loads_real_programs_and_commands_share_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // 1. The server stores and serves both programs, byte for byte.
+    let ids = {
+        let server = Server::start(serve_embedded(&data)).await;
+        let health = get(&server, "/health").await.expect("health", 200);
+        assert_eq!(health["status"], "ok");
+        round_trip_real_programs(&server, "embedded serve").await
+    }; // server killed here
+
+    // 2. With the server stopped, `load -o` writes each program exactly as it was sent.
+    for (id, name) in ids.iter().zip(PROGRAMS) {
+        let out = dir.path().join(format!("loaded-{name}"));
+        let o = run(command()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["load", id, "-o"])
+            .arg(&out));
+        expect_success("load -o", &o);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(fixture(name)).unwrap(),
+            "load -o {name} writes an identical file"
+        );
+        // Without -o it prints the program (and a newline).
+        let o = run(command().arg("--data-dir").arg(&data).args(["load", id]));
+        assert_eq!(
+            expect_success("load", &o),
+            format!("{}\n", read_fixture(name)),
+            "load prints {name}"
+        );
+    }
+
+    // 3. `store` from the command line; `load -o` gives the same file back.
+    let file = fixture(PROGRAMS[1]);
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("store")
+        .arg(&file)
+        .args(["--signature", "CliStored", "--version", "2.1.0"])
+        .args(["--meta", "optimization_method=miprov2"])
+        .args(["--meta", "performance={\"accuracy\": 0.91}"])
+        .args(["--meta", "team=search"]));
+    let stored: Value = serde_json::from_str(&expect_success("store", &o)).expect("JSON answer");
+    assert_eq!(stored["signature"], "CliStored");
+    assert_eq!(stored["version"], "2.1.0");
+    let cli_id = stored["id"].as_str().unwrap().to_owned();
+    let out = dir.path().join("cli-stored.json");
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["load", &cli_id, "-o"])
+        .arg(&out));
+    expect_success("load -o", &o);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "store then load -o gives an identical file"
+    );
+    // The same version again fails with a message, and stores nothing.
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("store")
+        .arg(&file)
+        .args(["--signature", "CliStored", "--version", "2.1.0"]));
+    assert!(!o.status.success(), "a taken version fails");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2.1.0"), "the error names the version: {err}");
+    // Bad input fails cleanly.
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["load", "not-an-id"]));
+    assert!(!o.status.success(), "load of a malformed id fails");
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["load", "0190a5c2-7b1e-7c3d-8e4f-123456789abc"]));
+    assert!(!o.status.success(), "load of an unknown id fails");
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("store")
+        .arg(&file)
+        .args(["--signature", "Bad/Sig"]));
+    assert!(!o.status.success(), "an invalid signature fails");
+    let o = run(command()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("store")
+        .arg(dir.path().join("missing.json"))
+        .args(["--signature", "CliStored"]));
+    assert!(!o.status.success(), "a missing file fails");
+
+    // 4. A restarted server sees everything: the HTTP programs and the command-line one.
+    let server = Server::start(serve_embedded(&data)).await;
+    for (id, name) in ids.iter().zip(PROGRAMS) {
+        let a = get(&server, &format!("/programs/{id}")).await;
+        a.expect("after restart", 200);
+        assert_eq!(a.raw_program(), read_fixture(name), "{name} after restart");
+    }
+    let a = get(&server, "/signatures/CliStored/versions").await;
+    let list = a.expect("CliStored versions", 200);
+    assert_eq!(list["versions"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["versions"][0]["id"], cli_id.as_str());
+    assert_eq!(list["versions"][0]["performance"], 0.91);
+    let a = get(&server, &format!("/programs/{cli_id}/metadata")).await;
+    let meta = a.expect("metadata", 200);
+    assert_eq!(meta["metadata"]["team"], "search");
+    assert_eq!(meta["metadata"]["optimization_method"], "miprov2");
+    assert_eq!(meta["metadata"]["performance"], json!({"accuracy": 0.91}));
+    assert_eq!(meta["version"], "2.1.0");
+}
+
+#[tokio::test]
+async fn flags_are_read_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-env");
+    let mut cmd = command();
+    cmd.arg("serve")
+        .env("DSPY_STORAGE_DATA_DIR", &data)
+        .env("DSPY_STORAGE_ADDR", "127.0.0.1:0")
+        .env("DSPY_STORAGE_MAX_BODY_BYTES", "2000")
+        .env("DSPY_STORAGE_COMPRESSION", "none");
+    let id = {
+        let server = Server::start(cmd).await;
+        let a = post_program(
+            &server,
+            r#"{"small": true}"#,
+            &json!({"signature": "FromEnv"}),
+        )
+        .await;
+        let id = a.expect("store", 201)["id"].as_str().unwrap().to_owned();
+        // DSPY_STORAGE_MAX_BODY_BYTES=2000: a 3000-byte body is too large.
+        let big = format!(r#"{{"x": "{}"}}"#, "y".repeat(3000));
+        let a = post_program(&server, &big, &json!({"signature": "FromEnv"})).await;
+        let e = a.expect("over the env limit", 413);
+        assert_eq!(e["error"]["code"], "payload_too_large");
+        id
+    };
+    // DSPY_STORAGE_DATA_DIR: the data went where the environment said.
+    assert!(
+        data.is_dir(),
+        "the data dir from the environment was created"
+    );
+    let o = run(command()
+        .env("DSPY_STORAGE_DATA_DIR", &data)
+        .args(["load", &id]));
+    assert_eq!(
+        expect_success("load from env dir", &o),
+        "{\"small\": true}\n"
+    );
+    // Another data dir from the environment does not have it; --data-dir wins over the environment.
+    let empty = dir.path().join("empty");
+    let o = run(command()
+        .env("DSPY_STORAGE_DATA_DIR", &empty)
+        .args(["load", &id]));
+    assert!(
+        !o.status.success(),
+        "another data dir does not have the program"
+    );
+    let o = run(command()
+        .env("DSPY_STORAGE_DATA_DIR", &empty)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["load", &id]));
+    expect_success("--data-dir overrides the environment", &o);
+    // Store command settings from the environment too.
+    let o = run(command()
+        .env("DSPY_STORAGE_DATA_DIR", &data)
+        .env("DSPY_STORAGE_SIGNATURE", "FromEnv")
+        .env("DSPY_STORAGE_VERSION", "7.0.0")
+        .arg("store")
+        .arg(fixture(PROGRAMS[0])));
+    let v: Value = serde_json::from_str(&expect_success("store from env", &o)).unwrap();
+    assert_eq!(v["signature"], "FromEnv");
+    assert_eq!(v["version"], "7.0.0");
+    // An invalid value from the environment is refused.
+    let o = run(command()
+        .env("DSPY_STORAGE_DATA_DIR", &data)
+        .env("DSPY_STORAGE_BACKEND", "nosuch")
+        .args(["load", &id]));
+    assert!(
+        !o.status.success(),
+        "DSPY_STORAGE_BACKEND=nosuch is refused"
+    );
+}
+
+fn aws_configured() -> bool {
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn serve_on_the_aws_backend() {
+    if !aws_configured() {
+        if std::env::var("DSPY_STORAGE_REQUIRE_AWS").is_ok_and(|v| v == "1") {
+            panic!("DSPY_STORAGE_REQUIRE_AWS=1 but no AWS endpoint is configured");
+        }
+        eprintln!(
+            "skipping the AWS backend: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB/_S3)"
+        );
+        return;
+    }
+    let table = unique("dspy-cli");
+    let bucket = unique("dspy-cli");
+    let mut cmd = command();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--backend", "aws"])
+        .args(["--table", &table, "--bucket", &bucket, "--create"]);
+    let ids = {
+        let server = Server::start(cmd).await;
+        let health = get(&server, "/health").await.expect("health", 200);
+        assert_eq!(health["status"], "ok");
+        round_trip_real_programs(&server, "aws serve").await
+    };
+    // The commands on the same table and bucket (no --create: they exist now).
+    let dir = tempfile::tempdir().unwrap();
+    for (id, name) in ids.iter().zip(PROGRAMS) {
+        let out = dir.path().join(name);
+        let o = run(command()
+            .args(["--backend", "aws", "--table", &table, "--bucket", &bucket])
+            .args(["load", id, "-o"])
+            .arg(&out));
+        expect_success("aws load -o", &o);
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(fixture(name)).unwrap(),
+            "aws load -o {name}"
+        );
+    }
+    let o = run(command()
+        .env("DSPY_STORAGE_BACKEND", "aws")
+        .env("DSPY_STORAGE_TABLE", &table)
+        .env("DSPY_STORAGE_BUCKET", &bucket)
+        .arg("store")
+        .arg(fixture(PROGRAMS[0]))
+        .args(["--signature", "CliProgram0"]));
+    let v: Value = serde_json::from_str(&expect_success("aws store", &o)).unwrap();
+    assert_eq!(v["version"], "1.0.1", "next patch after the served 1.0.0");
+    // --backend aws without a table is refused with a message.
+    let o = run(command().args(["--backend", "aws", "load", &ids[0]]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--table"),
+        "names the missing flag: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

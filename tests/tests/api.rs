@@ -1,0 +1,981 @@
+//! HTTP-level tests of the API through the full router (`dspy_storage_functions::app`), run against
+//! every backend of `backends()`: the embedded one always, the AWS one when an endpoint is set.
+//! Every failure names the backend it happened on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_tests::{backends, shared_program, Answer, Client, Kind, SHARED_PROGRAMS};
+use http::{Method, StatusCode};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+/// A store request body with the program's JSON text spliced in verbatim (key order, spacing and
+/// number spelling untouched).
+fn store_body(program: &str, metadata: &Value) -> String {
+    format!(r#"{{"program": {program}, "metadata": {metadata}}}"#)
+}
+
+/// The raw JSON text of the `program` field of an answer, exactly as the server wrote it.
+fn raw_program(k: Kind, a: &Answer) -> String {
+    let map: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&a.body)
+        .unwrap_or_else(|e| panic!("{k:?}: answer is not a JSON object ({e})"));
+    map.get("program")
+        .unwrap_or_else(|| panic!("{k:?}: no \"program\" in the answer"))
+        .get()
+        .to_owned()
+}
+
+/// Compact re-serialization with keys in their original order (the workspace enables
+/// serde_json's `preserve_order`).
+fn compact(text: &str) -> String {
+    serde_json::to_string(&serde_json::from_str::<Value>(text).expect("valid JSON")).unwrap()
+}
+
+/// Asserts status and error shape, naming the backend.
+fn expect_error(k: Kind, what: &str, a: &Answer, status: u16, code: &str) -> Value {
+    assert_eq!(
+        a.status.as_u16(),
+        status,
+        "{k:?}: {what}: expected {status} {code}, got {}: {}",
+        a.status,
+        String::from_utf8_lossy(&a.body)
+    );
+    a.assert_error(status, code)
+}
+
+fn expect_status(k: Kind, what: &str, a: &Answer, status: u16) -> Value {
+    assert_eq!(
+        a.status.as_u16(),
+        status,
+        "{k:?}: {what}: expected {status}, got {}: {}",
+        a.status,
+        String::from_utf8_lossy(&a.body)
+    );
+    a.json()
+}
+
+/// The versions of a signature in a project, `None` when the signature has none (404).
+async fn versions(
+    k: Kind,
+    c: &Client,
+    signature: &str,
+    project: Option<&str>,
+) -> Option<Vec<String>> {
+    let uri = match project {
+        Some(p) => format!("/signatures/{signature}/versions?project={p}"),
+        None => format!("/signatures/{signature}/versions"),
+    };
+    let a = c.get(&uri).await;
+    if a.status == StatusCode::NOT_FOUND {
+        expect_error(k, &uri, &a, 404, "not_found");
+        return None;
+    }
+    let v = expect_status(k, &uri, &a, 200);
+    Some(
+        v["versions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k:?}: {uri}: no versions array in {v}"))
+            .iter()
+            .map(|e| e["version"].as_str().expect("version string").to_owned())
+            .collect(),
+    )
+}
+
+async fn store(k: Kind, c: &Client, program: &str, metadata: Value) -> Value {
+    let a = c
+        .post_raw("/programs", store_body(program, &metadata))
+        .await;
+    expect_status(k, &format!("store {metadata}"), &a, 201)
+}
+
+const SMALL_PROGRAM: &str = r#"{"predict": {"demos": [], "signature": {"instructions": "Answer.", "fields": [{"prefix": "Question:"}, {"prefix": "Answer:"}]}}, "metadata": {"dependency_versions": {"python": "3.11", "dspy": "2.6.0"}}}"#;
+
+#[tokio::test]
+async fn stores_and_loads_shared_programs_byte_for_byte() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        for (i, name) in SHARED_PROGRAMS.iter().enumerate() {
+            let text = shared_program(name);
+            let original = text.trim();
+            let signature = format!("Shared{i}");
+            let metadata = json!({
+                "signature": signature,
+                "version": "1.0.0",
+                "optimization_method": "miprov2",
+                "performance": {"accuracy": 0.81, "score": 0.9},
+                "examples_count": 120,
+                "tags": ["prod-candidate", "qa"],
+                "description": format!("the shared program {name}"),
+                "zz_custom": {"b": 2, "a": [1, "x", null]},
+                "aa_custom": 1.5e3
+            });
+            let body = store_body(&text, &metadata);
+            let a = c.post_raw("/programs", body).await;
+            let stored = expect_status(k, &format!("store {name}"), &a, 201);
+            let id = stored["id"].as_str().expect("id").to_owned();
+            assert_eq!(id.len(), 36, "{k:?}: {name}: id {id} is a UUID");
+            assert_eq!(stored["signature"], signature, "{k:?}: {name}");
+            assert_eq!(stored["version"], "1.0.0", "{k:?}: {name}");
+            let created_at = stored["created_at"].as_str().expect("created_at");
+            assert!(
+                created_at.ends_with('Z') && created_at.contains('T'),
+                "{k:?}: {name}: created_at {created_at} is RFC 3339 UTC"
+            );
+            assert_eq!(
+                stored["size"],
+                original.len() as u64,
+                "{k:?}: {name}: size is the program's JSON length"
+            );
+            assert_eq!(
+                stored["sha256"],
+                sha256_hex(original.as_bytes()),
+                "{k:?}: {name}: sha256 of the program's JSON"
+            );
+
+            // Load by id: the program exactly as sent.
+            let uri = format!("/programs/{id}");
+            let a = c.get(&uri).await;
+            let full = expect_status(k, &uri, &a, 200);
+            let raw = raw_program(k, &a);
+            assert_eq!(
+                raw, original,
+                "{k:?}: {name}: program text is byte-identical"
+            );
+            assert_eq!(
+                compact(&raw),
+                compact(&text),
+                "{k:?}: {name}: compact re-serialization with original key order"
+            );
+            assert_eq!(full["id"], id.as_str(), "{k:?}: {name}");
+            assert_eq!(full["signature"], signature, "{k:?}: {name}");
+            assert_eq!(full["version"], "1.0.0", "{k:?}: {name}");
+            assert_eq!(full["project"], "default", "{k:?}: {name}");
+            assert_eq!(full["status"], "active", "{k:?}: {name}");
+            assert_eq!(full["created_at"], created_at, "{k:?}: {name}");
+            assert!(full["updated_at"].is_string(), "{k:?}: {name}: updated_at");
+            assert_eq!(full["size"], stored["size"], "{k:?}: {name}");
+            assert_eq!(full["sha256"], stored["sha256"], "{k:?}: {name}");
+            let meta = &full["metadata"];
+            assert_eq!(meta["signature"], signature, "{k:?}: {name}");
+            assert_eq!(meta["version"], "1.0.0", "{k:?}: {name}");
+            assert_eq!(meta["project"], "default", "{k:?}: {name}");
+            assert_eq!(meta["optimization_method"], "miprov2", "{k:?}: {name}");
+            assert_eq!(
+                meta["tags"],
+                json!(["prod-candidate", "qa"]),
+                "{k:?}: {name}"
+            );
+            assert_eq!(meta["zz_custom"], metadata["zz_custom"], "{k:?}: {name}");
+            assert_eq!(meta["aa_custom"], json!(1500.0), "{k:?}: {name}");
+            assert_eq!(meta["examples_count"], 120, "{k:?}: {name}");
+            // Custom keys keep their order: zz_custom was sent before aa_custom.
+            let keys: Vec<&String> = meta.as_object().expect("object").keys().collect();
+            let zz = keys.iter().position(|k| *k == "zz_custom").unwrap();
+            let aa = keys.iter().position(|k| *k == "aa_custom").unwrap();
+            assert!(zz < aa, "{k:?}: {name}: metadata key order kept: {keys:?}");
+
+            // Metadata only: the same answer without the program.
+            let uri = format!("/programs/{id}/metadata");
+            let a = c.get(&uri).await;
+            let only_meta = expect_status(k, &uri, &a, 200);
+            assert!(
+                only_meta.get("program").is_none(),
+                "{k:?}: {name}: /metadata has no program: {only_meta}"
+            );
+            let mut without = full.clone();
+            without.as_object_mut().unwrap().remove("program");
+            assert_eq!(
+                only_meta, without,
+                "{k:?}: {name}: /metadata = load minus program"
+            );
+
+            // Versions: list, latest, exact.
+            let uri = format!("/signatures/{signature}/versions");
+            let a = c.get(&uri).await;
+            let list = expect_status(k, &uri, &a, 200);
+            let entries = list["versions"].as_array().expect("versions");
+            assert_eq!(entries.len(), 1, "{k:?}: {name}: {list}");
+            assert_eq!(entries[0]["version"], "1.0.0", "{k:?}: {name}");
+            assert_eq!(entries[0]["id"], id.as_str(), "{k:?}: {name}");
+            assert_eq!(entries[0]["created_at"], created_at, "{k:?}: {name}");
+            assert_eq!(entries[0]["performance"], 0.9, "{k:?}: {name}: score wins");
+            assert_eq!(entries[0]["size"], stored["size"], "{k:?}: {name}");
+            assert_eq!(
+                entries[0]["aliases"],
+                json!([]),
+                "{k:?}: {name}: no aliases yet"
+            );
+
+            for sel in ["latest", "1.0.0"] {
+                let uri = format!("/signatures/{signature}/versions/{sel}");
+                let a = c.get(&uri).await;
+                let v = expect_status(k, &uri, &a, 200);
+                assert_eq!(v["id"], id.as_str(), "{k:?}: {uri}");
+                assert_eq!(raw_program(k, &a), original, "{k:?}: {uri}: program text");
+                assert_eq!(v, full, "{k:?}: {uri}: same answer as by id");
+            }
+            let uri = format!("/signatures/{signature}/versions/1.0.1");
+            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+        }
+    }
+}
+
+#[tokio::test]
+async fn versions_are_ordered_semantically_and_auto_increment() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        // First store without a version: 1.0.0.
+        let first = store(k, &c, SMALL_PROGRAM, json!({"signature": "Ordered"})).await;
+        assert_eq!(first["version"], "1.0.0", "{k:?}: first version");
+        let mut ids = BTreeMap::new();
+        ids.insert("1.0.0".to_owned(), first["id"].as_str().unwrap().to_owned());
+        for v in ["1.10.0", "1.2.0", "1.9.1", "0.9.0"] {
+            let s = store(
+                k,
+                &c,
+                SMALL_PROGRAM,
+                json!({"signature": "Ordered", "version": v, "performance": 0.5}),
+            )
+            .await;
+            assert_eq!(s["version"], v, "{k:?}");
+            ids.insert(v.to_owned(), s["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            versions(k, &c, "Ordered", None).await,
+            Some(
+                vec!["0.9.0", "1.0.0", "1.2.0", "1.9.1", "1.10.0"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            ),
+            "{k:?}: semantic-version order"
+        );
+        let a = c.get("/signatures/Ordered/versions/latest").await;
+        let latest = expect_status(k, "latest", &a, 200);
+        assert_eq!(latest["version"], "1.10.0", "{k:?}: latest is the highest");
+        assert_eq!(latest["id"], ids["1.10.0"].as_str(), "{k:?}");
+        // Auto version: the next patch after the latest.
+        let next = store(k, &c, SMALL_PROGRAM, json!({"signature": "Ordered"})).await;
+        assert_eq!(next["version"], "1.10.1", "{k:?}: next patch after latest");
+        let a = c.get("/signatures/Ordered/versions/latest").await;
+        assert_eq!(
+            expect_status(k, "latest", &a, 200)["id"],
+            next["id"],
+            "{k:?}"
+        );
+        let a = c.get("/signatures/Ordered/versions/1.2.0").await;
+        assert_eq!(
+            expect_status(k, "1.2.0", &a, 200)["id"],
+            ids["1.2.0"].as_str(),
+            "{k:?}"
+        );
+
+        // Pagination: pages of 2 return every version once, in order.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let uri = match &cursor {
+                None => "/signatures/Ordered/versions?limit=2".to_owned(),
+                Some(cur) => format!("/signatures/Ordered/versions?limit=2&cursor={cur}"),
+            };
+            let a = c.get(&uri).await;
+            let page = expect_status(k, &uri, &a, 200);
+            let items = page["versions"].as_array().unwrap();
+            assert!(items.len() <= 2, "{k:?}: page over the limit: {page}");
+            seen.extend(
+                items
+                    .iter()
+                    .map(|e| e["version"].as_str().unwrap().to_owned()),
+            );
+            pages += 1;
+            assert!(pages < 10, "{k:?}: pagination does not end");
+            match page["next_cursor"].as_str() {
+                Some(cur) => cursor = Some(cur.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            vec!["0.9.0", "1.0.0", "1.2.0", "1.9.1", "1.10.0", "1.10.1"],
+            "{k:?}: every version once, in order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn projects_separate_version_histories() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        let alpha = store(
+            k,
+            &c,
+            SMALL_PROGRAM,
+            json!({"signature": "Twin", "project": "alpha", "version": "1.0.0"}),
+        )
+        .await;
+        // The same signature and version in another project is no conflict.
+        let beta = store(
+            k,
+            &c,
+            r#"{"other": true}"#,
+            json!({"signature": "Twin", "project": "beta", "version": "1.0.0"}),
+        )
+        .await;
+        assert_ne!(alpha["id"], beta["id"], "{k:?}");
+        let alpha2 = store(
+            k,
+            &c,
+            SMALL_PROGRAM,
+            json!({"signature": "Twin", "project": "alpha"}),
+        )
+        .await;
+        assert_eq!(alpha2["version"], "1.0.1", "{k:?}: alpha's own history");
+
+        assert_eq!(
+            versions(k, &c, "Twin", Some("alpha")).await,
+            Some(vec!["1.0.0".to_owned(), "1.0.1".to_owned()]),
+            "{k:?}"
+        );
+        assert_eq!(
+            versions(k, &c, "Twin", Some("beta")).await,
+            Some(vec!["1.0.0".to_owned()]),
+            "{k:?}"
+        );
+        assert_eq!(
+            versions(k, &c, "Twin", None).await,
+            None,
+            "{k:?}: default project has none"
+        );
+
+        let a = c.get("/signatures/Twin/versions/latest?project=beta").await;
+        let b = expect_status(k, "beta latest", &a, 200);
+        assert_eq!(b["id"], beta["id"], "{k:?}");
+        assert_eq!(b["project"], "beta", "{k:?}");
+        assert_eq!(raw_program(k, &a), r#"{"other": true}"#, "{k:?}");
+        let a = c
+            .get("/signatures/Twin/versions/latest?project=alpha")
+            .await;
+        assert_eq!(
+            expect_status(k, "alpha latest", &a, 200)["id"],
+            alpha2["id"],
+            "{k:?}"
+        );
+        let a = c.get("/signatures/Twin/versions/1.0.0?project=alpha").await;
+        assert_eq!(
+            expect_status(k, "alpha 1.0.0", &a, 200)["id"],
+            alpha["id"],
+            "{k:?}"
+        );
+        let a = c.get("/signatures/Twin/versions/latest").await;
+        expect_error(k, "default project latest", &a, 404, "not_found");
+        let a = c
+            .get(&format!("/programs/{}", beta["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(
+            expect_status(k, "beta by id", &a, 200)["project"],
+            "beta",
+            "{k:?}"
+        );
+        let a = c.get("/signatures/Twin/versions?project=not%20valid").await;
+        expect_error(k, "invalid project", &a, 400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn bad_store_requests_are_refused_and_store_nothing() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        let base = store(
+            k,
+            &c,
+            SMALL_PROGRAM,
+            json!({"signature": "Base", "version": "1.0.0"}),
+        )
+        .await;
+        let one = Some(vec!["1.0.0".to_owned()]);
+
+        // A taken version.
+        let a = c
+            .post_raw(
+                "/programs",
+                store_body(
+                    r#"{"x": 1}"#,
+                    &json!({"signature": "Base", "version": "1.0.0"}),
+                ),
+            )
+            .await;
+        expect_error(k, "taken version", &a, 409, "conflict");
+        assert_eq!(versions(k, &c, "Base", None).await, one, "{k:?}: after 409");
+        let a = c.get("/signatures/Base/versions/1.0.0").await;
+        assert_eq!(
+            expect_status(k, "Base 1.0.0", &a, 200)["id"],
+            base["id"],
+            "{k:?}"
+        );
+        assert_eq!(
+            raw_program(k, &a),
+            SMALL_PROGRAM,
+            "{k:?}: first program untouched"
+        );
+
+        // Bodies refused before any storage: (what, body, field).
+        let cases: Vec<(&str, String, Option<&str>, &str)> = vec![
+            (
+                "malformed JSON",
+                r#"{"program": {"a": 1}, "metadata": {"signature": "Bad""#.into(),
+                None,
+                "Bad",
+            ),
+            ("not JSON at all", "signature=Bad".into(), None, "Bad"),
+            ("empty body", String::new(), None, "Bad"),
+            ("body is an array", "[1, 2]".into(), None, "Bad"),
+            (
+                "missing metadata.signature",
+                store_body("{}", &json!({"version": "1.0.0"})),
+                Some("metadata.signature"),
+                "Bad",
+            ),
+            (
+                "metadata.signature not a string",
+                store_body("{}", &json!({"signature": 7})),
+                Some("metadata.signature"),
+                "Bad",
+            ),
+            (
+                "missing metadata",
+                r#"{"program": {"a": 1}}"#.into(),
+                Some("metadata"),
+                "Bad",
+            ),
+            (
+                "bad semver",
+                store_body("{}", &json!({"signature": "BadSemver", "version": "1.0"})),
+                Some("metadata.version"),
+                "BadSemver",
+            ),
+            (
+                "bad semver text",
+                store_body(
+                    "{}",
+                    &json!({"signature": "BadSemver", "version": "latest"}),
+                ),
+                Some("metadata.version"),
+                "BadSemver",
+            ),
+            (
+                "signature with a slash",
+                store_body("{}", &json!({"signature": "Bad/Slash"})),
+                Some("metadata.signature"),
+                "Bad",
+            ),
+            (
+                "signature too long",
+                store_body("{}", &json!({"signature": "S".repeat(129)})),
+                Some("metadata.signature"),
+                "Bad",
+            ),
+            (
+                "program missing",
+                r#"{"metadata": {"signature": "NoProgram"}}"#.into(),
+                Some("program"),
+                "NoProgram",
+            ),
+            (
+                "performance a string",
+                store_body(
+                    "{}",
+                    &json!({"signature": "BadPerf", "performance": "high"}),
+                ),
+                Some("metadata.performance"),
+                "BadPerf",
+            ),
+            (
+                "performance object with a string",
+                store_body(
+                    "{}",
+                    &json!({"signature": "BadPerf", "performance": {"accuracy": "0.9"}}),
+                ),
+                None,
+                "BadPerf",
+            ),
+            (
+                "created_at in the future",
+                store_body(
+                    "{}",
+                    &json!({"signature": "Future", "created_at": "2999-01-01T00:00:00Z"}),
+                ),
+                Some("metadata.created_at"),
+                "Future",
+            ),
+            (
+                "created_at not a time",
+                store_body(
+                    "{}",
+                    &json!({"signature": "Future", "created_at": "yesterday"}),
+                ),
+                Some("metadata.created_at"),
+                "Future",
+            ),
+            (
+                "tags not strings",
+                store_body("{}", &json!({"signature": "BadTags", "tags": [1, 2]})),
+                Some("metadata.tags"),
+                "BadTags",
+            ),
+            (
+                "unknown top-level key",
+                r#"{"program": {}, "metadata": {"signature": "Extra"}, "extra": 1}"#.into(),
+                None,
+                "Extra",
+            ),
+            (
+                "bad semver on an existing signature",
+                store_body("{}", &json!({"signature": "Base", "version": "1.0"})),
+                Some("metadata.version"),
+                "Base",
+            ),
+        ];
+        for (what, body, field, signature) in cases {
+            let a = c.post_raw("/programs", body).await;
+            let v = expect_error(k, what, &a, 400, "invalid_request");
+            if let Some(field) = field {
+                assert_eq!(v["error"]["field"], field, "{k:?}: {what}: field in {v}");
+            }
+            if signature == "Base" {
+                assert_eq!(
+                    versions(k, &c, "Base", None).await,
+                    one,
+                    "{k:?}: after {what}"
+                );
+            } else {
+                assert_eq!(
+                    versions(k, &c, signature, None).await,
+                    None,
+                    "{k:?}: {what}: nothing stored under {signature}"
+                );
+            }
+        }
+
+        // Over the 5 MiB limit: a 6 MiB program, with and without a Content-Length header.
+        let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(6 * 1024 * 1024));
+        let body = store_body(&big, &json!({"signature": "Huge"}));
+        let a = c.post_raw("/programs", body.clone()).await;
+        expect_error(k, "6 MiB body", &a, 413, "payload_too_large");
+        let len = body.len().to_string();
+        let a = c
+            .request(
+                Method::POST,
+                "/programs",
+                &[
+                    ("content-type", "application/json"),
+                    ("content-length", &len),
+                ],
+                body,
+            )
+            .await;
+        expect_error(
+            k,
+            "6 MiB body with content-length",
+            &a,
+            413,
+            "payload_too_large",
+        );
+        assert_eq!(
+            versions(k, &c, "Huge", None).await,
+            None,
+            "{k:?}: nothing stored after 413"
+        );
+
+        // None of the refusals consumed a version: the next automatic one is 1.0.1.
+        let next = store(k, &c, SMALL_PROGRAM, json!({"signature": "Base"})).await;
+        assert_eq!(next["version"], "1.0.1", "{k:?}");
+        assert_eq!(
+            versions(k, &c, "Base", None).await,
+            Some(vec!["1.0.0".to_owned(), "1.0.1".to_owned()]),
+            "{k:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_reads_answer_in_the_error_shape() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        let s = store(k, &c, SMALL_PROGRAM, json!({"signature": "Reads"})).await;
+        let other = store(k, &c, SMALL_PROGRAM, json!({"signature": "Reads"})).await;
+        assert_eq!(other["version"], "1.0.1", "{k:?}");
+
+        // Unknown and malformed ids.
+        let unknown = "0190a5c2-7b1e-7c3d-8e4f-123456789abc";
+        for uri in [
+            format!("/programs/{unknown}"),
+            format!("/programs/{unknown}/metadata"),
+            "/programs/not-an-id".to_owned(),
+            "/programs/not-an-id/metadata".to_owned(),
+            "/programs/%20".to_owned(),
+        ] {
+            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+        }
+        // Unknown signature and version.
+        for uri in [
+            "/signatures/Unknown/versions",
+            "/signatures/Unknown/versions/latest",
+            "/signatures/Unknown/versions/1.0.0",
+            "/signatures/Reads/versions/9.9.9",
+        ] {
+            expect_error(k, uri, &c.get(uri).await, 404, "not_found");
+        }
+        // Invalid signature or version in the path.
+        for uri in [
+            "/signatures/Bad%2FSlash/versions",
+            "/signatures/Bad%2FSlash/versions/latest",
+            "/signatures/Reads/versions/1.0",
+            "/signatures/Reads/versions/newest",
+        ] {
+            expect_error(k, uri, &c.get(uri).await, 400, "invalid_request");
+        }
+        // Bad limits and cursors.
+        for (uri, field) in [
+            ("/signatures/Reads/versions?limit=abc", "limit"),
+            ("/signatures/Reads/versions?limit=-1", "limit"),
+            ("/signatures/Reads/versions?limit=0", "limit"),
+            ("/signatures/Reads/versions?limit=100000", "limit"),
+            ("/signatures/Reads/versions?cursor=AAAA", "cursor"),
+            (
+                "/signatures/Reads/versions?cursor=not%20base64%21",
+                "cursor",
+            ),
+        ] {
+            let v = expect_error(k, uri, &c.get(uri).await, 400, "invalid_request");
+            assert_eq!(v["error"]["field"], field, "{k:?}: {uri}: {v}");
+        }
+        let a = c.get("/signatures/Reads/versions?limit=1&limit=2").await;
+        expect_error(k, "limit twice", &a, 400, "invalid_request");
+        // A real cursor of another listing is refused too.
+        let a = c.get("/signatures/Reads/versions?limit=1").await;
+        let page = expect_status(k, "limit=1", &a, 200);
+        let cursor = page["next_cursor"]
+            .as_str()
+            .expect("a next cursor")
+            .to_owned();
+        store(k, &c, SMALL_PROGRAM, json!({"signature": "Elsewhere"})).await;
+        let uri = format!("/signatures/Elsewhere/versions?cursor={cursor}");
+        let v = expect_error(
+            k,
+            "cursor of another listing",
+            &c.get(&uri).await,
+            400,
+            "invalid_request",
+        );
+        assert_eq!(v["error"]["field"], "cursor", "{k:?}");
+        let uri = format!("/signatures/Reads/versions?project=other&cursor={cursor}");
+        expect_error(
+            k,
+            "cursor of another project",
+            &c.get(&uri).await,
+            400,
+            "invalid_request",
+        );
+        // The cursor works on its own listing.
+        let uri = format!("/signatures/Reads/versions?limit=1&cursor={cursor}");
+        let page = expect_status(k, &uri, &c.get(&uri).await, 200);
+        assert_eq!(page["versions"][0]["version"], "1.0.1", "{k:?}");
+        assert_eq!(page["versions"].as_array().unwrap().len(), 1, "{k:?}");
+        let a = c
+            .get(&format!("/programs/{}", s["id"].as_str().unwrap()))
+            .await;
+        expect_status(k, "still readable", &a, 200);
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_pending_routes() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        for uri in ["/nope", "/programs/x/y/z", "/signatures/A", "/"] {
+            let v = expect_error(k, uri, &c.get(uri).await, 404, "not_found");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(uri),
+                "{k:?}: {v}"
+            );
+        }
+        for (method, uri) in [
+            (Method::PUT, "/programs"),
+            (Method::GET, "/programs"),
+            (Method::DELETE, "/health"),
+            (Method::POST, "/signatures/A/versions"),
+            (
+                Method::PUT,
+                "/programs/0190a5c2-7b1e-7c3d-8e4f-123456789abc",
+            ),
+        ] {
+            let a = c.request(method.clone(), uri, &[], "{}").await;
+            assert_eq!(a.status.as_u16(), 405, "{k:?}: {method} {uri}: {a:?}");
+            let allow = a
+                .headers
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert!(
+                allow
+                    .as_deref()
+                    .is_some_and(|v| !v.is_empty() && !v.contains(method.as_str())),
+                "{k:?}: {method} {uri}: Allow header lists the other methods: {allow:?}"
+            );
+            if uri == "/programs" {
+                assert_eq!(allow.as_deref(), Some("POST"), "{k:?}: {method} {uri}");
+            }
+            let v = a.json();
+            assert!(
+                v["error"]["code"].as_str().is_some_and(|s| !s.is_empty())
+                    && v["error"]["message"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                "{k:?}: {method} {uri}: error shape in {v}"
+            );
+        }
+        // Routes of later milestones answer 501 in the error shape (update these two when they
+        // land).
+        let a = c.post_json("/search", &json!({"signature": "A"})).await;
+        expect_error(k, "POST /search", &a, 501, "not_implemented");
+        let a = c.get("/report").await;
+        let v = expect_error(k, "GET /report", &a, 501, "not_implemented");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("/report"),
+            "{k:?}: {v}"
+        );
+    }
+}
+
+/// The routes of this milestone: none of them may answer 501.
+const IMPLEMENTED: [(&str, &str); 7] = [
+    ("POST", "/programs"),
+    ("GET", "/programs/{id}"),
+    ("GET", "/programs/{id}/metadata"),
+    ("GET", "/signatures/{signature}/versions"),
+    ("GET", "/signatures/{signature}/versions/{version}"),
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+];
+
+/// Every route of the table answers either success or the error shape; a 5xx is only ever a
+/// `501 not_implemented` of a route whose capability has not landed yet. The requests name an
+/// unknown program and signature, so nothing existing is touched.
+#[tokio::test]
+async fn every_route_answers_success_or_the_error_shape() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        let s = store(k, &c, SMALL_PROGRAM, json!({"signature": "Pending"})).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let mut pending = Vec::new();
+        for route in dspy_storage_functions::all_routes() {
+            let uri = route
+                .path
+                .replace("{id}", "0190a5c2-7b1e-7c3d-8e4f-123456789abc")
+                .replace("{signature}", "NoSuchSignature")
+                .replace("{version}", "latest")
+                .replace("{alias}", "production")
+                .replace("{name}", "no-such-backup");
+            let what = format!("{} {uri}", route.method);
+            let a = c
+                .request(
+                    route.method.clone(),
+                    &uri,
+                    &[("content-type", "application/json")],
+                    r#"{"dry_run": true}"#,
+                )
+                .await;
+            let status = a.status.as_u16();
+            if status >= 500 {
+                expect_error(k, &what, &a, 501, "not_implemented");
+                assert!(
+                    !IMPLEMENTED.contains(&(route.method.as_str(), route.path)),
+                    "{k:?}: {what} belongs to this milestone"
+                );
+                pending.push(what);
+            } else if status >= 300 {
+                let v = a.json();
+                assert!(
+                    v["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
+                        && v["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| !m.is_empty()),
+                    "{k:?}: {what}: {status} in the error shape: {v}"
+                );
+            }
+        }
+        eprintln!(
+            "{k:?}: {} routes still answer 501: {pending:?}",
+            pending.len()
+        );
+        // Nothing changed: the one program is still there and readable.
+        assert_eq!(
+            versions(k, &c, "Pending", None).await,
+            Some(vec!["1.0.0".to_owned()]),
+            "{k:?}"
+        );
+        let a = c.get(&format!("/programs/{id}")).await;
+        assert_eq!(raw_program(k, &a), SMALL_PROGRAM, "{k:?}");
+    }
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_first_answer() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let c = store_.client();
+        let body = store_body(SMALL_PROGRAM, &json!({"signature": "Idem", "tags": ["a"]}));
+        let post = |key: &'static str, body: String| {
+            let c = c.clone();
+            async move {
+                c.request(
+                    Method::POST,
+                    "/programs",
+                    &[
+                        ("content-type", "application/json"),
+                        ("idempotency-key", key),
+                    ],
+                    body,
+                )
+                .await
+            }
+        };
+        let first = post("key-1", body.clone()).await;
+        let first_v = expect_status(k, "first", &first, 201);
+        assert!(
+            first.headers.get("idempotent-replayed").is_none(),
+            "{k:?}: the first answer is no replay"
+        );
+        for attempt in 0..2 {
+            let again = post("key-1", body.clone()).await;
+            let again_v = expect_status(k, "retry", &again, 201);
+            assert_eq!(
+                again_v, first_v,
+                "{k:?}: retry {attempt} answers as the first"
+            );
+            assert_eq!(
+                again
+                    .headers
+                    .get("idempotent-replayed")
+                    .map(|v| v.to_str().unwrap()),
+                Some("true"),
+                "{k:?}: replay header"
+            );
+        }
+        assert_eq!(
+            versions(k, &c, "Idem", None).await,
+            Some(vec!["1.0.0".to_owned()]),
+            "{k:?}: a retry stores nothing new"
+        );
+
+        // Same key, another body: 409, nothing stored.
+        let other = store_body(r#"{"different": 1}"#, &json!({"signature": "Idem"}));
+        let a = post("key-1", other.clone()).await;
+        expect_error(k, "same key, other body", &a, 409, "conflict");
+        let a = post(
+            "key-1",
+            store_body(SMALL_PROGRAM, &json!({"signature": "IdemOther"})),
+        )
+        .await;
+        expect_error(k, "same key, other signature", &a, 409, "conflict");
+        assert_eq!(versions(k, &c, "IdemOther", None).await, None, "{k:?}");
+        assert_eq!(
+            versions(k, &c, "Idem", None).await,
+            Some(vec!["1.0.0".to_owned()]),
+            "{k:?}: nothing stored by the refused request"
+        );
+
+        // Another key is another request: it stores a new version.
+        let a = post("key-2", other).await;
+        let second = expect_status(k, "new key", &a, 201);
+        assert_eq!(second["version"], "1.0.1", "{k:?}");
+        assert_ne!(second["id"], first_v["id"], "{k:?}");
+        assert!(a.headers.get("idempotent-replayed").is_none(), "{k:?}");
+        // The first key still replays its own answer.
+        let a = post("key-1", body.clone()).await;
+        assert_eq!(expect_status(k, "replay after", &a, 201), first_v, "{k:?}");
+        // A key that is not printable ASCII is refused.
+        let a = post("key with spaces", body.clone()).await;
+        expect_error(k, "bad key", &a, 400, "invalid_request");
+        assert_eq!(
+            versions(k, &c, "Idem", None).await,
+            Some(vec!["1.0.0".to_owned(), "1.0.1".to_owned()]),
+            "{k:?}"
+        );
+        // The stored program is the first request's.
+        let a = c
+            .get(&format!("/programs/{}", first_v["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(raw_program(k, &a), SMALL_PROGRAM, "{k:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_answers_ok() {
+    for store_ in backends().await {
+        let k = store_.kind;
+        let a = store_.client().get("/health").await;
+        let v = expect_status(k, "/health", &a, 200);
+        assert_eq!(v["status"], "ok", "{k:?}: {v}");
+        assert!(
+            v["backend"].as_str().is_some_and(|b| !b.is_empty()),
+            "{k:?}: {v}"
+        );
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{k:?}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_lists_exactly_the_route_table() {
+    let expected: BTreeSet<(String, String)> = dspy_storage_functions::all_routes()
+        .iter()
+        .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+        .collect();
+    assert!(
+        expected.len() > 30,
+        "the route table has every route of API.md"
+    );
+    for store_ in backends().await {
+        let k = store_.kind;
+        let a = store_.client().get("/openapi.json").await;
+        let doc = expect_status(k, "/openapi.json", &a, 200);
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+            "{k:?}: openapi version"
+        );
+        let mut listed = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                assert!(
+                    ["get", "put", "post", "delete", "patch", "head", "options"]
+                        .contains(&method.as_str()),
+                    "{k:?}: {path} has a non-operation key {method}"
+                );
+                assert!(op["summary"].is_string(), "{k:?}: {method} {path} summary");
+                assert!(
+                    listed.insert((method.clone(), path.clone())),
+                    "{k:?}: duplicate {method} {path}"
+                );
+            }
+        }
+        assert_eq!(
+            listed, expected,
+            "{k:?}: the document lists every route and no other"
+        );
+        for (method, path) in IMPLEMENTED {
+            assert!(
+                listed.contains(&(method.to_lowercase(), path.to_owned())),
+                "{k:?}: {method} {path} documented"
+            );
+        }
+        assert!(doc["components"]["schemas"]["Error"].is_object(), "{k:?}");
+    }
+}

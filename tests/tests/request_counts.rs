@@ -1,0 +1,224 @@
+//! The round-trip contract of DESIGN.md, counted on the AWS backend (DynamoDB + S3): store = one
+//! object write + one transactional metadata write (and the one read of the signature head it
+//! builds on); load by id = one item read + one object read; load by `latest` or by an exact
+//! version = one more item read; list the versions of a signature = one query.
+//!
+//! Skipped (with a message) when no AWS endpoint is configured.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use dspy_storage_core::backend::aws::RequestCounter;
+use dspy_storage_core::config::StorageConfig;
+use dspy_storage_core::domain::{NewMetadata, Project, Signature, Version, VersionSelector};
+use dspy_storage_core::service::Idempotency;
+use dspy_storage_tests::{aws_with, shared_program, SHARED_PROGRAMS};
+use serde_json::{json, value::RawValue};
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+fn meta(value: serde_json::Value) -> NewMetadata {
+    NewMetadata::parse(value, Utc::now()).expect("valid metadata")
+}
+
+/// Prints what was counted since the last reset, checks it equals `expected`, and resets.
+fn check(counter: &RequestCounter, what: &str, expected: &[(&str, u64)]) {
+    let snapshot = counter.snapshot();
+    println!("{what}: {snapshot:?}");
+    assert_eq!(snapshot, counts(expected), "requests of {what}");
+    counter.reset();
+}
+
+#[tokio::test]
+async fn request_counts_follow_the_contract() {
+    // The contract is about a cold process: the in-process caches are off here (see the end for
+    // what a warm cache saves).
+    let config = StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let Some(ts) = aws_with(config).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    let storage = ts.storage.clone();
+    let project = Project::default_project();
+    let signature = Signature::parse("Counted").unwrap();
+    counter.reset();
+
+    // The names the counter uses, seen on one plain read.
+    storage.get_head(&project, &signature).await.unwrap_err();
+    println!("names, one GetItem: {:?}", counter.snapshot());
+    check(&counter, "get_head (missing)", &[("DynamoDB.GetItem", 1)]);
+
+    // Store: the first version of a signature, then a second one, then one with tags.
+    let text = shared_program(SHARED_PROGRAMS[0]);
+    let program = RawValue::from_string(text).unwrap();
+    let store_counts = [
+        ("DynamoDB.GetItem", 1),
+        ("DynamoDB.TransactWriteItems", 1),
+        ("S3.PutObject", 1),
+    ];
+    let first = storage
+        .store(&program, meta(json!({"signature": "Counted"})), None)
+        .await
+        .unwrap();
+    check(&counter, "store (first version)", &store_counts);
+    let second = storage
+        .store(
+            &program,
+            meta(json!({"signature": "Counted", "performance": 0.9})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.stored.version, Version::parse("1.0.1").unwrap());
+    check(&counter, "store (next version)", &store_counts);
+    storage
+        .store(
+            &program,
+            meta(json!({
+                "signature": "Counted",
+                "version": "2.0.0",
+                "optimization_method": "miprov2",
+                "tags": ["a", "b", "c"],
+            })),
+            None,
+        )
+        .await
+        .unwrap();
+    check(
+        &counter,
+        "store (explicit version, three tags)",
+        &store_counts,
+    );
+
+    // Load by id: one item read, one object read.
+    let loaded = storage.get_program(&first.stored.id).await.unwrap();
+    assert_eq!(loaded.program.get(), program.get());
+    check(
+        &counter,
+        "get_program by id",
+        &[("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
+    );
+    storage.get_record(&first.stored.id).await.unwrap();
+    check(&counter, "get_record by id", &[("DynamoDB.GetItem", 1)]);
+
+    // By version: one more item read (the head or the version claim).
+    let by_version = [("DynamoDB.GetItem", 2), ("S3.GetObject", 1)];
+    let latest = storage
+        .get_version(&project, &signature, &VersionSelector::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest.record.version, Version::parse("2.0.0").unwrap());
+    check(&counter, "get_version latest", &by_version);
+    let exact = storage
+        .get_version(
+            &project,
+            &signature,
+            &VersionSelector::Exact(Version::parse("1.0.1").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exact.record.id, second.stored.id);
+    check(&counter, "get_version exact", &by_version);
+
+    // Listing the versions of a small signature: one query.
+    let listing = storage
+        .list_versions(&project, &signature, None, None)
+        .await
+        .unwrap();
+    assert_eq!(listing.items.len(), 3);
+    assert!(listing.next_cursor.is_none());
+    check(&counter, "list_versions", &[("DynamoDB.Query", 1)]);
+
+    // For information: a store with an Idempotency-Key, and its replay (not part of the contract).
+    let idem = || Idempotency::parse("count-key", "hash".to_owned()).unwrap();
+    storage
+        .store(
+            &program,
+            meta(json!({"signature": "Counted"})),
+            Some(idem()),
+        )
+        .await
+        .unwrap();
+    println!(
+        "store with an Idempotency-Key (informational): {:?}",
+        counter.snapshot()
+    );
+    assert_eq!(counter.count("DynamoDB.TransactWriteItems"), 1);
+    assert_eq!(counter.count("S3.PutObject"), 1);
+    counter.reset();
+    let replay = storage
+        .store(
+            &program,
+            meta(json!({"signature": "Counted"})),
+            Some(idem()),
+        )
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    println!(
+        "replayed store with an Idempotency-Key (informational): {:?}",
+        counter.snapshot()
+    );
+    assert_eq!(
+        counter.count("S3") + counter.count("DynamoDB.TransactWriteItems"),
+        0,
+        "a replay writes nothing"
+    );
+}
+
+/// With the default in-process caches, repeated reads never cost MORE than the cold contract
+/// (informational snapshots; the cold contract is asserted above).
+#[tokio::test]
+async fn warm_caches_never_add_requests() {
+    let Some(ts) = aws_with(StorageConfig::default()).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    let storage = ts.storage.clone();
+    let project = Project::default_project();
+    let signature = Signature::parse("Warm").unwrap();
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[1])).unwrap();
+    let out = storage
+        .store(&program, meta(json!({"signature": "Warm"})), None)
+        .await
+        .unwrap();
+    counter.reset();
+    let within = |what: &str, limit: &[(&str, u64)]| {
+        let snapshot = counter.snapshot();
+        println!("{what} (default caches): {snapshot:?}");
+        let limit = counts(limit);
+        for (name, n) in &snapshot {
+            assert!(
+                *n <= limit.get(name).copied().unwrap_or(0),
+                "{what}: {name} = {n}, over the contract {limit:?}"
+            );
+        }
+        counter.reset();
+    };
+    for round in 0..2 {
+        let loaded = storage.get_program(&out.stored.id).await.unwrap();
+        assert!(loaded.program.get() == program.get());
+        within(
+            &format!("get_program by id, round {round}"),
+            &[("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
+        );
+        let latest = storage
+            .get_version(&project, &signature, &VersionSelector::Latest)
+            .await
+            .unwrap();
+        assert_eq!(latest.record.id, out.stored.id);
+        within(
+            &format!("get_version latest, round {round}"),
+            &[("DynamoDB.GetItem", 2), ("S3.GetObject", 1)],
+        );
+    }
+}
