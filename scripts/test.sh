@@ -82,4 +82,5 @@ env | grep -E '^(AWS_ENDPOINT_URL|AWS_REGION|DSPY_STORAGE_REQUIRE_AWS)' | sort
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "infra lint (cfn-lint, sam validate)" bash scripts/check-infra.sh
 step "cargo test" cargo test --workspace "$@"

@@ -1,0 +1,400 @@
+//! The AWS deployment (infra/template.yaml) against the code: every route of the route table is an
+//! HttpApi event of exactly the function that serves it (and nothing else is), every function's
+//! role grants exactly the actions infra/iam-actions.json lists for it, the six functions are
+//! arm64/provided.al2023 with their cargo-lambda binary, and the two schedules exist.
+//!
+//! The template uses long-form intrinsics (`Ref`, `Fn::Sub`, `Fn::GetAtt`), so it parses as plain
+//! YAML; it is converted to JSON values to walk it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use dspy_storage_functions::{all_routes, Function};
+use serde_json::{Map, Value};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn template() -> Value {
+    let path = repo_root().join("infra/template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("template.yaml parses");
+    serde_json::to_value(yaml).expect("template.yaml as JSON (long-form intrinsics only)")
+}
+
+fn iam_actions() -> Value {
+    let path = repo_root().join("infra/iam-actions.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).expect("iam-actions.json parses")
+}
+
+fn resources(t: &Value) -> &Map<String, Value> {
+    t["Resources"].as_object().expect("Resources")
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    resources(t)
+        .get(id)
+        .unwrap_or_else(|| panic!("resource {id} missing"))
+}
+
+/// Logical id of a function: `store` → `StoreFunction`.
+fn logical_id(f: Function) -> String {
+    let name = f.name();
+    format!("{}{}Function", name[..1].to_uppercase(), &name[1..])
+}
+
+/// A function property, falling back to `Globals.Function`.
+fn function_prop<'a>(t: &'a Value, id: &str, name: &str) -> &'a Value {
+    let own = &resource(t, id)["Properties"][name];
+    if own.is_null() {
+        &t["Globals"]["Function"][name]
+    } else {
+        own
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().expect("a string").to_owned())
+            .collect(),
+        other => panic!("expected a string or a list of strings, got {other}"),
+    }
+}
+
+/// Every event of type `kind` of every serverless function: (function logical id, event name, properties).
+fn events<'a>(t: &'a Value, kind: &str) -> Vec<(String, String, &'a Value)> {
+    let mut out = Vec::new();
+    for (id, res) in resources(t) {
+        if res["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        if let Some(evs) = res["Properties"]["Events"].as_object() {
+            for (name, ev) in evs {
+                if ev["Type"] == kind {
+                    out.push((id.clone(), name.clone(), &ev["Properties"]));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn six_functions_on_arm64_provided_al2023_with_their_binaries() {
+    let t = template();
+    let serverless: BTreeSet<&String> = resources(&t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(id, _)| id)
+        .collect();
+    let expected: BTreeSet<String> = Function::ALL.iter().map(|f| logical_id(*f)).collect();
+    assert_eq!(
+        serverless.into_iter().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
+    for f in Function::ALL {
+        let id = logical_id(f);
+        assert_eq!(function_prop(&t, &id, "Runtime"), "provided.al2023", "{id}");
+        assert_eq!(function_prop(&t, &id, "Handler"), "bootstrap", "{id}");
+        assert_eq!(
+            function_prop(&t, &id, "Architectures"),
+            &serde_json::json!(["arm64"]),
+            "{id}"
+        );
+        assert_eq!(function_prop(&t, &id, "Tracing"), "Active", "{id}");
+        assert_eq!(function_prop(&t, &id, "CodeUri"), "..", "{id}");
+        let meta = &resource(&t, &id)["Metadata"];
+        assert_eq!(meta["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(meta["BuildProperties"]["Binary"], f.name(), "{id}");
+        let bin = repo_root().join(format!("functions/src/bin/{}.rs", f.name()));
+        assert!(bin.is_file(), "{bin:?} (the binary {id} builds)");
+    }
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for var in [
+        "DSPY_STORAGE_TABLE",
+        "DSPY_STORAGE_BUCKET",
+        "DSPY_STORAGE_COMPRESSION",
+        "DSPY_STORAGE_ENCRYPTION_KEY",
+    ] {
+        assert!(!globals[var].is_null(), "{var} in Globals.Function");
+    }
+}
+
+#[test]
+fn every_route_is_an_http_api_event_of_its_function_and_nothing_else_is() {
+    let t = template();
+    let table: BTreeSet<(String, String, String)> = all_routes()
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str().to_owned(),
+                r.path.to_owned(),
+                logical_id(r.function),
+            )
+        })
+        .collect();
+    assert_eq!(table.len(), all_routes().len(), "duplicate routes");
+    let mut template_routes = BTreeSet::new();
+    for (id, name, props) in events(&t, "HttpApi") {
+        assert_eq!(
+            props["ApiId"],
+            serde_json::json!({"Ref": "HttpApi"}),
+            "{id}.{name}"
+        );
+        let method = props["Method"].as_str().expect("Method").to_uppercase();
+        let path = props["Path"].as_str().expect("Path").to_owned();
+        assert!(
+            template_routes.insert((method.clone(), path.clone(), id.clone())),
+            "{method} {path} twice on {id}"
+        );
+    }
+    let missing: Vec<_> = table.difference(&template_routes).collect();
+    let extra: Vec<_> = template_routes.difference(&table).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "routes missing from the template (method, path, function): {missing:?}\n\
+         template events that are no route of the table: {extra:?}"
+    );
+    // One method + path is served by one function only.
+    let mut owners: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (m, p, f) in &template_routes {
+        owners
+            .entry((m.clone(), p.clone()))
+            .or_default()
+            .push(f.clone());
+    }
+    for (route, fs) in owners {
+        assert_eq!(fs.len(), 1, "{route:?} on {fs:?}");
+    }
+}
+
+#[test]
+fn iam_actions_json_follows_from_the_sdk_calls() {
+    let iam = iam_actions();
+    let sdk_to_iam = iam["sdk_to_iam"].as_object().expect("sdk_to_iam");
+    let functions = iam["functions"].as_object().expect("functions");
+    let names: BTreeSet<&str> = functions.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(names, expected);
+    for (name, f) in functions {
+        let mut derived = BTreeSet::new();
+        for call in strings(&f["sdk_calls"]) {
+            let actions = sdk_to_iam
+                .get(&call)
+                .unwrap_or_else(|| panic!("{name}: {call} has no entry in sdk_to_iam"));
+            derived.extend(strings(actions));
+        }
+        let listed: BTreeSet<String> = strings(&f["actions"]).into_iter().collect();
+        assert_eq!(
+            listed, derived,
+            "{name}: actions must be exactly what its sdk_calls need"
+        );
+    }
+}
+
+/// Checks a statement's resources: no bare `*` (except for X-Ray, which has no resource-level
+/// permissions) and every intrinsic names a resource of the template.
+fn check_resources(t: &Value, role: &str, actions: &[String], res: &Value) {
+    let list = match res {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    assert!(!list.is_empty(), "{role}: statement without resources");
+    for r in &list {
+        match r {
+            Value::String(s) if s == "*" => assert!(
+                actions.iter().all(|a| a.starts_with("xray:")),
+                "{role}: bare * resource for {actions:?}"
+            ),
+            Value::String(s) => assert!(!s.ends_with(":*:*"), "{role}: wildcard resource {s}"),
+            Value::Object(o) => {
+                if let Some(get_att) = o.get("Fn::GetAtt") {
+                    let target = get_att[0].as_str().expect("Fn::GetAtt target");
+                    assert!(
+                        resources(t).contains_key(target),
+                        "{role}: GetAtt of unknown {target}"
+                    );
+                } else if let Some(sub) = o.get("Fn::Sub") {
+                    let s = sub.as_str().expect("Fn::Sub string");
+                    let target = s
+                        .strip_prefix("${")
+                        .and_then(|rest| rest.split(['.', '}']).next())
+                        .unwrap_or_else(|| {
+                            panic!("{role}: resource {s} starts with no ${{X.Arn}}")
+                        });
+                    assert!(
+                        resources(t).contains_key(target),
+                        "{role}: Sub of unknown {target}"
+                    );
+                } else {
+                    panic!("{role}: unexpected resource {r}");
+                }
+            }
+            other => panic!("{role}: unexpected resource {other}"),
+        }
+    }
+}
+
+#[test]
+fn each_role_grants_exactly_the_actions_iam_actions_json_lists() {
+    let t = template();
+    let iam = iam_actions();
+    let runtime: BTreeSet<String> = strings(&iam["runtime"]).into_iter().collect();
+    let mut roles = BTreeSet::new();
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let props = &resource(&t, &id)["Properties"];
+        assert!(
+            props["Policies"].is_null(),
+            "{id}: grant through its role only"
+        );
+        let role_id = props["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: Role must be Fn::GetAtt [<its role>, Arn]"))
+            .to_owned();
+        assert!(
+            roles.insert(role_id.clone()),
+            "{role_id} shared by two functions"
+        );
+        let role = resource(&t, &role_id);
+        assert_eq!(role["Type"], "AWS::IAM::Role");
+        let rp = &role["Properties"];
+        assert!(
+            rp["ManagedPolicyArns"].is_null(),
+            "{role_id}: no managed policies"
+        );
+        let mut granted = BTreeSet::new();
+        for policy in rp["Policies"].as_array().expect("inline policies") {
+            for st in policy["PolicyDocument"]["Statement"]
+                .as_array()
+                .expect("statements")
+            {
+                assert_eq!(st["Effect"], "Allow", "{role_id}");
+                assert!(st["NotAction"].is_null() && st["NotResource"].is_null());
+                let actions = strings(&st["Action"]);
+                for a in &actions {
+                    assert!(!a.contains('*'), "{role_id}: wildcard action {a}");
+                }
+                check_resources(&t, &role_id, &actions, &st["Resource"]);
+                granted.extend(actions);
+            }
+        }
+        let mut expected: BTreeSet<String> = strings(&iam["functions"][f.name()]["actions"])
+            .into_iter()
+            .collect();
+        expected.extend(runtime.iter().cloned());
+        assert_eq!(
+            granted,
+            expected,
+            "{role_id}: granted vs infra/iam-actions.json ({})",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn cleanup_and_backup_run_on_daily_schedules_as_http_requests() {
+    let t = template();
+    let schedules = events(&t, "ScheduleV2");
+    assert_eq!(schedules.len(), 2, "{schedules:?}");
+    let routes: BTreeSet<(String, String, String)> = all_routes()
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str().to_owned(),
+                r.path.to_owned(),
+                logical_id(r.function),
+            )
+        })
+        .collect();
+    for (f, cron) in [
+        (Function::Cleanup, "cron(0 2 * * ? *)"),
+        (Function::Backup, "cron(0 3 * * ? *)"),
+    ] {
+        let id = logical_id(f);
+        let (_, name, props) = schedules
+            .iter()
+            .find(|(fid, _, _)| *fid == id)
+            .unwrap_or_else(|| panic!("{id} has no ScheduleV2 event"));
+        assert_eq!(props["ScheduleExpression"], cron, "{id}.{name}");
+        assert_eq!(props["ScheduleExpressionTimezone"], "UTC", "{id}.{name}");
+        // lambda_http only decodes HTTP events: the input is an HTTP API (2.0) request of a route
+        // this function serves.
+        let input = props["Input"]["Fn::Sub"]
+            .as_str()
+            .expect("Input is Fn::Sub");
+        let mut resolved = String::new();
+        let mut rest = input;
+        while let Some(start) = rest.find("${") {
+            resolved.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closing }") + start;
+            resolved.push('1');
+            rest = &rest[end + 1..];
+        }
+        resolved.push_str(rest);
+        let event: Value = serde_json::from_str(&resolved).expect("Input is JSON");
+        assert_eq!(event["version"], "2.0");
+        let method = event["requestContext"]["http"]["method"]
+            .as_str()
+            .expect("method");
+        let path = event["rawPath"].as_str().expect("rawPath");
+        assert!(
+            routes.contains(&(method.to_owned(), path.to_owned(), id.clone())),
+            "{id}: schedule input {method} {path} is no route of {}",
+            f.name()
+        );
+        let body: Value =
+            serde_json::from_str(event["body"].as_str().expect("body")).expect("JSON body");
+        assert!(body.is_object(), "{id}: body {body}");
+    }
+}
+
+#[test]
+fn table_has_the_keys_and_indexes_of_core() {
+    let t = template();
+    let table = resource(&t, "Table");
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(p["SSESpecification"]["SSEEnabled"], true);
+    let keys = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .expect("KeySchema")
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().expect("name").to_owned(),
+                    k["KeyType"].as_str().expect("type").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |pk: &str, sk: &str| vec![(pk.into(), "HASH".into()), (sk.into(), "RANGE".into())];
+    assert_eq!(keys(&p["KeySchema"]), pair("PK", "SK"));
+    let gsis = p["GlobalSecondaryIndexes"].as_array().expect("GSIs");
+    assert_eq!(gsis.len(), 4);
+    for (i, gsi) in gsis.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(gsi["IndexName"], format!("GSI{n}"));
+        assert_eq!(
+            keys(&gsi["KeySchema"]),
+            pair(&format!("GSI{n}PK"), &format!("GSI{n}SK"))
+        );
+        assert_eq!(gsi["Projection"]["ProjectionType"], "ALL");
+    }
+    for attr in p["AttributeDefinitions"].as_array().expect("attributes") {
+        assert_eq!(attr["AttributeType"], "S", "{attr}");
+    }
+}

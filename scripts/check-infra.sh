@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Lints the AWS deployment offline: cfn-lint and `sam validate --lint` on infra/template.yaml.
+#
+#   bash scripts/check-infra.sh
+#
+# The SAM CLI and cfn-lint live in their own venv (installing the SAM CLI next to moto downgrades
+# boto3): ${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}/sam-venv, created on first use. No AWS
+# account or credentials are needed (region us-east-1, telemetry off). Exits non-zero on any error.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+TEMPLATE=infra/template.yaml
+CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
+VENV="$CACHE/sam-venv"
+
+if [[ ! -x "$VENV/bin/sam" || ! -x "$VENV/bin/cfn-lint" ]]; then
+    echo "== installing aws-sam-cli and cfn-lint into $VENV"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check aws-sam-cli cfn-lint
+fi
+echo "== $("$VENV/bin/sam" --version), cfn-lint $("$VENV/bin/cfn-lint" --version | awk '{print $NF}')"
+
+export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
+# Never pick up a user's profile or credentials: both checks are offline.
+unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+
+echo "== cfn-lint $TEMPLATE"
+"$VENV/bin/cfn-lint" "$TEMPLATE"
+
+echo "== sam validate --lint -t $TEMPLATE"
+"$VENV/bin/sam" validate --lint -t "$TEMPLATE"
+
+echo "== infra checks passed"
