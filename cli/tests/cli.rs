@@ -506,3 +506,127 @@ async fn serve_on_the_aws_backend() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The registry commands work on the embedded backend directly: versions, alias set/get/rm
+/// (with compare-and-set), rollback, diff and show --prompt.
+#[test]
+fn registry_commands_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cli = |args: &[&str]| {
+        let mut cmd = command();
+        cmd.arg("--data-dir").arg(dir.path()).args(args);
+        run(&mut cmd)
+    };
+    let react = fixture("dspy_react_optimized.json");
+    let react = react.to_str().expect("UTF-8 path");
+    let mut edited: Value =
+        serde_json::from_str(&read_fixture("dspy_react_optimized.json")).unwrap();
+    edited["react"]["signature"]["instructions"] = Value::String("Think, then act.".into());
+    let edited_path = dir.path().join("edited.json");
+    std::fs::write(&edited_path, serde_json::to_string(&edited).unwrap()).unwrap();
+    let edited_path = edited_path.to_str().unwrap().to_owned();
+
+    let store = |file: &str, version: &str| -> Value {
+        let out = cli(&[
+            "store",
+            file,
+            "--signature",
+            "qa.React",
+            "--version",
+            version,
+        ]);
+        serde_json::from_str(&expect_success("store", &out)).expect("store prints JSON")
+    };
+    let first = store(react, "1.0.0");
+    store(&edited_path, "1.1.0");
+
+    let versions: Value =
+        serde_json::from_str(&expect_success("versions", &cli(&["versions", "qa.React"]))).unwrap();
+    let listed: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["1.0.0", "1.1.0"]);
+
+    expect_success(
+        "alias set",
+        &cli(&["alias", "set", "qa.React", "production", "1.0.0"]),
+    );
+    let out = cli(&[
+        "alias",
+        "set",
+        "qa.React",
+        "production",
+        "1.1.0",
+        "--expect",
+        "1.1.0",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a compare-and-set from the wrong version must fail"
+    );
+    expect_success(
+        "alias set --expect",
+        &cli(&[
+            "alias",
+            "set",
+            "qa.React",
+            "production",
+            "1.1.0",
+            "--expect",
+            "1.0.0",
+        ]),
+    );
+    let target: Value = serde_json::from_str(&expect_success(
+        "alias get",
+        &cli(&["alias", "get", "qa.React", "production"]),
+    ))
+    .unwrap();
+    assert_eq!(target["version"], "1.1.0");
+    let versions: Value =
+        serde_json::from_str(&expect_success("versions", &cli(&["versions", "qa.React"]))).unwrap();
+    assert_eq!(versions[1]["aliases"], serde_json::json!(["production"]));
+
+    let rolled: Value = serde_json::from_str(&expect_success(
+        "rollback",
+        &cli(&["rollback", "qa.React", "--to", "1.0.0"]),
+    ))
+    .unwrap();
+    assert_eq!(rolled["version"], "1.1.1");
+    assert_eq!(
+        rolled["sha256"], first["sha256"],
+        "a rollback repeats the target byte for byte"
+    );
+
+    let diff: Value = serde_json::from_str(&expect_success(
+        "diff",
+        &cli(&["diff", "qa.React", "1.0.0", "1.1.0"]),
+    ))
+    .unwrap();
+    assert!(
+        diff.to_string().contains("Think, then act."),
+        "diff shows the new instructions: {diff}"
+    );
+
+    let id = rolled["id"].as_str().unwrap();
+    let prompt = expect_success("show --prompt", &cli(&["show", id, "--prompt"]));
+    assert!(prompt.contains('#'), "Markdown headings: {prompt}");
+    let original: Value = serde_json::from_str(&read_fixture("dspy_react_optimized.json")).unwrap();
+    let instructions = original["react"]["signature"]["instructions"]
+        .as_str()
+        .unwrap();
+    assert!(
+        prompt.contains(instructions.lines().next().unwrap()),
+        "prompt shows the instructions"
+    );
+
+    expect_success("alias rm", &cli(&["alias", "rm", "qa.React", "production"]));
+    assert!(!cli(&["alias", "get", "qa.React", "production"])
+        .status
+        .success());
+    assert!(!cli(&["rollback", "qa.React", "--to", "9.9.9"])
+        .status
+        .success());
+}
