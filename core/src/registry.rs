@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
 use crate::domain::{
-    format_time, validate_tag, AliasName, ProgramId, Project, Signature, Version, VersionSelector,
+    format_time, validate_tag, AliasName, ProgramId, Project, Signature, Version,
     MAX_METADATA_KEYS, MAX_STRING_LEN, MAX_TAGS,
 };
 use crate::error::{Error, Result};
@@ -539,22 +538,6 @@ impl Storage {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Loads by selector or alias, for routes that take either.
-    pub async fn resolve(
-        &self,
-        project: &Project,
-        signature: &Signature,
-        selector: &VersionSelector,
-    ) -> Result<ProgramId> {
-        self.resolve_version(project, signature, selector).await
-    }
-
-    /// Stores bytes under a key (used by tests of integrity).
-    pub async fn put_raw_blob(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let sha = crate::codec::sha256_hex(&bytes);
-        self.blobs.put(key, bytes, &sha).await
     }
 }
 
