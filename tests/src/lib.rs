@@ -140,6 +140,68 @@ impl Answer {
         })
     }
 
+    /// Asserts the status, naming the backend and the step.
+    pub fn expect_status(&self, k: Kind, what: &str, status: u16) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "{k:?}: {what}: expected {status}, got {}: {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+
+    /// Asserts the status, naming the backend and the step, and returns the JSON body (`null`
+    /// when the body is empty).
+    pub fn expect(&self, k: Kind, what: &str, status: u16) -> Value {
+        self.expect_status(k, what, status);
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Asserts an error answer (status, code, the error shape), naming the backend and the step.
+    pub fn expect_error(&self, k: Kind, what: &str, status: u16, code: &str) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "{k:?}: {what}: expected {status} {code}, got {}: {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        );
+        self.assert_error(status, code)
+    }
+
+    /// The raw JSON text of the answer's `program` field, exactly as the server wrote it.
+    pub fn raw_program(&self) -> String {
+        let map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("answer is not a JSON object ({e})"));
+        map.get("program")
+            .unwrap_or_else(|| panic!("no \"program\" in the answer"))
+            .get()
+            .to_owned()
+    }
+
+    /// Collects a router's response.
+    pub async fn from_response(response: http::Response<Body>) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// Asserts the API's error shape with this status and code.
     pub fn assert_error(&self, status: u16, code: &str) -> Value {
         assert_eq!(
@@ -186,19 +248,7 @@ impl Client {
             .oneshot(req.body(body.into()).expect("request"))
             .await
             .expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        Answer::from_response(response).await
     }
 
     pub async fn get(&self, uri: &str) -> Answer {

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use dspy_storage_core::codec::sha256_hex;
-use dspy_storage_tests::{backends, shared_program, Answer, Client, Kind, SHARED_PROGRAMS};
+use dspy_storage_tests::{backends, shared_program, Client, Kind, SHARED_PROGRAMS};
 use http::{Method, StatusCode};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// A store request body with the program's JSON text spliced in verbatim (key order, spacing and
@@ -16,43 +15,10 @@ fn store_body(program: &str, metadata: &Value) -> String {
     format!(r#"{{"program": {program}, "metadata": {metadata}}}"#)
 }
 
-/// The raw JSON text of the `program` field of an answer, exactly as the server wrote it.
-fn raw_program(k: Kind, a: &Answer) -> String {
-    let map: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&a.body)
-        .unwrap_or_else(|e| panic!("{k:?}: answer is not a JSON object ({e})"));
-    map.get("program")
-        .unwrap_or_else(|| panic!("{k:?}: no \"program\" in the answer"))
-        .get()
-        .to_owned()
-}
-
 /// Compact re-serialization with keys in their original order (the workspace enables
 /// serde_json's `preserve_order`).
 fn compact(text: &str) -> String {
     serde_json::to_string(&serde_json::from_str::<Value>(text).expect("valid JSON")).unwrap()
-}
-
-/// Asserts status and error shape, naming the backend.
-fn expect_error(k: Kind, what: &str, a: &Answer, status: u16, code: &str) -> Value {
-    assert_eq!(
-        a.status.as_u16(),
-        status,
-        "{k:?}: {what}: expected {status} {code}, got {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-    a.assert_error(status, code)
-}
-
-fn expect_status(k: Kind, what: &str, a: &Answer, status: u16) -> Value {
-    assert_eq!(
-        a.status.as_u16(),
-        status,
-        "{k:?}: {what}: expected {status}, got {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-    a.json()
 }
 
 /// The versions of a signature in a project, `None` when the signature has none (404).
@@ -68,10 +34,10 @@ async fn versions(
     };
     let a = c.get(&uri).await;
     if a.status == StatusCode::NOT_FOUND {
-        expect_error(k, &uri, &a, 404, "not_found");
+        a.expect_error(k, &uri, 404, "not_found");
         return None;
     }
-    let v = expect_status(k, &uri, &a, 200);
+    let v = a.expect(k, &uri, 200);
     Some(
         v["versions"]
             .as_array()
@@ -86,7 +52,7 @@ async fn store(k: Kind, c: &Client, program: &str, metadata: Value) -> Value {
     let a = c
         .post_raw("/programs", store_body(program, &metadata))
         .await;
-    expect_status(k, &format!("store {metadata}"), &a, 201)
+    a.expect(k, &format!("store {metadata}"), 201)
 }
 
 const SMALL_PROGRAM: &str = r#"{"predict": {"demos": [], "signature": {"instructions": "Answer.", "fields": [{"prefix": "Question:"}, {"prefix": "Answer:"}]}}, "metadata": {"dependency_versions": {"python": "3.11", "dspy": "2.6.0"}}}"#;
@@ -113,7 +79,7 @@ async fn stores_and_loads_shared_programs_byte_for_byte() {
             });
             let body = store_body(&text, &metadata);
             let a = c.post_raw("/programs", body).await;
-            let stored = expect_status(k, &format!("store {name}"), &a, 201);
+            let stored = a.expect(k, &format!("store {name}"), 201);
             let id = stored["id"].as_str().expect("id").to_owned();
             assert_eq!(id.len(), 36, "{k:?}: {name}: id {id} is a UUID");
             assert_eq!(stored["signature"], signature, "{k:?}: {name}");
@@ -137,8 +103,8 @@ async fn stores_and_loads_shared_programs_byte_for_byte() {
             // Load by id: the program exactly as sent.
             let uri = format!("/programs/{id}");
             let a = c.get(&uri).await;
-            let full = expect_status(k, &uri, &a, 200);
-            let raw = raw_program(k, &a);
+            let full = a.expect(k, &uri, 200);
+            let raw = a.raw_program();
             assert_eq!(
                 raw, original,
                 "{k:?}: {name}: program text is byte-identical"
@@ -179,7 +145,7 @@ async fn stores_and_loads_shared_programs_byte_for_byte() {
             // Metadata only: the same answer without the program.
             let uri = format!("/programs/{id}/metadata");
             let a = c.get(&uri).await;
-            let only_meta = expect_status(k, &uri, &a, 200);
+            let only_meta = a.expect(k, &uri, 200);
             assert!(
                 only_meta.get("program").is_none(),
                 "{k:?}: {name}: /metadata has no program: {only_meta}"
@@ -194,7 +160,7 @@ async fn stores_and_loads_shared_programs_byte_for_byte() {
             // Versions: list, latest, exact.
             let uri = format!("/signatures/{signature}/versions");
             let a = c.get(&uri).await;
-            let list = expect_status(k, &uri, &a, 200);
+            let list = a.expect(k, &uri, 200);
             let entries = list["versions"].as_array().expect("versions");
             assert_eq!(entries.len(), 1, "{k:?}: {name}: {list}");
             assert_eq!(entries[0]["version"], "1.0.0", "{k:?}: {name}");
@@ -211,13 +177,13 @@ async fn stores_and_loads_shared_programs_byte_for_byte() {
             for sel in ["latest", "1.0.0"] {
                 let uri = format!("/signatures/{signature}/versions/{sel}");
                 let a = c.get(&uri).await;
-                let v = expect_status(k, &uri, &a, 200);
+                let v = a.expect(k, &uri, 200);
                 assert_eq!(v["id"], id.as_str(), "{k:?}: {uri}");
-                assert_eq!(raw_program(k, &a), original, "{k:?}: {uri}: program text");
+                assert_eq!(a.raw_program(), original, "{k:?}: {uri}: program text");
                 assert_eq!(v, full, "{k:?}: {uri}: same answer as by id");
             }
             let uri = format!("/signatures/{signature}/versions/1.0.1");
-            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+            c.get(&uri).await.expect_error(k, &uri, 404, "not_found");
         }
     }
 }
@@ -254,21 +220,17 @@ async fn versions_are_ordered_semantically_and_auto_increment() {
             "{k:?}: semantic-version order"
         );
         let a = c.get("/signatures/Ordered/versions/latest").await;
-        let latest = expect_status(k, "latest", &a, 200);
+        let latest = a.expect(k, "latest", 200);
         assert_eq!(latest["version"], "1.10.0", "{k:?}: latest is the highest");
         assert_eq!(latest["id"], ids["1.10.0"].as_str(), "{k:?}");
         // Auto version: the next patch after the latest.
         let next = store(k, &c, SMALL_PROGRAM, json!({"signature": "Ordered"})).await;
         assert_eq!(next["version"], "1.10.1", "{k:?}: next patch after latest");
         let a = c.get("/signatures/Ordered/versions/latest").await;
-        assert_eq!(
-            expect_status(k, "latest", &a, 200)["id"],
-            next["id"],
-            "{k:?}"
-        );
+        assert_eq!(a.expect(k, "latest", 200)["id"], next["id"], "{k:?}");
         let a = c.get("/signatures/Ordered/versions/1.2.0").await;
         assert_eq!(
-            expect_status(k, "1.2.0", &a, 200)["id"],
+            a.expect(k, "1.2.0", 200)["id"],
             ids["1.2.0"].as_str(),
             "{k:?}"
         );
@@ -283,7 +245,7 @@ async fn versions_are_ordered_semantically_and_auto_increment() {
                 Some(cur) => format!("/signatures/Ordered/versions?limit=2&cursor={cur}"),
             };
             let a = c.get(&uri).await;
-            let page = expect_status(k, &uri, &a, 200);
+            let page = a.expect(k, &uri, 200);
             let items = page["versions"].as_array().unwrap();
             assert!(items.len() <= 2, "{k:?}: page over the limit: {page}");
             seen.extend(
@@ -353,36 +315,28 @@ async fn projects_separate_version_histories() {
         );
 
         let a = c.get("/signatures/Twin/versions/latest?project=beta").await;
-        let b = expect_status(k, "beta latest", &a, 200);
+        let b = a.expect(k, "beta latest", 200);
         assert_eq!(b["id"], beta["id"], "{k:?}");
         assert_eq!(b["project"], "beta", "{k:?}");
-        assert_eq!(raw_program(k, &a), r#"{"other": true}"#, "{k:?}");
+        assert_eq!(a.raw_program(), r#"{"other": true}"#, "{k:?}");
         let a = c
             .get("/signatures/Twin/versions/latest?project=alpha")
             .await;
         assert_eq!(
-            expect_status(k, "alpha latest", &a, 200)["id"],
+            a.expect(k, "alpha latest", 200)["id"],
             alpha2["id"],
             "{k:?}"
         );
         let a = c.get("/signatures/Twin/versions/1.0.0?project=alpha").await;
-        assert_eq!(
-            expect_status(k, "alpha 1.0.0", &a, 200)["id"],
-            alpha["id"],
-            "{k:?}"
-        );
+        assert_eq!(a.expect(k, "alpha 1.0.0", 200)["id"], alpha["id"], "{k:?}");
         let a = c.get("/signatures/Twin/versions/latest").await;
-        expect_error(k, "default project latest", &a, 404, "not_found");
+        a.expect_error(k, "default project latest", 404, "not_found");
         let a = c
             .get(&format!("/programs/{}", beta["id"].as_str().unwrap()))
             .await;
-        assert_eq!(
-            expect_status(k, "beta by id", &a, 200)["project"],
-            "beta",
-            "{k:?}"
-        );
+        assert_eq!(a.expect(k, "beta by id", 200)["project"], "beta", "{k:?}");
         let a = c.get("/signatures/Twin/versions?project=not%20valid").await;
-        expect_error(k, "invalid project", &a, 400, "invalid_request");
+        a.expect_error(k, "invalid project", 400, "invalid_request");
     }
 }
 
@@ -410,16 +364,12 @@ async fn bad_store_requests_are_refused_and_store_nothing() {
                 ),
             )
             .await;
-        expect_error(k, "taken version", &a, 409, "conflict");
+        a.expect_error(k, "taken version", 409, "conflict");
         assert_eq!(versions(k, &c, "Base", None).await, one, "{k:?}: after 409");
         let a = c.get("/signatures/Base/versions/1.0.0").await;
+        assert_eq!(a.expect(k, "Base 1.0.0", 200)["id"], base["id"], "{k:?}");
         assert_eq!(
-            expect_status(k, "Base 1.0.0", &a, 200)["id"],
-            base["id"],
-            "{k:?}"
-        );
-        assert_eq!(
-            raw_program(k, &a),
+            a.raw_program(),
             SMALL_PROGRAM,
             "{k:?}: first program untouched"
         );
@@ -543,7 +493,7 @@ async fn bad_store_requests_are_refused_and_store_nothing() {
         ];
         for (what, body, field, signature) in cases {
             let a = c.post_raw("/programs", body).await;
-            let v = expect_error(k, what, &a, 400, "invalid_request");
+            let v = a.expect_error(k, what, 400, "invalid_request");
             if let Some(field) = field {
                 assert_eq!(v["error"]["field"], field, "{k:?}: {what}: field in {v}");
             }
@@ -566,7 +516,7 @@ async fn bad_store_requests_are_refused_and_store_nothing() {
         let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(6 * 1024 * 1024));
         let body = store_body(&big, &json!({"signature": "Huge"}));
         let a = c.post_raw("/programs", body.clone()).await;
-        expect_error(k, "6 MiB body", &a, 413, "payload_too_large");
+        a.expect_error(k, "6 MiB body", 413, "payload_too_large");
         let len = body.len().to_string();
         let a = c
             .request(
@@ -579,10 +529,9 @@ async fn bad_store_requests_are_refused_and_store_nothing() {
                 body,
             )
             .await;
-        expect_error(
+        a.expect_error(
             k,
             "6 MiB body with content-length",
-            &a,
             413,
             "payload_too_large",
         );
@@ -621,7 +570,7 @@ async fn bad_reads_answer_in_the_error_shape() {
             "/programs/not-an-id/metadata".to_owned(),
             "/programs/%20".to_owned(),
         ] {
-            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+            c.get(&uri).await.expect_error(k, &uri, 404, "not_found");
         }
         // Unknown signature and version.
         for uri in [
@@ -630,7 +579,7 @@ async fn bad_reads_answer_in_the_error_shape() {
             "/signatures/Unknown/versions/1.0.0",
             "/signatures/Reads/versions/9.9.9",
         ] {
-            expect_error(k, uri, &c.get(uri).await, 404, "not_found");
+            c.get(uri).await.expect_error(k, uri, 404, "not_found");
         }
         // Invalid signature or version in the path.
         for uri in [
@@ -639,7 +588,9 @@ async fn bad_reads_answer_in_the_error_shape() {
             "/signatures/Reads/versions/1.0",
             "/signatures/Reads/versions/newest",
         ] {
-            expect_error(k, uri, &c.get(uri).await, 400, "invalid_request");
+            c.get(uri)
+                .await
+                .expect_error(k, uri, 400, "invalid_request");
         }
         // Bad limits and cursors.
         for (uri, field) in [
@@ -653,45 +604,41 @@ async fn bad_reads_answer_in_the_error_shape() {
                 "cursor",
             ),
         ] {
-            let v = expect_error(k, uri, &c.get(uri).await, 400, "invalid_request");
+            let v = c
+                .get(uri)
+                .await
+                .expect_error(k, uri, 400, "invalid_request");
             assert_eq!(v["error"]["field"], field, "{k:?}: {uri}: {v}");
         }
         let a = c.get("/signatures/Reads/versions?limit=1&limit=2").await;
-        expect_error(k, "limit twice", &a, 400, "invalid_request");
+        a.expect_error(k, "limit twice", 400, "invalid_request");
         // A real cursor of another listing is refused too.
         let a = c.get("/signatures/Reads/versions?limit=1").await;
-        let page = expect_status(k, "limit=1", &a, 200);
+        let page = a.expect(k, "limit=1", 200);
         let cursor = page["next_cursor"]
             .as_str()
             .expect("a next cursor")
             .to_owned();
         store(k, &c, SMALL_PROGRAM, json!({"signature": "Elsewhere"})).await;
         let uri = format!("/signatures/Elsewhere/versions?cursor={cursor}");
-        let v = expect_error(
-            k,
-            "cursor of another listing",
-            &c.get(&uri).await,
-            400,
-            "invalid_request",
-        );
+        let v =
+            c.get(&uri)
+                .await
+                .expect_error(k, "cursor of another listing", 400, "invalid_request");
         assert_eq!(v["error"]["field"], "cursor", "{k:?}");
         let uri = format!("/signatures/Reads/versions?project=other&cursor={cursor}");
-        expect_error(
-            k,
-            "cursor of another project",
-            &c.get(&uri).await,
-            400,
-            "invalid_request",
-        );
+        c.get(&uri)
+            .await
+            .expect_error(k, "cursor of another project", 400, "invalid_request");
         // The cursor works on its own listing.
         let uri = format!("/signatures/Reads/versions?limit=1&cursor={cursor}");
-        let page = expect_status(k, &uri, &c.get(&uri).await, 200);
+        let page = c.get(&uri).await.expect(k, &uri, 200);
         assert_eq!(page["versions"][0]["version"], "1.0.1", "{k:?}");
         assert_eq!(page["versions"].as_array().unwrap().len(), 1, "{k:?}");
         let a = c
             .get(&format!("/programs/{}", s["id"].as_str().unwrap()))
             .await;
-        expect_status(k, "still readable", &a, 200);
+        a.expect(k, "still readable", 200);
     }
 }
 
@@ -701,7 +648,7 @@ async fn unknown_routes_wrong_methods_and_pending_routes() {
         let k = store_.kind;
         let c = store_.client();
         for uri in ["/nope", "/programs/x/y/z", "/signatures/A", "/"] {
-            let v = expect_error(k, uri, &c.get(uri).await, 404, "not_found");
+            let v = c.get(uri).await.expect_error(k, uri, 404, "not_found");
             assert!(
                 v["error"]["message"].as_str().unwrap().contains(uri),
                 "{k:?}: {v}"
@@ -744,9 +691,9 @@ async fn unknown_routes_wrong_methods_and_pending_routes() {
         // Routes of later milestones answer 501 in the error shape (update these two when they
         // land).
         let a = c.post_json("/search", &json!({"signature": "A"})).await;
-        expect_error(k, "POST /search", &a, 501, "not_implemented");
+        a.expect_error(k, "POST /search", 501, "not_implemented");
         let a = c.get("/report").await;
-        let v = expect_error(k, "GET /report", &a, 501, "not_implemented");
+        let v = a.expect_error(k, "GET /report", 501, "not_implemented");
         assert!(
             v["error"]["message"].as_str().unwrap().contains("/report"),
             "{k:?}: {v}"
@@ -795,7 +742,7 @@ async fn every_route_answers_success_or_the_error_shape() {
                 .await;
             let status = a.status.as_u16();
             if status >= 500 {
-                expect_error(k, &what, &a, 501, "not_implemented");
+                a.expect_error(k, &what, 501, "not_implemented");
                 assert!(
                     !IMPLEMENTED.contains(&(route.method.as_str(), route.path)),
                     "{k:?}: {what} belongs to this milestone"
@@ -823,7 +770,7 @@ async fn every_route_answers_success_or_the_error_shape() {
             "{k:?}"
         );
         let a = c.get(&format!("/programs/{id}")).await;
-        assert_eq!(raw_program(k, &a), SMALL_PROGRAM, "{k:?}");
+        assert_eq!(a.raw_program(), SMALL_PROGRAM, "{k:?}");
     }
 }
 
@@ -849,14 +796,14 @@ async fn idempotency_key_replays_the_first_answer() {
             }
         };
         let first = post("key-1", body.clone()).await;
-        let first_v = expect_status(k, "first", &first, 201);
+        let first_v = first.expect(k, "first", 201);
         assert!(
             first.headers.get("idempotent-replayed").is_none(),
             "{k:?}: the first answer is no replay"
         );
         for attempt in 0..2 {
             let again = post("key-1", body.clone()).await;
-            let again_v = expect_status(k, "retry", &again, 201);
+            let again_v = again.expect(k, "retry", 201);
             assert_eq!(
                 again_v, first_v,
                 "{k:?}: retry {attempt} answers as the first"
@@ -879,13 +826,13 @@ async fn idempotency_key_replays_the_first_answer() {
         // Same key, another body: 409, nothing stored.
         let other = store_body(r#"{"different": 1}"#, &json!({"signature": "Idem"}));
         let a = post("key-1", other.clone()).await;
-        expect_error(k, "same key, other body", &a, 409, "conflict");
+        a.expect_error(k, "same key, other body", 409, "conflict");
         let a = post(
             "key-1",
             store_body(SMALL_PROGRAM, &json!({"signature": "IdemOther"})),
         )
         .await;
-        expect_error(k, "same key, other signature", &a, 409, "conflict");
+        a.expect_error(k, "same key, other signature", 409, "conflict");
         assert_eq!(versions(k, &c, "IdemOther", None).await, None, "{k:?}");
         assert_eq!(
             versions(k, &c, "Idem", None).await,
@@ -895,16 +842,16 @@ async fn idempotency_key_replays_the_first_answer() {
 
         // Another key is another request: it stores a new version.
         let a = post("key-2", other).await;
-        let second = expect_status(k, "new key", &a, 201);
+        let second = a.expect(k, "new key", 201);
         assert_eq!(second["version"], "1.0.1", "{k:?}");
         assert_ne!(second["id"], first_v["id"], "{k:?}");
         assert!(a.headers.get("idempotent-replayed").is_none(), "{k:?}");
         // The first key still replays its own answer.
         let a = post("key-1", body.clone()).await;
-        assert_eq!(expect_status(k, "replay after", &a, 201), first_v, "{k:?}");
+        assert_eq!(a.expect(k, "replay after", 201), first_v, "{k:?}");
         // A key that is not printable ASCII is refused.
         let a = post("key with spaces", body.clone()).await;
-        expect_error(k, "bad key", &a, 400, "invalid_request");
+        a.expect_error(k, "bad key", 400, "invalid_request");
         assert_eq!(
             versions(k, &c, "Idem", None).await,
             Some(vec!["1.0.0".to_owned(), "1.0.1".to_owned()]),
@@ -914,7 +861,7 @@ async fn idempotency_key_replays_the_first_answer() {
         let a = c
             .get(&format!("/programs/{}", first_v["id"].as_str().unwrap()))
             .await;
-        assert_eq!(raw_program(k, &a), SMALL_PROGRAM, "{k:?}");
+        assert_eq!(a.raw_program(), SMALL_PROGRAM, "{k:?}");
     }
 }
 
@@ -923,7 +870,7 @@ async fn health_answers_ok() {
     for store_ in backends().await {
         let k = store_.kind;
         let a = store_.client().get("/health").await;
-        let v = expect_status(k, "/health", &a, 200);
+        let v = a.expect(k, "/health", 200);
         assert_eq!(v["status"], "ok", "{k:?}: {v}");
         assert!(
             v["backend"].as_str().is_some_and(|b| !b.is_empty()),
@@ -946,7 +893,7 @@ async fn openapi_lists_exactly_the_route_table() {
     for store_ in backends().await {
         let k = store_.kind;
         let a = store_.client().get("/openapi.json").await;
-        let doc = expect_status(k, "/openapi.json", &a, 200);
+        let doc = a.expect(k, "/openapi.json", 200);
         assert!(
             doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
             "{k:?}: openapi version"

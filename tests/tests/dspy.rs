@@ -2,33 +2,18 @@
 //! `GET /programs/{id}/prompt` and `GET /programs/{id}/compatibility`, on every backend of
 //! `backends()`, with the real saved programs. Every failure names the backend.
 
-use dspy_storage_tests::{backends, shared_program, Answer, Client, Kind};
+use dspy_storage_tests::{backends, shared_program, Client, Kind};
 use serde_json::{json, Value};
 
 const REACT: &str = "dspy_react_optimized.json";
 const DSPYRB: &str = "dspyrb_chain_of_thought_miprov2.json";
-
-fn expect(k: Kind, what: &str, a: &Answer, status: u16) {
-    assert_eq!(
-        a.status.as_u16(),
-        status,
-        "{k:?}: {what}: expected {status}, got {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-}
-
-fn expect_error(k: Kind, what: &str, a: &Answer, status: u16, code: &str) -> Value {
-    expect(k, what, a, status);
-    a.assert_error(status, code)
-}
 
 /// Stores a program given as JSON text (spliced in verbatim) and returns its id.
 async fn store(c: &Client, k: Kind, program: &str, signature: &str, version: &str) -> String {
     let metadata = json!({"signature": signature, "version": version});
     let body = format!(r#"{{"program": {program}, "metadata": {metadata}}}"#);
     let a = c.post_raw("/programs", body).await;
-    expect(k, &format!("store {signature} {version}"), &a, 201);
+    a.expect_status(k, &format!("store {signature} {version}"), 201);
     a.json()["id"].as_str().expect("id").to_owned()
 }
 
@@ -76,7 +61,7 @@ async fn diff_shows_changed_instructions_and_removed_demos() {
         let v2 = store(&c, k, &react_v2().to_string(), "ReActQA", "1.1.0").await;
 
         let a = c.get("/signatures/ReActQA/diff?from=1.0.0&to=latest").await;
-        expect(k, "diff", &a, 200);
+        a.expect_status(k, "diff", 200);
         let d = a.json();
         assert_eq!(d["kind"], "dspy", "{k:?}: {d}");
         assert_eq!(d["format"], "dspy", "{k:?}");
@@ -116,7 +101,7 @@ async fn diff_shows_changed_instructions_and_removed_demos() {
 
         // The other way round: the demo comes back.
         let back = c.get("/signatures/ReActQA/diff?from=latest&to=1.0.0").await;
-        expect(k, "reverse diff", &back, 200);
+        back.expect_status(k, "reverse diff", 200);
         let back = back.json();
         assert_eq!(
             predictor(&back, "extract.predict")["demos"]["added"][0]["index"],
@@ -126,7 +111,7 @@ async fn diff_shows_changed_instructions_and_removed_demos() {
 
         // A version against itself.
         let same = c.get("/signatures/ReActQA/diff?from=1.1.0&to=1.1.0").await;
-        expect(k, "self diff", &same, 200);
+        same.expect_status(k, "self diff", 200);
         let same = same.json();
         assert_eq!(same["identical"], true, "{k:?}");
         assert!(same["predictors"]
@@ -158,7 +143,7 @@ async fn diff_of_other_json_is_a_json_pointer_list() {
         )
         .await;
         let a = c.get("/signatures/Plain/diff?from=1.0.0&to=1.0.1").await;
-        expect(k, "json diff", &a, 200);
+        a.expect_status(k, "json diff", 200);
         let d = a.json();
         assert_eq!(d["kind"], "json", "{k:?}: {d}");
         assert!(d.get("predictors").is_none(), "{k:?}: {d}");
@@ -185,7 +170,10 @@ async fn diff_errors() {
             ("/signatures/ReActQA/diff?from=1.x&to=1.0.0", "from"),
             ("/signatures/ReActQA/diff?from=1.0.0&to=newest", "to"),
         ] {
-            let e = expect_error(k, uri, &c.get(uri).await, 400, "invalid_request");
+            let e = c
+                .get(uri)
+                .await
+                .expect_error(k, uri, 400, "invalid_request");
             assert_eq!(e["error"]["field"], field, "{k:?}: {uri}: {e}");
         }
         for uri in [
@@ -193,7 +181,7 @@ async fn diff_errors() {
             "/signatures/Nope/diff?from=latest&to=latest",
             "/signatures/ReActQA/diff?from=1.0.0&to=latest&project=elsewhere",
         ] {
-            expect_error(k, uri, &c.get(uri).await, 404, "not_found");
+            c.get(uri).await.expect_error(k, uri, 404, "not_found");
         }
     }
 }
@@ -206,7 +194,7 @@ async fn prompt_renders_both_real_programs() {
         let rb_id = store(&c, k, &shared_program(DSPYRB), "ManageExtraction", "2.0.0").await;
 
         let a = c.get(&format!("/programs/{react_id}/prompt")).await;
-        expect(k, "react prompt", &a, 200);
+        a.expect_status(k, "react prompt", 200);
         assert_eq!(
             a.headers["content-type"], "text/markdown; charset=utf-8",
             "{k:?}"
@@ -226,7 +214,7 @@ async fn prompt_renders_both_real_programs() {
         }
 
         let a = c.get(&format!("/programs/{rb_id}/prompt")).await;
-        expect(k, "DSPy.rb prompt", &a, 200);
+        a.expect_status(k, "DSPy.rb prompt", 200);
         let md = String::from_utf8(a.body.to_vec()).unwrap();
         for want in [
             "# ManageExtraction 2.0.0",
@@ -240,7 +228,7 @@ async fn prompt_renders_both_real_programs() {
 
         let plain = store(&c, k, r#"{"hello": "world"}"#, "Plain", "1.0.0").await;
         let a = c.get(&format!("/programs/{plain}/prompt")).await;
-        expect(k, "plain prompt", &a, 200);
+        a.expect_status(k, "plain prompt", 200);
         assert!(String::from_utf8_lossy(&a.body).contains("\"hello\": \"world\""));
 
         let unknown = uuid::Uuid::now_v7();
@@ -248,7 +236,7 @@ async fn prompt_renders_both_real_programs() {
             format!("/programs/{unknown}/prompt"),
             "/programs/not-an-id/prompt".to_owned(),
         ] {
-            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+            c.get(&uri).await.expect_error(k, &uri, 404, "not_found");
         }
     }
 }
@@ -272,7 +260,7 @@ async fn compatibility_of_versions_and_renamed_fields() {
         let a = c
             .get(&format!("/programs/{v1}/compatibility?with={v2}"))
             .await;
-        expect(k, "v1 with v2", &a, 200);
+        a.expect_status(k, "v1 with v2", 200);
         assert_eq!(
             a.json(),
             json!({"id": v1, "with": v2, "compatible": true, "differences": []}),
@@ -282,7 +270,7 @@ async fn compatibility_of_versions_and_renamed_fields() {
         let a = c
             .get(&format!("/programs/{v2}/compatibility?with={renamed}"))
             .await;
-        expect(k, "v2 with renamed", &a, 200);
+        a.expect_status(k, "v2 with renamed", 200);
         let v = a.json();
         assert_eq!(v["compatible"], false, "{k:?}: {v}");
         assert_eq!(
@@ -294,7 +282,7 @@ async fn compatibility_of_versions_and_renamed_fields() {
         let a = c
             .get(&format!("/programs/{v1}/compatibility?with={rb}"))
             .await;
-        expect(k, "react with DSPy.rb", &a, 200);
+        a.expect_status(k, "react with DSPy.rb", 200);
         let v = a.json();
         assert_eq!(v["compatible"], false, "{k:?}: {v}");
         assert_eq!(
@@ -306,7 +294,7 @@ async fn compatibility_of_versions_and_renamed_fields() {
         let a = c
             .get(&format!("/programs/{rb}/compatibility?with={rb}"))
             .await;
-        expect(k, "DSPy.rb with itself", &a, 200);
+        a.expect_status(k, "DSPy.rb with itself", 200);
         assert_eq!(a.json()["compatible"], true, "{k:?}");
 
         // A rollback repeats the program, and its layout.
@@ -316,12 +304,12 @@ async fn compatibility_of_versions_and_renamed_fields() {
                 &json!({"to_version": "1.0.0"}),
             )
             .await;
-        expect(k, "rollback", &a, 201);
+        a.expect_status(k, "rollback", 201);
         let rolled = a.json()["id"].as_str().unwrap().to_owned();
         let a = c
             .get(&format!("/programs/{rolled}/compatibility?with={v1}"))
             .await;
-        expect(k, "rollback with v1", &a, 200);
+        a.expect_status(k, "rollback with v1", 200);
         assert_eq!(a.json()["compatible"], true, "{k:?}");
 
         // Errors: `with` missing or malformed (400), unknown programs (404).
@@ -329,7 +317,10 @@ async fn compatibility_of_versions_and_renamed_fields() {
             format!("/programs/{v1}/compatibility"),
             format!("/programs/{v1}/compatibility?with=nope"),
         ] {
-            let e = expect_error(k, &uri, &c.get(&uri).await, 400, "invalid_request");
+            let e = c
+                .get(&uri)
+                .await
+                .expect_error(k, &uri, 400, "invalid_request");
             assert_eq!(e["error"]["field"], "with", "{k:?}: {e}");
         }
         let unknown = uuid::Uuid::now_v7();
@@ -338,7 +329,7 @@ async fn compatibility_of_versions_and_renamed_fields() {
             format!("/programs/{unknown}/compatibility?with={v1}"),
             format!("/programs/not-an-id/compatibility?with={v1}"),
         ] {
-            expect_error(k, &uri, &c.get(&uri).await, 404, "not_found");
+            c.get(&uri).await.expect_error(k, &uri, 404, "not_found");
         }
     }
 }

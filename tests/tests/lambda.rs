@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use axum::Router;
 use dspy_storage_core::codec::sha256_hex;
 use dspy_storage_functions::{all_routes, function_router, AppState, Function};
-use dspy_storage_tests::{backends, Kind, TestStore};
-use http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
+use dspy_storage_tests::{backends, Answer, TestStore};
+use http::StatusCode;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -24,70 +23,11 @@ fn event(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "answer is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn expect(&self, k: Kind, what: &str, status: u16) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "{k:?}: {what}: expected {status}, got {}: {}",
-            self.status,
-            String::from_utf8_lossy(&self.body)
-        );
-        self.json()
-    }
-
-    fn expect_error(&self, k: Kind, what: &str, status: u16, code: &str) -> Value {
-        let v = self.expect(k, what, status);
-        assert_eq!(v["error"]["code"], code, "{k:?}: {what}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{k:?}: {what}: message in {v}"
-        );
-        v
-    }
-
-    /// The raw text of the `program` field, as written by the server.
-    fn raw_program(&self) -> String {
-        let map: BTreeMap<String, Box<RawValue>> =
-            serde_json::from_slice(&self.body).expect("a JSON object");
-        map["program"].get().to_owned()
-    }
-}
-
 /// Parses an API Gateway event the way lambda_http's runtime does and runs it through `router`.
-async fn invoke(router: Router, event_json: &str) -> Reply {
+async fn invoke(router: Router, event_json: &str) -> Answer {
     let request = lambda_http::request::from_str(event_json).expect("a valid API Gateway event");
     let response = router.oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Answer::from_response(response).await
 }
 
 fn router(store: &TestStore, function: Function) -> Router {

@@ -12,48 +12,9 @@ use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::ProgramId;
 use dspy_storage_tests::{backends, backends_with, Answer, Client, Kind, TestStore};
 use http::Method;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 // ----- helpers ---------------------------------------------------------------------------------
-
-/// Asserts the status (naming the backend) and returns the JSON body (`null` when empty).
-fn check(k: Kind, what: &str, a: &Answer, status: u16) -> Value {
-    assert_eq!(
-        a.status.as_u16(),
-        status,
-        "{k:?}: {what}: expected {status}, got {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-    if a.body.is_empty() {
-        Value::Null
-    } else {
-        a.json()
-    }
-}
-
-/// Asserts an error answer: status and code, naming the backend.
-fn check_err(k: Kind, what: &str, a: &Answer, status: u16, code: &str) -> Value {
-    assert_eq!(
-        a.status.as_u16(),
-        status,
-        "{k:?}: {what}: expected {status} {code}, got {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-    a.assert_error(status, code)
-}
-
-/// The raw JSON text of the `program` field of an answer, exactly as the server wrote it.
-fn raw_program(k: Kind, a: &Answer) -> String {
-    let map: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&a.body)
-        .unwrap_or_else(|e| panic!("{k:?}: answer is not a JSON object ({e})"));
-    map.get("program")
-        .unwrap_or_else(|| panic!("{k:?}: no \"program\" in the answer"))
-        .get()
-        .to_owned()
-}
 
 fn time(k: Kind, what: &str, v: &Value) -> chrono::DateTime<chrono::Utc> {
     let s = v
@@ -137,7 +98,7 @@ impl Api {
     /// Stores a unique program and asserts `201`.
     async fn store(&self, sig: &str, version: Option<&str>, extra: Value) -> Value {
         let a = self.try_store(sig, version, &extra).await;
-        check(self.k, &format!("store {sig} {version:?}"), &a, 201)
+        a.expect(self.k, &format!("store {sig} {version:?}"), 201)
     }
 
     /// `GET /signatures/{sig}/versions?project=`: the entries (asserts 200).
@@ -146,7 +107,7 @@ impl Api {
             .c
             .get(&format!("/signatures/{sig}/versions?project={project}"))
             .await;
-        let v = check(self.k, &format!("versions of {sig} in {project}"), &a, 200);
+        let v = a.expect(self.k, &format!("versions of {sig} in {project}"), 200);
         v["versions"]
             .as_array()
             .unwrap_or_else(|| panic!("{:?}: no versions array in {v}", self.k))
@@ -188,7 +149,7 @@ impl Api {
             .c
             .get(&format!("/signatures/{sig}/versions/latest"))
             .await;
-        check(self.k, &format!("latest of {sig}"), &a, 200)
+        a.expect(self.k, &format!("latest of {sig}"), 200)
     }
 
     async fn latest_version(&self, sig: &str) -> String {
@@ -197,7 +158,7 @@ impl Api {
 
     async fn signatures(&self, project: &str) -> Vec<Value> {
         let a = self.c.get(&format!("/signatures?project={project}")).await;
-        let v = check(self.k, &format!("signatures of {project}"), &a, 200);
+        let v = a.expect(self.k, &format!("signatures of {project}"), 200);
         v["signatures"]
             .as_array()
             .unwrap_or_else(|| panic!("{:?}: no signatures array in {v}", self.k))
@@ -230,11 +191,11 @@ impl Api {
     async fn alias_version(&self, sig: &str, alias: &str) -> Option<String> {
         let a = self.get_alias(sig, alias).await;
         if a.status.as_u16() == 404 {
-            check_err(self.k, &format!("GET alias {alias}"), &a, 404, "not_found");
+            a.expect_error(self.k, &format!("GET alias {alias}"), 404, "not_found");
             return None;
         }
         Some(s(
-            &check(self.k, &format!("GET alias {alias}"), &a, 200)["version"]
+            &a.expect(self.k, &format!("GET alias {alias}"), 200)["version"]
         ))
     }
 
@@ -249,7 +210,7 @@ impl Api {
 
     async fn metadata(&self, id: &str) -> Value {
         let a = self.c.get(&format!("/programs/{id}/metadata")).await;
-        check(self.k, &format!("metadata of {id}"), &a, 200)
+        a.expect(self.k, &format!("metadata of {id}"), 200)
     }
 
     async fn delete(&self, uri: &str) -> Answer {
@@ -387,10 +348,10 @@ async fn signatures_are_listed_per_project() {
             .c
             .get("/signatures/qa.A/versions/latest?project=other")
             .await;
-        assert_eq!(check(k, "latest in other", &a, 200)["id"], other["id"]);
+        assert_eq!(a.expect(k, "latest in other", 200)["id"], other["id"]);
         assert_eq!(api.latest_version("qa.A").await, "1.0.2", "{k:?}");
         let a = api.c.get("/signatures/qa.B/versions?project=other").await;
-        check_err(k, "qa.B in other", &a, 404, "not_found");
+        a.expect_error(k, "qa.B in other", 404, "not_found");
         // An alias in one project is not one in the other.
         let a = api
             .send(
@@ -399,12 +360,12 @@ async fn signatures_are_listed_per_project() {
                 Some(&json!({"version": "5.0.0"})),
             )
             .await;
-        check(k, "alias in other", &a, 200);
+        a.expect(k, "alias in other", 200);
         let a = api
             .c
             .get("/signatures/qa.A/aliases/prod?project=other")
             .await;
-        assert_eq!(check(k, "GET alias in other", &a, 200)["id"], other["id"]);
+        assert_eq!(a.expect(k, "GET alias in other", 200)["id"], other["id"]);
         assert_eq!(api.alias_version("qa.A", "prod").await, None, "{k:?}");
         // 1.0.0 exists only in default: the alias in other cannot point at it.
         let a = api
@@ -414,13 +375,7 @@ async fn signatures_are_listed_per_project() {
                 Some(&json!({"version": "1.0.0"})),
             )
             .await;
-        check_err(
-            k,
-            "alias to a version of another project",
-            &a,
-            404,
-            "not_found",
-        );
+        a.expect_error(k, "alias to a version of another project", 404, "not_found");
     }
 }
 
@@ -438,19 +393,19 @@ async fn aliases_point_at_versions_with_compare_and_set() {
         let a = api
             .put_alias("qa.Alias", "production", json!({"version": "1.0.0"}))
             .await;
-        let put = check(k, "PUT production", &a, 200);
+        let put = a.expect(k, "PUT production", 200);
         assert_eq!(put["version"], "1.0.0", "{k:?}: {put}");
         assert_eq!(put["id"], ids["1.0.0"]["id"], "{k:?}: {put}");
         assert_eq!(put["alias"], "production", "{k:?}: {put}");
 
         // GET answers the program, as GET /programs/{id}.
         let a = api.get_alias("qa.Alias", "production").await;
-        let got = check(k, "GET production", &a, 200);
+        let got = a.expect(k, "GET production", 200);
         let by_id = api
             .c
             .get(&format!("/programs/{}", s(&ids["1.0.0"]["id"])))
             .await;
-        assert_eq!(raw_program(k, &a), raw_program(k, &by_id), "{k:?}");
+        assert_eq!(a.raw_program(), by_id.raw_program(), "{k:?}");
         assert_eq!(got["id"], ids["1.0.0"]["id"], "{k:?}");
         assert_eq!(got["version"], "1.0.0", "{k:?}");
         assert_eq!(got["sha256"], ids["1.0.0"]["sha256"], "{k:?}");
@@ -468,17 +423,11 @@ async fn aliases_point_at_versions_with_compare_and_set() {
         let a = api
             .put_alias("qa.Alias", "production", json!({"version": "9.9.9"}))
             .await;
-        check_err(k, "PUT alias to a missing version", &a, 404, "not_found");
+        a.expect_error(k, "PUT alias to a missing version", 404, "not_found");
         let a = api
             .put_alias("qa.Alias", "staging", json!({"version": "9.9.9"}))
             .await;
-        check_err(
-            k,
-            "PUT new alias to a missing version",
-            &a,
-            404,
-            "not_found",
-        );
+        a.expect_error(k, "PUT new alias to a missing version", 404, "not_found");
         assert_eq!(
             api.alias_version("qa.Alias", "production").await.as_deref(),
             Some("1.0.0"),
@@ -492,28 +441,16 @@ async fn aliases_point_at_versions_with_compare_and_set() {
         let a = api
             .put_alias("qa.Nope", "production", json!({"version": "1.0.0"}))
             .await;
-        check_err(k, "PUT alias on an unknown signature", &a, 404, "not_found");
+        a.expect_error(k, "PUT alias on an unknown signature", 404, "not_found");
 
         // Bad names and bodies: 400.
         for name in ["Prod", "a%2Fb", &"a".repeat(65), "caf%C3%A9"] {
             let a = api
                 .put_alias("qa.Alias", name, json!({"version": "1.1.0"}))
                 .await;
-            check_err(
-                k,
-                &format!("PUT alias {name:?}"),
-                &a,
-                400,
-                "invalid_request",
-            );
+            a.expect_error(k, &format!("PUT alias {name:?}"), 400, "invalid_request");
             let a = api.get_alias("qa.Alias", name).await;
-            check_err(
-                k,
-                &format!("GET alias {name:?}"),
-                &a,
-                400,
-                "invalid_request",
-            );
+            a.expect_error(k, &format!("GET alias {name:?}"), 400, "invalid_request");
         }
         for body in [
             json!({}),
@@ -523,17 +460,17 @@ async fn aliases_point_at_versions_with_compare_and_set() {
             json!({"version": "1.1.0", "extra": true}),
         ] {
             let a = api.put_alias("qa.Alias", "production", body.clone()).await;
-            check_err(k, &format!("PUT alias {body}"), &a, 400, "invalid_request");
+            a.expect_error(k, &format!("PUT alias {body}"), 400, "invalid_request");
         }
         let longest = "a".repeat(64);
         let a = api
             .put_alias("qa.Alias", &longest, json!({"version": "1.1.0"}))
             .await;
-        check(k, "64-character alias", &a, 200);
+        a.expect(k, "64-character alias", 200);
         let a = api
             .delete(&format!("/signatures/qa.Alias/aliases/{longest}"))
             .await;
-        check(k, "DELETE 64-character alias", &a, 204);
+        a.expect(k, "DELETE 64-character alias", 204);
         assert_eq!(
             api.alias_version("qa.Alias", "production").await.as_deref(),
             Some("1.0.0"),
@@ -548,7 +485,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.1.0", "expected_version": "1.0.0"}),
             )
             .await;
-        assert_eq!(check(k, "CAS right", &a, 200)["version"], "1.1.0");
+        assert_eq!(a.expect(k, "CAS right", 200)["version"], "1.1.0");
         let a = api
             .put_alias(
                 "qa.Alias",
@@ -556,7 +493,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.2.0", "expected_version": "1.0.0"}),
             )
             .await;
-        check_err(k, "CAS wrong", &a, 409, "conflict");
+        a.expect_error(k, "CAS wrong", 409, "conflict");
         assert_eq!(
             api.alias_version("qa.Alias", "production").await.as_deref(),
             Some("1.1.0"),
@@ -570,7 +507,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.2.0", "expected_version": null}),
             )
             .await;
-        check(k, "CAS create", &a, 200);
+        a.expect(k, "CAS create", 200);
         let a = api
             .put_alias(
                 "qa.Alias",
@@ -578,7 +515,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.0.0", "expected_version": null}),
             )
             .await;
-        check_err(k, "CAS create of an existing alias", &a, 409, "conflict");
+        a.expect_error(k, "CAS create of an existing alias", 409, "conflict");
         let a = api
             .put_alias(
                 "qa.Alias",
@@ -586,7 +523,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.0.0", "expected_version": null}),
             )
             .await;
-        check_err(k, "CAS create of production", &a, 409, "conflict");
+        a.expect_error(k, "CAS create of production", 409, "conflict");
         // A version expected of a missing alias: it moved (or never existed).
         let a = api
             .put_alias(
@@ -595,7 +532,7 @@ async fn aliases_point_at_versions_with_compare_and_set() {
                 json!({"version": "1.0.0", "expected_version": "1.0.0"}),
             )
             .await;
-        check_err(k, "CAS of a missing alias", &a, 409, "conflict");
+        a.expect_error(k, "CAS of a missing alias", 409, "conflict");
         assert_eq!(
             api.alias_version("qa.Alias", "nightly").await,
             None,
@@ -614,23 +551,23 @@ async fn aliases_point_at_versions_with_compare_and_set() {
         let a = api
             .put_alias("qa.Alias", "canary", json!({"version": "1.1.0"}))
             .await;
-        check(k, "unconditional move", &a, 200);
+        a.expect(k, "unconditional move", 200);
         let mut both = api.aliases_by_version("qa.Alias").await["1.1.0"].clone();
         both.sort();
         assert_eq!(both, ["canary", "production"], "{k:?}");
 
         // DELETE.
         let a = api.delete("/signatures/qa.Alias/aliases/canary").await;
-        check(k, "DELETE canary", &a, 204);
+        a.expect(k, "DELETE canary", 204);
         assert!(a.body.is_empty(), "{k:?}: 204 has no body");
         let a = api.get_alias("qa.Alias", "canary").await;
-        check_err(k, "GET deleted alias", &a, 404, "not_found");
+        a.expect_error(k, "GET deleted alias", 404, "not_found");
         let a = api.delete("/signatures/qa.Alias/aliases/canary").await;
-        check_err(k, "DELETE deleted alias", &a, 404, "not_found");
+        a.expect_error(k, "DELETE deleted alias", 404, "not_found");
         let a = api.delete("/signatures/qa.Alias/aliases/never").await;
-        check_err(k, "DELETE missing alias", &a, 404, "not_found");
+        a.expect_error(k, "DELETE missing alias", 404, "not_found");
         let a = api.delete("/signatures/qa.Nope/aliases/never").await;
-        check_err(k, "DELETE alias of unknown signature", &a, 404, "not_found");
+        a.expect_error(k, "DELETE alias of unknown signature", 404, "not_found");
         assert_eq!(
             api.alias_version("qa.Alias", "production").await.as_deref(),
             Some("1.1.0"),
@@ -658,7 +595,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
             r#"{{"program": {program}, "metadata": {{"signature": "qa.Roll", "version": "1.0.0", "performance": 0.6, "tags": ["gold"], "team": "red"}}}}"#
         );
         let a = api.c.post_raw("/programs", body).await;
-        let first = check(k, "store 1.0.0", &a, 201);
+        let first = a.expect(k, "store 1.0.0", 201);
         api.store("qa.Roll", Some("1.1.0"), json!({})).await;
         let v12 = api.store("qa.Roll", Some("1.2.0"), json!({})).await;
         assert_eq!(api.latest("qa.Roll").await["id"], v12["id"]);
@@ -670,7 +607,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
                 &json!({"to_version": "1.0.0"}),
             )
             .await;
-        let rolled = check(k, "rollback to 1.0.0", &a, 201);
+        let rolled = a.expect(k, "rollback to 1.0.0", 201);
         assert_eq!(rolled["version"], "1.2.1", "{k:?}: next patch after latest");
         assert_eq!(rolled["signature"], "qa.Roll", "{k:?}");
         assert_eq!(rolled["sha256"], first["sha256"], "{k:?}: same sha256");
@@ -678,8 +615,8 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
         assert_ne!(rolled["id"], first["id"], "{k:?}: a new program");
 
         let a = api.c.get(&format!("/programs/{}", s(&rolled["id"]))).await;
-        let got = check(k, "GET rolled back", &a, 200);
-        assert_eq!(raw_program(k, &a), program, "{k:?}: byte-identical program");
+        let got = a.expect(k, "GET rolled back", 200);
+        assert_eq!(a.raw_program(), program, "{k:?}: byte-identical program");
         assert_eq!(got["sha256"], first["sha256"], "{k:?}");
         assert_eq!(got["version"], "1.2.1", "{k:?}");
         let m = &got["metadata"];
@@ -701,7 +638,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
         let latest = api.latest("qa.Roll").await;
         assert_eq!(latest["id"], rolled["id"], "{k:?}: rollback is latest");
         let a = api.c.get("/signatures/qa.Roll/versions/latest").await;
-        assert_eq!(raw_program(k, &a), program, "{k:?}");
+        assert_eq!(a.raw_program(), program, "{k:?}");
         assert_eq!(
             api.version_names("qa.Roll").await,
             ["1.0.0", "1.1.0", "1.2.0", "1.2.1"],
@@ -715,7 +652,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
                 &json!({"to_version": "1.1.0"}),
             )
             .await;
-        let again = check(k, "rollback to 1.1.0", &a, 201);
+        let again = a.expect(k, "rollback to 1.1.0", 201);
         assert_eq!(again["version"], "1.2.2", "{k:?}");
         let m = api.metadata(&s(&again["id"])).await["metadata"].clone();
         assert_eq!(m["rollback_from"], "1.2.1", "{k:?}: {m}");
@@ -729,7 +666,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
                 &json!({"to_version": "9.9.9"}),
             )
             .await;
-        check_err(k, "rollback to unknown version", &a, 404, "not_found");
+        a.expect_error(k, "rollback to unknown version", 404, "not_found");
         let a = api
             .c
             .post_json(
@@ -737,7 +674,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
                 &json!({"to_version": "1.0.0"}),
             )
             .await;
-        check_err(k, "rollback of unknown signature", &a, 404, "not_found");
+        a.expect_error(k, "rollback of unknown signature", 404, "not_found");
         for body in [
             "{}",
             r#"{"to_version": "one"}"#,
@@ -747,13 +684,7 @@ async fn rollback_is_a_new_version_identical_to_the_target() {
             "[]",
         ] {
             let a = api.c.post_raw("/signatures/qa.Roll/rollback", body).await;
-            check_err(
-                k,
-                &format!("rollback body {body}"),
-                &a,
-                400,
-                "invalid_request",
-            );
+            a.expect_error(k, &format!("rollback body {body}"), 400, "invalid_request");
         }
         assert_eq!(
             api.version_names("qa.Roll").await,
@@ -812,7 +743,7 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         let a = api
             .put_alias("qa.Del", "prod", json!({"version": "1.2.0"}))
             .await;
-        check(k, "alias prod", &a, 200);
+        a.expect(k, "alias prod", 200);
         let id120 = s(&v120["id"]);
         let record = store
             .storage
@@ -830,23 +761,15 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
 
         // An alias target is refused without force; nothing changes.
         let a = api.delete(&format!("/programs/{id120}")).await;
-        check_err(k, "delete an alias target", &a, 409, "conflict");
+        a.expect_error(k, "delete an alias target", 409, "conflict");
         let a = api.delete(&format!("/programs/{id120}?force=false")).await;
-        check_err(
-            k,
-            "delete an alias target, force=false",
-            &a,
-            409,
-            "conflict",
-        );
+        a.expect_error(k, "delete an alias target, force=false", 409, "conflict");
         let a = api.delete(&format!("/programs/{id120}?force=maybe")).await;
-        check_err(k, "delete with a bad force", &a, 400, "invalid_request");
-        check(
-            k,
-            "still there",
-            &api.c.get(&format!("/programs/{id120}")).await,
-            200,
-        );
+        a.expect_error(k, "delete with a bad force", 400, "invalid_request");
+        api.c
+            .get(&format!("/programs/{id120}"))
+            .await
+            .expect(k, "still there", 200);
         assert_eq!(
             api.alias_version("qa.Del", "prod").await.as_deref(),
             Some("1.2.0")
@@ -856,13 +779,13 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
 
         // With force: the program, its alias and its blob go; latest is recomputed.
         let a = api.delete(&format!("/programs/{id120}?force=true")).await;
-        check(k, "forced delete", &a, 204);
+        a.expect(k, "forced delete", 204);
         let a = api.c.get(&format!("/programs/{id120}")).await;
-        check_err(k, "GET deleted", &a, 404, "not_found");
+        a.expect_error(k, "GET deleted", 404, "not_found");
         let a = api.c.get(&format!("/programs/{id120}/metadata")).await;
-        check_err(k, "GET deleted metadata", &a, 404, "not_found");
+        a.expect_error(k, "GET deleted metadata", 404, "not_found");
         let a = api.get_alias("qa.Del", "prod").await;
-        check_err(k, "GET alias of deleted", &a, 404, "not_found");
+        a.expect_error(k, "GET alias of deleted", 404, "not_found");
         assert_eq!(
             api.aliases_by_version("qa.Del").await,
             BTreeMap::from([("1.0.0".to_owned(), vec![]), ("1.1.0".to_owned(), vec![])]),
@@ -872,7 +795,7 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         assert_eq!(latest["version"], "1.1.0", "{k:?}: latest recomputed");
         assert_eq!(latest["id"], v110["id"], "{k:?}");
         let a = api.c.get("/signatures/qa.Del/versions/1.2.0").await;
-        check_err(k, "GET deleted version", &a, 404, "not_found");
+        a.expect_error(k, "GET deleted version", 404, "not_found");
         let blobs = blob_keys(&store).await;
         assert!(!blobs.contains(&record.blob_key), "{k:?}: blob removed");
         assert_eq!(blobs.len(), 3, "{k:?}: only that blob removed: {blobs:?}");
@@ -892,13 +815,13 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         let a = api
             .put_alias("qa.Del", "prod", json!({"version": "1.2.0"}))
             .await;
-        check_err(k, "alias to deleted version", &a, 404, "not_found");
+        a.expect_error(k, "alias to deleted version", 404, "not_found");
         let a = api.delete(&format!("/programs/{id120}")).await;
-        check_err(k, "delete twice", &a, 404, "not_found");
+        a.expect_error(k, "delete twice", 404, "not_found");
 
         // Deleting the best recomputes best_performance (1.0.0 is not the latest).
         let a = api.delete(&format!("/programs/{}", s(&v100["id"]))).await;
-        check(k, "delete the best", &a, 204);
+        a.expect(k, "delete the best", 204);
         let sum = api.signature_summary("default", "qa.Del").await.unwrap();
         assert_eq!(sum["versions"], 1, "{k:?}: {sum}");
         assert_eq!(sum["latest_version"], "1.1.0", "{k:?}: {sum}");
@@ -909,15 +832,15 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         let auto = api.store("qa.Del", None, json!({})).await;
         assert_eq!(auto["version"], "1.1.1", "{k:?}");
         let a = api.delete(&format!("/programs/{}", s(&auto["id"]))).await;
-        check(k, "delete auto", &a, 204);
+        a.expect(k, "delete auto", 204);
 
         // Deleting the only version removes the signature.
         let a = api.delete(&format!("/programs/{}", s(&v110["id"]))).await;
-        check(k, "delete the only version", &a, 204);
+        a.expect(k, "delete the only version", 204);
         let a = api.c.get("/signatures/qa.Del/versions").await;
-        check_err(k, "versions of a removed signature", &a, 404, "not_found");
+        a.expect_error(k, "versions of a removed signature", 404, "not_found");
         let a = api.c.get("/signatures/qa.Del/versions/latest").await;
-        check_err(k, "latest of a removed signature", &a, 404, "not_found");
+        a.expect_error(k, "latest of a removed signature", 404, "not_found");
         let names: Vec<String> = api
             .signatures("default")
             .await
@@ -933,7 +856,7 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         assert_eq!(fresh["version"], "1.0.0", "{k:?}: history starts over");
 
         let a = api.delete(&format!("/programs/{}", ProgramId::new())).await;
-        check_err(k, "delete unknown id", &a, 404, "not_found");
+        a.expect_error(k, "delete unknown id", 404, "not_found");
     }
 }
 
@@ -953,12 +876,12 @@ async fn metadata_patch_merges_and_compares_and_sets() {
             .await;
         let id = s(&stored["id"]);
         let before = api.c.get(&format!("/programs/{id}")).await;
-        let program = raw_program(k, &before);
+        let program = before.raw_program();
 
         let a = api
             .patch(&id, json!({"tags": {"add": ["c", "b"], "remove": ["a"]}}))
             .await;
-        let v = check(k, "patch tags", &a, 200);
+        let v = a.expect(k, "patch tags", 200);
         assert_eq!(v["metadata"]["tags"], json!(["b", "c"]), "{k:?}: {v}");
         assert!(
             v.get("program").is_none(),
@@ -987,17 +910,17 @@ async fn metadata_patch_merges_and_compares_and_sets() {
         let a = api
             .patch(&id, json!({"environment": "prod", "description": null}))
             .await;
-        let m = check(k, "patch env/description", &a, 200)["metadata"].clone();
+        let m = a.expect(k, "patch env/description", 200)["metadata"].clone();
         assert_eq!(m["environment"], "prod", "{k:?}: {m}");
         assert!(
             m.get("description").is_none(),
             "{k:?}: description removed: {m}"
         );
         let a = api.patch(&id, json!({"environment": null})).await;
-        let m = check(k, "remove environment", &a, 200)["metadata"].clone();
+        let m = a.expect(k, "remove environment", 200)["metadata"].clone();
         assert!(m.get("environment").is_none(), "{k:?}: {m}");
         let a = api.patch(&id, json!({"description": "second"})).await;
-        let m = check(k, "set description", &a, 200)["metadata"].clone();
+        let m = a.expect(k, "set description", 200)["metadata"].clone();
         assert_eq!(m["description"], "second", "{k:?}: {m}");
 
         let a = api
@@ -1006,7 +929,7 @@ async fn metadata_patch_merges_and_compares_and_sets() {
                 json!({"set": {"reviewer": "bob", "score_notes": {"n": 1}, "owner": null}}),
             )
             .await;
-        let m = check(k, "patch set", &a, 200)["metadata"].clone();
+        let m = a.expect(k, "patch set", 200)["metadata"].clone();
         assert_eq!(m["reviewer"], "bob", "{k:?}: {m}");
         assert_eq!(m["score_notes"], json!({"n": 1}), "{k:?}: {m}");
         assert!(m.get("owner").is_none(), "{k:?}: set null removes: {m}");
@@ -1027,10 +950,10 @@ async fn metadata_patch_merges_and_compares_and_sets() {
             json!([1]),
         ] {
             let a = api.patch(&id, body.clone()).await;
-            check_err(k, &format!("patch {body}"), &a, 400, "invalid_request");
+            a.expect_error(k, &format!("patch {body}"), 400, "invalid_request");
         }
         let a = api.request_raw_patch(&id, "{not json").await;
-        check_err(k, "patch malformed JSON", &a, 400, "invalid_request");
+        a.expect_error(k, "patch malformed JSON", 400, "invalid_request");
         assert_eq!(api.metadata(&id).await, snapshot, "{k:?}: nothing changed");
         assert_eq!(snapshot["version"], "1.0.0", "{k:?}");
         assert_eq!(snapshot["signature"], "qa.Patch", "{k:?}");
@@ -1044,7 +967,7 @@ async fn metadata_patch_merges_and_compares_and_sets() {
                 json!({"set": {"stage": "one"}, "expected_updated_at": t0}),
             )
             .await;
-        let v = check(k, "CAS patch", &a, 200);
+        let v = a.expect(k, "CAS patch", 200);
         assert_eq!(v["metadata"]["stage"], "one", "{k:?}");
         let t1 = s(&v["updated_at"]);
         assert!(
@@ -1058,7 +981,7 @@ async fn metadata_patch_merges_and_compares_and_sets() {
                 json!({"set": {"stage": "two"}, "expected_updated_at": t0}),
             )
             .await;
-        check_err(k, "stale CAS patch", &a, 409, "conflict");
+        a.expect_error(k, "stale CAS patch", 409, "conflict");
         let now = api.metadata(&id).await;
         assert_eq!(
             now["metadata"]["stage"], "one",
@@ -1071,19 +994,19 @@ async fn metadata_patch_merges_and_compares_and_sets() {
                 json!({"set": {"stage": "two"}, "expected_updated_at": t1}),
             )
             .await;
-        check(k, "second CAS patch", &a, 200);
+        a.expect(k, "second CAS patch", 200);
 
         let a = api
             .patch(&ProgramId::new().to_string(), json!({"description": "x"}))
             .await;
-        check_err(k, "patch unknown id", &a, 404, "not_found");
+        a.expect_error(k, "patch unknown id", 404, "not_found");
         let a = api.patch("not-an-id", json!({"description": "x"})).await;
-        check_err(k, "patch malformed id", &a, 404, "not_found");
+        a.expect_error(k, "patch malformed id", 404, "not_found");
 
         // Content, version and identity are unchanged after all of it.
         let after = api.c.get(&format!("/programs/{id}")).await;
-        let v = check(k, "GET after patches", &after, 200);
-        assert_eq!(raw_program(k, &after), program, "{k:?}: content unchanged");
+        let v = after.expect(k, "GET after patches", 200);
+        assert_eq!(after.raw_program(), program, "{k:?}: content unchanged");
         assert_eq!(v["sha256"], stored["sha256"], "{k:?}");
         assert_eq!(v["version"], "1.0.0", "{k:?}");
         assert_eq!(v["metadata"]["signature"], "qa.Patch", "{k:?}");
@@ -1117,7 +1040,7 @@ async fn every_version_records_the_previous_latest() {
             let stored = api.store("qa.Prev", version, json!({})).await;
             assert_eq!(stored["version"], expected, "{k:?}");
             let a = api.c.get(&format!("/programs/{}", s(&stored["id"]))).await;
-            let v = check(k, "GET stored", &a, 200);
+            let v = a.expect(k, "GET stored", 200);
             match previous {
                 Some(p) => assert_eq!(v["previous_version"], p, "{k:?}: {expected}"),
                 None => assert_eq!(
@@ -1200,7 +1123,7 @@ async fn concurrent_auto_versioned_stores_get_consecutive_versions() {
         let mut by_version = BTreeMap::new();
         for t in tasks {
             let a = t.await.expect("task");
-            let v = check(k, "concurrent auto store", &a, 201);
+            let v = a.expect(k, "concurrent auto store", 201);
             let prev = by_version.insert(s(&v["version"]), v.clone());
             assert!(
                 prev.is_none(),
@@ -1229,7 +1152,7 @@ async fn concurrent_auto_versioned_stores_get_consecutive_versions() {
         assert_eq!(sum["latest_version"], "1.0.49", "{k:?}: {sum}");
         // Each stored version records the latest it was stored after.
         let a = api.c.get("/signatures/qa.Auto/versions/1.0.49").await;
-        assert_eq!(check(k, "1.0.49", &a, 200)["previous_version"], "1.0.48");
+        assert_eq!(a.expect(k, "1.0.49", 200)["previous_version"], "1.0.48");
         assert_eq!(blob_keys(&store).await.len(), 50, "{k:?}: no orphan blobs");
     }
 }
@@ -1245,7 +1168,7 @@ async fn concurrent_alias_compare_and_set_has_one_winner() {
         let a = api
             .put_alias("qa.Cas", "prod", json!({"version": "1.0.0"}))
             .await;
-        check(k, "alias prod", &a, 200);
+        a.expect(k, "alias prod", 200);
         let tasks: Vec<_> = (1..=20)
             .map(|i| {
                 let api = api.clone();
@@ -1336,12 +1259,12 @@ async fn a_delete_racing_an_alias_move_never_leaves_a_dangling_alias() {
                 // The alias moved first: the delete was refused; both stay.
                 (200, 409) => {
                     del.assert_error(409, "conflict");
-                    check(k, "program kept", &program, 200);
-                    assert_eq!(check(k, "alias", &alias, 200)["id"], id, "{k:?}");
+                    program.expect(k, "program kept", 200);
+                    assert_eq!(alias.expect(k, "alias", 200)["id"], id, "{k:?}");
                 }
                 // The delete went first: the alias could not point at the deleted version.
                 (404 | 409, 204) => {
-                    check_err(k, "program deleted", &program, 404, "not_found");
+                    program.expect_error(k, "program deleted", 404, "not_found");
                     if alias.status.as_u16() == 200 {
                         assert_ne!(alias.json()["id"], id, "{k:?}: dangling alias");
                     }
@@ -1360,7 +1283,7 @@ async fn a_delete_racing_an_alias_move_never_leaves_a_dangling_alias() {
             // Clear for the next round.
             if api.alias_version("qa.Dangle", "prod").await.is_some() {
                 let a = api.delete("/signatures/qa.Dangle/aliases/prod").await;
-                check(k, "clear alias", &a, 204);
+                a.expect(k, "clear alias", 204);
             }
         }
         eprintln!("{k:?}: (PUT alias, DELETE program) outcomes: {outcomes:?}");
@@ -1392,7 +1315,7 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
         let a = api
             .put_alias("qa.Cache", "prod", json!({"version": "1.0.0"}))
             .await;
-        check(k, "alias", &a, 200);
+        a.expect(k, "alias", 200);
         assert_eq!(
             api.alias_version("qa.Cache", "prod").await.as_deref(),
             Some("1.0.0")
@@ -1400,7 +1323,7 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
         let a = api
             .put_alias("qa.Cache", "prod", json!({"version": "1.0.1"}))
             .await;
-        check(k, "move alias", &a, 200);
+        a.expect(k, "move alias", 200);
         assert_eq!(
             api.alias_version("qa.Cache", "prod").await.as_deref(),
             Some("1.0.1"),
@@ -1413,14 +1336,14 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
                 json!({"version": "1.0.0", "expected_version": "1.0.1"}),
             )
             .await;
-        check(k, "CAS move alias", &a, 200);
+        a.expect(k, "CAS move alias", 200);
         assert_eq!(
             api.alias_version("qa.Cache", "prod").await.as_deref(),
             Some("1.0.0"),
             "{k:?}: CAS-moved alias at once"
         );
         let a = api.delete("/signatures/qa.Cache/aliases/prod").await;
-        check(k, "delete alias", &a, 204);
+        a.expect(k, "delete alias", 204);
         assert_eq!(api.alias_version("qa.Cache", "prod").await, None, "{k:?}");
 
         // Rollback and delete of the latest are seen at once too.
@@ -1431,16 +1354,16 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
                 &json!({"to_version": "1.0.0"}),
             )
             .await;
-        let rolled = check(k, "rollback", &a, 201);
+        let rolled = a.expect(k, "rollback", 201);
         assert_eq!(api.latest("qa.Cache").await["id"], rolled["id"], "{k:?}");
         let a = api.delete(&format!("/programs/{}", s(&rolled["id"]))).await;
-        check(k, "delete latest", &a, 204);
+        a.expect(k, "delete latest", 204);
         assert_eq!(api.latest("qa.Cache").await["id"], v2["id"], "{k:?}");
         // A forced delete of an alias target: the alias is gone at once.
         let a = api
             .put_alias("qa.Cache", "prod", json!({"version": "1.0.1"}))
             .await;
-        check(k, "alias again", &a, 200);
+        a.expect(k, "alias again", 200);
         assert_eq!(
             api.alias_version("qa.Cache", "prod").await.as_deref(),
             Some("1.0.1")
@@ -1448,7 +1371,7 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
         let a = api
             .delete(&format!("/programs/{}?force=true", s(&v2["id"])))
             .await;
-        check(k, "forced delete", &a, 204);
+        a.expect(k, "forced delete", 204);
         assert_eq!(api.alias_version("qa.Cache", "prod").await, None, "{k:?}");
         assert_eq!(api.latest("qa.Cache").await["id"], v1["id"], "{k:?}");
     }
@@ -1479,13 +1402,9 @@ async fn alias_and_latest_cost_one_more_item_read_than_by_id() {
     let counter = store.counter.clone().expect("AWS counter");
     let stored = api.store("qa.Count", Some("1.0.0"), json!({})).await;
     api.store("qa.Count", Some("1.1.0"), json!({})).await;
-    check(
-        k,
-        "alias",
-        &api.put_alias("qa.Count", "prod", json!({"version": "1.0.0"}))
-            .await,
-        200,
-    );
+    (api.put_alias("qa.Count", "prod", json!({"version": "1.0.0"}))
+        .await)
+        .expect(k, "alias", 200);
     let id = s(&stored["id"]);
 
     let reads: [(&str, String); 4] = [
@@ -1504,7 +1423,7 @@ async fn alias_and_latest_cost_one_more_item_read_than_by_id() {
         // Twice: with caches off the second read costs the same.
         for round in 0..2 {
             counter.reset();
-            check(k, what, &api.c.get(uri).await, 200);
+            api.c.get(uri).await.expect(k, what, 200);
             let snapshot = counter.snapshot();
             eprintln!("request counts, caches off, {what} (read {round}): {snapshot:?}");
             let item_reads = if *what == "by id" { 1 } else { 2 };
@@ -1532,20 +1451,13 @@ async fn a_cached_alias_read_costs_one_item_read_and_no_blob_read() {
     let k = api.k;
     let counter = store.counter.clone().expect("AWS counter");
     api.store("qa.Warm", Some("1.0.0"), json!({})).await;
-    check(
-        k,
-        "alias",
-        &api.put_alias("qa.Warm", "prod", json!({"version": "1.0.0"}))
-            .await,
-        200,
-    );
+    (api.put_alias("qa.Warm", "prod", json!({"version": "1.0.0"}))
+        .await)
+        .expect(k, "alias", 200);
     counter.reset();
-    check(
-        k,
-        "first alias read",
-        &api.get_alias("qa.Warm", "prod").await,
-        200,
-    );
+    api.get_alias("qa.Warm", "prod")
+        .await
+        .expect(k, "first alias read", 200);
     let first = counter.snapshot();
     eprintln!("request counts, caches on, first alias read: {first:?}");
     assert_eq!(counter.count("DynamoDB.GetItem"), 2, "{first:?}");
@@ -1553,7 +1465,7 @@ async fn a_cached_alias_read_costs_one_item_read_and_no_blob_read() {
 
     counter.reset();
     let a = api.get_alias("qa.Warm", "prod").await;
-    check(k, "second alias read", &a, 200);
+    a.expect(k, "second alias read", 200);
     let second = counter.snapshot();
     eprintln!("request counts, caches on, second alias read: {second:?}");
     assert_eq!(counter.count("DynamoDB.GetItem"), 1, "{second:?}");
