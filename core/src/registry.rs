@@ -117,27 +117,25 @@ impl Storage {
         from_item(&item)
     }
 
-    /// Runs `attempt` until it commits, retrying (with backoff) while the head moved under it
-    /// or the store throttled. `attempt` returns `Ok(Some(v))` when done.
-    async fn retry_on_head<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    /// Runs `attempt` until it commits, retrying with backoff while a conditional write lost
+    /// to a concurrent writer (the head or record moved under it) or the store throttled.
+    async fn retry_conflicts<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>>>,
+        Fut: std::future::Future<Output = Result<T>>,
     {
         let mut n = 0u32;
         loop {
             n += 1;
             match attempt().await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) | Err(Error::ConditionFailed { .. })
-                    if n < self.config.max_write_attempts =>
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if (e.is_transient() || matches!(e, Error::ConditionFailed { .. }))
+                        && n < self.config.max_write_attempts =>
                 {
                     backoff(n).await
                 }
-                Err(e) if e.is_transient() && n < self.config.max_write_attempts => {
-                    backoff(n).await
-                }
-                Ok(None) | Err(Error::ConditionFailed { .. }) => {
+                Err(Error::ConditionFailed { .. }) => {
                     return Err(Error::Unavailable(format!(
                         "{what} gave up after {n} attempts; retry"
                     )))
@@ -196,7 +194,7 @@ impl Storage {
         let claim = self.read_claim(project, signature, version).await?;
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
-            .retry_on_head("alias update", || async {
+            .retry_conflicts("alias update", || async {
                 let head = self.read_head(project, signature).await?.ok_or_else(|| {
                     Error::NotFound(format!("signature {signature} has no versions"))
                 })?;
@@ -231,7 +229,7 @@ impl Storage {
                     WriteOp::put(new_head.to_item(), rev_of(&head)),
                 ];
                 match self.items.transact(ops).await {
-                    Ok(()) => Ok(Some(target)),
+                    Ok(()) => Ok(target),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) => {
                         Err(Error::Precondition(format!(
                             "version {version} of {signature} no longer exists"
@@ -298,7 +296,7 @@ impl Storage {
     ) -> Result<()> {
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
-            .retry_on_head("alias removal", || async {
+            .retry_conflicts("alias removal", || async {
                 let head = self.get_head(project, signature).await?;
                 if !head.aliases.contains_key(alias.as_str()) {
                     return Err(Error::NotFound(format!(
@@ -311,7 +309,6 @@ impl Storage {
                 self.items
                     .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))])
                     .await
-                    .map(Some)
             })
             .await;
         self.resolved.invalidate(&sig_pk);
@@ -381,7 +378,7 @@ impl Storage {
         let (project, signature) = (&record.project, &record.signature);
         let sig_pk = record.signature_pk();
         let result = self
-            .retry_on_head("delete", || async {
+            .retry_conflicts("delete", || async {
                 let head = self.read_head(project, signature).await?;
                 let mut ops = vec![
                     WriteOp::delete(
@@ -429,7 +426,7 @@ impl Storage {
                     ops.push(WriteOp::delete(tag.pk, tag.sk, Condition::None));
                 }
                 match self.items.transact(ops).await {
-                    Ok(()) => Ok(Some(())),
+                    Ok(()) => Ok(()),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {
                         Err(Error::Precondition(format!("program {id} changed or was deleted meanwhile")))
                     }
@@ -493,9 +490,7 @@ impl Storage {
             .map(|t| crate::domain::parse_time("expected_updated_at", t))
             .transpose()?;
         validate_patch(&patch)?;
-        let mut n = 0u32;
-        loop {
-            n += 1;
+        self.retry_conflicts("metadata update", || async {
             let record = self.get_record(id).await?;
             if let Some(exp) = expected {
                 if format_time(&exp) != format_time(&record.updated_at) {
@@ -524,20 +519,14 @@ impl Storage {
                 }
             }
             match self.items.transact(ops).await {
-                Ok(()) => return Ok(updated),
-                Err(Error::ConditionFailed { .. }) if expected.is_some() => {
-                    return Err(Error::Precondition(format!(
-                        "program {id} changed meanwhile"
-                    )))
-                }
-                Err(Error::ConditionFailed { .. }) | Err(Error::Throttled(_))
-                    if n < self.config.max_write_attempts =>
-                {
-                    backoff(n).await
-                }
-                Err(e) => return Err(e),
+                Ok(()) => Ok(updated),
+                Err(Error::ConditionFailed { .. }) if expected.is_some() => Err(
+                    Error::Precondition(format!("program {id} changed meanwhile")),
+                ),
+                Err(e) => Err(e),
             }
-        }
+        })
+        .await
     }
 }
 

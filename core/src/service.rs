@@ -304,8 +304,7 @@ impl Storage {
         now: DateTime<Utc>,
         idempotency: Option<&Idempotency>,
     ) -> Result<StoredProgram> {
-        let metadata = &draft;
-        let sig_pk = keys::signature_pk(&metadata.project, &metadata.signature);
+        let sig_pk = keys::signature_pk(&draft.project, &draft.signature);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -317,22 +316,19 @@ impl Storage {
                 }
                 Err(e) => return Err(e),
             };
-            let version = match (&metadata.version, &head) {
+            let version = match (&draft.version, &head) {
                 (Some(v), _) => v.clone(),
                 (None, Some(h)) => h.latest_version.next_patch(),
                 (None, None) => Version::FIRST,
             };
-            let mut map = metadata.metadata.clone();
+            let mut map = draft.metadata.clone();
             map.insert(
                 "signature".into(),
-                Value::String(metadata.signature.to_string()),
+                Value::String(draft.signature.to_string()),
             );
             map.insert("version".into(), Value::String(version.to_string()));
-            map.insert(
-                "project".into(),
-                Value::String(metadata.project.to_string()),
-            );
-            if let Some(to) = &metadata.rollback_to {
+            map.insert("project".into(), Value::String(draft.project.to_string()));
+            if let Some(to) = &draft.rollback_to {
                 if let Some(h) = &head {
                     map.insert(
                         "rollback_from".into(),
@@ -348,15 +344,15 @@ impl Storage {
             let (id, created_at, blob) = (draft.id, draft.created_at, &draft.blob);
             let record = ProgramRecord {
                 id,
-                project: metadata.project.clone(),
-                signature: metadata.signature.clone(),
+                project: draft.project.clone(),
+                signature: draft.signature.clone(),
                 version: version.clone(),
                 created_at,
                 updated_at: now,
                 metadata: map,
-                primary_score: metadata.primary_score,
-                optimization_method: metadata.optimization_method.clone(),
-                tags: metadata.tags.clone(),
+                primary_score: draft.primary_score,
+                optimization_method: draft.optimization_method.clone(),
+                tags: draft.tags.clone(),
                 blob_key: draft.blob_key.clone(),
                 blob: blob.clone(),
                 status: ProgramStatus::Active,
@@ -450,16 +446,16 @@ impl Storage {
                     if idempotency.is_some() && ops.contains(&IDEM_OP) {
                         return Err(Error::ConditionFailed { ops });
                     }
-                    if ops.contains(&1) && metadata.version.is_some() {
+                    if ops.contains(&1) && draft.version.is_some() {
                         return Err(Error::AlreadyExists(format!(
                             "signature {} already has version {version} in project {}",
-                            metadata.signature, metadata.project
+                            draft.signature, draft.project
                         )));
                     }
                     if attempt >= self.config.max_write_attempts {
                         return Err(Error::Unavailable(format!(
                             "signature {} is changing too fast; store gave up after {attempt} attempts",
-                            metadata.signature
+                            draft.signature
                         )));
                     }
                     backoff(attempt).await;
@@ -634,7 +630,11 @@ impl Storage {
             )));
         }
         if cursor.is_some() {
-            head = self.get_head(project, signature).await.ok();
+            head = match self.get_head(project, signature).await {
+                Ok(h) => Some(h),
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
         }
         Ok(VersionListing {
             items,
