@@ -5,6 +5,8 @@
 # and runs, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo clippy --workspace --all-targets -- -D warnings
+#   bash scripts/check-infra.sh        (cfn-lint, sam validate --lint)
+#   bash scripts/build-lambdas.sh      (cargo lambda build --release --arm64, sizes printed)
 #   cargo test --workspace [extra args]
 # AWS tests are required to run (DSPY_STORAGE_REQUIRE_AWS=1): they fail instead of skipping.
 set -euo pipefail
@@ -83,4 +85,5 @@ env | grep -E '^(AWS_ENDPOINT_URL|AWS_REGION|DSPY_STORAGE_REQUIRE_AWS)' | sort
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "infra lint (cfn-lint, sam validate)" bash scripts/check-infra.sh
+step "cargo lambda build --release --arm64 (six functions)" bash scripts/build-lambdas.sh
 step "cargo test" cargo test --workspace "$@"

@@ -80,6 +80,12 @@ struct BackendArgs {
         hide_env_values = true
     )]
     encryption_key: Option<String>,
+    /// Publish change events (ProgramStored, AliasMoved, …) to this EventBridge bus.
+    #[arg(long, global = true, env = "DSPY_STORAGE_EVENT_BUS")]
+    event_bus: Option<String>,
+    /// Append change events as JSON lines to this file (when no bus is given).
+    #[arg(long, global = true, env = "DSPY_STORAGE_EVENTS_FILE")]
+    events_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +209,18 @@ impl BackendArgs {
     }
 
     async fn open(&self) -> Result<Storage, AnyError> {
+        let storage = self.open_backend().await?;
+        let target = open::EventsTarget::from_settings(
+            self.event_bus.as_deref(),
+            self.events_file.as_deref(),
+        );
+        Ok(match target {
+            Some(t) => storage.with_events(open::event_publisher(&t, None).await),
+            None => storage,
+        })
+    }
+
+    async fn open_backend(&self) -> Result<Storage, AnyError> {
         let config = self.config()?;
         match self.backend {
             BackendKind::Embedded => Ok(open::embedded(&self.data_dir, config)?),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod dspy;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod open;
 pub mod record;

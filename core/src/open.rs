@@ -51,3 +51,42 @@ pub async fn aws(
         format!("aws (table {}, bucket {})", location.table, location.bucket),
     ))
 }
+
+/// Where change events go (see [`crate::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsTarget {
+    /// `PutEvents` on this EventBridge bus (name or ARN), through the standard AWS configuration.
+    EventBridge(String),
+    /// One JSON object per line appended to this file.
+    File(std::path::PathBuf),
+}
+
+impl EventsTarget {
+    /// From the configuration values `DSPY_STORAGE_EVENT_BUS` / `DSPY_STORAGE_EVENTS_FILE` (empty
+    /// means unset; the bus wins when both are given).
+    pub fn from_settings(bus: Option<&str>, file: Option<&Path>) -> Option<Self> {
+        match (bus.map(str::trim).filter(|b| !b.is_empty()), file) {
+            (Some(bus), _) => Some(EventsTarget::EventBridge(bus.to_owned())),
+            (None, Some(f)) if !f.as_os_str().is_empty() => Some(EventsTarget::File(f.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The publisher of a target (the EventBridge client counts its requests on `counter`).
+pub async fn event_publisher(
+    target: &EventsTarget,
+    counter: Option<RequestCounter>,
+) -> Arc<dyn crate::events::EventPublisher> {
+    match target {
+        EventsTarget::EventBridge(bus) => {
+            let sdk = load_sdk_config().await;
+            Arc::new(crate::backend::aws::EventBridgePublisher::from_sdk(
+                &sdk,
+                bus.clone(),
+                counter,
+            ))
+        }
+        EventsTarget::File(path) => Arc::new(crate::events::JsonLinesPublisher::new(path)),
+    }
+}

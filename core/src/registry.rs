@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
 use crate::domain::{
@@ -14,6 +14,7 @@ use crate::domain::{
     MAX_METADATA_KEYS, MAX_STRING_LEN, MAX_TAGS,
 };
 use crate::error::{Error, Result};
+use crate::events::{Event, EventType};
 use crate::keys;
 use crate::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
 use crate::service::{
@@ -240,6 +241,19 @@ impl Storage {
             })
             .await;
         self.resolved.invalidate(&sig_pk);
+        if let Ok(target) = &result {
+            self.emit(vec![Event::new(
+                EventType::AliasMoved,
+                json!({
+                    "project": project.to_string(),
+                    "signature": signature.to_string(),
+                    "alias": alias.to_string(),
+                    "version": target.version.to_string(),
+                    "program_id": target.id.to_string(),
+                }),
+            )])
+            .await;
+        }
         result
     }
 
@@ -312,6 +326,17 @@ impl Storage {
             })
             .await;
         self.resolved.invalidate(&sig_pk);
+        if result.is_ok() {
+            self.emit(vec![Event::new(
+                EventType::AliasRemoved,
+                json!({
+                    "project": project.to_string(),
+                    "signature": signature.to_string(),
+                    "alias": alias.to_string(),
+                }),
+            )])
+            .await;
+        }
         result
     }
 
@@ -441,6 +466,16 @@ impl Storage {
             // The record is gone; the orphan blob is collected by cleanup.
             tracing::warn!(blob_key = record.blob_key, error = %e, "could not delete the blob of a deleted program");
         }
+        self.emit(vec![Event::new(
+            EventType::ProgramDeleted,
+            json!({
+                "project": project.to_string(),
+                "signature": signature.to_string(),
+                "version": record.version.to_string(),
+                "program_id": id.to_string(),
+            }),
+        )])
+        .await;
         Ok(())
     }
 
@@ -490,43 +525,56 @@ impl Storage {
             .map(|t| crate::domain::parse_time("expected_updated_at", t))
             .transpose()?;
         validate_patch(&patch)?;
-        self.retry_conflicts("metadata update", || async {
-            let record = self.get_record(id).await?;
-            if let Some(exp) = expected {
-                if format_time(&exp) != format_time(&record.updated_at) {
-                    return Err(Error::Precondition(format!(
-                        "program {id} was updated at {}, not {} (it changed meanwhile)",
-                        format_time(&record.updated_at),
-                        format_time(&exp)
-                    )));
+        let updated = self
+            .retry_conflicts("metadata update", || async {
+                let record = self.get_record(id).await?;
+                if let Some(exp) = expected {
+                    if format_time(&exp) != format_time(&record.updated_at) {
+                        return Err(Error::Precondition(format!(
+                            "program {id} was updated at {}, not {} (it changed meanwhile)",
+                            format_time(&record.updated_at),
+                            format_time(&exp)
+                        )));
+                    }
                 }
-            }
-            let updated = apply_patch(&record, &patch)?;
-            let old_tags: Vec<_> = record.tag_items();
-            let new_tags: Vec<_> = updated.tag_items();
-            let mut ops = vec![WriteOp::put(
-                updated.to_item(),
-                Condition::AttrEquals(attr::REV.into(), format_time(&record.updated_at)),
-            )];
-            for t in &old_tags {
-                if !new_tags.iter().any(|n| n.pk == t.pk) {
-                    ops.push(WriteOp::delete(t.pk.clone(), t.sk.clone(), Condition::None));
+                let updated = apply_patch(&record, &patch)?;
+                let old_tags: Vec<_> = record.tag_items();
+                let new_tags: Vec<_> = updated.tag_items();
+                let mut ops = vec![WriteOp::put(
+                    updated.to_item(),
+                    Condition::AttrEquals(attr::REV.into(), format_time(&record.updated_at)),
+                )];
+                for t in &old_tags {
+                    if !new_tags.iter().any(|n| n.pk == t.pk) {
+                        ops.push(WriteOp::delete(t.pk.clone(), t.sk.clone(), Condition::None));
+                    }
                 }
-            }
-            for t in new_tags {
-                if !old_tags.iter().any(|o| o.pk == t.pk) {
-                    ops.push(WriteOp::put(t, Condition::None));
+                for t in new_tags {
+                    if !old_tags.iter().any(|o| o.pk == t.pk) {
+                        ops.push(WriteOp::put(t, Condition::None));
+                    }
                 }
-            }
-            match self.items.transact(ops).await {
-                Ok(()) => Ok(updated),
-                Err(Error::ConditionFailed { .. }) if expected.is_some() => Err(
-                    Error::Precondition(format!("program {id} changed meanwhile")),
-                ),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+                match self.items.transact(ops).await {
+                    Ok(()) => Ok(updated),
+                    Err(Error::ConditionFailed { .. }) if expected.is_some() => Err(
+                        Error::Precondition(format!("program {id} changed meanwhile")),
+                    ),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        self.emit(vec![Event::new(
+            EventType::MetadataUpdated,
+            json!({
+                "project": updated.project.to_string(),
+                "signature": updated.signature.to_string(),
+                "version": updated.version.to_string(),
+                "program_id": id.to_string(),
+                "updated_at": format_time(&updated.updated_at),
+            }),
+        )])
+        .await;
+        Ok(updated)
     }
 }
 

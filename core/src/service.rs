@@ -119,6 +119,8 @@ pub struct Storage {
     pub(crate) backend: String,
     pub(crate) programs: crate::cache::ProgramCache,
     pub(crate) resolved: crate::cache::ResolveCache,
+    /// Where change events go (none: not published).
+    pub(crate) events: Option<Arc<dyn crate::events::EventPublisher>>,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -167,7 +169,19 @@ impl Storage {
             resolved: crate::cache::ResolveCache::new(config.resolve_cache_ttl),
             config,
             backend: backend.into(),
+            events: None,
         }
+    }
+
+    /// Publishes change events (see [`crate::events`]) through `publisher`.
+    pub fn with_events(mut self, publisher: Arc<dyn crate::events::EventPublisher>) -> Self {
+        self.events = Some(publisher);
+        self
+    }
+
+    /// Publishes events after a committed change (best effort; see [`crate::events::emit`]).
+    pub(crate) async fn emit(&self, events: Vec<crate::events::Event>) {
+        crate::events::emit(self.events.as_ref(), events).await
     }
 
     pub fn items(&self) -> &Arc<dyn ItemStore> {
@@ -440,6 +454,16 @@ impl Storage {
             match self.items.transact(ops).await {
                 Ok(()) => {
                     self.resolved.invalidate(&sig_pk);
+                    let mut detail = serde_json::to_value(&stored)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    if let Some(from) = &draft.rollback_to {
+                        detail["rollback_to"] = Value::String(from.to_string());
+                    }
+                    self.emit(vec![crate::events::Event::new(
+                        crate::events::EventType::ProgramStored,
+                        detail,
+                    )])
+                    .await;
                     return Ok(stored);
                 }
                 Err(Error::ConditionFailed { ops }) => {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use dspy_storage_core::open::{aws, AwsLocation};
+use dspy_storage_core::open::{aws, event_publisher, AwsLocation};
 
-use crate::{config_from_env, function_router, AppState, Function};
+use crate::{config_from_env, events_target_from_env, function_router, AppState, Function};
 
 /// Structured JSON logs (CloudWatch), level from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -24,13 +24,17 @@ fn required_env(name: &str) -> Result<String, lambda_http::Error> {
 }
 
 /// Builds the handler state once per cold start: `DSPY_STORAGE_TABLE`, `DSPY_STORAGE_BUCKET`,
-/// plus the shared configuration of [`config_from_env`].
+/// plus the shared configuration of [`config_from_env`] and the events target of
+/// [`events_target_from_env`].
 pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
     let location = AwsLocation {
         table: required_env("DSPY_STORAGE_TABLE")?,
         bucket: required_env("DSPY_STORAGE_BUCKET")?,
     };
-    let storage = aws(&location, config_from_env()?, false, None).await?;
+    let mut storage = aws(&location, config_from_env()?, false, None).await?;
+    if let Some(target) = events_target_from_env() {
+        storage = storage.with_events(event_publisher(&target, None).await);
+    }
     Ok(AppState::new(Arc::new(storage)))
 }
 

@@ -88,3 +88,11 @@ pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
     }
     Ok(config)
 }
+
+/// Where change events go, from `DSPY_STORAGE_EVENT_BUS` (an EventBridge bus name or ARN) or
+/// `DSPY_STORAGE_EVENTS_FILE` (a JSON Lines file); none when both are unset or empty.
+pub fn events_target_from_env() -> Option<dspy_storage_core::open::EventsTarget> {
+    let bus = std::env::var("DSPY_STORAGE_EVENT_BUS").ok();
+    let file = std::env::var_os("DSPY_STORAGE_EVENTS_FILE").map(std::path::PathBuf::from);
+    dspy_storage_core::open::EventsTarget::from_settings(bus.as_deref(), file.as_deref())
+}

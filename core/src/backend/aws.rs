@@ -22,12 +22,14 @@ use crate::error::Error;
 
 mod counter;
 mod dynamo;
+mod events;
 mod s3;
 #[cfg(test)]
 mod tests;
 
 pub use counter::RequestCounter;
 pub use dynamo::DynamoItemStore;
+pub use events::EventBridgePublisher;
 pub use s3::S3BlobStore;
 
 /// Loads the shared SDK configuration from the environment (region, credentials, endpoints).
@@ -126,6 +128,17 @@ where
             DisplayErrorContext(err)
         )),
     }
+}
+
+/// Maps any EventBridge operation error (throttling → `Throttled`, anything else → `Unavailable`).
+pub(crate) fn classify_eventbridge<E>(
+    op: &str,
+    err: aws_sdk_eventbridge::error::SdkError<E>,
+) -> Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    classify_common("EventBridge", op, &err)
 }
 
 /// Maps any DynamoDB operation error to the core's error.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the six Lambda functions for AWS (provided.al2023, arm64) with cargo-lambda and prints
+# each bootstrap's size:
+#
+#   bash scripts/build-lambdas.sh            # cargo lambda build --release --arm64 (all six)
+#
+# cargo-lambda (and the zig it links with) lives in its own venv,
+# ${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}/lambda-venv, created on first use; the
+# aarch64-unknown-linux-gnu target is added through rustup. Output: target/lambda/<fn>/bootstrap,
+# the layout `sam build` and `sam deploy` expect (see infra/README.md).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
+VENV="$CACHE/lambda-venv"
+FUNCTIONS=(store load query trend cleanup backup)
+
+if [[ ! -x "$VENV/bin/cargo-lambda" ]]; then
+    echo "== installing cargo-lambda (and ziglang) into $VENV"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check cargo-lambda
+fi
+export PATH="$VENV/bin:$PATH"
+echo "== $(cargo-lambda lambda --version 2>/dev/null || cargo lambda --version)"
+
+if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+        rustup target add aarch64-unknown-linux-gnu
+fi
+
+bins=()
+for f in "${FUNCTIONS[@]}"; do bins+=(--bin "$f"); done
+start=$SECONDS
+cargo lambda build --release --arm64 -p dspy-storage-functions "${bins[@]}"
+echo "== built in $((SECONDS - start)) s"
+
+python3 - "${FUNCTIONS[@]}" <<'PY'
+import os, struct, sys
+print("\n| function | arm64 bootstrap (bytes) | MiB |\n|---|---:|---:|")
+for f in sys.argv[1:]:
+    path = f"target/lambda/{f}/bootstrap"
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+    machine = struct.unpack_from("<H", head, 18)[0]
+    if head[:4] != b"\x7fELF" or machine != 183:  # EM_AARCH64
+        sys.exit(f"{path} is not an arm64 ELF (e_machine={machine})")
+    size = os.path.getsize(path)
+    print(f"| {f} | {size} | {size / 1048576:.1f} |")
+PY
