@@ -398,3 +398,42 @@ fn table_has_the_keys_and_indexes_of_core() {
         assert_eq!(attr["AttributeType"], "S", "{attr}");
     }
 }
+
+/// `cargo lambda watch` (the local Lambda loop) routes like API Gateway: the router in the
+/// workspace `Cargo.toml` (`[workspace.metadata.lambda.watch.router]`) sends every route of the route
+/// table to its function, and nothing else.
+#[test]
+fn cargo_lambda_watch_router_is_the_route_table() {
+    let text = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    let manifest: toml::Value = toml::from_str(&text).expect("Cargo.toml parses");
+    let lambda = &manifest["workspace"]["metadata"]["lambda"];
+    let router = lambda["watch"]["router"]
+        .as_table()
+        .expect("[workspace.metadata.lambda.watch.router]");
+    let mut listed = BTreeSet::new();
+    for (path, routes) in router {
+        for r in routes.as_array().expect("a list of {method, function}") {
+            let method = r["method"].as_str().expect("method").to_owned();
+            let function = r["function"].as_str().expect("function").to_owned();
+            assert!(
+                listed.insert((method.clone(), path.clone(), function)),
+                "{method} {path} listed twice"
+            );
+        }
+    }
+    let expected: BTreeSet<(String, String, String)> = all_routes()
+        .iter()
+        .map(|r| {
+            (
+                r.method.as_str().to_owned(),
+                r.path.to_owned(),
+                r.function.name().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected);
+    let env = lambda["env"].as_table().expect("[workspace.metadata.lambda.env]");
+    for key in ["DSPY_STORAGE_TABLE", "DSPY_STORAGE_BUCKET"] {
+        assert!(env.contains_key(key), "the local loop sets {key}");
+    }
+}
