@@ -13,6 +13,7 @@ pub mod dspy;
 pub mod error;
 pub mod keys;
 pub mod open;
+pub mod query;
 pub mod record;
 pub mod registry;
 pub mod service;
