@@ -25,9 +25,12 @@ fn enc(s: &str) -> String {
 }
 
 async fn store(c: &Client, k: Kind, program: Value, metadata: Value) -> Value {
-    c.post_json("/programs", &json!({"program": program, "metadata": metadata}))
-        .await
-        .expect(k, "store", 201)
+    c.post_json(
+        "/programs",
+        &json!({"program": program, "metadata": metadata}),
+    )
+    .await
+    .expect(k, "store", 201)
 }
 
 async fn search_q(c: &Client, k: Kind, q: &str, extra: &str) -> Value {
@@ -75,17 +78,41 @@ async fn query_language_and_structured_search() {
             "performance": 0.80, "optimization_method": "miprov2", "tags": ["prod"],
             "environment": "production", "examples_count": 50, "description": "Sentiment classifier",
             "created_at": ago(Duration::days(3))})).await;
-        let a2 = store(&c, k, json!({"p": 2}), json!({"signature": "ClassifyText", "version": "1.1.0",
+        let a2 = store(
+            &c,
+            k,
+            json!({"p": 2}),
+            json!({"signature": "ClassifyText", "version": "1.1.0",
             "performance": {"accuracy": 0.91, "f1": 0.5}, "optimization_method": "miprov2",
-            "tags": ["exp"], "examples_count": 150, "team": "nlp", "dataset": "imdb-reviews"})).await;
-        let a3 = store(&c, k, json!({"p": 3}), json!({"signature": "ClassifyText", "version": "2.0.0",
+            "tags": ["exp"], "examples_count": 150, "team": "nlp", "dataset": "imdb-reviews"}),
+        )
+        .await;
+        let a3 = store(
+            &c,
+            k,
+            json!({"p": 3}),
+            json!({"signature": "ClassifyText", "version": "2.0.0",
             "performance": 0.87, "optimization_method": "bootstrap", "examples_count": 300,
-            "environment": "staging"})).await;
-        let b1 = store(&c, k, json!({"p": 4}), json!({"signature": "Summarize", "performance": 0.70,
+            "environment": "staging"}),
+        )
+        .await;
+        let b1 = store(
+            &c,
+            k,
+            json!({"p": 4}),
+            json!({"signature": "Summarize", "performance": 0.70,
             "tags": ["prod", "long-form"], "description": "Summaries of classify outputs",
-            "created_at": ago(Duration::days(40))})).await;
-        let other = store(&c, k, json!({"p": 5}), json!({"signature": "ClassifyText", "project": "elsewhere",
-            "performance": 0.99})).await;
+            "created_at": ago(Duration::days(40))}),
+        )
+        .await;
+        let other = store(
+            &c,
+            k,
+            json!({"p": 5}),
+            json!({"signature": "ClassifyText", "project": "elsewhere",
+            "performance": 0.99}),
+        )
+        .await;
         let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
         let (a1, a2, a3, b1) = (id(&a1), id(&a2), id(&a3), id(&b1));
 
@@ -100,45 +127,93 @@ async fn query_language_and_structured_search() {
         assert_eq!(first["status"], "active");
         assert_eq!(first["metadata"]["dataset"], "imdb-reviews");
         assert_eq!(first["relevance_score"], json!(1.0));
-        assert!(first["summary"].as_str().unwrap().starts_with("ClassifyText v1.1.0 · miprov2 · performance 0.910"));
+        assert!(first["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("ClassifyText v1.1.0 · miprov2 · performance 0.910"));
         // Wildcards, comparisons, meta keys, tags, environment, team, method.
         let q = |s: &'static str| search_q(&c, k, s, "&sort=version");
-        assert_eq!(ids(&q("version:1.*").await), vec![a1.clone(), b1.clone(), a2.clone()]);
-        assert_eq!(set(&ids(&q("performance>=0.85").await)), set(&[a2.clone(), a3.clone()]));
+        assert_eq!(
+            ids(&q("version:1.*").await),
+            vec![a1.clone(), b1.clone(), a2.clone()]
+        );
+        assert_eq!(
+            set(&ids(&q("performance>=0.85").await)),
+            set(&[a2.clone(), a3.clone()])
+        );
         assert_eq!(ids(&q("performance<0.8").await), vec![b1.clone()]);
         let r = q("meta.examples_count>100 meta.examples_count<=300").await;
         assert_eq!(ids(&r), vec![a2.clone(), a3.clone()], "{r:#}");
-        assert_eq!(set(&ids(&q("tag:prod").await)), set(&[a1.clone(), b1.clone()]));
-        assert_eq!(ids(&q("tag:prod signature:ClassifyText").await), vec![a1.clone()]);
+        assert_eq!(
+            set(&ids(&q("tag:prod").await)),
+            set(&[a1.clone(), b1.clone()])
+        );
+        assert_eq!(
+            ids(&q("tag:prod signature:ClassifyText").await),
+            vec![a1.clone()]
+        );
         assert_eq!(ids(&q("environment:staging").await), vec![a3.clone()]);
-        assert_eq!(set(&ids(&q("environment!=staging").await)), set(&[a1.clone(), a2.clone(), b1.clone()]));
+        assert_eq!(
+            set(&ids(&q("environment!=staging").await)),
+            set(&[a1.clone(), a2.clone(), b1.clone()])
+        );
         assert_eq!(ids(&q("team:nlp").await), vec![a2.clone()]);
         assert_eq!(ids(&q("method:bootstrap").await), vec![a3.clone()]);
         assert_eq!(ids(&q("method:mipro*").await), vec![a1.clone(), a2.clone()]);
         assert_eq!(ids(&q("version>=1.1 version<2").await), vec![a2.clone()]);
         assert_eq!(ids(&q("meta.dataset:imdb*").await), vec![a2.clone()]);
         // Created: today excludes the backdated ones; last_week excludes the 40-day-old one.
-        assert_eq!(set(&ids(&q("created:today").await)), set(&[a2.clone(), a3.clone()]));
-        assert_eq!(set(&ids(&q("created:last_week").await)), set(&[a1.clone(), a2.clone(), a3.clone()]));
-        assert_eq!(ids(&q("created:last_month signature:Summarize").await), Vec::<String>::new());
+        assert_eq!(
+            set(&ids(&q("created:today").await)),
+            set(&[a2.clone(), a3.clone()])
+        );
+        assert_eq!(
+            set(&ids(&q("created:last_week").await)),
+            set(&[a1.clone(), a2.clone(), a3.clone()])
+        );
+        assert_eq!(
+            ids(&q("created:last_month signature:Summarize").await),
+            Vec::<String>::new()
+        );
         assert_eq!(set(&ids(&q("created:90d").await)).len(), 4);
         // The other project is separate.
         let r = search_q(&c, k, "signature:ClassifyText", "&project=elsewhere").await;
         assert_eq!(ids(&r), vec![id(&other)]);
-        assert_eq!(ids(&search_q(&c, k, "project:elsewhere", "").await), vec![id(&other)]);
+        assert_eq!(
+            ids(&search_q(&c, k, "project:elsewhere", "").await),
+            vec![id(&other)]
+        );
 
         // Free text: signature beats description; all words must match; summary is one line.
         let r = search_q(&c, k, "classify", "").await;
         let got = ids(&r);
-        assert_eq!(set(&got), set(&[a1.clone(), a2.clone(), a3.clone(), b1.clone()]), "{k:?}");
+        assert_eq!(
+            set(&got),
+            set(&[a1.clone(), a2.clone(), a3.clone(), b1.clone()]),
+            "{k:?}"
+        );
         assert_eq!(got[3], b1, "the description match ranks last: {r}");
-        let scores: Vec<f64> = r["results"].as_array().unwrap().iter().map(|x| x["relevance_score"].as_f64().unwrap()).collect();
+        let scores: Vec<f64> = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["relevance_score"].as_f64().unwrap())
+            .collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
         assert!(scores.iter().all(|s| *s > 0.0 && *s <= 1.0));
         assert!(scores[3] < scores[0]);
-        assert_eq!(ids(&search_q(&c, k, "sentiment classifier", "").await), vec![a1.clone()]);
-        assert_eq!(ids(&search_q(&c, k, "\"imdb-reviews\"", "").await), vec![a2.clone()]);
-        assert_eq!(ids(&search_q(&c, k, "long-form", "").await), vec![b1.clone()]);
+        assert_eq!(
+            ids(&search_q(&c, k, "sentiment classifier", "").await),
+            vec![a1.clone()]
+        );
+        assert_eq!(
+            ids(&search_q(&c, k, "\"imdb-reviews\"", "").await),
+            vec![a2.clone()]
+        );
+        assert_eq!(
+            ids(&search_q(&c, k, "long-form", "").await),
+            vec![b1.clone()]
+        );
         assert!(ids(&search_q(&c, k, "classify nothing-like-this", "").await).is_empty());
         for r in search_q(&c, k, "", "").await["results"].as_array().unwrap() {
             assert!(!r["summary"].as_str().unwrap().contains('\n'));
@@ -152,22 +227,48 @@ async fn query_language_and_structured_search() {
             "sort": [{"performance": "desc"}, {"created_at": "desc"}], "limit": 10, "cursor": null
         })).await.expect(k, "POST /search", 200);
         assert_eq!(ids(&s), vec![a2.clone(), a3.clone()]);
-        let l = search_q(&c, k, "signature:ClassifyText performance>=0.85 meta.examples_count>=100 version!=1.0.0", "&sort=performance:desc,created_at:desc").await;
+        let l = search_q(
+            &c,
+            k,
+            "signature:ClassifyText performance>=0.85 meta.examples_count>=100 version!=1.0.0",
+            "&sort=performance:desc,created_at:desc",
+        )
+        .await;
         assert_eq!(ids(&l), ids(&s));
-        let s = c.post_json("/search", &json!({"version": {"prefix": "1."}, "tags": {"in": ["exp", "prod"]},
-            "sort": ["version"]})).await.expect(k, "POST /search prefix", 200);
+        let s = c
+            .post_json(
+                "/search",
+                &json!({"version": {"prefix": "1."}, "tags": {"in": ["exp", "prod"]},
+            "sort": ["version"]}),
+            )
+            .await
+            .expect(k, "POST /search prefix", 200);
         assert_eq!(ids(&s), vec![a1.clone(), b1.clone(), a2.clone()]);
-        let s = c.post_json("/search", &json!({"text": "classify", "metadata": {"performance": {"f1": {"lt": 0.6}}}}))
-            .await.expect(k, "POST /search nested metadata", 200);
+        let s = c
+            .post_json(
+                "/search",
+                &json!({"text": "classify", "metadata": {"performance": {"f1": {"lt": 0.6}}}}),
+            )
+            .await
+            .expect(k, "POST /search nested metadata", 200);
         assert_eq!(ids(&s), vec![a2.clone()]);
         let s = c.post_json("/search", &json!({"created_at": {"lt": ago(Duration::days(1))}, "sort": [{"created_at": "asc"}]}))
             .await.expect(k, "POST /search created", 200);
         assert_eq!(ids(&s), vec![b1.clone(), a1.clone()]);
 
         // Deleted programs never appear.
-        c.request(http::Method::DELETE, &format!("/programs/{a3}"), &[], axum::body::Body::empty())
-            .await.expect_status(k, "delete", 204);
-        assert_eq!(ids(&search_q(&c, k, "signature:ClassifyText", "&sort=-performance").await), vec![a2.clone(), a1.clone()]);
+        c.request(
+            http::Method::DELETE,
+            &format!("/programs/{a3}"),
+            &[],
+            axum::body::Body::empty(),
+        )
+        .await
+        .expect_status(k, "delete", 204);
+        assert_eq!(
+            ids(&search_q(&c, k, "signature:ClassifyText", "&sort=-performance").await),
+            vec![a2.clone(), a1.clone()]
+        );
         assert!(ids(&search_q(&c, k, "environment:staging", "").await).is_empty());
     }
 }
@@ -177,40 +278,101 @@ async fn bad_queries_and_cursors_are_400() {
     for ts in backends().await {
         let (c, k) = (ts.client(), ts.kind);
         for i in 0..5 {
-            store(&c, k, json!({"i": i}), json!({"signature": "Paged", "performance": i as f64 / 10.0, "tags": ["t"]})).await;
+            store(
+                &c,
+                k,
+                json!({"i": i}),
+                json!({"signature": "Paged", "performance": i as f64 / 10.0, "tags": ["t"]}),
+            )
+            .await;
         }
         for (q, needle) in [
             ("performance>", "position 12: expected a value"),
-            ("signature:Paged performance>=high", "position 29: expected a number"),
+            (
+                "signature:Paged performance>=high",
+                "position 29: expected a number",
+            ),
             ("colour:red", "position 0: unknown field"),
             ("\"unclosed", "expected a closing"),
-            ("created:someday", "expected today, yesterday, last_week, last_month"),
+            (
+                "created:someday",
+                "expected today, yesterday, last_week, last_month",
+            ),
         ] {
-            let e = c.get(&format!("/search?q={}", enc(q))).await.expect_error(k, q, 400, "invalid_request");
+            let e = c.get(&format!("/search?q={}", enc(q))).await.expect_error(
+                k,
+                q,
+                400,
+                "invalid_request",
+            );
             let m = e["error"]["message"].as_str().unwrap();
             assert!(m.contains(needle), "{q}: {m}");
         }
-        for body in [json!({"performance": {"near": 1}}), json!({"colour": 1}), json!({"sort": "x"}), json!({"limit": 0}), json!({"limit": 5000})] {
-            c.post_json("/search", &body).await.expect_error(k, &body.to_string(), 400, "invalid_request");
+        for body in [
+            json!({"performance": {"near": 1}}),
+            json!({"colour": 1}),
+            json!({"sort": "x"}),
+            json!({"limit": 0}),
+            json!({"limit": 5000}),
+        ] {
+            c.post_json("/search", &body).await.expect_error(
+                k,
+                &body.to_string(),
+                400,
+                "invalid_request",
+            );
         }
-        c.post_raw("/search", "{not json").await.expect_error(k, "bad JSON", 400, "invalid_request");
-        c.get("/search?q=x&bogus=1").await.expect_error(k, "unknown param", 400, "invalid_request");
+        c.post_raw("/search", "{not json").await.expect_error(
+            k,
+            "bad JSON",
+            400,
+            "invalid_request",
+        );
+        c.get("/search?q=x&bogus=1")
+            .await
+            .expect_error(k, "unknown param", 400, "invalid_request");
 
-        for (path, sort) in [("signature:Paged", "-performance"), ("signature:Paged", "version"), ("tag:t", "")] {
-            let extra = if sort.is_empty() { String::new() } else { format!("&sort={sort}") };
+        for (path, sort) in [
+            ("signature:Paged", "-performance"),
+            ("signature:Paged", "version"),
+            ("tag:t", ""),
+        ] {
+            let extra = if sort.is_empty() {
+                String::new()
+            } else {
+                format!("&sort={sort}")
+            };
             let first = search_q(&c, k, path, &format!("{extra}&limit=2")).await;
             let cursor = first["next_cursor"].as_str().unwrap().to_owned();
             // The same cursor continues the same search (the page size may change).
-            let next = search_q(&c, k, path, &format!("{extra}&limit=3&cursor={}", enc(&cursor))).await;
+            let next = search_q(
+                &c,
+                k,
+                path,
+                &format!("{extra}&limit=3&cursor={}", enc(&cursor)),
+            )
+            .await;
             assert_eq!(ids(&next).len(), 3, "{k:?} {path}");
             // Another search, a forged or a tampered cursor: 400.
-            let e = c.get(&format!("/search?q={}&cursor={}", enc("signature:Other"), enc(&cursor))).await;
+            let e = c
+                .get(&format!(
+                    "/search?q={}&cursor={}",
+                    enc("signature:Other"),
+                    enc(&cursor)
+                ))
+                .await;
             e.expect_error(k, "cursor of another search", 400, "invalid_request");
             let mut tampered = cursor.clone().into_bytes();
             tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
             let tampered = String::from_utf8(tampered).unwrap();
             for bad in [tampered.as_str(), "garbage", "eyJ9.0000000000000000", ""] {
-                let e = c.get(&format!("/search?q={}{extra}&cursor={}", enc(path), enc(bad))).await;
+                let e = c
+                    .get(&format!(
+                        "/search?q={}{extra}&cursor={}",
+                        enc(path),
+                        enc(bad)
+                    ))
+                    .await;
                 if bad.is_empty() {
                     continue; // an empty cursor parameter is a first page
                 }
@@ -236,7 +398,13 @@ async fn aggregate_and_time_series() {
             store(&c, k, json!({}), json!({"signature": "Agg", "optimization_method": m, "performance": p,
                 "examples_count": n, "created_at": ago(Duration::days(days) + Duration::minutes(5))})).await;
         }
-        store(&c, k, json!({}), json!({"signature": "NotAgg", "optimization_method": "miprov2", "performance": 0.1})).await;
+        store(
+            &c,
+            k,
+            json!({}),
+            json!({"signature": "NotAgg", "optimization_method": "miprov2", "performance": 0.1}),
+        )
+        .await;
         let r = c.post_json("/aggregate", &json!({"signature": "Agg", "group_by": "optimization_method",
             "metrics": {"avg_performance": {"avg": "performance"}, "max_performance": {"max": "performance"},
                         "count": {"count": "id"}, "p50": {"p50": "examples_count"}, "p95": {"p95": "performance"},
@@ -256,11 +424,26 @@ async fn aggregate_and_time_series() {
         assert_eq!(m["p50"], json!(200.0));
         assert!((m["p95"].as_f64().unwrap() - 0.89).abs() < 1e-9, "{m}");
         // Filters as a search; grouping by a custom metadata key.
-        let r = c.post_json("/aggregate", &json!({"filters": {"performance": {"gte": 0.6}}, "group_by": "examples_count",
-            "metrics": {"n": {"count": "id"}}})).await.expect(k, "aggregate filtered", 200);
+        let r = c
+            .post_json(
+                "/aggregate",
+                &json!({"filters": {"performance": {"gte": 0.6}}, "group_by": "examples_count",
+            "metrics": {"n": {"count": "id"}}}),
+            )
+            .await
+            .expect(k, "aggregate filtered", 200);
         assert_eq!(r["groups"].as_array().unwrap().len(), 4, "{r}");
-        for bad in [json!({"metrics": {}}), json!({"metrics": {"x": {"median": "performance"}}}), json!({"metrics": {"x": {"avg": "performance"}}, "bogus": 1})] {
-            c.post_json("/aggregate", &bad).await.expect_error(k, "bad aggregate", 400, "invalid_request");
+        for bad in [
+            json!({"metrics": {}}),
+            json!({"metrics": {"x": {"median": "performance"}}}),
+            json!({"metrics": {"x": {"avg": "performance"}}, "bogus": 1}),
+        ] {
+            c.post_json("/aggregate", &bad).await.expect_error(
+                k,
+                "bad aggregate",
+                400,
+                "invalid_request",
+            );
         }
 
         let r = c.post_json("/time-series", &json!({"signature": "Agg", "metric": "performance", "interval": "day", "time_range": "7d"}))
@@ -274,18 +457,39 @@ async fn aggregate_and_time_series() {
         for p in points.iter().filter(|p| p["count"] == 0) {
             assert!(p["value"].is_null());
         }
-        let day1 = points.iter().find(|p| p["count"] == 2 && (p["value"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+        let day1 = points
+            .iter()
+            .find(|p| p["count"] == 2 && (p["value"].as_f64().unwrap() - 0.8).abs() < 1e-9);
         assert!(day1.is_some(), "the day with 0.9 and 0.7 averages 0.8: {r}");
-        let r = c.post_json("/time-series", &json!({"signature": "Agg", "interval": "hour", "time_range": "2d"}))
-            .await.expect(k, "hourly", 200);
+        let r = c
+            .post_json(
+                "/time-series",
+                &json!({"signature": "Agg", "interval": "hour", "time_range": "2d"}),
+            )
+            .await
+            .expect(k, "hourly", 200);
         assert_eq!(r["points"].as_array().unwrap().len(), 49);
         let r = c.post_json("/time-series", &json!({"signature": "Agg", "interval": "week", "time_range": "3w", "metric": "examples_count"}))
             .await.expect(k, "weekly", 200);
         let pts = r["points"].as_array().unwrap();
         assert!(pts.len() == 4 || pts.len() == 3, "{r}");
-        assert_eq!(pts.iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>(), 5);
-        for bad in [json!({"interval": "month"}), json!({"time_range": "forever"}), json!({"interval": "hour", "time_range": "5000d"})] {
-            c.post_json("/time-series", &bad).await.expect_error(k, "bad time series", 400, "invalid_request");
+        assert_eq!(
+            pts.iter()
+                .map(|p| p["count"].as_u64().unwrap())
+                .sum::<u64>(),
+            5
+        );
+        for bad in [
+            json!({"interval": "month"}),
+            json!({"time_range": "forever"}),
+            json!({"interval": "hour", "time_range": "5000d"}),
+        ] {
+            c.post_json("/time-series", &bad).await.expect_error(
+                k,
+                "bad time series",
+                400,
+                "invalid_request",
+            );
         }
     }
 }
@@ -295,26 +499,62 @@ async fn similar_programs() {
     for ts in backends().await {
         let (c, k) = (ts.client(), ts.kind);
         let base = json!({"signature": "Classify", "performance": 0.90, "optimization_method": "miprov2", "examples_count": 100});
-        let target = store(&c, k, dspy_program("Classify the sentiment of the text."), base.clone()).await;
+        let target = store(
+            &c,
+            k,
+            dspy_program("Classify the sentiment of the text."),
+            base.clone(),
+        )
+        .await;
         let twin = store(&c, k, dspy_program("Classify the sentiment of the text."),
             json!({"signature": "Classify", "performance": 0.89, "optimization_method": "miprov2", "examples_count": 100})).await;
         let cousin = store(&c, k, dspy_program("Classify the sentiment of the given text carefully."),
             json!({"signature": "Classify", "performance": 0.80, "optimization_method": "miprov2", "examples_count": 80})).await;
-        let stranger = store(&c, k, dspy_program("Write a poem."),
-            json!({"signature": "Poet", "performance": 0.2, "optimization_method": "copro"})).await;
+        let stranger = store(
+            &c,
+            k,
+            dspy_program("Write a poem."),
+            json!({"signature": "Poet", "performance": 0.2, "optimization_method": "copro"}),
+        )
+        .await;
         let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
-        let r = c.get(&format!("/programs/{}/similar?threshold=0.5&limit=10", id(&target))).await.expect(k, "similar", 200);
+        let r = c
+            .get(&format!(
+                "/programs/{}/similar?threshold=0.5&limit=10",
+                id(&target)
+            ))
+            .await
+            .expect(k, "similar", 200);
         let got = ids(&r);
         assert_eq!(got, vec![id(&twin), id(&cousin)], "{r}");
-        let sims: Vec<f64> = r["results"].as_array().unwrap().iter().map(|x| x["similarity"].as_f64().unwrap()).collect();
-        assert!(sims[0] > sims[1] && sims[0] <= 1.0 && sims[1] >= 0.5, "{sims:?}");
+        let sims: Vec<f64> = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["similarity"].as_f64().unwrap())
+            .collect();
+        assert!(
+            sims[0] > sims[1] && sims[0] <= 1.0 && sims[1] >= 0.5,
+            "{sims:?}"
+        );
         assert_eq!(r["results"][0]["components"]["instructions"], json!(1.0));
         assert!(!got.contains(&id(&target)) && !got.contains(&id(&stranger)));
-        let all = c.get(&format!("/programs/{}/similar?threshold=0", id(&target))).await.expect(k, "similar all", 200);
+        let all = c
+            .get(&format!("/programs/{}/similar?threshold=0", id(&target)))
+            .await
+            .expect(k, "similar all", 200);
         assert_eq!(ids(&all).len(), 3);
-        assert!(all["results"].as_array().unwrap().iter().all(|x| (0.0..=1.0).contains(&x["similarity"].as_f64().unwrap())));
-        c.get(&format!("/programs/{}/similar?threshold=2", id(&target))).await.expect_error(k, "threshold", 400, "invalid_request");
-        c.get("/programs/0191e2a4-0000-7000-8000-000000000000/similar").await.expect_error(k, "unknown", 404, "not_found");
+        assert!(all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| (0.0..=1.0).contains(&x["similarity"].as_f64().unwrap())));
+        c.get(&format!("/programs/{}/similar?threshold=2", id(&target)))
+            .await
+            .expect_error(k, "threshold", 400, "invalid_request");
+        c.get("/programs/0191e2a4-0000-7000-8000-000000000000/similar")
+            .await
+            .expect_error(k, "unknown", 404, "not_found");
     }
 }
 
@@ -371,20 +611,50 @@ fn sorts() -> Vec<(Value, &'static str)> {
         (json!([{"performance": "asc"}]), "performance"),
         (json!([{"created_at": "asc"}]), "created_at:asc"),
         (json!([{"version": "asc"}]), "version"),
-        (json!([{"metadata.examples_count": "desc"}, {"created_at": "asc"}]), "-meta.examples_count,created_at"),
-        (json!([{"signature": "asc"}, {"performance": "desc"}]), "signature,-performance"),
+        (
+            json!([{"metadata.examples_count": "desc"}, {"created_at": "asc"}]),
+            "-meta.examples_count,created_at",
+        ),
+        (
+            json!([{"signature": "asc"}, {"performance": "desc"}]),
+            "signature,-performance",
+        ),
     ]
 }
 
 fn program_strategy() -> impl Strategy<Value = GenProgram> {
     (
-        (0..3usize, proptest::option::of(0..=100u8), any::<bool>(), proptest::option::of(0..3usize)),
-        (proptest::collection::btree_set(0..3usize, 0..3), proptest::option::of(0..2usize)),
-        (proptest::option::of(0..500u16), proptest::option::of(0..3usize), 0..200u16),
+        (
+            0..3usize,
+            proptest::option::of(0..=100u8),
+            any::<bool>(),
+            proptest::option::of(0..3usize),
+        ),
+        (
+            proptest::collection::btree_set(0..3usize, 0..3),
+            proptest::option::of(0..2usize),
+        ),
+        (
+            proptest::option::of(0..500u16),
+            proptest::option::of(0..3usize),
+            0..200u16,
+        ),
     )
-        .prop_map(|((sig, perf, perf_object, method), (tags, env), (examples, word, hours_ago))| GenProgram {
-            sig, perf, perf_object, method, tags: tags.into_iter().collect(), env, examples, word, hours_ago,
-        })
+        .prop_map(
+            |((sig, perf, perf_object, method), (tags, env), (examples, word, hours_ago))| {
+                GenProgram {
+                    sig,
+                    perf,
+                    perf_object,
+                    method,
+                    tags: tags.into_iter().collect(),
+                    env,
+                    examples,
+                    word,
+                    hours_ago,
+                }
+            },
+        )
 }
 
 fn cond_strategy() -> impl Strategy<Value = GenCond> {
@@ -404,7 +674,11 @@ fn cond_strategy() -> impl Strategy<Value = GenCond> {
 }
 
 fn query_strategy() -> impl Strategy<Value = GenQuery> {
-    (proptest::collection::vec(cond_strategy(), 0..3), 0..7usize, 1..6usize)
+    (
+        proptest::collection::vec(cond_strategy(), 0..3),
+        0..7usize,
+        1..6usize,
+    )
         .prop_map(|(conds, sort, limit)| GenQuery { conds, sort, limit })
 }
 
@@ -437,7 +711,9 @@ fn oracle_matches(k: &Known, c: &GenCond, now: DateTime<Utc>) -> bool {
     match c {
         GenCond::Sig(s) => g.sig == *s,
         GenCond::SigIn(a, b) => g.sig == *a || g.sig == *b,
-        GenCond::Perf(op, x) => k.perf().is_some_and(|p| op_holds(*op, p.partial_cmp(&(*x as f64 / 100.0)).unwrap())),
+        GenCond::Perf(op, x) => k
+            .perf()
+            .is_some_and(|p| op_holds(*op, p.partial_cmp(&(*x as f64 / 100.0)).unwrap())),
         GenCond::Method(m) => g.method == Some(*m),
         GenCond::MethodNe(m) => g.method != Some(*m),
         GenCond::Tag(t) => g.tags.contains(t),
@@ -455,7 +731,11 @@ fn created_bound(now: DateTime<Utc>, hours: u16) -> String {
 
 /// Adds a condition to a structured body; its query-language term (`None` when the language has
 /// none, an `in` list); `Err` when the body cannot hold it beside the others.
-fn cond_json(c: &GenCond, now: DateTime<Utc>, body: &mut serde_json::Map<String, Value>) -> Result<Option<String>, ()> {
+fn cond_json(
+    c: &GenCond,
+    now: DateTime<Utc>,
+    body: &mut serde_json::Map<String, Value>,
+) -> Result<Option<String>, ()> {
     let mut put = |k: &str, v: Value| {
         // Two conditions on one key: merge operator objects, else the query is not expressible.
         match (body.get_mut(k), v) {
@@ -471,16 +751,34 @@ fn cond_json(c: &GenCond, now: DateTime<Utc>, body: &mut serde_json::Map<String,
         }
     };
     let (ok, q) = match c {
-        GenCond::Sig(s) => (put("signature", json!(SIGS[*s])), Some(format!("signature:{}", SIGS[*s]))),
+        GenCond::Sig(s) => (
+            put("signature", json!(SIGS[*s])),
+            Some(format!("signature:{}", SIGS[*s])),
+        ),
         GenCond::SigIn(a, b) => (put("signature", json!([SIGS[*a], SIGS[*b]])), None),
         GenCond::Perf(o, x) => {
             let v = *x as f64 / 100.0;
-            (put("performance", json!({OPS[*o].0: v})), Some(format!("performance{}{v}", OPS[*o].1)))
+            (
+                put("performance", json!({OPS[*o].0: v})),
+                Some(format!("performance{}{v}", OPS[*o].1)),
+            )
         }
-        GenCond::Method(m) => (put("optimization_method", json!(METHODS[*m])), Some(format!("method:{}", METHODS[*m]))),
-        GenCond::MethodNe(m) => (put("optimization_method", json!({"ne": METHODS[*m]})), Some(format!("method!={}", METHODS[*m]))),
-        GenCond::Tag(t) => (put("tags", json!(TAGS[*t])), Some(format!("tag:{}", TAGS[*t]))),
-        GenCond::Env(e) => (put("environment", json!(ENVS[*e])), Some(format!("environment:{}", ENVS[*e]))),
+        GenCond::Method(m) => (
+            put("optimization_method", json!(METHODS[*m])),
+            Some(format!("method:{}", METHODS[*m])),
+        ),
+        GenCond::MethodNe(m) => (
+            put("optimization_method", json!({"ne": METHODS[*m]})),
+            Some(format!("method!={}", METHODS[*m])),
+        ),
+        GenCond::Tag(t) => (
+            put("tags", json!(TAGS[*t])),
+            Some(format!("tag:{}", TAGS[*t])),
+        ),
+        GenCond::Env(e) => (
+            put("environment", json!(ENVS[*e])),
+            Some(format!("environment:{}", ENVS[*e])),
+        ),
         GenCond::Examples(o, x) => {
             let m = body.entry("metadata").or_insert_with(|| json!({}));
             let ok = m.get("examples_count").is_none();
@@ -489,13 +787,23 @@ fn cond_json(c: &GenCond, now: DateTime<Utc>, body: &mut serde_json::Map<String,
             }
             (ok, Some(format!("meta.examples_count{}{x}", OPS[*o].1)))
         }
-        GenCond::VersionPrefix(p) => (put("version", json!({"prefix": format!("1.0.{p}")})), Some(format!("version:1.0.{p}*"))),
+        GenCond::VersionPrefix(p) => (
+            put("version", json!({"prefix": format!("1.0.{p}")})),
+            Some(format!("version:1.0.{p}*")),
+        ),
         GenCond::CreatedWithin(h) => {
             let t = created_bound(now, *h);
-            (put("created_at", json!({"gte": t})), Some(format!("created>={t}")))
+            (
+                put("created_at", json!({"gte": t})),
+                Some(format!("created>={t}")),
+            )
         }
         GenCond::Word(w) => {
-            let prev = body.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+            let prev = body
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             body.insert("text".into(), json!(format!("{prev} {}", WORDS[*w]).trim()));
             (true, Some(WORDS[*w].to_owned()))
         }
@@ -510,7 +818,13 @@ fn cond_json(c: &GenCond, now: DateTime<Utc>, body: &mut serde_json::Map<String,
 fn oracle_cmp(sort: usize, a: &Known, b: &Known) -> Ordering {
     let perf = |k: &Known| k.perf().map(|p| (1, p)).unwrap_or((0, 0.0));
     let ex = |k: &Known| k.g.examples.map(|n| (1, n)).unwrap_or((0, 0));
-    let by_id = |desc: bool| if desc { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) };
+    let by_id = |desc: bool| {
+        if desc {
+            b.id.cmp(&a.id)
+        } else {
+            a.id.cmp(&b.id)
+        }
+    };
     let pc = |x: &Known, y: &Known| perf(x).partial_cmp(&perf(y)).unwrap();
     match sort {
         0 => b.created_at.cmp(&a.created_at).then(by_id(true)),
@@ -518,8 +832,14 @@ fn oracle_cmp(sort: usize, a: &Known, b: &Known) -> Ordering {
         2 => pc(a, b).then(by_id(false)),
         3 => a.created_at.cmp(&b.created_at).then(by_id(false)),
         4 => a.version.cmp(&b.version).then(by_id(false)),
-        5 => ex(b).cmp(&ex(a)).then(a.created_at.cmp(&b.created_at)).then(by_id(true)),
-        _ => SIGS[a.g.sig].cmp(SIGS[b.g.sig]).then(pc(b, a)).then(by_id(false)),
+        5 => ex(b)
+            .cmp(&ex(a))
+            .then(a.created_at.cmp(&b.created_at))
+            .then(by_id(true)),
+        _ => SIGS[a.g.sig]
+            .cmp(SIGS[b.g.sig])
+            .then(pc(b, a))
+            .then(by_id(false)),
     }
 }
 
@@ -527,7 +847,10 @@ async fn walk_post(c: &Client, k: Kind, mut body: Value, limit: usize) -> Vec<St
     let mut out = Vec::new();
     body["limit"] = json!(limit);
     for _ in 0..100 {
-        let r = c.post_json("/search", &body).await.expect(k, &format!("POST /search {body}"), 200);
+        let r = c
+            .post_json("/search", &body)
+            .await
+            .expect(k, &format!("POST /search {body}"), 200);
         let page = ids(&r);
         assert!(page.len() <= limit);
         out.extend(page);
@@ -539,7 +862,14 @@ async fn walk_post(c: &Client, k: Kind, mut body: Value, limit: usize) -> Vec<St
     panic!("pagination does not end");
 }
 
-async fn walk_get(c: &Client, k: Kind, q: &str, project: &str, sort: &str, limit: usize) -> Vec<String> {
+async fn walk_get(
+    c: &Client,
+    k: Kind,
+    q: &str,
+    project: &str,
+    sort: &str,
+    limit: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
@@ -570,13 +900,27 @@ async fn check_case(ts: &TestStore, case: usize, programs: &[GenProgram], querie
             "created_at": format_time(&(now - Duration::hours(g.hours_ago as i64)))});
         if let Some(p) = g.perf {
             let p = p as f64 / 100.0;
-            meta["performance"] = if g.perf_object { json!({"accuracy": p, "latency": 3}) } else { json!(p) };
+            meta["performance"] = if g.perf_object {
+                json!({"accuracy": p, "latency": 3})
+            } else {
+                json!(p)
+            };
         }
-        if let Some(m) = g.method { meta["optimization_method"] = json!(METHODS[m]); }
-        if !g.tags.is_empty() { meta["tags"] = json!(g.tags.iter().map(|t| TAGS[*t]).collect::<Vec<_>>()); }
-        if let Some(e) = g.env { meta["environment"] = json!(ENVS[e]); }
-        if let Some(n) = g.examples { meta["examples_count"] = json!(n); }
-        if let Some(w) = g.word { meta["description"] = json!(format!("a {} program", WORDS[w])); }
+        if let Some(m) = g.method {
+            meta["optimization_method"] = json!(METHODS[m]);
+        }
+        if !g.tags.is_empty() {
+            meta["tags"] = json!(g.tags.iter().map(|t| TAGS[*t]).collect::<Vec<_>>());
+        }
+        if let Some(e) = g.env {
+            meta["environment"] = json!(ENVS[e]);
+        }
+        if let Some(n) = g.examples {
+            meta["examples_count"] = json!(n);
+        }
+        if let Some(w) = g.word {
+            meta["description"] = json!(format!("a {} program", WORDS[w]));
+        }
         let r = store(&c, k, json!({}), meta).await;
         known.push(Known {
             id: r["id"].as_str().unwrap().to_owned(),
@@ -603,29 +947,59 @@ async fn check_case(ts: &TestStore, case: usize, programs: &[GenProgram], querie
         }
         let in_language = q.conds.iter().all(|c| !matches!(c, GenCond::SigIn(..)));
         // Free text without a sort sorts by relevance, which the oracle does not model.
-        let sort = if q.sort == 0 && q.conds.iter().any(|c| matches!(c, GenCond::Word(_))) { 3 } else { q.sort };
+        let sort = if q.sort == 0 && q.conds.iter().any(|c| matches!(c, GenCond::Word(_))) {
+            3
+        } else {
+            q.sort
+        };
         body.insert("sort".into(), sorts[sort].0.clone());
-        let mut expected: Vec<&Known> = known.iter().filter(|kp| q.conds.iter().all(|c| oracle_matches(kp, c, now))).collect();
+        let mut expected: Vec<&Known> = known
+            .iter()
+            .filter(|kp| q.conds.iter().all(|c| oracle_matches(kp, c, now)))
+            .collect();
         expected.sort_by(|a, b| oracle_cmp(sort, a, b));
         let expected: Vec<String> = expected.iter().map(|x| x.id.clone()).collect();
         let got = walk_post(&c, k, Value::Object(body.clone()), q.limit).await;
-        assert_eq!(got, expected, "{k:?}: POST {} (limit {})", Value::Object(body), q.limit);
+        assert_eq!(
+            got,
+            expected,
+            "{k:?}: POST {} (limit {})",
+            Value::Object(body),
+            q.limit
+        );
         if in_language {
             let qs = text.join(" ");
             let got = walk_get(&c, k, &qs, &project, sorts[sort].1, q.limit).await;
-            assert_eq!(got, expected, "{k:?}: GET q={qs} sort={} (limit {})", sorts[sort].1, q.limit);
+            assert_eq!(
+                got, expected,
+                "{k:?}: GET q={qs} sort={} (limit {})",
+                sorts[sort].1, q.limit
+            );
         }
     }
 }
 
 #[test]
 fn search_equals_brute_force_on_generated_data() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let stores = rt.block_on(backends());
-    let cases: u32 = std::env::var("SEARCH_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases: u32 = std::env::var("SEARCH_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    let strategy = (proptest::collection::vec(program_strategy(), 0..22), proptest::collection::vec(query_strategy(), 1..8));
+    let strategy = (
+        proptest::collection::vec(program_strategy(), 0..22),
+        proptest::collection::vec(query_strategy(), 1..8),
+    );
     runner
         .run(&strategy, |(programs, queries)| {
             let case = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -648,8 +1022,20 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     let (c, k) = (ts.client(), ts.kind);
     let counter = ts.counter.clone().unwrap();
     for i in 0..25 {
-        store(&c, k, json!({"i": i}), json!({"signature": "Counted", "performance": (i % 10) as f64 / 10.0, "tags": ["t"]})).await;
-        store(&c, k, json!({"i": i}), json!({"signature": "Noise", "performance": 0.95})).await;
+        store(
+            &c,
+            k,
+            json!({"i": i}),
+            json!({"signature": "Counted", "performance": (i % 10) as f64 / 10.0, "tags": ["t"]}),
+        )
+        .await;
+        store(
+            &c,
+            k,
+            json!({"i": i}),
+            json!({"signature": "Noise", "performance": 0.95}),
+        )
+        .await;
     }
     counter.reset();
     let r = search_q(&c, k, "signature:Counted", "&sort=-performance&limit=10").await;
@@ -658,23 +1044,57 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     assert_eq!(ids(&r).len(), 10);
     assert_eq!(r["results"][0]["performance"], json!(0.9));
     assert_eq!(snapshot.get("DynamoDB.Query"), Some(&1));
-    assert_eq!(snapshot.values().sum::<u64>(), 1, "one index query and nothing else: {snapshot:?}");
+    assert_eq!(
+        snapshot.values().sum::<u64>(),
+        1,
+        "one index query and nothing else: {snapshot:?}"
+    );
     // The next page: one query again.
     counter.reset();
     let cur = r["next_cursor"].as_str().unwrap();
-    let r2 = search_q(&c, k, "signature:Counted", &format!("&sort=-performance&limit=10&cursor={}", enc(cur))).await;
+    let r2 = search_q(
+        &c,
+        k,
+        "signature:Counted",
+        &format!("&sort=-performance&limit=10&cursor={}", enc(cur)),
+    )
+    .await;
     assert_eq!(ids(&r2).len(), 10);
-    assert_eq!(counter.snapshot().values().sum::<u64>(), 1, "{:?}", counter.snapshot());
+    assert_eq!(
+        counter.snapshot().values().sum::<u64>(),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
     // Newest first through the creation index, and the structured form: one query each.
     counter.reset();
-    c.post_json("/search", &json!({"signature": "Counted", "sort": [{"performance": "desc"}], "limit": 10})).await.expect(k, "POST", 200);
-    assert_eq!(counter.snapshot().values().sum::<u64>(), 1, "{:?}", counter.snapshot());
+    c.post_json(
+        "/search",
+        &json!({"signature": "Counted", "sort": [{"performance": "desc"}], "limit": 10}),
+    )
+    .await
+    .expect(k, "POST", 200);
+    assert_eq!(
+        counter.snapshot().values().sum::<u64>(),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
     counter.reset();
-    c.get("/search?q=signature%3ACounted&limit=10").await.expect(k, "GET newest", 200);
-    assert_eq!(counter.snapshot().values().sum::<u64>(), 1, "{:?}", counter.snapshot());
+    c.get("/search?q=signature%3ACounted&limit=10")
+        .await
+        .expect(k, "GET newest", 200);
+    assert_eq!(
+        counter.snapshot().values().sum::<u64>(),
+        1,
+        "{:?}",
+        counter.snapshot()
+    );
     // A filter the index does not serve reads one page of the index, still no blob and no scan.
     counter.reset();
-    c.get("/search?q=signature%3ACounted+performance%3E%3D0.5&limit=5").await.expect(k, "GET filtered", 200);
+    c.get("/search?q=signature%3ACounted+performance%3E%3D0.5&limit=5")
+        .await
+        .expect(k, "GET filtered", 200);
     let s = counter.snapshot();
     println!("signature:Counted performance>=0.5 limit=5: {s:?}");
     assert_eq!(s.get("DynamoDB.Query"), Some(&1));

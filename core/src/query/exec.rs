@@ -117,7 +117,9 @@ fn decode_cursor(s: &str, fingerprint: &str, plan: &Plan) -> Result<Cursor> {
         return Err(bad_cursor("it is stale; start the search again"));
     }
     if plan.streaming {
-        let k = c.k.as_ref().ok_or_else(|| bad_cursor("it belongs to another search"))?;
+        let k =
+            c.k.as_ref()
+                .ok_or_else(|| bad_cursor("it belongs to another search"))?;
         let index = plan.source.index();
         let mut expected = vec![crate::backend::attr::PK, crate::backend::attr::SK];
         if index != crate::backend::Index::Table {
@@ -129,7 +131,9 @@ fn decode_cursor(s: &str, fingerprint: &str, plan: &Plan) -> Result<Cursor> {
             return Err(bad_cursor("it belongs to another search"));
         }
     } else {
-        let a = c.a.as_ref().ok_or_else(|| bad_cursor("it belongs to another search"))?;
+        let a =
+            c.a.as_ref()
+                .ok_or_else(|| bad_cursor("it belongs to another search"))?;
         if a.len() != plan.sort.len() + 1 {
             return Err(bad_cursor("it belongs to another search"));
         }
@@ -251,7 +255,10 @@ impl Storage {
                 None
             };
             return Ok(SearchPage {
-                results: hits.iter().map(|(r, rel, _)| SearchHit::of(r, *rel)).collect(),
+                results: hits
+                    .iter()
+                    .map(|(r, rel, _)| SearchHit::of(r, *rel))
+                    .collect(),
                 next_cursor,
             });
         }
@@ -276,7 +283,10 @@ impl Storage {
             None
         };
         Ok(SearchPage {
-            results: rows.iter().map(|(_, r, rel)| SearchHit::of(r, *rel)).collect(),
+            results: rows
+                .iter()
+                .map(|(_, r, rel)| SearchHit::of(r, *rel))
+                .collect(),
             next_cursor,
         })
     }
@@ -498,7 +508,10 @@ impl AggregateRequest {
         let map = body
             .as_object()
             .ok_or_else(|| Error::invalid_request("the body must be a JSON object"))?;
-        deny_unknown(map, &["signature", "project", "filters", "group_by", "metrics"])?;
+        deny_unknown(
+            map,
+            &["signature", "project", "filters", "group_by", "metrics"],
+        )?;
         let filter = body_filter(map, fallback)?;
         let group_by = match map.get("group_by") {
             None | Some(Value::Null) => None,
@@ -510,12 +523,10 @@ impl AggregateRequest {
         };
         let metrics_map = match map.get("metrics") {
             Some(Value::Object(m)) if !m.is_empty() => m,
-            _ => {
-                return Err(Error::invalid(
-                    "metrics",
-                    "metrics must be an object like {\"avg_performance\": {\"avg\": \"performance\"}}",
-                ))
-            }
+            _ => return Err(Error::invalid(
+                "metrics",
+                "metrics must be an object like {\"avg_performance\": {\"avg\": \"performance\"}}",
+            )),
         };
         let mut metrics = Vec::new();
         for (name, spec) in metrics_map {
@@ -547,13 +558,13 @@ impl AggregateRequest {
             let target = target
                 .as_str()
                 .ok_or_else(|| Error::invalid(at.clone(), "the metric's field must be a string"))?;
-            let field = match (func, target) {
-                (AggFn::Count, "id" | "*") => None,
-                (_, t) => Some(
-                    Field::from_key(t)
-                        .ok_or_else(|| Error::invalid(at.clone(), format!("unknown field {t:?}")))?,
-                ),
-            };
+            let field =
+                match (func, target) {
+                    (AggFn::Count, "id" | "*") => None,
+                    (_, t) => Some(Field::from_key(t).ok_or_else(|| {
+                        Error::invalid(at.clone(), format!("unknown field {t:?}"))
+                    })?),
+                };
             metrics.push(Metric {
                 name: name.clone(),
                 func,
@@ -631,7 +642,14 @@ impl TimeSeriesRequest {
             .ok_or_else(|| Error::invalid_request("the body must be a JSON object"))?;
         deny_unknown(
             map,
-            &["signature", "project", "filters", "metric", "interval", "time_range"],
+            &[
+                "signature",
+                "project",
+                "filters",
+                "metric",
+                "interval",
+                "time_range",
+            ],
         )?;
         let filter = body_filter(map, fallback)?;
         let metric = match map.get("metric") {
@@ -654,9 +672,14 @@ impl TimeSeriesRequest {
         };
         let range = match map.get("time_range") {
             None | Some(Value::Null) => Duration::days(30),
-            Some(Value::String(s)) => parse_duration(s).filter(|d| *d > Duration::zero()).ok_or_else(|| {
-                Error::invalid("time_range", "time_range must be a duration like 30d, 12h or 2w")
-            })?,
+            Some(Value::String(s)) => parse_duration(s)
+                .filter(|d| *d > Duration::zero())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "time_range",
+                        "time_range must be a duration like 30d, 12h or 2w",
+                    )
+                })?,
             Some(_) => {
                 return Err(Error::invalid(
                     "time_range",
@@ -716,9 +739,18 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-11-25T16:42:10Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(format_time(&Interval::Hour.floor(t)), "2026-11-25T16:00:00.000Z");
-        assert_eq!(format_time(&Interval::Day.floor(t)), "2026-11-25T00:00:00.000Z");
+        assert_eq!(
+            format_time(&Interval::Hour.floor(t)),
+            "2026-11-25T16:00:00.000Z"
+        );
+        assert_eq!(
+            format_time(&Interval::Day.floor(t)),
+            "2026-11-25T00:00:00.000Z"
+        );
         // 2026-11-25 is a Wednesday.
-        assert_eq!(format_time(&Interval::Week.floor(t)), "2026-11-23T00:00:00.000Z");
+        assert_eq!(
+            format_time(&Interval::Week.floor(t)),
+            "2026-11-23T00:00:00.000Z"
+        );
     }
 }

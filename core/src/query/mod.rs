@@ -151,7 +151,10 @@ impl Field {
     pub fn sort_value(&self, r: &ProgramRecord) -> SortVal {
         match self {
             Field::Version => SortVal::Str(r.version.sort_key()),
-            Field::Performance => r.primary_score.map(SortVal::Num).unwrap_or(SortVal::Missing),
+            Field::Performance => r
+                .primary_score
+                .map(SortVal::Num)
+                .unwrap_or(SortVal::Missing),
             _ => self
                 .values(r)
                 .first()
@@ -209,19 +212,23 @@ impl Cond {
                 .value
                 .as_array()
                 .is_some_and(|list| list.iter().any(eq)),
-            Op::Gt | Op::Gte | Op::Lt | Op::Lte => values.iter().any(|v| {
-                match compare(&self.field, v, &self.value) {
-                    Some(o) => match self.op {
-                        Op::Gt => o == Ordering::Greater,
-                        Op::Gte => o != Ordering::Less,
-                        Op::Lt => o == Ordering::Less,
-                        _ => o != Ordering::Greater,
-                    },
-                    None => false,
-                }
-            }),
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+                values
+                    .iter()
+                    .any(|v| match compare(&self.field, v, &self.value) {
+                        Some(o) => match self.op {
+                            Op::Gt => o == Ordering::Greater,
+                            Op::Gte => o != Ordering::Less,
+                            Op::Lt => o == Ordering::Less,
+                            _ => o != Ordering::Greater,
+                        },
+                        None => false,
+                    })
+            }
             Op::Prefix => match self.value.as_str() {
-                Some(p) => values.iter().any(|v| v.as_str().is_some_and(|s| s.starts_with(p))),
+                Some(p) => values
+                    .iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.starts_with(p))),
                 None => false,
             },
             Op::Glob | Op::NotGlob => {

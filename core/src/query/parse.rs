@@ -112,10 +112,7 @@ fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// `created:<keyword|duration>` as a half-open range `[from, to)` (`to` = `None`: up to now).
-fn created_range(
-    word: &str,
-    now: DateTime<Utc>,
-) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+fn created_range(word: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
     Some(match word {
         "today" => (midnight(now), None),
         "yesterday" => (midnight(now) - Duration::days(1), Some(midnight(now))),
@@ -137,7 +134,10 @@ fn time_operand(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 }
 
 fn time_value(t: DateTime<Utc>) -> Value {
-    Value::String(format_time(&t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)))
+    Value::String(format_time(
+        &t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+            .unwrap_or(t),
+    ))
 }
 
 const FIELD_NAMES: &str = "signature, version, method, performance, tag, environment, project, \
@@ -145,7 +145,10 @@ const FIELD_NAMES: &str = "signature, version, method, performance, tag, environ
 
 /// A syntax error at a character position of the query.
 fn syntax(pos: usize, message: impl std::fmt::Display) -> Error {
-    Error::invalid("q", format!("query syntax error at position {pos}: {message}"))
+    Error::invalid(
+        "q",
+        format!("query syntax error at position {pos}: {message}"),
+    )
 }
 
 struct Lexer<'a> {
@@ -193,12 +196,7 @@ impl Lexer<'_> {
                             out.push(c);
                             self.i += 1;
                         }
-                        None => {
-                            return Err(syntax(
-                                self.pos(),
-                                "expected a character after '\\'",
-                            ))
-                        }
+                        None => return Err(syntax(self.pos(), "expected a character after '\\'")),
                     }
                 }
                 Some(c) => {
@@ -245,7 +243,10 @@ fn is_name_char(c: char) -> bool {
 /// Parses the query language into conditions and free-text words (see the module doc).
 pub fn parse_terms(q: &str, now: DateTime<Utc>) -> Result<(Vec<Cond>, Vec<String>)> {
     if q.chars().count() > 2000 {
-        return Err(Error::invalid("q", "the query is longer than 2000 characters"));
+        return Err(Error::invalid(
+            "q",
+            "the query is longer than 2000 characters",
+        ));
     }
     let mut lx = Lexer {
         chars: q.char_indices().collect(),
@@ -262,7 +263,10 @@ pub fn parse_terms(q: &str, now: DateTime<Utc>) -> Result<(Vec<Cond>, Vec<String
             continue;
         }
         if matches!(c, ':' | '<' | '>' | '!') && !(c == '!' && lx.peek2() != Some('=')) {
-            return Err(syntax(lx.pos(), format!("expected a field name before {c:?}")));
+            return Err(syntax(
+                lx.pos(),
+                format!("expected a field name before {c:?}"),
+            ));
         }
         let start = lx.pos();
         while lx.peek().is_some_and(is_name_char) {
@@ -465,7 +469,10 @@ fn field_conditions(field: &Field, v: &Value, at: &str, out: &mut Vec<Cond>) -> 
         }
         Value::Object(ops) => {
             if ops.is_empty() {
-                return Err(Error::invalid(at, format!("{at} has no operator; use one of {OPERATORS}")));
+                return Err(Error::invalid(
+                    at,
+                    format!("{at} has no operator; use one of {OPERATORS}"),
+                ));
             }
             for (name, operand) in ops {
                 let op = op_of(name).ok_or_else(|| {
@@ -533,7 +540,10 @@ fn metadata_conditions(
 ) -> Result<()> {
     for (key, v) in map {
         if key.is_empty() {
-            return Err(Error::invalid("metadata", "metadata keys must not be empty"));
+            return Err(Error::invalid(
+                "metadata",
+                "metadata keys must not be empty",
+            ));
         }
         path.push(key.clone());
         let at = format!("metadata.{}", path.join("."));
@@ -568,7 +578,12 @@ pub fn parse_filters(
         match key.as_str() {
             "metadata" => match v {
                 Value::Object(m) => metadata_conditions(&mut Vec::new(), m, &mut conds)?,
-                _ => return Err(Error::invalid("metadata", "metadata must be an object of conditions")),
+                _ => {
+                    return Err(Error::invalid(
+                        "metadata",
+                        "metadata must be an object of conditions",
+                    ))
+                }
             },
             "text" => match v {
                 Value::String(s) => text.extend(words(s)),
@@ -679,32 +694,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(text, vec!["hello", "world", "spam"]);
-        assert_eq!(conds[0], Cond::new(Field::Signature, Op::Eq, json!("Classify")));
+        assert_eq!(
+            conds[0],
+            Cond::new(Field::Signature, Op::Eq, json!("Classify"))
+        );
         assert_eq!(conds[1], Cond::new(Field::Version, Op::Glob, json!("1.*")));
         assert_eq!(conds[2], Cond::new(Field::Performance, Op::Gte, json!(0.8)));
         assert_eq!(
             conds[3],
-            Cond::new(Field::Meta(vec!["examples_count".into()]), Op::Lt, json!("100"))
+            Cond::new(
+                Field::Meta(vec!["examples_count".into()]),
+                Op::Lt,
+                json!("100")
+            )
         );
         assert_eq!(conds[4], Cond::new(Field::Tag, Op::Ne, json!("old")));
         assert_eq!(
             conds[5],
             Cond::new(Field::Created, Op::Gte, json!("2026-11-25T00:00:00.000Z"))
         );
-        assert_eq!(conds[6], Cond::new(Field::Method, Op::Eq, json!("mipro v2")));
+        assert_eq!(
+            conds[6],
+            Cond::new(Field::Method, Op::Eq, json!("mipro v2"))
+        );
     }
 
     #[test]
     fn created_keywords_are_ranges() {
         let (c, _) = parse_terms("created:yesterday", now()).unwrap();
         assert_eq!(c[0].value, json!("2026-11-24T00:00:00.000Z"));
-        assert_eq!(c[1], Cond::new(Field::Created, Op::Lt, json!("2026-11-25T00:00:00.000Z")));
+        assert_eq!(
+            c[1],
+            Cond::new(Field::Created, Op::Lt, json!("2026-11-25T00:00:00.000Z"))
+        );
         let (c, _) = parse_terms("created:last_week", now()).unwrap();
         assert_eq!(c[0].value, json!("2026-11-18T16:30:00.000Z"));
         let (c, _) = parse_terms("created:12h", now()).unwrap();
         assert_eq!(c[0].value, json!("2026-11-25T04:30:00.000Z"));
         let (c, _) = parse_terms("created>=2026-01-01", now()).unwrap();
-        assert_eq!(c[0], Cond::new(Field::Created, Op::Gte, json!("2026-01-01T00:00:00.000Z")));
+        assert_eq!(
+            c[0],
+            Cond::new(Field::Created, Op::Gte, json!("2026-01-01T00:00:00.000Z"))
+        );
     }
 
     #[test]
@@ -758,7 +789,10 @@ mod tests {
             json!({"limit": 0}),
             json!([1]),
         ] {
-            assert!(parse_structured(&bad, Project::default_project()).is_err(), "{bad}");
+            assert!(
+                parse_structured(&bad, Project::default_project()).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -163,7 +163,9 @@ pub fn plan(req: &SearchRequest) -> Plan {
         .collect();
     let exact = req.text.is_empty()
         && residual.iter().all(|c| {
-            c.field == Field::Project && c.op == Op::Eq && c.value.as_str() == Some(req.project.as_str())
+            c.field == Field::Project
+                && c.op == Op::Eq
+                && c.value.as_str() == Some(req.project.as_str())
         });
     Plan {
         project: req.project.clone(),
@@ -222,16 +224,32 @@ mod tests {
     use serde_json::json;
 
     fn q(s: &str, sort: Option<&str>) -> Plan {
-        plan(&parse_query(s, Project::default_project(), sort, Some(10), None, Utc::now()).unwrap())
+        plan(
+            &parse_query(
+                s,
+                Project::default_project(),
+                sort,
+                Some(10),
+                None,
+                Utc::now(),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]
     fn picks_the_index() {
         let p = q("signature:S", Some("-performance"));
-        assert_eq!(p.source, Source::SignatureByScore(Signature::parse("S").unwrap()));
+        assert_eq!(
+            p.source,
+            Source::SignatureByScore(Signature::parse("S").unwrap())
+        );
         assert!(p.streaming && !p.forward && p.exact);
         let p = q("signature:S", None);
-        assert_eq!(p.source, Source::SignatureByCreated(Signature::parse("S").unwrap()));
+        assert_eq!(
+            p.source,
+            Source::SignatureByCreated(Signature::parse("S").unwrap())
+        );
         assert!(p.streaming && !p.forward && p.exact);
         let p = q("method:miprov2 tag:prod", Some("version"));
         assert_eq!(p.source, Source::Method("miprov2".into()));

@@ -166,7 +166,10 @@ impl Storage {
         limit: usize,
     ) -> Result<Vec<SimilarHit>> {
         if !(0.0..=1.0).contains(&threshold) {
-            return Err(Error::invalid("threshold", "threshold must be between 0 and 1"));
+            return Err(Error::invalid(
+                "threshold",
+                "threshold must be between 0 and 1",
+            ));
         }
         let target = self.get_record(id).await?;
         let mut candidates = Vec::new();
@@ -248,10 +251,16 @@ mod tests {
         assert_eq!(signature_similarity("A", "A"), 1.0);
         let s = signature_similarity("ClassifyText", "ClassifyTexts");
         assert!(s > 0.8 && s < 0.9, "{s}");
-        assert_eq!(performance_similarity(Some(0.9), Some(0.8)), 1.0 - 0.1f64.min(1.0));
+        assert_eq!(
+            performance_similarity(Some(0.9), Some(0.8)),
+            1.0 - 0.1f64.min(1.0)
+        );
         assert_eq!(performance_similarity(Some(0.9), None), 0.0);
         assert_eq!(instruction_similarity("", " "), 1.0);
-        assert_eq!(instruction_similarity("classify the text", "classify the text"), 1.0);
+        assert_eq!(
+            instruction_similarity("classify the text", "classify the text"),
+            1.0
+        );
         let w = W_SIGNATURE + W_PERFORMANCE + W_PARAMETERS + W_INSTRUCTIONS;
         assert!((w - 1.0).abs() < 1e-12);
     }
