@@ -432,9 +432,9 @@ const TEXT_WEIGHTS: (f64, f64, f64, f64) = (3.0, 2.0, 1.5, 1.0);
 /// nowhere (all terms must match).
 ///
 /// `relevance_score = mean over terms of (w_best × exact) / 3`, where `w_best` is the weight of
-/// the best field the term occurs in (signature 3, tag 2, description 1.5, other string metadata
-/// 1) and `exact` is 1 when the term equals a whole word of that field, 0.7 when it only occurs
-/// inside one. The score is in (0, 1]; without free text every result scores 1.
+/// the best field the term occurs in (signature 3, tag 2, description 1.5, any other string
+/// metadata 1) and `exact` is 1 when the term equals a whole word of that field, 0.7 when it only
+/// occurs inside one. The score is in (0, 1]; without free text every result scores 1.
 pub fn relevance(r: &ProgramRecord, terms: &[String]) -> Option<f64> {
     if terms.is_empty() {
         return Some(1.0);

@@ -192,18 +192,14 @@ fn created_range(conds: &[Cond]) -> SkRange {
         }) else {
             continue;
         };
+        // `<time>#<id>` sorts after `<time>`; '~' after every id character.
+        let h = format!("{t}#~");
         match c.op {
-            Op::Gt | Op::Gte => {
-                if !matches!(low.as_deref(), Some(l) if t <= l) {
-                    low = Some(t.to_owned());
-                }
+            Op::Gt | Op::Gte if !matches!(low.as_deref(), Some(l) if t <= l) => {
+                low = Some(t.to_owned());
             }
-            Op::Lt | Op::Lte => {
-                // `<time>#<id>` sorts after `<time>`; '~' after every id character.
-                let h = format!("{t}#~");
-                if !matches!(high.as_deref(), Some(x) if h.as_str() >= x) {
-                    high = Some(h);
-                }
+            Op::Lt | Op::Lte if !matches!(high.as_deref(), Some(x) if h.as_str() >= x) => {
+                high = Some(h);
             }
             _ => {}
         }
