@@ -1,6 +1,9 @@
 //! Benchmark (not a timed test): latency of indexed searches at 100 and at 10,000 programs on
-//! every backend. The result set is the same 20 programs each time; the other programs are in
-//! other signatures, so an indexed query must not slow down as they are added.
+//! every backend. Two stores per backend, one of 100 programs and one of 10,000, hold the same 20
+//! programs of the result; the others are in other signatures (and another method). The stores
+//! are queried alternately so that machine load affects both alike. Besides the latency, it
+//! prints what each query read from the item store (queries, items) and checks it is the same at
+//! both sizes: the work does not depend on the programs outside the result.
 //!
 //! Run: `cargo test -p dspy-storage-tests --test bench_search -- --ignored --nocapture`
 //!
@@ -9,12 +12,18 @@
 //! cloned from it with new ids, versions and times and written with `ItemStore::batch_put`,
 //! sharing the first version's (verified) blob.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
+use async_trait::async_trait;
 use chrono::Duration;
-use dspy_storage_core::backend::Item;
+use dspy_storage_core::backend::{Item, ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::domain::{ProgramId, Project, Signature, Version};
 use dspy_storage_core::record::ProgramRecord;
+use dspy_storage_core::service::Storage;
+use dspy_storage_core::Result;
+use dspy_storage_functions::AppState;
 use dspy_storage_tests::{backends, Client, Kind, TestStore};
 use serde_json::{json, Value};
 
@@ -73,36 +82,75 @@ async fn seed(
     }
 }
 
-struct Figures {
-    median: StdDuration,
-    p95: StdDuration,
-    requests: Option<u64>,
+/// Counts what the search engine reads from the item store: queries and items returned.
+struct Counting {
+    inner: Arc<dyn ItemStore>,
+    queries: AtomicU64,
+    items: AtomicU64,
 }
 
-async fn measure(ts: &TestStore, c: &Client, uri: &str, expect: usize) -> Figures {
-    for _ in 0..20 {
-        c.get(uri).await.expect(ts.kind, uri, 200);
+#[async_trait]
+impl ItemStore for Counting {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
+        self.items.fetch_add(1, Relaxed);
+        self.inner.get(pk, sk).await
     }
-    let mut times = Vec::new();
-    let mut requests = None;
-    for _ in 0..60 {
-        if let Some(counter) = &ts.counter {
-            counter.reset();
-        }
-        let t = Instant::now();
-        let v = c.get(uri).await.expect(ts.kind, uri, 200);
-        times.push(t.elapsed());
-        assert_eq!(v["results"].as_array().unwrap().len(), expect, "{uri}");
-        if let Some(counter) = &ts.counter {
-            requests = Some(counter.snapshot().values().sum());
-        }
+    async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
+        self.inner.transact(ops).await
     }
-    times.sort();
-    Figures {
-        median: times[times.len() / 2],
-        p95: times[times.len() * 95 / 100],
-        requests,
+    async fn query(&self, query: &Query) -> Result<Page<Item>> {
+        let page = self.inner.query(query).await?;
+        self.queries.fetch_add(1, Relaxed);
+        self.items.fetch_add(page.items.len() as u64, Relaxed);
+        Ok(page)
     }
+    async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
+        self.inner.batch_put(items).await
+    }
+    async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
+        panic!("a search scanned the table ({start:?}, {limit})")
+    }
+}
+
+/// A client whose storage counts its item reads (and refuses scans).
+fn counted(ts: &TestStore) -> (Client, Arc<Counting>) {
+    let counting = Arc::new(Counting {
+        inner: ts.storage.items().clone(),
+        queries: AtomicU64::new(0),
+        items: AtomicU64::new(0),
+    });
+    let storage = Storage::new(
+        counting.clone(),
+        ts.storage.blobs().clone(),
+        ts.storage.config().clone(),
+        "counted",
+    );
+    let client = Client {
+        router: dspy_storage_functions::app(AppState::new(Arc::new(storage))),
+    };
+    (client, counting)
+}
+
+/// Seeds a store with the 20 programs of the result and `total - 20` others in other signatures.
+async fn seed_store(ts: &TestStore, total: usize) {
+    seed(ts, "Target", 20, "targeted", |i| (i % 17) as f64 / 20.0).await;
+    let mut left = total - 20;
+    let mut s = 0;
+    while left > 0 {
+        let n = left.min(100);
+        seed(ts, &format!("Noise{s:03}"), n, "noise", |i| {
+            (i % 100) as f64 / 100.0
+        })
+        .await;
+        left -= n;
+        s += 1;
+    }
+    let check: Value = ts
+        .client()
+        .post_json("/aggregate", &json!({"metrics": {"n": {"count": "id"}}}))
+        .await
+        .expect(ts.kind, "count", 200);
+    assert_eq!(check["groups"][0]["n"].as_u64(), Some(total as u64));
 }
 
 const QUERIES: [(&str, &str, usize); 3] = [
@@ -123,61 +171,58 @@ const QUERIES: [(&str, &str, usize); 3] = [
     ),
 ];
 
+const ROUNDS: usize = 100;
+
+fn median(mut xs: Vec<StdDuration>) -> (StdDuration, StdDuration) {
+    xs.sort();
+    (xs[xs.len() / 2], xs[xs.len() * 95 / 100])
+}
+
 #[tokio::test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 async fn search_latency_does_not_grow_with_unrelated_programs() {
-    for ts in backends().await {
-        let c = ts.client();
-        let k: Kind = ts.kind;
-        // 20 programs in the result's partition, 80 others: 100 programs.
-        seed(&ts, "Target", 20, "targeted", |i| (i % 17) as f64 / 20.0).await;
-        for s in 0..4 {
-            seed(&ts, &format!("Noise{s:02}"), 20, "noise", |i| {
-                i as f64 / 100.0
-            })
-            .await;
-        }
-        let small: Vec<Figures> = {
-            let mut v = Vec::new();
-            for (_, uri, n) in QUERIES {
-                v.push(measure(&ts, &c, uri, n).await);
-            }
-            v
-        };
-        // 9,900 more programs in 99 other signatures: 10,000 programs.
+    let small_stores = backends().await;
+    let large_stores = backends().await;
+    for (small, large) in small_stores.iter().zip(&large_stores) {
+        let k: Kind = small.kind;
         let t = Instant::now();
-        for s in 4..103 {
-            seed(&ts, &format!("Noise{s:02}"), 100, "noise", |i| {
-                (i % 100) as f64 / 100.0
-            })
-            .await;
-        }
-        let seeded = t.elapsed();
-        let check: Value = c
-            .post_json("/aggregate", &json!({"metrics": {"n": {"count": "id"}}}))
-            .await
-            .expect(k, "count", 200);
-        let total = check["groups"][0]["n"].as_u64().unwrap();
-        let mut large = Vec::new();
-        for (_, uri, n) in QUERIES {
-            large.push(measure(&ts, &c, uri, n).await);
-        }
-        println!(
-            "\n== {k:?} backend: {total} programs after seeding (9,900 seeded in {seeded:.1?}) =="
-        );
-        for (i, (name, _, _)) in QUERIES.iter().enumerate() {
-            let (a, b) = (&small[i], &large[i]);
+        seed_store(small, 100).await;
+        seed_store(large, 10_000).await;
+        println!("\n== {k:?} backend: one store of 100 programs, one of 10,000 (seeded in {:.1?}); {ROUNDS} rounds, the two stores alternating ==", t.elapsed());
+        let (cs, ns) = counted(small);
+        let (cl, nl) = counted(large);
+        for (name, uri, n) in QUERIES {
+            let mut times = [Vec::new(), Vec::new()];
+            let mut reads = [(0, 0), (0, 0)];
+            for round in 0..ROUNDS + 10 {
+                for (i, (c, counter)) in [(&cs, &ns), (&cl, &nl)].into_iter().enumerate() {
+                    counter.queries.store(0, Relaxed);
+                    counter.items.store(0, Relaxed);
+                    let t = Instant::now();
+                    let v = c.get(uri).await.expect(k, uri, 200);
+                    let elapsed = t.elapsed();
+                    assert_eq!(v["results"].as_array().unwrap().len(), n, "{uri}");
+                    reads[i] = (counter.queries.load(Relaxed), counter.items.load(Relaxed));
+                    if round >= 10 {
+                        times[i].push(elapsed); // the first 10 rounds warm up
+                    }
+                }
+            }
+            let [ts_, tl] = times;
+            let ((m1, p1), (m2, p2)) = (median(ts_), median(tl));
             println!(
-                "{name:<50}    100 programs: median {:>8.2?} p95 {:>8.2?}{}    10,000 programs: median {:>8.2?} p95 {:>8.2?}{}    ratio {:.2}",
-                a.median,
-                a.p95,
-                a.requests.map(|r| format!(" ({r} request)")).unwrap_or_default(),
-                b.median,
-                b.p95,
-                b.requests.map(|r| format!(" ({r} request)")).unwrap_or_default(),
-                b.median.as_secs_f64() / a.median.as_secs_f64()
+                "{name:<48}  100: median {m1:>8.2?} p95 {p1:>8.2?}  ({} query, {} items read)   10,000: median {m2:>8.2?} p95 {p2:>8.2?}  ({} query, {} items read)   ratio {:.2}",
+                reads[0].0, reads[0].1, reads[1].0, reads[1].1,
+                m2.as_secs_f64() / m1.as_secs_f64()
+            );
+            assert_eq!(
+                reads[0], reads[1],
+                "{k:?} {name}: the work must not depend on unrelated programs"
             );
         }
-        assert_eq!(total, 10_000);
+        if let (Some(a), Some(b)) = (&small.counter, &large.counter) {
+            a.reset();
+            b.reset();
+        }
     }
 }

@@ -726,6 +726,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cursors_are_checked_for_search_tampering_and_age() {
+        let req = crate::query::parse_query(
+            "signature:S",
+            Project::default_project(),
+            Some("version"),
+            Some(5),
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+        let p = plan(&req);
+        assert!(!p.streaming);
+        let mut c = new_cursor(&req.fingerprint);
+        c.a = Some(vec![SortVal::Str("x".into()), SortVal::Str("id".into())]);
+        let good = encode_cursor(&c);
+        assert!(decode_cursor(&good, &req.fingerprint, &p).is_ok());
+        assert!(decode_cursor(&good, "other", &p).is_err());
+        c.t -= 2 * CURSOR_TTL_SECS;
+        let stale = decode_cursor(&encode_cursor(&c), &req.fingerprint, &p).unwrap_err();
+        assert!(stale.to_string().contains("stale"), "{stale}");
+        c.t = Utc::now().timestamp();
+        c.a = Some(vec![SortVal::Missing]);
+        assert!(decode_cursor(&encode_cursor(&c), &req.fingerprint, &p).is_err());
+        let (payload, _) = good.rsplit_once('.').unwrap();
+        let forged = format!("{payload}.0123456789abcdef");
+        let e = decode_cursor(&forged, &req.fingerprint, &p).unwrap_err();
+        assert!(e.to_string().contains("altered"), "{e}");
+    }
+
+    #[test]
     fn percentiles_interpolate() {
         let xs = [1.0, 2.0, 3.0, 4.0];
         assert_eq!(percentile(&xs, 0.5), Some(2.5));
