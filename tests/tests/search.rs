@@ -33,6 +33,18 @@ async fn store(c: &Client, k: Kind, program: Value, metadata: Value) -> Value {
     .expect(k, "store", 201)
 }
 
+/// On AWS: no request of the test was a table scan.
+fn assert_no_scan(ts: &TestStore) {
+    if let Some(counter) = &ts.counter {
+        assert_eq!(
+            counter.count("DynamoDB.Scan"),
+            0,
+            "{:?}",
+            counter.snapshot()
+        );
+    }
+}
+
 async fn search_q(c: &Client, k: Kind, q: &str, extra: &str) -> Value {
     c.get(&format!("/search?q={}{extra}", enc(q)))
         .await
@@ -270,6 +282,7 @@ async fn query_language_and_structured_search() {
             vec![a2.clone(), a1.clone()]
         );
         assert!(ids(&search_q(&c, k, "environment:staging", "").await).is_empty());
+        assert_no_scan(&ts);
     }
 }
 
@@ -491,6 +504,7 @@ async fn aggregate_and_time_series() {
                 "invalid_request",
             );
         }
+        assert_no_scan(&ts);
     }
 }
 
@@ -555,6 +569,7 @@ async fn similar_programs() {
         c.get("/programs/0191e2a4-0000-7000-8000-000000000000/similar")
             .await
             .expect_error(k, "unknown", 404, "not_found");
+        assert_no_scan(&ts);
     }
 }
 
@@ -1005,6 +1020,7 @@ fn search_equals_brute_force_on_generated_data() {
             let case = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             for ts in &stores {
                 rt.block_on(check_case(ts, case, &programs, &queries));
+                assert_no_scan(ts);
             }
             Ok(())
         })
