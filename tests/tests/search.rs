@@ -1116,3 +1116,39 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     assert_eq!(s.get("DynamoDB.Query"), Some(&1));
     assert!(s.keys().all(|k| k == "DynamoDB.Query"), "{s:?}");
 }
+
+#[tokio::test]
+async fn patched_metadata_is_searched_at_once() {
+    for ts in backends().await {
+        let (c, k) = (ts.client(), ts.kind);
+        let v = store(
+            &c,
+            k,
+            json!({}),
+            json!({"signature": "Patched", "tags": ["old"]}),
+        )
+        .await;
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(ids(&search_q(&c, k, "tag:old", "").await), vec![id.clone()]);
+        c.request(
+            http::Method::PATCH,
+            &format!("/programs/{id}/metadata"),
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&json!({"tags": {"add": ["new"], "remove": ["old"]},
+                "description": "now with zebras", "set": {"owner": "ana"}}))
+            .unwrap(),
+        )
+        .await
+        .expect(k, "patch", 200);
+        assert!(
+            ids(&search_q(&c, k, "tag:old", "").await).is_empty(),
+            "{k:?}"
+        );
+        assert_eq!(ids(&search_q(&c, k, "tag:new", "").await), vec![id.clone()]);
+        assert_eq!(
+            ids(&search_q(&c, k, "zebras meta.owner:ana", "").await),
+            vec![id.clone()]
+        );
+        assert_no_scan(&ts);
+    }
+}
