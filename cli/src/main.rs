@@ -15,6 +15,8 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod search;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dspy-storage",
@@ -145,6 +147,8 @@ enum Command {
         #[arg(long, env = "DSPY_STORAGE_PROJECT")]
         project: Option<String>,
     },
+    /// Search with the query language of `GET /search` (`signature:S performance>=0.8 tag:prod words`).
+    Search(search::SearchArgs),
     /// Print a program's metadata record as JSON, or with --prompt its prompts as Markdown.
     Show {
         id: String,
@@ -410,6 +414,11 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let to = dspy_storage_core::domain::VersionSelector::parse(&to)?;
             let storage = cli.backend.open().await?;
             print_json(&storage.diff_versions(&project, &sig, &from, &to).await?)?;
+        }
+        Command::Search(args) => {
+            let project = project_arg(&args.project)?;
+            let storage = cli.backend.open().await?;
+            search::run(&storage, args, project).await?;
         }
         Command::Show { id, prompt } => {
             let id = ProgramId::parse(&id)?;

@@ -630,3 +630,47 @@ fn registry_commands_on_the_embedded_backend() {
         .status
         .success());
 }
+
+#[test]
+fn search_command_uses_the_query_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.json");
+    std::fs::write(&file, read_fixture(PROGRAMS[0])).unwrap();
+    let mut ids = Vec::new();
+    for (perf, tag) in [("0.7", "exp"), ("0.9", "prod"), ("0.8", "prod")] {
+        let out = run(command()
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["store", "--signature", "Searched", "--meta"])
+            .arg(format!("performance={perf}"))
+            .arg("--meta")
+            .arg(format!("tags=[\"{tag}\"]"))
+            .arg(&file));
+        let v: Value = serde_json::from_str(&expect_success("store", &out)).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let search = |args: &[&str]| {
+        run(command()
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("search")
+            .args(args))
+    };
+    let out = search(&["signature:Searched tag:prod", "--sort=-performance"]);
+    let v: Value = serde_json::from_str(&expect_success("search", &out)).unwrap();
+    let got: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[1].as_str(), ids[2].as_str()]);
+    let out = search(&["signature:Searched", "--limit", "1", "--all", "--brief"]);
+    let text = expect_success("search --all --brief", &out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("Searched v1.0.2"), "{text}");
+    let out = search(&["performance>"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("position 12"), "{err}");
+}

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod open;
+pub mod query;
 pub mod record;
 pub mod registry;
 pub mod service;

@@ -10,6 +10,7 @@ use crate::AppState;
 mod dspy;
 mod pending;
 mod programs;
+mod search;
 mod versions;
 
 /// The Lambda functions of the deployment.
@@ -270,29 +271,35 @@ pub fn all_routes() -> Vec<Route> {
             M::GET,
             "/search",
             "Search with the query language",
-            p,
+            search::search_get,
         ),
-        r(Query, M::POST, "/search", "Structured search", p),
+        r(
+            Query,
+            M::POST,
+            "/search",
+            "Structured search",
+            search::search_post,
+        ),
         r(
             Query,
             M::POST,
             "/aggregate",
             "Aggregate metrics grouped by a metadata field",
-            p,
+            search::aggregate,
         ),
         r(
             Query,
             M::POST,
             "/time-series",
             "Bucketed time series of a metric",
-            p,
+            search::time_series,
         ),
         r(
             Query,
             M::GET,
             "/programs/{id}/similar",
             "Programs similar to one",
-            p,
+            search::similar,
         ),
         // Retention and archive
         r(

@@ -1,0 +1,284 @@
+//! The planner: which ONE index partition serves a search, in which order, and whether that
+//! order is already the order asked for (then a page reads only as far as it needs).
+//!
+//! | condition present (first match wins) | source                                   | order           |
+//! |--------------------------------------|------------------------------------------|-----------------|
+//! | `signature` = S, sorted by performance | GSI2 `SIG#<project>#S`                 | score, id       |
+//! | `signature` = S, otherwise           | GSI1 `SIG#<project>#S`                   | created, id     |
+//! | `method` = M                         | GSI3 `METHOD#<project>#M`                | created, id     |
+//! | `tag` = T                            | tag items `TAG#<project>#T` (+ one item read per entry) | created, id |
+//! | none of these                        | GSI4 `PROJ#<project>` (every program)    | created, id     |
+//!
+//! On created-ordered sources, `created` bounds narrow the sort key range. Every condition is
+//! then evaluated in core on each record read (the one the source implies too, which is free).
+//! When the sort asked for is the source's order (`created_at` on a created-ordered source,
+//! `performance` on GSI2) the plan *streams*: it reads pages until it has `limit + 1` matches,
+//! and its cursor is the index position. Otherwise it reads the whole partition, sorts in core,
+//! and its cursor is the last result's sort values (keyset pagination).
+
+use super::{Cond, Field, Op, SortField, SortKey};
+use crate::backend::{Index, SkRange};
+use crate::domain::{Project, Signature};
+use crate::keys;
+
+use super::parse::SearchRequest;
+
+/// The index partition a search reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    SignatureByCreated(Signature),
+    SignatureByScore(Signature),
+    Method(String),
+    Tag(String),
+    Project,
+}
+
+impl Source {
+    pub fn index(&self) -> Index {
+        match self {
+            Source::SignatureByCreated(_) => Index::Gsi1,
+            Source::SignatureByScore(_) => Index::Gsi2,
+            Source::Method(_) => Index::Gsi3,
+            Source::Tag(_) => Index::Table,
+            Source::Project => Index::Gsi4,
+        }
+    }
+
+    pub fn pk(&self, project: &Project) -> String {
+        match self {
+            Source::SignatureByCreated(s) | Source::SignatureByScore(s) => {
+                keys::signature_pk(project, s)
+            }
+            Source::Method(m) => keys::method_pk(project, m),
+            Source::Tag(t) => keys::tag_pk(project, t),
+            Source::Project => keys::project_pk(project),
+        }
+    }
+
+    /// The sort field the source's items are ordered by (then by id).
+    pub fn order(&self) -> Field {
+        match self {
+            Source::SignatureByScore(_) => Field::Performance,
+            _ => Field::Created,
+        }
+    }
+
+    /// Whether a record matched by this source necessarily satisfies `c`.
+    fn implies(&self, c: &Cond) -> bool {
+        if c.op != Op::Eq {
+            return false;
+        }
+        let v = c.value.as_str();
+        match (self, &c.field) {
+            (Source::SignatureByCreated(s) | Source::SignatureByScore(s), Field::Signature) => {
+                v == Some(s.as_str())
+            }
+            (Source::Method(m), Field::Method) => v == Some(m.as_str()),
+            (Source::Tag(t), Field::Tag) => v == Some(t.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// How a search is executed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub project: Project,
+    pub source: Source,
+    pub sk: SkRange,
+    /// The sort, defaulted (relevance with free text, newest first without).
+    pub sort: Vec<SortKey>,
+    /// The index order is the sort order: read only as far as the page needs.
+    pub streaming: bool,
+    /// Read forward (ascending sort key).
+    pub forward: bool,
+    /// Conditions the source does not already guarantee, checked on every record.
+    pub residual: Vec<Cond>,
+    pub text: Vec<String>,
+    pub limit: usize,
+    /// True when no condition remains beyond the source (or a project that matches it).
+    pub exact: bool,
+}
+
+impl Plan {
+    pub fn pk(&self) -> String {
+        self.source.pk(&self.project)
+    }
+}
+
+fn eq_str(conds: &[Cond], field: &Field) -> Option<String> {
+    conds.iter().find_map(|c| match (&c.field, c.op, &c.value) {
+        (f, Op::Eq, serde_json::Value::String(s)) if f == field => Some(s.clone()),
+        (f, Op::In, serde_json::Value::Array(a)) if f == field && a.len() == 1 => {
+            a[0].as_str().map(str::to_owned)
+        }
+        _ => None,
+    })
+}
+
+/// Plans a search (see the module doc).
+pub fn plan(req: &SearchRequest) -> Plan {
+    let mut sort = req.sort.clone();
+    if sort.is_empty() {
+        sort.push(if req.text.is_empty() {
+            SortKey {
+                field: SortField::Field(Field::Created),
+                desc: true,
+            }
+        } else {
+            SortKey {
+                field: SortField::Relevance,
+                desc: true,
+            }
+        });
+    }
+    let by_score = sort.first().map(|k| &k.field) == Some(&SortField::Field(Field::Performance));
+    let signature = eq_str(&req.conds, &Field::Signature).and_then(|s| Signature::parse(&s).ok());
+    let source = if let Some(s) = signature {
+        if by_score {
+            Source::SignatureByScore(s)
+        } else {
+            Source::SignatureByCreated(s)
+        }
+    } else if let Some(m) = eq_str(&req.conds, &Field::Method).filter(|m| !m.contains('#')) {
+        Source::Method(m)
+    } else if let Some(t) = eq_str(&req.conds, &Field::Tag).filter(|t| !t.contains('#')) {
+        Source::Tag(t)
+    } else {
+        Source::Project
+    };
+    let order = source.order();
+    let streaming = sort.len() == 1 && sort[0].field == SortField::Field(order.clone());
+    let forward = if streaming { !sort[0].desc } else { true };
+    let sk = if order == Field::Created {
+        created_range(&req.conds)
+    } else {
+        SkRange::All
+    };
+    let residual: Vec<Cond> = req
+        .conds
+        .iter()
+        .filter(|c| !source.implies(c))
+        .cloned()
+        .collect();
+    let exact = req.text.is_empty()
+        && residual.iter().all(|c| {
+            c.field == Field::Project
+                && c.op == Op::Eq
+                && c.value.as_str() == Some(req.project.as_str())
+        });
+    Plan {
+        project: req.project.clone(),
+        source,
+        sk,
+        sort,
+        streaming,
+        forward,
+        residual,
+        text: req.text.clone(),
+        limit: req.limit,
+        exact,
+    }
+}
+
+/// The tightest sort key range of a created-ordered index the `created` conditions allow (a
+/// superset of the matches: every condition is still checked on each record).
+fn created_range(conds: &[Cond]) -> SkRange {
+    let mut low: Option<String> = None;
+    let mut high: Option<String> = None;
+    for c in conds.iter().filter(|c| c.field == Field::Created) {
+        let Some(t) = c.value.as_str().filter(|t| {
+            chrono::DateTime::parse_from_rfc3339(t).is_ok() && t.len() == 24 && t.ends_with('Z')
+        }) else {
+            continue;
+        };
+        // `<time>#<id>` sorts after `<time>`; '~' after every id character.
+        let h = format!("{t}#~");
+        match c.op {
+            Op::Gt | Op::Gte if !matches!(low.as_deref(), Some(l) if t <= l) => {
+                low = Some(t.to_owned());
+            }
+            Op::Lt | Op::Lte if !matches!(high.as_deref(), Some(x) if h.as_str() >= x) => {
+                high = Some(h);
+            }
+            _ => {}
+        }
+    }
+    match (low, high) {
+        (None, None) => SkRange::All,
+        (Some(l), None) => SkRange::Gte(l),
+        (None, Some(h)) => SkRange::Lte(h),
+        (Some(l), Some(h)) => SkRange::Between(l, h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse::{parse_query, parse_structured};
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn q(s: &str, sort: Option<&str>) -> Plan {
+        plan(
+            &parse_query(
+                s,
+                Project::default_project(),
+                sort,
+                Some(10),
+                None,
+                Utc::now(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn picks_the_index() {
+        let p = q("signature:S", Some("-performance"));
+        assert_eq!(
+            p.source,
+            Source::SignatureByScore(Signature::parse("S").unwrap())
+        );
+        assert!(p.streaming && !p.forward && p.exact);
+        let p = q("signature:S", None);
+        assert_eq!(
+            p.source,
+            Source::SignatureByCreated(Signature::parse("S").unwrap())
+        );
+        assert!(p.streaming && !p.forward && p.exact);
+        let p = q("method:miprov2 tag:prod", Some("version"));
+        assert_eq!(p.source, Source::Method("miprov2".into()));
+        assert!(!p.streaming && !p.exact);
+        assert_eq!(q("tag:prod", None).source, Source::Tag("prod".into()));
+        assert_eq!(q("performance>0.5 hello", None).source, Source::Project);
+        assert_eq!(q("signature:S*", None).source, Source::Project);
+    }
+
+    #[test]
+    fn structured_and_language_plan_alike() {
+        let a = q("signature:S performance>=0.8", Some("-performance"));
+        let b = plan(
+            &parse_structured(
+                &json!({"signature": "S", "performance": {"gte": 0.8}, "sort": [{"performance": "desc"}]}),
+                Project::default_project(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.source, b.source);
+        assert_eq!(a.residual, b.residual);
+        assert_eq!(a.streaming, b.streaming);
+    }
+
+    #[test]
+    fn created_bounds_narrow_the_range() {
+        let p = q("created>=2026-01-01 created<2026-02-01", None);
+        assert_eq!(
+            p.sk,
+            SkRange::Between(
+                "2026-01-01T00:00:00.000Z".into(),
+                "2026-02-01T00:00:00.000Z#~".into()
+            )
+        );
+    }
+}
