@@ -12,9 +12,11 @@ pub mod domain;
 pub mod dspy;
 pub mod error;
 pub mod keys;
+pub mod maintenance;
 pub mod open;
 pub mod record;
 pub mod registry;
+pub mod retention;
 pub mod service;
 pub mod service_dspy;
 
