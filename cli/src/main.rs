@@ -15,6 +15,8 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod maintenance;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dspy-storage",
@@ -146,6 +148,8 @@ enum Command {
         #[arg(long)]
         prompt: bool,
     },
+    #[command(flatten)]
+    Maintenance(maintenance::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,6 +406,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 print_json(&storage.get_record(&id).await?)?;
             }
         }
+        Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
     }
     Ok(())
 }
