@@ -32,7 +32,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::backend::{attr, page_key_of, BlobTier, Condition, Index, Item, PageKey, Query, WriteOp};
+use crate::backend::{
+    attr, page_key_of, BlobTier, Condition, Index, Item, PageKey, Query, WriteOp,
+};
 use crate::domain::{format_time, ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -152,7 +154,12 @@ fn encode_scan_cursor(key: &PageKey) -> String {
 }
 
 fn decode_scan_cursor(cursor: &str) -> Result<PageKey> {
-    let bad = || Error::invalid("cursor", "the cursor is invalid or belongs to another listing");
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "the cursor is invalid or belongs to another listing",
+        )
+    };
     if cursor.len() > 4096 {
         return Err(bad());
     }
@@ -160,8 +167,8 @@ fn decode_scan_cursor(cursor: &str) -> Result<PageKey> {
         .decode(cursor)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    let key: PageKey = serde_json::from_value(v.get("scan").cloned().ok_or_else(bad)?)
-        .map_err(|_| bad())?;
+    let key: PageKey =
+        serde_json::from_value(v.get("scan").cloned().ok_or_else(bad)?).map_err(|_| bad())?;
     let names: Vec<&str> = key.keys().map(String::as_str).collect();
     if names != [attr::PK, attr::SK] {
         return Err(bad());
@@ -206,7 +213,11 @@ impl Storage {
     }
 
     async fn head_of(&self, record: &ProgramRecord) -> Result<Option<(SignatureHead, Item)>> {
-        match self.items.get(&record.signature_pk(), keys::HEAD_SK).await? {
+        match self
+            .items
+            .get(&record.signature_pk(), keys::HEAD_SK)
+            .await?
+        {
             Some(item) => Ok(Some((from_item(&item)?, item))),
             None => Ok(None),
         }
@@ -241,7 +252,9 @@ impl Storage {
     /// `POST /programs/{id}/archive`: moves the program's blob to the archive tier and marks it
     /// `archived`. Archiving an archived program is a no-op.
     pub async fn archive_program(&self, id: &ProgramId) -> Result<TierChange> {
-        self.archive_guarded(id, None).await.map(|r| TierChange::of(&r))
+        self.archive_guarded(id, None)
+            .await
+            .map(|r| TierChange::of(&r))
     }
 
     /// Archives; with `planned` (retention), only if the record is unchanged since it was planned
@@ -314,7 +327,9 @@ impl Storage {
         if let Err(e) = result {
             match e {
                 Error::NotFound(_) => {}
-                e => tracing::warn!(%id, error = %e, "could not undo an archive; the next load or cleanup sees an archived blob"),
+                e => {
+                    tracing::warn!(%id, error = %e, "could not undo an archive; the next load or cleanup sees an archived blob")
+                }
             }
         }
     }
@@ -523,7 +538,10 @@ impl Storage {
             } else {
                 let planned = revisions.get(&decision.id).copied();
                 match decision.action {
-                    Action::Archive => self.archive_guarded(&decision.id, planned).await.map(|_| ()),
+                    Action::Archive => self
+                        .archive_guarded(&decision.id, planned)
+                        .await
+                        .map(|_| ()),
                     Action::Delete => {
                         self.delete_program_guarded(&decision.id, false, planned)
                             .await
@@ -589,9 +607,7 @@ impl Storage {
         let Some(expires) = item.get("expires_at") else {
             return Ok(());
         };
-        let expired = expires
-            .parse::<i64>()
-            .is_ok_and(|t| t < now.timestamp());
+        let expired = expires.parse::<i64>().is_ok_and(|t| t < now.timestamp());
         if !expired {
             return Ok(());
         }
@@ -601,7 +617,10 @@ impl Storage {
                 item.sk.clone(),
                 Condition::AttrEquals("expires_at".into(), expires.to_owned()),
             );
-            match self.with_retries(|| self.items.transact(vec![op.clone()])).await {
+            match self
+                .with_retries(|| self.items.transact(vec![op.clone()]))
+                .await
+            {
                 Ok(()) => {}
                 // Replaced by a new request with the same key meanwhile: not garbage.
                 Err(Error::ConditionFailed { .. }) => return Ok(()),
@@ -678,8 +697,8 @@ impl Storage {
             "next_cursor": report.next_cursor,
             "summary": report.summary,
         });
-        let item = Item::new(keys::STATUS_PK, keys::CLEANUP_STATUS_SK)
-            .with(attr::DATA, data.to_string());
+        let item =
+            Item::new(keys::STATUS_PK, keys::CLEANUP_STATUS_SK).with(attr::DATA, data.to_string());
         self.with_retries(|| {
             self.items
                 .transact(vec![WriteOp::put(item.clone(), Condition::None)])
@@ -706,10 +725,11 @@ impl Storage {
         policy: Policy,
         deadline: Option<Instant>,
     ) -> Result<CleanupReport> {
-        let cursor = self
-            .last_cleanup_status()
-            .await?
-            .and_then(|s| s.get("next_cursor").and_then(Value::as_str).map(str::to_owned));
+        let cursor = self.last_cleanup_status().await?.and_then(|s| {
+            s.get("next_cursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         let opts = CleanupOptions {
             cursor,
             deadline,
@@ -742,7 +762,8 @@ mod tests {
             Some(id.to_owned())
         );
         assert_eq!(
-            id_of_blob_key(&format!("archive/programs/2026/03/04/{id}.json")).map(|i| i.to_string()),
+            id_of_blob_key(&format!("archive/programs/2026/03/04/{id}.json"))
+                .map(|i| i.to_string()),
             Some(id.to_owned())
         );
         assert_eq!(id_of_blob_key("programs/2026/notes.txt"), None);

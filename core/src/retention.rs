@@ -77,7 +77,10 @@ pub struct PolicyInput {
 fn duration(field: &str, text: &str) -> Result<Duration> {
     let d = crate::config::parse_duration(field, text)?;
     if d.is_zero() {
-        return Err(Error::invalid(field, format!("{field} must be longer than 0")));
+        return Err(Error::invalid(
+            field,
+            format!("{field} must be longer than 0"),
+        ));
     }
     Duration::from_std(d).map_err(|_| Error::invalid(field, format!("{field} is too long")))
 }
@@ -138,7 +141,11 @@ impl Policy {
     /// `DSPY_STORAGE_KEEP_PRODUCTION` (true|false), `DSPY_STORAGE_ARCHIVE_BELOW_PERFORMANCE`.
     /// `var` looks a variable up (`std::env::var(..).ok()` in production).
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Policy> {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let num = |name: &str| -> Result<Option<u64>> {
             get(name)
                 .map(|v| {
@@ -153,7 +160,10 @@ impl Policy {
                 .map(|v| match v.as_str() {
                     "true" | "1" => Ok(true),
                     "false" | "0" => Ok(false),
-                    _ => Err(Error::invalid(name, format!("{name} must be true or false"))),
+                    _ => Err(Error::invalid(
+                        name,
+                        format!("{name} must be true or false"),
+                    )),
                 })
                 .transpose()
         };
@@ -373,10 +383,7 @@ pub fn plan_signature(
             decide(
                 Action::Keep,
                 false,
-                format!(
-                    "younger than {}",
-                    format_duration(&policy.archive_after)
-                ),
+                format!("younger than {}", format_duration(&policy.archive_after)),
             )
         })
         .collect()
@@ -419,7 +426,10 @@ mod tests {
             .iter()
             .map(|(n, i)| (n.to_string(), id(*i)))
             .collect();
-        let latest = vs.iter().max_by(|a, b| a.version.cmp(&b.version)).map(|c| c.id);
+        let latest = vs
+            .iter()
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .map(|c| c.id);
         plan_signature(&sig(), vs, latest, &aliases, policy, as_of())
             .into_iter()
             .map(|d| (d.action, d.reason))
@@ -498,35 +508,179 @@ mod tests {
             archive_below_performance: Some(0.5),
             ..no_keep()
         };
-        type Case<'a> = (&'a str, Vec<Candidate>, Policy, Vec<(&'a str, u32)>, Action, &'a str);
+        type Case<'a> = (
+            &'a str,
+            Vec<Candidate>,
+            Policy,
+            Vec<(&'a str, u32)>,
+            Action,
+            &'a str,
+        );
         let cases: Vec<Case> = vec![
-            ("too young", vec![c(1, young, None)], no_keep(), vec![], Action::Keep, "younger than 90d"),
-            ("archive age", vec![c(1, mid, None)], no_keep(), vec![], Action::Archive, "older than 90d"),
-            ("delete age", vec![c(1, old, None)], no_keep(), vec![], Action::Delete, "older than 365d"),
-            ("alias", vec![c(1, old, None)], no_keep(), vec![("staging", 1)], Action::Keep, "alias target (staging)"),
-            ("alias production", vec![c(1, old, None)], no_keep(), vec![("production", 1)], Action::Keep, "alias target (production)"),
-            ("production env", vec![prod_env.clone()], prod.clone(), vec![], Action::Keep, "production (environment)"),
-            ("production env, rule off", vec![prod_env], no_keep(), vec![], Action::Delete, "older"),
-            ("production tag", vec![prod_tag], prod, vec![], Action::Keep, "production (tag)"),
-            ("keep latest 2: 1.0.1 is 3rd", vec![c(1, old, None), c(2, old, None)], keep2.clone(), vec![], Action::Delete, "older"),
-            ("keep latest 2: 1.0.1 is 2nd", vec![c(1, old, None)], keep2, vec![], Action::Keep, "among the 2 latest versions"),
-            ("high performing", vec![c(1, old, Some(0.99)), c(2, old, Some(0.5)), c(3, old, Some(0.6))], hp.clone(), vec![], Action::Keep, "high performing (score 0.99 >= p95 0.99)"),
-            ("not high performing", vec![c(1, old, Some(0.5)), c(2, old, Some(0.99))], hp, vec![], Action::Delete, "older"),
-            ("low performer early", vec![c(1, young, Some(0.3))], low.clone(), vec![], Action::Archive, "low performing (score 0.3 < 0.5)"),
-            ("good performer young", vec![c(1, young, Some(0.7))], low.clone(), vec![], Action::Keep, "younger"),
-            ("no score young", vec![c(1, young, None)], low, vec![], Action::Keep, "younger"),
-            ("restored recently", vec![restored], no_keep(), vec![], Action::Keep, "younger than 90d"),
-            ("already archived", vec![archived], no_keep(), vec![], Action::Keep, "already archived (older than 90d"),
-            ("archived, delete age", vec![archived_old], no_keep(), vec![], Action::Delete, "older than 365d"),
+            (
+                "too young",
+                vec![c(1, young, None)],
+                no_keep(),
+                vec![],
+                Action::Keep,
+                "younger than 90d",
+            ),
+            (
+                "archive age",
+                vec![c(1, mid, None)],
+                no_keep(),
+                vec![],
+                Action::Archive,
+                "older than 90d",
+            ),
+            (
+                "delete age",
+                vec![c(1, old, None)],
+                no_keep(),
+                vec![],
+                Action::Delete,
+                "older than 365d",
+            ),
+            (
+                "alias",
+                vec![c(1, old, None)],
+                no_keep(),
+                vec![("staging", 1)],
+                Action::Keep,
+                "alias target (staging)",
+            ),
+            (
+                "alias production",
+                vec![c(1, old, None)],
+                no_keep(),
+                vec![("production", 1)],
+                Action::Keep,
+                "alias target (production)",
+            ),
+            (
+                "production env",
+                vec![prod_env.clone()],
+                prod.clone(),
+                vec![],
+                Action::Keep,
+                "production (environment)",
+            ),
+            (
+                "production env, rule off",
+                vec![prod_env],
+                no_keep(),
+                vec![],
+                Action::Delete,
+                "older",
+            ),
+            (
+                "production tag",
+                vec![prod_tag],
+                prod,
+                vec![],
+                Action::Keep,
+                "production (tag)",
+            ),
+            (
+                "keep latest 2: 1.0.1 is 3rd",
+                vec![c(1, old, None), c(2, old, None)],
+                keep2.clone(),
+                vec![],
+                Action::Delete,
+                "older",
+            ),
+            (
+                "keep latest 2: 1.0.1 is 2nd",
+                vec![c(1, old, None)],
+                keep2,
+                vec![],
+                Action::Keep,
+                "among the 2 latest versions",
+            ),
+            (
+                "high performing",
+                vec![
+                    c(1, old, Some(0.99)),
+                    c(2, old, Some(0.5)),
+                    c(3, old, Some(0.6)),
+                ],
+                hp.clone(),
+                vec![],
+                Action::Keep,
+                "high performing (score 0.99 >= p95 0.99)",
+            ),
+            (
+                "not high performing",
+                vec![c(1, old, Some(0.5)), c(2, old, Some(0.99))],
+                hp,
+                vec![],
+                Action::Delete,
+                "older",
+            ),
+            (
+                "low performer early",
+                vec![c(1, young, Some(0.3))],
+                low.clone(),
+                vec![],
+                Action::Archive,
+                "low performing (score 0.3 < 0.5)",
+            ),
+            (
+                "good performer young",
+                vec![c(1, young, Some(0.7))],
+                low.clone(),
+                vec![],
+                Action::Keep,
+                "younger",
+            ),
+            (
+                "no score young",
+                vec![c(1, young, None)],
+                low,
+                vec![],
+                Action::Keep,
+                "younger",
+            ),
+            (
+                "restored recently",
+                vec![restored],
+                no_keep(),
+                vec![],
+                Action::Keep,
+                "younger than 90d",
+            ),
+            (
+                "already archived",
+                vec![archived],
+                no_keep(),
+                vec![],
+                Action::Keep,
+                "already archived (older than 90d",
+            ),
+            (
+                "archived, delete age",
+                vec![archived_old],
+                no_keep(),
+                vec![],
+                Action::Delete,
+                "older than 365d",
+            ),
         ];
         for (name, mut vs, policy, aliases, action, reason) in cases {
             vs.push(newest.clone());
             let out = plan(&vs, &policy, &aliases);
             let (got, why) = &out[0];
             assert_eq!(*got, action, "{name}: {why}");
-            assert!(why.starts_with(reason), "{name}: {why:?} should start with {reason:?}");
+            assert!(
+                why.starts_with(reason),
+                "{name}: {why:?} should start with {reason:?}"
+            );
             // The latest is always kept.
-            assert_eq!(out.last().unwrap(), &(Action::Keep, "latest version".to_string()), "{name}");
+            assert_eq!(
+                out.last().unwrap(),
+                &(Action::Keep, "latest version".to_string()),
+                "{name}"
+            );
         }
     }
 
@@ -545,14 +699,14 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Keep,    // 1.0.1 high performing
-                Keep,    // 1.0.2 production
-                Keep,    // 1.0.3 alias
-                Delete,  // 1.0.4 560 days
-                Delete,  // 1.0.5 500
-                Delete,  // 1.0.6 440
-                Delete,  // 1.0.7 380
-                Keep,    // 1.0.8..1.0.12: the 5 latest
+                Keep,   // 1.0.1 high performing
+                Keep,   // 1.0.2 production
+                Keep,   // 1.0.3 alias
+                Delete, // 1.0.4 560 days
+                Delete, // 1.0.5 500
+                Delete, // 1.0.6 440
+                Delete, // 1.0.7 380
+                Keep,   // 1.0.8..1.0.12: the 5 latest
                 Keep, Keep, Keep, Keep,
             ],
             "{out:#?}"
@@ -564,7 +718,11 @@ mod tests {
         };
         let out = plan(&vs, &p, &[("staging", 3)]);
         let actions: Vec<Action> = out.iter().map(|(a, _)| *a).collect();
-        assert_eq!(&actions[7..], &[Archive, Archive, Archive, Keep, Keep], "{out:#?}");
+        assert_eq!(
+            &actions[7..],
+            &[Archive, Archive, Archive, Keep, Keep],
+            "{out:#?}"
+        );
     }
 
     fn arb_candidates() -> impl Strategy<Value = Vec<Candidate>> {
@@ -581,16 +739,22 @@ mod tests {
         .prop_map(|rows| {
             rows.into_iter()
                 .enumerate()
-                .map(|(i, (age, score, prod_env, prod_tag, archived))| Candidate {
-                    environment: prod_env.then(|| "production".to_string()),
-                    tags: if prod_tag { vec!["production".into()] } else { vec![] },
-                    status: if archived {
-                        ProgramStatus::Archived
-                    } else {
-                        ProgramStatus::Active
+                .map(
+                    |(i, (age, score, prod_env, prod_tag, archived))| Candidate {
+                        environment: prod_env.then(|| "production".to_string()),
+                        tags: if prod_tag {
+                            vec!["production".into()]
+                        } else {
+                            vec![]
+                        },
+                        status: if archived {
+                            ProgramStatus::Archived
+                        } else {
+                            ProgramStatus::Active
+                        },
+                        ..c(i as u32 + 1, age, score)
                     },
-                    ..c(i as u32 + 1, age, score)
-                })
+                )
                 .collect()
         })
     }

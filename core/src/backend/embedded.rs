@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    page_key_of, BlobMeta, BlobStore, BlobTier, Condition, Index, Item, ItemStore, Page, PageKey, Query,
-    SkRange, WriteOp,
+    page_key_of, BlobMeta, BlobStore, BlobTier, Condition, Index, Item, ItemStore, Page, PageKey,
+    Query, SkRange, WriteOp,
 };
 use crate::error::{Error, Result};
 
