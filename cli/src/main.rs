@@ -82,6 +82,14 @@ struct BackendArgs {
         hide_env_values = true
     )]
     encryption_key: Option<String>,
+    /// S3 storage class of archived blobs (aws backend): GLACIER or DEEP_ARCHIVE.
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_ARCHIVE_CLASS",
+        default_value = "GLACIER"
+    )]
+    archive_class: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +206,7 @@ impl BackendArgs {
     fn config(&self) -> Result<StorageConfig, AnyError> {
         let mut config = StorageConfig {
             compression: self.compression.parse::<Compression>()?,
+            archive_storage_class: self.archive_class.clone(),
             ..StorageConfig::default()
         };
         if let Some(k) = &self.encryption_key {

@@ -39,17 +39,18 @@ impl S3BlobStore {
 
     /// Sets the archive storage class: `GLACIER` or `DEEP_ARCHIVE`.
     pub fn with_archive_class(mut self, class: &str) -> Result<Self> {
-        self.archive_class =
-            match class.trim().to_ascii_uppercase().as_str() {
-                "GLACIER" => StorageClass::Glacier,
-                "DEEP_ARCHIVE" => StorageClass::DeepArchive,
-                other => return Err(Error::invalid(
+        self.archive_class = match class.trim().to_ascii_uppercase().as_str() {
+            "GLACIER" => StorageClass::Glacier,
+            "DEEP_ARCHIVE" => StorageClass::DeepArchive,
+            other => {
+                return Err(Error::invalid(
                     "archive_class",
                     format!(
                         "the archive storage class must be GLACIER or DEEP_ARCHIVE, not {other:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         Ok(self)
     }
 
