@@ -345,7 +345,15 @@ impl Storage {
             n += 1;
             let rec = self.get_record(id).await?;
             let result = match rec.status {
-                ProgramStatus::Active => return Ok(TierChange::of(&rec)),
+                // Normally a no-op; but an archive cut short after its blob moved leaves an
+                // active record over an archived blob (loads answer 409): bring that back too.
+                ProgramStatus::Active => match self.blobs.tier(&rec.blob_key).await {
+                    Ok(BlobTier::Standard) | Err(Error::NotFound(_)) => {
+                        return Ok(TierChange::of(&rec))
+                    }
+                    Ok(_) => self.finish_restore(rec).await,
+                    Err(e) => return Err(e),
+                },
                 ProgramStatus::Archived => {
                     self.blobs.request_restore(&rec.blob_key).await?;
                     self.finish_restore(rec).await
@@ -753,6 +761,137 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AliasName, NewMetadata, Project, Signature, Version};
+    use proptest::prelude::*;
+
+    type Row = (i64, Option<f64>, bool, bool);
+
+    fn rows() -> impl Strategy<Value = Vec<Vec<Row>>> {
+        let row = (
+            0i64..900,
+            prop::option::of(0.0f64..1.0),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.1),
+        );
+        prop::collection::vec(prop::collection::vec(row, 1..10), 1..3)
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        (
+            0usize..4,
+            any::<bool>(),
+            any::<bool>(),
+            1i64..400,
+            1i64..800,
+            prop::option::of(0.0f64..1.0),
+        )
+            .prop_map(|(k, hp, prod, a, d, low)| Policy {
+                keep_latest: k,
+                keep_high_performing: hp,
+                keep_production: prod,
+                archive_after: Duration::days(a),
+                delete_after: Duration::days(d),
+                archive_below_performance: low,
+            })
+    }
+
+    /// Stores the rows (one signature per inner vector, versions `1.0.<i>`), points alias
+    /// `staging` of each signature at the version `alias_pick` selects.
+    async fn dataset(storage: &Storage, sigs: &[Vec<Row>], alias_pick: usize) {
+        let now = crate::domain::now();
+        for (s, versions) in sigs.iter().enumerate() {
+            let sig = format!("prop.S{s}");
+            for (i, (age, score, env, tag)) in versions.iter().enumerate() {
+                let mut meta = json!({
+                    "signature": sig, "version": format!("1.0.{i}"),
+                    "created_at": format_time(&(now - Duration::days(*age))),
+                });
+                if let Some(x) = score {
+                    meta["performance"] = json!(x);
+                }
+                if *env {
+                    meta["environment"] = json!("production");
+                }
+                if *tag {
+                    meta["tags"] = json!(["production"]);
+                }
+                let program =
+                    serde_json::value::RawValue::from_string(format!("{{\"n\": {i}}}")).unwrap();
+                storage
+                    .store(&program, NewMetadata::parse(meta, now).unwrap(), None)
+                    .await
+                    .unwrap();
+            }
+            let pick = alias_pick % (versions.len() + 1);
+            if pick < versions.len() {
+                storage
+                    .put_alias(
+                        &Project::default_project(),
+                        &Signature::parse(&sig).unwrap(),
+                        &AliasName::parse("staging").unwrap(),
+                        &Version::parse(&format!("1.0.{pick}")).unwrap(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Over a real (embedded) store: the real run applies exactly the dry run's plan, nothing
+        /// a rule protects is archived or deleted (it stays active and loadable), every archived
+        /// program is archived and every deleted one is gone.
+        #[test]
+        fn the_real_run_is_the_dry_run(sigs in rows(), policy in policy(), alias_pick in 0usize..12) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let storage = crate::open::embedded(dir.path(), Default::default()).unwrap();
+                dataset(&storage, &sigs, alias_pick).await;
+                let as_of = crate::domain::now();
+                let opts = |dry_run| CleanupOptions { as_of, ..CleanupOptions::new(policy.clone(), dry_run) };
+                let dry = storage.cleanup(&opts(true)).await.unwrap();
+                let real = storage.cleanup(&opts(false)).await.unwrap();
+                assert_eq!(dry.kept, real.kept);
+                assert_eq!(dry.archived, real.archived);
+                assert_eq!(dry.deleted, real.deleted);
+                assert!(real.skipped.is_empty(), "{:?}", real.skipped);
+                let total: usize = sigs.iter().map(Vec::len).sum();
+                assert_eq!(real.kept.len() + real.archived.len() + real.deleted.len(), total);
+                for d in &real.kept {
+                    if d.protected {
+                        let rec = storage.get_record(&d.id).await.unwrap();
+                        assert_eq!(rec.status, ProgramStatus::Active, "{d:?}");
+                        storage.get_program(&d.id).await.unwrap();
+                    }
+                }
+                for d in &real.archived {
+                    assert!(!d.protected);
+                    let rec = storage.get_record(&d.id).await.unwrap();
+                    assert_eq!(rec.status, ProgramStatus::Archived, "{d:?}");
+                    assert!(matches!(storage.get_program(&d.id).await, Err(Error::Archived(_))));
+                }
+                for d in &real.deleted {
+                    assert!(!d.protected);
+                    assert!(matches!(storage.get_record(&d.id).await, Err(Error::NotFound(_))));
+                }
+                // Every signature still loads its latest version.
+                for s in 0..sigs.len() {
+                    let sig = Signature::parse(&format!("prop.S{s}")).unwrap();
+                    storage
+                        .get_version(&Project::default_project(), &sig, &crate::domain::VersionSelector::Latest)
+                        .await
+                        .unwrap();
+                }
+                // A second run has nothing left to do.
+                let again = storage.cleanup(&opts(false)).await.unwrap();
+                assert!(again.archived.is_empty() && again.deleted.is_empty());
+            });
+        }
+    }
 
     #[test]
     fn blob_keys_name_their_program() {

@@ -757,6 +757,26 @@ async fn interrupted_runs_are_completed_by_the_next() {
             m["status"], "archived",
             "{k:?}: the half-done archive was completed"
         );
+        // A blob whose archive was cut short while the program is kept (1.0.10, among the 2
+        // latest): the restore call brings it back.
+        let rec = store
+            .storage
+            .get_record(&ProgramId::parse(&ids[10]).unwrap())
+            .await
+            .unwrap();
+        store.storage.blobs().archive(&rec.blob_key).await.unwrap();
+        client
+            .get(&format!("/programs/{}", ids[10]))
+            .await
+            .expect_error(k, "half-archived, kept", 409, "archived");
+        let r = client
+            .post_json(&format!("/programs/{}/restore", ids[10]), &json!({}))
+            .await
+            .expect(k, "restore", 200);
+        assert_eq!(r["status"], "active", "{k:?}");
+        let l = client.get(&format!("/programs/{}", ids[10])).await;
+        l.expect_status(k, "restored", 200);
+        assert_eq!(l.raw_program(), program(10), "{k:?}");
         // Nothing left to do.
         let again = store
             .storage
