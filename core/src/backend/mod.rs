@@ -4,7 +4,8 @@
 //! * [`ItemStore`]: a DynamoDB-shaped item store — items addressed by a partition key and a sort
 //!   key, string attributes, four overloaded secondary indexes, conditional transactions, ordered
 //!   range reads with pagination.
-//! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix.
+//! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix; and an archive tier
+//!   (archive, tier, request a restore, move a restored blob back).
 //!
 //! Backends: [`aws`] (DynamoDB + S3) and [`embedded`] (SQLite + local files).
 
