@@ -1009,3 +1009,70 @@ async fn scheduled_runs_resume_from_the_status_item() {
         );
     }
 }
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Timing and peak memory of a scheduled-style run (counts only) over many programs:
+/// `DSPY_BENCH_PROGRAMS` (default 2000) in signatures of 10 versions spanning two years.
+/// `cargo test -p dspy-storage-tests --test retention bench -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn bench_cleanup_scale() {
+    let n: usize = std::env::var("DSPY_BENCH_PROGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    for store in backends().await {
+        let k = store.kind;
+        let now = Utc::now();
+        let t0 = Instant::now();
+        for i in 0..n {
+            let (s, v) = (i / 10, i % 10);
+            let created = now - Duration::days(730 - 73 * v as i64);
+            let meta = json!({"signature": format!("bench.S{s}"), "version": format!("1.0.{v}"),
+                              "created_at": format_time(&created), "performance": (v as f64) / 10.0});
+            let program = serde_json::value::RawValue::from_string(program(i)).unwrap();
+            store
+                .storage
+                .store(
+                    &program,
+                    dspy_storage_core::domain::NewMetadata::parse(meta, now).unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let load = t0.elapsed();
+        let rss0 = peak_rss_kib();
+        let quiet = |dry_run| CleanupOptions {
+            list_decisions: false,
+            ..CleanupOptions::new(Policy::default(), dry_run)
+        };
+        let t1 = Instant::now();
+        let dry = store.storage.cleanup(&quiet(true)).await.unwrap();
+        let dry_time = t1.elapsed();
+        let t2 = Instant::now();
+        let real = store.storage.cleanup(&quiet(false)).await.unwrap();
+        let real_time = t2.elapsed();
+        assert_eq!(dry.summary.deleted, real.summary.deleted);
+        println!(
+            "{k:?}: {n} programs stored in {load:.1?}; dry run {dry_time:.1?}, real run {real_time:.1?} \
+             ({:?}); peak RSS {rss0} KiB before the runs, {} KiB after",
+            real.summary,
+            peak_rss_kib()
+        );
+        if let Some(c) = &store.counter {
+            println!("{k:?}: requests (store + runs): {:?}", c.snapshot());
+        }
+    }
+}
