@@ -15,6 +15,7 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod maintenance;
 mod search;
 
 #[derive(Parser, Debug)]
@@ -88,6 +89,14 @@ struct BackendArgs {
     /// Append change events as JSON lines to this file (when no bus is given).
     #[arg(long, global = true, env = "DSPY_STORAGE_EVENTS_FILE")]
     events_file: Option<PathBuf>,
+    /// S3 storage class of archived blobs (aws backend): GLACIER or DEEP_ARCHIVE.
+    #[arg(
+        long,
+        global = true,
+        env = "DSPY_STORAGE_ARCHIVE_CLASS",
+        default_value = "GLACIER"
+    )]
+    archive_class: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +165,8 @@ enum Command {
         #[arg(long)]
         prompt: bool,
     },
+    #[command(flatten)]
+    Maintenance(maintenance::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +215,7 @@ impl BackendArgs {
     fn config(&self) -> Result<StorageConfig, AnyError> {
         let mut config = StorageConfig {
             compression: self.compression.parse::<Compression>()?,
+            archive_storage_class: self.archive_class.clone(),
             ..StorageConfig::default()
         };
         if let Some(k) = &self.encryption_key {
@@ -429,6 +441,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 print_json(&storage.get_record(&id).await?)?;
             }
         }
+        Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
     }
     Ok(())
 }

@@ -674,3 +674,77 @@ fn search_command_uses_the_query_language() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("position 12"), "{err}");
 }
+
+#[test]
+fn cleanup_archive_and_restore_commands_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cli = |args: &[&str]| {
+        let mut cmd = command();
+        cmd.arg("--data-dir").arg(dir.path()).args(args);
+        run(&mut cmd)
+    };
+    let react = fixture("dspy_react_optimized.json");
+    let react = react.to_str().expect("UTF-8 path");
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for (version, days) in [("1.0.0", 400), ("1.0.1", 200), ("1.0.2", 1)] {
+        let created = (now - chrono::Duration::days(days)).to_rfc3339();
+        let out = cli(&[
+            "store",
+            react,
+            "--signature",
+            "qa.Old",
+            "--version",
+            version,
+            "--meta",
+            &format!("created_at={created}"),
+        ]);
+        let stored: Value = serde_json::from_str(&expect_success("store", &out)).unwrap();
+        ids.push(stored["id"].as_str().unwrap().to_owned());
+    }
+    let versions_of = |report: &Value, list: &str| -> Vec<String> {
+        report[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let dry: Value = serde_json::from_str(&expect_success(
+        "cleanup --dry-run",
+        &cli(&["cleanup", "--dry-run", "--keep-latest", "1"]),
+    ))
+    .unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(versions_of(&dry, "deleted"), ["1.0.0"]);
+    assert_eq!(versions_of(&dry, "archived"), ["1.0.1"]);
+    expect_success("load after the dry run", &cli(&["load", &ids[0]]));
+
+    let real: Value = serde_json::from_str(&expect_success(
+        "cleanup",
+        &cli(&["cleanup", "--keep-latest", "1"]),
+    ))
+    .unwrap();
+    for list in ["kept", "archived", "deleted"] {
+        assert_eq!(real[list], dry[list], "{list}");
+    }
+    let out = cli(&["load", &ids[1]]);
+    assert!(!out.status.success(), "an archived program does not load");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cold storage"));
+    assert!(!cli(&["load", &ids[0]]).status.success(), "deleted");
+
+    let restored: Value =
+        serde_json::from_str(&expect_success("restore", &cli(&["restore", &ids[1]]))).unwrap();
+    assert_eq!(restored["status"], "active");
+    let loaded = expect_success("load restored", &cli(&["load", &ids[1]]));
+    assert_eq!(
+        loaded.trim_end(),
+        read_fixture("dspy_react_optimized.json").trim_end()
+    );
+
+    let archived: Value =
+        serde_json::from_str(&expect_success("archive", &cli(&["archive", &ids[2]]))).unwrap();
+    assert_eq!(archived["status"], "archived");
+    let out = cli(&["cleanup", "--dry-run", "--as-of", "not a time"]);
+    assert!(!out.status.success());
+}

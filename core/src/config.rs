@@ -24,6 +24,8 @@ pub struct StorageConfig {
     /// How long a `latest` / alias resolution is reused (0 = off). Writes through the same
     /// process invalidate at once; writes through another process are seen after at most this.
     pub resolve_cache_ttl: Duration,
+    /// S3 storage class of archived blobs: `GLACIER` (default) or `DEEP_ARCHIVE`.
+    pub archive_storage_class: String,
 }
 
 impl Default for StorageConfig {
@@ -36,6 +38,7 @@ impl Default for StorageConfig {
             max_write_attempts: 100,
             program_cache_bytes: 64 << 20,
             resolve_cache_ttl: Duration::from_secs(2),
+            archive_storage_class: "GLACIER".into(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>` |
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
+//! | last run of a maintenance job | `STATUS`     | `LAST#<job>` (e.g. `LAST#cleanup`) | |
 //!
 //! Numbers inside sort keys are zero-padded so that string order is numeric order.
 
@@ -18,6 +19,12 @@ pub const PROG_SK: &str = "PROG";
 pub const HEAD_SK: &str = "HEAD";
 pub const VER_PREFIX: &str = "VER#";
 pub const IDEM_SK: &str = "IDEM";
+/// Partition of the maintenance status items (last run of cleanup, backup, ...).
+pub const STATUS_PK: &str = "STATUS";
+/// The cleanup's last-run item: `data` = `{"finished_at", "summary", ...}`.
+pub const CLEANUP_STATUS_SK: &str = "LAST#cleanup";
+/// Prefix of program blobs.
+pub const BLOB_PREFIX: &str = "programs/";
 
 pub fn program_pk(id: &ProgramId) -> String {
     format!("PROG#{id}")

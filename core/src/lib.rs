@@ -13,10 +13,12 @@ pub mod dspy;
 pub mod error;
 pub mod events;
 pub mod keys;
+pub mod maintenance;
 pub mod open;
 pub mod query;
 pub mod record;
 pub mod registry;
+pub mod retention;
 pub mod service;
 pub mod service_dspy;
 

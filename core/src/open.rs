@@ -39,7 +39,8 @@ pub async fn aws(
     let sdk = load_sdk_config().await;
     let (ddb, s3) = clients(&sdk, counter);
     let items = DynamoItemStore::new(ddb, location.table.clone());
-    let blobs = S3BlobStore::new(s3, location.bucket.clone());
+    let blobs = S3BlobStore::new(s3, location.bucket.clone())
+        .with_archive_class(&config.archive_storage_class)?;
     if create {
         items.create_table().await?;
         blobs.create_bucket().await?;

@@ -50,6 +50,9 @@ pub struct ProgramRecord {
     /// The predictor layout of the program, recorded on store (absent on older records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<crate::dspy::PredictorLayout>,
+    /// When the program last came back from the archive (retention counts archive age from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<DateTime<Utc>>,
 }
 
 impl ProgramRecord {

@@ -399,7 +399,24 @@ impl Storage {
     /// head's latest, in one conditional transaction; then its blob. An alias target is refused
     /// unless `force`, which removes the aliases too. No alias ever dangles.
     pub async fn delete_program(&self, id: &ProgramId, force: bool) -> Result<()> {
+        self.delete_program_guarded(id, force, None).await
+    }
+
+    /// [`Self::delete_program`] with retention's guard: with `planned`, the record must still
+    /// have that `updated_at` and must not be the signature's latest version (checked against
+    /// the head the transaction is conditioned on).
+    pub(crate) async fn delete_program_guarded(
+        &self,
+        id: &ProgramId,
+        force: bool,
+        planned: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let record = self.get_record(id).await?;
+        if planned.is_some_and(|p| p != record.updated_at) {
+            return Err(Error::Precondition(format!(
+                "program {id} changed since the plan was made"
+            )));
+        }
         let (project, signature) = (&record.project, &record.signature);
         let sig_pk = record.signature_pk();
         let result = self
@@ -418,6 +435,11 @@ impl Storage {
                     ),
                 ];
                 if let Some(head) = head {
+                    if planned.is_some() && head.latest_id == *id {
+                        return Err(Error::Precondition(format!(
+                            "program {id} is the latest version of {signature}"
+                        )));
+                    }
                     let pointing: Vec<String> =
                         head.aliases.iter().filter(|(_, t)| t.id == *id).map(|(n, _)| n.clone()).collect();
                     if !pointing.is_empty() && !force {

@@ -372,6 +372,7 @@ impl Storage {
                 status: ProgramStatus::Active,
                 previous_version: head.as_ref().map(|h| h.latest_version.clone()),
                 layout: draft.layout.clone(),
+                restored_at: None,
             };
             let stored = StoredProgram {
                 id,
@@ -509,15 +510,17 @@ impl Storage {
     }
 
     async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {
-        match record.status {
-            ProgramStatus::Active => {}
-            ProgramStatus::Archived | ProgramStatus::Restoring => {
+        let record = match record.status {
+            ProgramStatus::Active => record,
+            // A restore under way: finished here when its copy is ready (maintenance.rs).
+            ProgramStatus::Restoring => self.load_restoring(record).await?,
+            ProgramStatus::Archived => {
                 return Err(Error::Archived(format!(
                     "program {} is in cold storage; restore it first",
                     record.id
                 )))
             }
-        }
+        };
         if let Some(program) = self.programs.get(&record.id, &record.blob.sha256) {
             return Ok(LoadedProgram { record, program });
         }

@@ -75,7 +75,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Storage configuration from the environment shared by the Lambda functions and the CLI:
 /// `DSPY_STORAGE_COMPRESSION` (zstd|gzip|lz4|none) and `DSPY_STORAGE_ENCRYPTION_KEY` (32 bytes,
-/// hex or base64).
+/// hex or base64), `DSPY_STORAGE_ARCHIVE_CLASS` (GLACIER|DEEP_ARCHIVE).
 pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
     let mut config = StorageConfig::default();
     if let Ok(c) = std::env::var("DSPY_STORAGE_COMPRESSION") {
@@ -84,6 +84,11 @@ pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
     if let Ok(k) = std::env::var("DSPY_STORAGE_ENCRYPTION_KEY") {
         if !k.is_empty() {
             config = config.with_encryption_key(&k)?;
+        }
+    }
+    if let Ok(c) = std::env::var("DSPY_STORAGE_ARCHIVE_CLASS") {
+        if !c.is_empty() {
+            config.archive_storage_class = c;
         }
     }
     Ok(config)

@@ -258,8 +258,9 @@ fn http_event(method: &str, path: &str, body: Option<&Value>) -> String {
 
 /// The status and JSON body of an API Gateway v2 response.
 fn http_answer(name: &str, outcome: Outcome) -> (u16, Value) {
-    let Outcome::Response(r) = outcome else {
-        panic!("{name}: the function reported an error: {outcome:?}");
+    let r = match outcome {
+        Outcome::Response(r) => r,
+        Outcome::Error(e) => panic!("{name}: the function reported an error: {e}"),
     };
     let status = r["statusCode"]
         .as_u64()

@@ -31,9 +31,14 @@ impl Sink {
                 .collect(),
             Sink::Queue { sqs, url } => {
                 let mut out: Vec<Value> = Vec::new();
+                // Until `expected` arrived, plus one more poll to catch any extra event.
+                let mut extra_poll_done = false;
                 for _ in 0..50 {
                     if out.len() >= expected {
-                        break;
+                        if extra_poll_done {
+                            break;
+                        }
+                        extra_poll_done = true;
                     }
                     let got = sqs
                         .receive_message()
@@ -45,6 +50,15 @@ impl Sink {
                         .expect("ReceiveMessage");
                     for m in got.messages() {
                         out.push(serde_json::from_str(m.body().unwrap_or("")).expect("JSON body"));
+                        // Read once: undeleted messages come back after the visibility timeout.
+                        if let Some(handle) = m.receipt_handle() {
+                            sqs.delete_message()
+                                .queue_url(url)
+                                .receipt_handle(handle)
+                                .send()
+                                .await
+                                .expect("DeleteMessage");
+                        }
                     }
                 }
                 // SQS does not promise order: put them back in the order they happened.
@@ -62,6 +76,8 @@ async fn bus_with_queue() -> (String, aws_sdk_sqs::Client, String) {
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bus = unique_name("dspy-bus");
+    // Rule names unique too: moto keys rules by name across buses.
+    let rule = unique_name("all-dspy-storage");
     events
         .create_event_bus()
         .name(&bus)
@@ -90,7 +106,7 @@ async fn bus_with_queue() -> (String, aws_sdk_sqs::Client, String) {
         .clone();
     events
         .put_rule()
-        .name("all-dspy-storage")
+        .name(&rule)
         .event_bus_name(&bus)
         .event_pattern(json!({"source": ["dspy-storage"]}).to_string())
         .send()
@@ -98,7 +114,7 @@ async fn bus_with_queue() -> (String, aws_sdk_sqs::Client, String) {
         .expect("PutRule");
     events
         .put_targets()
-        .rule("all-dspy-storage")
+        .rule(&rule)
         .event_bus_name(&bus)
         .targets(
             aws_sdk_eventbridge::types::Target::builder()
@@ -353,4 +369,77 @@ async fn a_store_with_events_costs_one_put_events_more_and_survives_a_missing_bu
 
 fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn archive_restore_and_cleanup_publish_events() {
+    for store in backends().await {
+        let (store, sink, _dir) = with_events(store).await;
+        let k = store.kind;
+        let c = store.client();
+        let v1 = send(&c, Method::POST, "/programs", Some(store_body("1.0.0", 1)))
+            .await
+            .expect(k, "store 1.0.0", 201);
+        send(&c, Method::POST, "/programs", Some(store_body("1.1.0", 2)))
+            .await
+            .expect(k, "store 1.1.0", 201);
+        let id = s(&v1["id"]);
+        let archived = send(&c, Method::POST, &format!("/programs/{id}/archive"), None)
+            .await
+            .expect(k, "archive 1.0.0", 200);
+        assert_eq!(archived["status"], "archived", "{k:?}");
+        // Archiving again is a no-op: no second event.
+        send(&c, Method::POST, &format!("/programs/{id}/archive"), None)
+            .await
+            .expect(k, "archive 1.0.0 again", 200);
+        let mut restored = Value::Null;
+        for _ in 0..20 {
+            let a = send(&c, Method::POST, &format!("/programs/{id}/restore"), None).await;
+            if a.status.as_u16() == 200 {
+                restored = a.json();
+                break;
+            }
+            a.expect_status(k, "restore under way", 202);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(restored["status"], "active", "{k:?}: {restored}");
+        send(
+            &c,
+            Method::POST,
+            "/maintenance/cleanup",
+            Some(json!({"dry_run": false})),
+        )
+        .await
+        .expect(k, "cleanup run", 200);
+        // A dry run changes nothing and announces nothing.
+        send(
+            &c,
+            Method::POST,
+            "/maintenance/cleanup",
+            Some(json!({"dry_run": true})),
+        )
+        .await
+        .expect(k, "cleanup dry run", 200);
+
+        let events = sink.events(5).await;
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["detail-type"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "ProgramStored",
+                "ProgramStored",
+                "ProgramArchived",
+                "ProgramRestored",
+                "CleanupCompleted"
+            ],
+            "{k:?}: {events:#?}"
+        );
+        assert_eq!(events[2]["detail"]["program_id"], v1["id"], "{k:?}");
+        assert_eq!(events[2]["detail"]["status"], "archived", "{k:?}");
+        assert_eq!(events[3]["detail"]["status"], "active", "{k:?}");
+        assert_eq!(events[4]["detail"]["complete"], true, "{k:?}");
+    }
 }

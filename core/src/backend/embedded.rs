@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    page_key_of, BlobMeta, BlobStore, Condition, Index, Item, ItemStore, Page, PageKey, Query,
-    SkRange, WriteOp,
+    page_key_of, BlobMeta, BlobStore, BlobTier, Condition, Index, Item, ItemStore, Page, PageKey,
+    Query, SkRange, WriteOp,
 };
 use crate::error::{Error, Result};
 
@@ -400,6 +400,25 @@ impl FileBlobStore {
         }
         Ok(self.root.join(rel))
     }
+
+    /// Where an archived blob lives: the same key under `<root>/archive/`.
+    fn archive_path(&self, key: &str) -> Result<PathBuf> {
+        self.path(key)?;
+        Ok(self.root.join(ARCHIVE_DIR).join(key))
+    }
+}
+
+/// The embedded store's archive directory (under the data directory).
+pub const ARCHIVE_DIR: &str = "archive";
+
+/// Renames a file into place (creating the target's directory) and syncs the directory.
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    let dir = to.parent().expect("blob paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    std::fs::rename(from, to).map_err(|e| io_err(from, e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(dir, e))
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
@@ -427,17 +446,68 @@ impl BlobStore for FileBlobStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound && !path.is_file() => {
                 Err(Error::NotFound(format!("no blob at {}", path.display())))
             }
+            Err(_) if self.archive_path(key)?.is_file() => Err(Error::Archived(format!(
+                "blob {key} is in the archive directory"
+            ))),
             Err(e) => Err(io_err(&path, e)),
         }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path, e)),
+        for path in [self.path(key)?, self.archive_path(key)?] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, e)),
+            }
         }
+        Ok(())
+    }
+
+    async fn archive(&self, key: &str) -> Result<()> {
+        let (path, archived) = (self.path(key)?, self.archive_path(key)?);
+        tokio::task::spawn_blocking(move || {
+            if path.is_file() {
+                move_file(&path, &archived)
+            } else if archived.is_file() {
+                Ok(())
+            } else {
+                Err(Error::NotFound(format!("no blob at {}", path.display())))
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blob archive task failed: {e}")))?
+    }
+
+    async fn tier(&self, key: &str) -> Result<BlobTier> {
+        let (path, archived) = (self.path(key)?, self.archive_path(key)?);
+        if path.is_file() {
+            Ok(BlobTier::Standard)
+        } else if archived.is_file() {
+            Ok(BlobTier::Archived)
+        } else {
+            Err(Error::NotFound(format!("no blob at {}", path.display())))
+        }
+    }
+
+    /// The embedded archive is a local directory: a restore completes at once.
+    async fn request_restore(&self, key: &str) -> Result<()> {
+        self.unarchive(key).await
+    }
+
+    async fn unarchive(&self, key: &str) -> Result<()> {
+        let (path, archived) = (self.path(key)?, self.archive_path(key)?);
+        tokio::task::spawn_blocking(move || {
+            if path.is_file() {
+                Ok(())
+            } else if archived.is_file() {
+                move_file(&archived, &path)
+            } else {
+                Err(Error::NotFound(format!("no blob at {}", path.display())))
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blob restore task failed: {e}")))?
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<()> {

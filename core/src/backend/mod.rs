@@ -4,7 +4,8 @@
 //! * [`ItemStore`]: a DynamoDB-shaped item store — items addressed by a partition key and a sort
 //!   key, string attributes, four overloaded secondary indexes, conditional transactions, ordered
 //!   range reads with pagination.
-//! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix.
+//! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix; and an archive tier
+//!   (archive, tier, request a restore, move a restored blob back).
 //!
 //! Backends: [`aws`] (DynamoDB + S3) and [`embedded`] (SQLite + local files).
 
@@ -256,6 +257,20 @@ pub struct BlobMeta {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
+/// The storage tier of a blob (cold archive support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobTier {
+    /// Readable, in the standard tier.
+    Standard,
+    /// In the archive tier and not readable; no restore under way.
+    Archived,
+    /// In the archive tier; a restore is under way.
+    Restoring,
+    /// In the archive tier with a readable restored copy: ready to be moved back.
+    Restored,
+}
+
 /// An object store.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -275,4 +290,29 @@ pub trait BlobStore: Send + Sync + 'static {
         start: Option<String>,
         limit: usize,
     ) -> Result<(Vec<BlobMeta>, Option<String>)>;
+
+    /// Moves a blob to the archive tier (S3: the configured archive storage class; embedded: the
+    /// archive directory). Archiving an archived blob is a no-op; a missing blob is `NotFound`.
+    async fn archive(&self, key: &str) -> Result<()> {
+        Err(crate::Error::Unavailable(format!(
+            "this blob store has no archive tier ({key})"
+        )))
+    }
+    /// Where a blob is now. A missing blob is `NotFound`.
+    async fn tier(&self, key: &str) -> Result<BlobTier> {
+        let _ = key;
+        Ok(BlobTier::Standard)
+    }
+    /// Asks for an archived blob back (S3 RestoreObject; the embedded store restores at once).
+    /// Asking again while a restore is under way, or for a blob in the standard tier, is a no-op.
+    async fn request_restore(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+    /// Moves a restored blob back to the standard tier (no-op when it is already there);
+    /// `Archived` while its restore has not completed.
+    async fn unarchive(&self, key: &str) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
 }

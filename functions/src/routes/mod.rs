@@ -8,6 +8,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use crate::AppState;
 
 mod dspy;
+pub mod maintenance;
 mod pending;
 mod programs;
 mod search;
@@ -307,21 +308,21 @@ pub fn all_routes() -> Vec<Route> {
             M::POST,
             "/maintenance/cleanup",
             "Run (or dry-run) the retention policy",
-            p,
+            maintenance::cleanup,
         ),
         r(
             Cleanup,
             M::POST,
             "/programs/{id}/archive",
             "Move a program's blob to cold storage",
-            p,
+            maintenance::archive,
         ),
         r(
             Cleanup,
             M::POST,
             "/programs/{id}/restore",
             "Bring an archived program back",
-            p,
+            maintenance::restore,
         ),
         // Backup and restore
         r(Backup, M::POST, "/backups", "Create a backup", p),

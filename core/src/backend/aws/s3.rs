@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumMode, CreateBucketConfiguration, Delete, ObjectIdentifier,
+    BucketLocationConstraint, ChecksumMode, CreateBucketConfiguration, Delete,
+    GlacierJobParameters, MetadataDirective, ObjectIdentifier, RestoreRequest, StorageClass, Tier,
 };
 use aws_sdk_s3::Client;
 use base64::Engine as _;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{build_error, s3_error};
-use crate::backend::{BlobMeta, BlobStore};
+use crate::backend::{BlobMeta, BlobStore, BlobTier};
 use crate::error::{Error, Result};
 
 /// The S3 blob store: one bucket, blobs addressed by key.
@@ -19,14 +20,53 @@ use crate::error::{Error, Result};
 pub struct S3BlobStore {
     client: Client,
     bucket: String,
+    /// Storage class of archived blobs: `GLACIER` (default) or `DEEP_ARCHIVE`.
+    archive_class: StorageClass,
 }
+
+/// Days a restored copy stays readable before S3 removes it (the blob is moved back to the
+/// standard class long before: on the next load or cleanup run after the restore completes).
+const RESTORE_DAYS: i32 = 7;
 
 impl S3BlobStore {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         S3BlobStore {
             client,
             bucket: bucket.into(),
+            archive_class: StorageClass::Glacier,
         }
+    }
+
+    /// Sets the archive storage class: `GLACIER` or `DEEP_ARCHIVE`.
+    pub fn with_archive_class(mut self, class: &str) -> Result<Self> {
+        self.archive_class = match class.trim().to_ascii_uppercase().as_str() {
+            "GLACIER" => StorageClass::Glacier,
+            "DEEP_ARCHIVE" => StorageClass::DeepArchive,
+            other => {
+                return Err(Error::invalid(
+                    "archive_class",
+                    format!(
+                        "the archive storage class must be GLACIER or DEEP_ARCHIVE, not {other:?}"
+                    ),
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// A server-side copy of an object onto itself into another storage class.
+    async fn change_class(&self, key: &str, class: StorageClass) -> Result<()> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(format!("{}/{}", self.bucket, encode_copy_key(key)))
+            .metadata_directive(MetadataDirective::Copy)
+            .storage_class(class)
+            .send()
+            .await
+            .map_err(|e| s3_error("CopyObject", &self.what(key), e))?;
+        Ok(())
     }
 
     pub fn bucket(&self) -> &str {
@@ -309,6 +349,77 @@ impl BlobStore for S3BlobStore {
             None
         };
         Ok((metas, next))
+    }
+
+    async fn archive(&self, key: &str) -> Result<()> {
+        match self.tier(key).await? {
+            BlobTier::Standard => self.change_class(key, self.archive_class.clone()).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn tier(&self, key: &str) -> Result<BlobTier> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", &self.what(key), e))?;
+        let archived = matches!(
+            out.storage_class(),
+            Some(StorageClass::Glacier) | Some(StorageClass::DeepArchive)
+        );
+        Ok(match (archived, out.restore()) {
+            (false, _) => BlobTier::Standard,
+            (true, None) => BlobTier::Archived,
+            (true, Some(r)) if r.contains("ongoing-request=\"true\"") => BlobTier::Restoring,
+            (true, Some(_)) => BlobTier::Restored,
+        })
+    }
+
+    async fn request_restore(&self, key: &str) -> Result<()> {
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::Standard)
+            .build()
+            .map_err(build_error)?;
+        let request = RestoreRequest::builder()
+            .days(RESTORE_DAYS)
+            .glacier_job_parameters(job)
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already under way, or not in an archive class (nothing to restore).
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("RestoreAlreadyInProgress") | Some("InvalidObjectState")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(s3_error("RestoreObject", &self.what(key), e)),
+        }
+    }
+
+    async fn unarchive(&self, key: &str) -> Result<()> {
+        match self.tier(key).await? {
+            BlobTier::Standard => Ok(()),
+            BlobTier::Restored => self.change_class(key, StorageClass::Standard).await,
+            BlobTier::Archived | BlobTier::Restoring => Err(Error::Archived(format!(
+                "blob {} has not been restored yet",
+                self.what(key)
+            ))),
+        }
     }
 }
 

@@ -1,0 +1,96 @@
+//! `dspy-storage cleanup [--dry-run]`, `archive ID`, `restore ID`: the retention and archive
+//! operations of the cleanup function, run directly over the core.
+
+use clap::Subcommand;
+use dspy_storage_core::domain::{parse_time, ProgramId};
+use dspy_storage_core::maintenance::CleanupOptions;
+use dspy_storage_core::retention::{Policy, PolicyInput};
+
+use crate::{print_json, AnyError, BackendArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the retention policy: archive and delete old, unprotected versions; collect orphan
+    /// blobs and expired idempotency records. Prints what was kept, archived and deleted.
+    Cleanup {
+        /// Only print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Versions always kept per signature (default 5, or DSPY_STORAGE_KEEP_LATEST).
+        #[arg(long)]
+        keep_latest: Option<u64>,
+        /// Keep versions at or above their signature's 95th percentile of score (default true).
+        #[arg(long)]
+        keep_high_performing: Option<bool>,
+        /// Keep versions with environment or tag `production` (default true).
+        #[arg(long)]
+        keep_production: Option<bool>,
+        /// Archive unprotected versions older than this (default 90d).
+        #[arg(long)]
+        archive_after: Option<String>,
+        /// Delete unprotected versions older than this (default 365d).
+        #[arg(long)]
+        delete_after: Option<String>,
+        /// Archive unprotected versions scoring below this, whatever their age.
+        #[arg(long)]
+        archive_below_performance: Option<f64>,
+        /// Evaluate the policy at this RFC 3339 time (a future time needs --dry-run).
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Move a program's blob to cold storage.
+    Archive { id: String },
+    /// Bring an archived program back (status `restoring` until the archive has retrieved it).
+    Restore { id: String },
+}
+
+pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError> {
+    match command {
+        Command::Cleanup {
+            dry_run,
+            keep_latest,
+            keep_high_performing,
+            keep_production,
+            archive_after,
+            delete_after,
+            archive_below_performance,
+            as_of,
+        } => {
+            let configured = Policy::from_env(|name| std::env::var(name).ok())?;
+            let policy = PolicyInput {
+                keep_latest,
+                keep_high_performing,
+                keep_production,
+                archive_after,
+                delete_after,
+                archive_below_performance,
+            }
+            .resolve(&configured)?;
+            let now = dspy_storage_core::domain::now();
+            let as_of = as_of
+                .map(|t| parse_time("--as-of", &t))
+                .transpose()?
+                .unwrap_or(now);
+            if !dry_run && as_of > now + chrono::Duration::minutes(1) {
+                return Err("--as-of in the future needs --dry-run".into());
+            }
+            let storage = backend.open().await?;
+            let opts = CleanupOptions {
+                as_of,
+                ..CleanupOptions::new(policy, dry_run)
+            };
+            print_json(&storage.cleanup(&opts).await?)?;
+        }
+        Command::Archive { id } => {
+            let id = ProgramId::parse(&id)?;
+            let storage = backend.open().await?;
+            print_json(&storage.archive_program(&id).await?)?;
+        }
+        Command::Restore { id } => {
+            let id = ProgramId::parse(&id)?;
+            let storage = backend.open().await?;
+            print_json(&storage.restore_program(&id).await?)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,955 @@
+//! Retention cleanup, cold archive and restore, and garbage collection — applied over the two
+//! backend capabilities. The plan comes from the pure [`crate::retention`] planner; this module
+//! reads the store page by page, plans ONE signature at a time (memory is bounded by the largest
+//! signature, not by the number of programs) and applies exactly the plan.
+//!
+//! * **Run**: a scan of the table (maintenance only), page by page. A `HEAD` item is a signature:
+//!   its program records are read from GSI1 (page by page), planned, and each decision applied.
+//!   An `IDEM` item past its expiry is deleted. When the scan is through, blobs without a record
+//!   older than an hour are deleted, and (real runs) the last-run status item is written.
+//! * **Slices**: with a deadline, the run stops after the item it was on and answers a cursor
+//!   (`next_cursor`); the next call with that cursor goes on from there. The scheduled run keeps
+//!   the cursor in its status item and resumes from it the next day.
+//! * **Idempotent, interruptible**: every action is guarded by the state it was planned on (the
+//!   record's revision, the head's revision) and is a no-op when already done, and every run
+//!   plans from the current state, so a run cut at any point is completed by the next.
+//! * **Archive** = blob first to the archive tier, then the record to `archived` (conditional). A
+//!   crash in between leaves an active record over an archived blob: loads answer `409
+//!   archived` (never wrong data) and the next run finishes the archive. When the conditional
+//!   write loses (the program changed meanwhile), the blob is asked back.
+//! * **Restore** = a restore request, status `restoring` until the copy is readable, then the blob
+//!   back to the standard tier and status `active` — finished by the restore call itself when the
+//!   copy is ready at once (embedded), else by the next load or cleanup run.
+//! * **Delete** = the registry's delete path (record, version claim, head counts/latest/best, tag
+//!   entries in one transaction, then the blob) with retention's guard.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::backend::{
+    attr, page_key_of, BlobTier, Condition, Index, Item, PageKey, Query, WriteOp,
+};
+use crate::domain::{format_time, ProgramId, ProgramStatus};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventType};
+use crate::keys;
+use crate::record::{from_item, ProgramRecord, SignatureHead};
+use crate::retention::{plan_signature, Action, Candidate, Decision, Policy};
+use crate::service::{backoff, Storage};
+
+/// Items read per scan page.
+const SCAN_PAGE: usize = 100;
+/// Program records read per index page of one signature.
+const SIGNATURE_PAGE: usize = 200;
+/// Blob keys listed per page by the orphan collector.
+const BLOB_PAGE: usize = 1000;
+/// Record look-ups in flight while collecting orphan blobs.
+const GC_CONCURRENCY: usize = 16;
+/// A blob without a record is collected once it is older than this (a store in flight writes
+/// its blob before its record).
+pub const ORPHAN_MIN_AGE: Duration = Duration::hours(1);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CleanupOptions {
+    pub policy: Policy,
+    /// The time the policy is evaluated at (ages are `as_of - created_at`).
+    pub as_of: DateTime<Utc>,
+    /// Plan only: nothing changes.
+    pub dry_run: bool,
+    /// Where an earlier slice stopped.
+    pub cursor: Option<String>,
+    /// Stop (and answer a cursor) once this instant has passed.
+    pub deadline: Option<Instant>,
+    /// Keep every decision in the report (the HTTP answer). Off: counts only (scheduled runs).
+    pub list_decisions: bool,
+}
+
+impl CleanupOptions {
+    pub fn new(policy: Policy, dry_run: bool) -> Self {
+        CleanupOptions {
+            policy,
+            as_of: crate::domain::now(),
+            dry_run,
+            cursor: None,
+            deadline: None,
+            list_decisions: true,
+        }
+    }
+}
+
+/// Counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CleanupSummary {
+    pub signatures: u64,
+    pub programs: u64,
+    pub kept: u64,
+    pub archived: u64,
+    pub deleted: u64,
+    /// Planned actions not applied because the program changed meanwhile (or the action failed).
+    pub skipped: u64,
+    /// Restores found complete and finished (blob back to standard, status active).
+    pub restores_completed: u64,
+    /// Blobs without a record, older than an hour (counted in a dry run, deleted in a real one).
+    pub orphan_blobs_collected: u64,
+    /// Expired idempotency records (counted in a dry run, deleted in a real one).
+    pub idempotency_records_collected: u64,
+}
+
+/// A planned action that was not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub action: Action,
+    pub error: String,
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct CleanupReport {
+    pub dry_run: bool,
+    pub as_of: String,
+    pub policy: Value,
+    pub kept: Vec<Decision>,
+    pub archived: Vec<Decision>,
+    pub deleted: Vec<Decision>,
+    pub skipped: Vec<Skipped>,
+    pub summary: CleanupSummary,
+    /// False when the run stopped at its deadline; `next_cursor` then continues it.
+    pub complete: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// The answer of an archive or restore call.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierChange {
+    pub id: ProgramId,
+    pub signature: String,
+    pub version: String,
+    pub status: ProgramStatus,
+    pub updated_at: String,
+}
+
+impl TierChange {
+    fn of(r: &ProgramRecord) -> Self {
+        TierChange {
+            id: r.id,
+            signature: r.signature.to_string(),
+            version: r.version.to_string(),
+            status: r.status,
+            updated_at: format_time(&r.updated_at),
+        }
+    }
+}
+
+fn encode_scan_cursor(key: &PageKey) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&json!({ "scan": key })).expect("serializable"))
+}
+
+fn decode_scan_cursor(cursor: &str) -> Result<PageKey> {
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "the cursor is invalid or belongs to another listing",
+        )
+    };
+    if cursor.len() > 4096 {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let key: PageKey =
+        serde_json::from_value(v.get("scan").cloned().ok_or_else(bad)?).map_err(|_| bad())?;
+    let names: Vec<&str> = key.keys().map(String::as_str).collect();
+    if names != [attr::PK, attr::SK] {
+        return Err(bad());
+    }
+    Ok(key)
+}
+
+/// A time strictly after `prev` (stored times have millisecond precision).
+fn after(prev: DateTime<Utc>) -> DateTime<Utc> {
+    let now = crate::domain::now();
+    let min = prev + Duration::milliseconds(1);
+    if now >= min {
+        now
+    } else {
+        min
+    }
+}
+
+/// The program id in a blob key (`…/<id>.json[.ext]`), if it is one of ours.
+fn id_of_blob_key(key: &str) -> Option<ProgramId> {
+    let name = key.rsplit('/').next()?;
+    let stem = name.split('.').next()?;
+    ProgramId::parse(stem).ok()
+}
+
+impl Storage {
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            match op().await {
+                Err(e) if e.is_transient() && n < self.config.max_write_attempts.min(8) => {
+                    backoff(n).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn head_of(&self, record: &ProgramRecord) -> Result<Option<(SignatureHead, Item)>> {
+        match self
+            .items
+            .get(&record.signature_pk(), keys::HEAD_SK)
+            .await?
+        {
+            Some(item) => Ok(Some((from_item(&item)?, item))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a record changed from `old` (status, restore time), conditioned on `old`'s
+    /// revision and, when given, on the head's revision.
+    async fn put_record_change(
+        &self,
+        old: &ProgramRecord,
+        new: &ProgramRecord,
+        head: Option<&SignatureHead>,
+    ) -> Result<()> {
+        let mut ops = vec![WriteOp::put(
+            new.to_item(),
+            Condition::AttrEquals(attr::REV.into(), format_time(&old.updated_at)),
+        )];
+        if let Some(h) = head {
+            ops.push(WriteOp::Check {
+                pk: old.signature_pk(),
+                sk: keys::HEAD_SK.into(),
+                condition: Condition::AttrEquals(attr::REV.into(), h.rev.to_string()),
+            });
+        }
+        self.items.transact(ops).await?;
+        self.programs.remove(&old.id);
+        Ok(())
+    }
+
+    // ----- archive -----------------------------------------------------------------------------
+
+    /// `POST /programs/{id}/archive`: moves the program's blob to the archive tier and marks it
+    /// `archived`. Archiving an archived program is a no-op.
+    pub async fn archive_program(&self, id: &ProgramId) -> Result<TierChange> {
+        self.archive_guarded(id, None)
+            .await
+            .map(|r| TierChange::of(&r))
+    }
+
+    /// Archives; with `planned` (retention), only if the record is unchanged since it was planned
+    /// and it is neither the signature's latest version nor an alias target.
+    async fn archive_guarded(
+        &self,
+        id: &ProgramId,
+        planned: Option<DateTime<Utc>>,
+    ) -> Result<ProgramRecord> {
+        let rec = self.get_record(id).await?;
+        if let Some(p) = planned {
+            if rec.updated_at != p {
+                return Err(Error::Precondition(format!(
+                    "program {id} changed since the plan was made"
+                )));
+            }
+        }
+        if rec.status == ProgramStatus::Archived {
+            return Ok(rec);
+        }
+        let head = if planned.is_some() {
+            let head = self.head_of(&rec).await?.map(|(h, _)| h);
+            if let Some(h) = &head {
+                if h.latest_id == *id || h.aliases.values().any(|t| t.id == *id) {
+                    return Err(Error::Precondition(format!(
+                        "program {id} became the latest version or an alias target"
+                    )));
+                }
+            }
+            head
+        } else {
+            None
+        };
+        self.blobs.archive(&rec.blob_key).await?;
+        let mut new = rec.clone();
+        new.status = ProgramStatus::Archived;
+        new.updated_at = after(rec.updated_at);
+        match self.put_record_change(&rec, &new, head.as_ref()).await {
+            Ok(()) => {
+                self.emit(vec![tier_event(EventType::ProgramArchived, &new)])
+                    .await;
+                Ok(new)
+            }
+            Err(e) => {
+                self.undo_archive(id).await;
+                match e {
+                    Error::ConditionFailed { .. } => Err(Error::Precondition(format!(
+                        "program {id} changed meanwhile; not archived"
+                    ))),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// After a failed archive write: if the record is still active, its blob is asked back (and,
+    /// when that is not instant, the record marked `restoring` so a load finishes it).
+    async fn undo_archive(&self, id: &ProgramId) {
+        let result: Result<()> = async {
+            let rec = self.get_record(id).await?;
+            if rec.status != ProgramStatus::Active {
+                return Ok(());
+            }
+            self.blobs.request_restore(&rec.blob_key).await?;
+            if self.blobs.tier(&rec.blob_key).await? != BlobTier::Standard {
+                let mut new = rec.clone();
+                new.status = ProgramStatus::Restoring;
+                new.updated_at = after(rec.updated_at);
+                self.put_record_change(&rec, &new, None).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            match e {
+                Error::NotFound(_) => {}
+                e => {
+                    tracing::warn!(%id, error = %e, "could not undo an archive; the next load or cleanup sees an archived blob")
+                }
+            }
+        }
+    }
+
+    // ----- restore -----------------------------------------------------------------------------
+
+    /// `POST /programs/{id}/restore`: asks for the blob back. The answer's status is `active`
+    /// when it is readable again (at once on the embedded backend), else `restoring` (a later
+    /// load, restore call or cleanup run finishes it). Restoring an active program is a no-op.
+    pub async fn restore_program(&self, id: &ProgramId) -> Result<TierChange> {
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            let rec = self.get_record(id).await?;
+            let result = match rec.status {
+                // Normally a no-op; but an archive cut short after its blob moved leaves an
+                // active record over an archived blob (loads answer 409): bring that back too.
+                ProgramStatus::Active => match self.blobs.tier(&rec.blob_key).await {
+                    Ok(BlobTier::Standard) | Err(Error::NotFound(_)) => {
+                        return Ok(TierChange::of(&rec))
+                    }
+                    Ok(_) => self.finish_restore(rec).await,
+                    Err(e) => return Err(e),
+                },
+                ProgramStatus::Archived => {
+                    self.blobs.request_restore(&rec.blob_key).await?;
+                    self.finish_restore(rec).await
+                }
+                ProgramStatus::Restoring => self.finish_restore(rec).await,
+            };
+            match result {
+                Ok(r) => return Ok(TierChange::of(&r)),
+                Err(Error::ConditionFailed { .. }) if n < 5 => backoff(n).await,
+                Err(Error::ConditionFailed { .. }) => {
+                    return Err(Error::Unavailable(format!(
+                        "program {id} is changing too fast; retry the restore"
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves a restore forward from the blob's tier: readable → standard tier and `active`;
+    /// under way → `restoring`; not asked for (or its copy expired) → asked again, `restoring`.
+    /// Returns the record as it now is.
+    pub(crate) async fn finish_restore(&self, rec: ProgramRecord) -> Result<ProgramRecord> {
+        let tier = match self.blobs.tier(&rec.blob_key).await {
+            Ok(t) => t,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::Integrity(format!(
+                    "the stored program {} is missing from the blob store",
+                    rec.id
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let status = match tier {
+            BlobTier::Standard => ProgramStatus::Active,
+            BlobTier::Restored => {
+                self.blobs.unarchive(&rec.blob_key).await?;
+                ProgramStatus::Active
+            }
+            BlobTier::Restoring => ProgramStatus::Restoring,
+            BlobTier::Archived => {
+                self.blobs.request_restore(&rec.blob_key).await?;
+                match self.blobs.tier(&rec.blob_key).await? {
+                    BlobTier::Standard => ProgramStatus::Active,
+                    BlobTier::Restored => {
+                        self.blobs.unarchive(&rec.blob_key).await?;
+                        ProgramStatus::Active
+                    }
+                    _ => ProgramStatus::Restoring,
+                }
+            }
+        };
+        if status == rec.status {
+            return Ok(rec);
+        }
+        let mut new = rec.clone();
+        new.status = status;
+        new.updated_at = after(rec.updated_at);
+        if status == ProgramStatus::Active {
+            new.restored_at = Some(new.updated_at);
+        }
+        self.put_record_change(&rec, &new, None).await?;
+        if new.status == ProgramStatus::Active {
+            self.emit(vec![tier_event(EventType::ProgramRestored, &new)])
+                .await;
+        }
+        Ok(new)
+    }
+
+    /// A load of a `restoring` program: finishes the restore when the copy is ready, else
+    /// `Archived` ("still being restored").
+    pub(crate) async fn load_restoring(&self, rec: ProgramRecord) -> Result<ProgramRecord> {
+        let id = rec.id;
+        let new = match self.finish_restore(rec).await {
+            Ok(r) => r,
+            Err(Error::ConditionFailed { .. }) => self.get_record(&id).await?,
+            Err(e) => return Err(e),
+        };
+        if new.status == ProgramStatus::Active {
+            Ok(new)
+        } else {
+            Err(Error::Archived(format!(
+                "program {id} is being restored from cold storage; try again later"
+            )))
+        }
+    }
+
+    // ----- cleanup run -------------------------------------------------------------------------
+
+    /// Runs (or dry-runs) the retention policy over every signature, then collects garbage.
+    pub async fn cleanup(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+        let now = crate::domain::now();
+        let mut report = CleanupReport {
+            dry_run: opts.dry_run,
+            as_of: format_time(&opts.as_of),
+            policy: opts.policy.to_json(),
+            kept: vec![],
+            archived: vec![],
+            deleted: vec![],
+            skipped: vec![],
+            summary: CleanupSummary::default(),
+            complete: false,
+            next_cursor: None,
+        };
+        let mut start = opts.cursor.as_deref().map(decode_scan_cursor).transpose()?;
+        'scan: loop {
+            let page = self
+                .with_retries(|| self.items.scan(start.clone(), SCAN_PAGE))
+                .await?;
+            for item in &page.items {
+                if item.sk == keys::HEAD_SK && item.pk.starts_with("SIG#") {
+                    let head: SignatureHead = from_item(item)?;
+                    self.clean_signature(&head, opts, &mut report).await?;
+                } else if item.sk == keys::IDEM_SK && item.pk.starts_with("IDEM#") {
+                    self.collect_idempotency(item, now, opts.dry_run, &mut report)
+                        .await?;
+                }
+                if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                    let key = page_key_of(item, Index::Table);
+                    report.next_cursor = Some(encode_scan_cursor(&key));
+                    break 'scan;
+                }
+            }
+            match page.next {
+                Some(k) => start = Some(k),
+                None => {
+                    report.complete = true;
+                    break;
+                }
+            }
+        }
+        if report.complete {
+            self.collect_orphan_blobs(now, opts.dry_run, &mut report.summary)
+                .await?;
+        }
+        if !opts.dry_run {
+            self.write_cleanup_status(&report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Plans one signature and applies the plan.
+    async fn clean_signature(
+        &self,
+        head: &SignatureHead,
+        opts: &CleanupOptions,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
+        let sig_pk = keys::signature_pk(&head.project, &head.signature);
+        let mut candidates = Vec::new();
+        let mut revisions: BTreeMap<ProgramId, DateTime<Utc>> = BTreeMap::new();
+        let mut restoring = Vec::new();
+        let mut start = None;
+        loop {
+            let q = Query::new(Index::Gsi1, sig_pk.clone())
+                .limit(SIGNATURE_PAGE)
+                .start(start.take());
+            let page = self.with_retries(|| self.items.query(&q)).await?;
+            for item in &page.items {
+                let rec: ProgramRecord = from_item(item)?;
+                candidates.push(Candidate::of(&rec));
+                revisions.insert(rec.id, rec.updated_at);
+                if rec.status == ProgramStatus::Restoring {
+                    restoring.push(rec.id);
+                }
+            }
+            match page.next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let aliases: BTreeMap<String, ProgramId> = head
+            .aliases
+            .iter()
+            .map(|(n, t)| (n.clone(), t.id))
+            .collect();
+        let plan = plan_signature(
+            &head.signature,
+            &candidates,
+            Some(head.latest_id),
+            &aliases,
+            &opts.policy,
+            opts.as_of,
+        );
+        report.summary.signatures += 1;
+        report.summary.programs += plan.len() as u64;
+        let mut deleted = Vec::new();
+        for decision in plan {
+            let applied = if opts.dry_run || decision.action == Action::Keep {
+                Ok(())
+            } else {
+                let planned = revisions.get(&decision.id).copied();
+                match decision.action {
+                    Action::Archive => self
+                        .archive_guarded(&decision.id, planned)
+                        .await
+                        .map(|_| ()),
+                    Action::Delete => {
+                        self.delete_program_guarded(&decision.id, false, planned)
+                            .await
+                    }
+                    Action::Keep => Ok(()),
+                }
+            };
+            match applied {
+                Ok(()) => {
+                    let (count, list) = match decision.action {
+                        Action::Keep => (&mut report.summary.kept, &mut report.kept),
+                        Action::Archive => (&mut report.summary.archived, &mut report.archived),
+                        Action::Delete => {
+                            deleted.push(decision.id);
+                            (&mut report.summary.deleted, &mut report.deleted)
+                        }
+                    };
+                    *count += 1;
+                    if opts.list_decisions {
+                        list.push(decision);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id = %decision.id, action = ?decision.action, error = %e, "cleanup action skipped");
+                    report.summary.skipped += 1;
+                    if opts.list_decisions {
+                        report.skipped.push(Skipped {
+                            action: decision.action,
+                            error: e.to_string(),
+                            decision,
+                        });
+                    }
+                }
+            }
+        }
+        if !opts.dry_run {
+            for id in restoring.iter().filter(|id| !deleted.contains(id)) {
+                let done = async {
+                    let rec = self.get_record(id).await?;
+                    if rec.status != ProgramStatus::Restoring {
+                        return Ok(false);
+                    }
+                    Ok::<_, Error>(self.finish_restore(rec).await?.status == ProgramStatus::Active)
+                }
+                .await;
+                match done {
+                    Ok(true) => report.summary.restores_completed += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(%id, error = %e, "could not finish a restore"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn collect_idempotency(
+        &self,
+        item: &Item,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
+        let Some(expires) = item.get("expires_at") else {
+            return Ok(());
+        };
+        let expired = expires.parse::<i64>().is_ok_and(|t| t < now.timestamp());
+        if !expired {
+            return Ok(());
+        }
+        if !dry_run {
+            let op = WriteOp::delete(
+                item.pk.clone(),
+                item.sk.clone(),
+                Condition::AttrEquals("expires_at".into(), expires.to_owned()),
+            );
+            match self
+                .with_retries(|| self.items.transact(vec![op.clone()]))
+                .await
+            {
+                Ok(()) => {}
+                // Replaced by a new request with the same key meanwhile: not garbage.
+                Err(Error::ConditionFailed { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        report.summary.idempotency_records_collected += 1;
+        Ok(())
+    }
+
+    /// Deletes blobs without a program record that are older than [`ORPHAN_MIN_AGE`] (a failed
+    /// store's blob, the blob of a delete cut short). Only keys holding a program id are
+    /// considered; one record look-up per candidate, [`GC_CONCURRENCY`] at a time.
+    async fn collect_orphan_blobs(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        summary: &mut CleanupSummary,
+    ) -> Result<()> {
+        let cutoff = now - ORPHAN_MIN_AGE;
+        let archive_prefix = format!(
+            "{}/{}",
+            crate::backend::embedded::ARCHIVE_DIR,
+            keys::BLOB_PREFIX
+        );
+        for prefix in [keys::BLOB_PREFIX, archive_prefix.as_str()] {
+            let mut start: Option<String> = None;
+            loop {
+                let (metas, next) = self
+                    .with_retries(|| self.blobs.list(prefix, start.clone(), BLOB_PAGE))
+                    .await?;
+                let candidates: Vec<(String, ProgramId)> = metas
+                    .iter()
+                    .filter(|m| m.last_modified.is_some_and(|t| t < cutoff))
+                    .filter_map(|m| id_of_blob_key(&m.key).map(|id| (m.key.clone(), id)))
+                    .collect();
+                let checked: Vec<(String, Result<bool>)> = futures::stream::iter(candidates)
+                    .map(|(key, id)| async move {
+                        let pk = keys::program_pk(&id);
+                        let found = self
+                            .with_retries(|| self.items.get(&pk, keys::PROG_SK))
+                            .await
+                            .map(|i| i.is_some());
+                        (key, found)
+                    })
+                    .buffer_unordered(GC_CONCURRENCY)
+                    .collect()
+                    .await;
+                for (key, found) in checked {
+                    if found? {
+                        continue;
+                    }
+                    if !dry_run {
+                        self.with_retries(|| self.blobs.delete(&key)).await?;
+                    }
+                    tracing::info!(key, dry_run, "orphan blob collected");
+                    summary.orphan_blobs_collected += 1;
+                }
+                match next {
+                    Some(k) => start = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_cleanup_status(&self, report: &CleanupReport) -> Result<()> {
+        let data = json!({
+            "finished_at": format_time(&crate::domain::now()),
+            "as_of": report.as_of,
+            "policy": report.policy,
+            "complete": report.complete,
+            "next_cursor": report.next_cursor,
+            "summary": report.summary,
+        });
+        let item =
+            Item::new(keys::STATUS_PK, keys::CLEANUP_STATUS_SK).with(attr::DATA, data.to_string());
+        self.with_retries(|| {
+            self.items
+                .transact(vec![WriteOp::put(item.clone(), Condition::None)])
+        })
+        .await?;
+        self.emit(vec![Event::new(
+            EventType::CleanupCompleted,
+            json!({
+                "as_of": report.as_of,
+                "complete": report.complete,
+                "summary": report.summary,
+            }),
+        )])
+        .await;
+        Ok(())
+    }
+
+    /// The last cleanup run's status item (`STATUS` / `LAST#cleanup`), if any.
+    pub async fn last_cleanup_status(&self) -> Result<Option<Value>> {
+        match self
+            .items
+            .get(keys::STATUS_PK, keys::CLEANUP_STATUS_SK)
+            .await?
+        {
+            Some(item) => from_item(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The scheduled run: the configured policy, counts only, resuming where the last run
+    /// stopped at its deadline.
+    pub async fn scheduled_cleanup(
+        &self,
+        policy: Policy,
+        deadline: Option<Instant>,
+    ) -> Result<CleanupReport> {
+        let cursor = self.last_cleanup_status().await?.and_then(|s| {
+            s.get("next_cursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let opts = CleanupOptions {
+            cursor,
+            deadline,
+            list_decisions: false,
+            ..CleanupOptions::new(policy, false)
+        };
+        match self.cleanup(&opts).await {
+            // A stale cursor (state rewritten by hand): start over.
+            Err(Error::InvalidInput { .. }) if opts.cursor.is_some() => {
+                self.cleanup(&CleanupOptions {
+                    cursor: None,
+                    ..opts
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The event of an archive or a finished restore.
+fn tier_event(kind: EventType, r: &ProgramRecord) -> Event {
+    Event::new(
+        kind,
+        json!({
+            "project": r.project.to_string(),
+            "signature": r.signature.to_string(),
+            "version": r.version.to_string(),
+            "program_id": r.id.to_string(),
+            "status": r.status,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AliasName, NewMetadata, Project, Signature, Version};
+    use proptest::prelude::*;
+
+    type Row = (i64, Option<f64>, bool, bool);
+
+    fn rows() -> impl Strategy<Value = Vec<Vec<Row>>> {
+        let row = (
+            0i64..900,
+            prop::option::of(0.0f64..1.0),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.1),
+        );
+        prop::collection::vec(prop::collection::vec(row, 1..10), 1..3)
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        (
+            0usize..4,
+            any::<bool>(),
+            any::<bool>(),
+            1i64..400,
+            1i64..800,
+            prop::option::of(0.0f64..1.0),
+        )
+            .prop_map(|(k, hp, prod, a, d, low)| Policy {
+                keep_latest: k,
+                keep_high_performing: hp,
+                keep_production: prod,
+                archive_after: Duration::days(a),
+                delete_after: Duration::days(d),
+                archive_below_performance: low,
+            })
+    }
+
+    /// Stores the rows (one signature per inner vector, versions `1.0.<i>`), points alias
+    /// `staging` of each signature at the version `alias_pick` selects.
+    async fn dataset(storage: &Storage, sigs: &[Vec<Row>], alias_pick: usize) {
+        let now = crate::domain::now();
+        for (s, versions) in sigs.iter().enumerate() {
+            let sig = format!("prop.S{s}");
+            for (i, (age, score, env, tag)) in versions.iter().enumerate() {
+                let mut meta = json!({
+                    "signature": sig, "version": format!("1.0.{i}"),
+                    "created_at": format_time(&(now - Duration::days(*age))),
+                });
+                if let Some(x) = score {
+                    meta["performance"] = json!(x);
+                }
+                if *env {
+                    meta["environment"] = json!("production");
+                }
+                if *tag {
+                    meta["tags"] = json!(["production"]);
+                }
+                let program =
+                    serde_json::value::RawValue::from_string(format!("{{\"n\": {i}}}")).unwrap();
+                storage
+                    .store(&program, NewMetadata::parse(meta, now).unwrap(), None)
+                    .await
+                    .unwrap();
+            }
+            let pick = alias_pick % (versions.len() + 1);
+            if pick < versions.len() {
+                storage
+                    .put_alias(
+                        &Project::default_project(),
+                        &Signature::parse(&sig).unwrap(),
+                        &AliasName::parse("staging").unwrap(),
+                        &Version::parse(&format!("1.0.{pick}")).unwrap(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Over a real (embedded) store: the real run applies exactly the dry run's plan, nothing
+        /// a rule protects is archived or deleted (it stays active and loadable), every archived
+        /// program is archived and every deleted one is gone.
+        #[test]
+        fn the_real_run_is_the_dry_run(sigs in rows(), policy in policy(), alias_pick in 0usize..12) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let storage = crate::open::embedded(dir.path(), Default::default()).unwrap();
+                dataset(&storage, &sigs, alias_pick).await;
+                let as_of = crate::domain::now();
+                let opts = |dry_run| CleanupOptions { as_of, ..CleanupOptions::new(policy.clone(), dry_run) };
+                let dry = storage.cleanup(&opts(true)).await.unwrap();
+                let real = storage.cleanup(&opts(false)).await.unwrap();
+                assert_eq!(dry.kept, real.kept);
+                assert_eq!(dry.archived, real.archived);
+                assert_eq!(dry.deleted, real.deleted);
+                assert!(real.skipped.is_empty(), "{:?}", real.skipped);
+                let total: usize = sigs.iter().map(Vec::len).sum();
+                assert_eq!(real.kept.len() + real.archived.len() + real.deleted.len(), total);
+                for d in &real.kept {
+                    if d.protected {
+                        let rec = storage.get_record(&d.id).await.unwrap();
+                        assert_eq!(rec.status, ProgramStatus::Active, "{d:?}");
+                        storage.get_program(&d.id).await.unwrap();
+                    }
+                }
+                for d in &real.archived {
+                    assert!(!d.protected);
+                    let rec = storage.get_record(&d.id).await.unwrap();
+                    assert_eq!(rec.status, ProgramStatus::Archived, "{d:?}");
+                    assert!(matches!(storage.get_program(&d.id).await, Err(Error::Archived(_))));
+                }
+                for d in &real.deleted {
+                    assert!(!d.protected);
+                    assert!(matches!(storage.get_record(&d.id).await, Err(Error::NotFound(_))));
+                }
+                // Every signature still loads its latest version.
+                for s in 0..sigs.len() {
+                    let sig = Signature::parse(&format!("prop.S{s}")).unwrap();
+                    storage
+                        .get_version(&Project::default_project(), &sig, &crate::domain::VersionSelector::Latest)
+                        .await
+                        .unwrap();
+                }
+                // A second run has nothing left to do.
+                let again = storage.cleanup(&opts(false)).await.unwrap();
+                assert!(again.archived.is_empty() && again.deleted.is_empty());
+            });
+        }
+    }
+
+    #[test]
+    fn blob_keys_name_their_program() {
+        let id = "0191e2a4-0000-7000-8000-000000000000";
+        assert_eq!(
+            id_of_blob_key(&format!("programs/2026/03/04/{id}.json.zst")).map(|i| i.to_string()),
+            Some(id.to_owned())
+        );
+        assert_eq!(
+            id_of_blob_key(&format!("archive/programs/2026/03/04/{id}.json"))
+                .map(|i| i.to_string()),
+            Some(id.to_owned())
+        );
+        assert_eq!(id_of_blob_key("programs/2026/notes.txt"), None);
+    }
+
+    #[test]
+    fn scan_cursors_round_trip() {
+        let mut k = PageKey::new();
+        k.insert("PK".into(), "SIG#default#A".into());
+        k.insert("SK".into(), "HEAD".into());
+        assert_eq!(decode_scan_cursor(&encode_scan_cursor(&k)).unwrap(), k);
+        assert!(decode_scan_cursor("nope").is_err());
+        let mut extra = k.clone();
+        extra.insert("GSI1PK".into(), "x".into());
+        assert!(decode_scan_cursor(&encode_scan_cursor(&extra)).is_err());
+    }
+}
