@@ -6,16 +6,21 @@
 
 pub mod backend;
 pub mod cache;
+pub mod chart;
 pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod dspy;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod open;
 pub mod record;
 pub mod registry;
+pub mod report;
+pub mod runs;
 pub mod service;
 pub mod service_dspy;
+pub mod trend;
 
 pub use error::{Error, Result};

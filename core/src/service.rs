@@ -119,6 +119,8 @@ pub struct Storage {
     pub(crate) backend: String,
     pub(crate) programs: crate::cache::ProgramCache,
     pub(crate) resolved: crate::cache::ResolveCache,
+    /// Loads counted in memory for the report (see [`crate::report`]).
+    pub(crate) loads: crate::report::LoadCounter,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -165,6 +167,7 @@ impl Storage {
             codec: config.codec(),
             programs: crate::cache::ProgramCache::new(config.program_cache_bytes),
             resolved: crate::cache::ResolveCache::new(config.resolve_cache_ttl),
+            loads: Default::default(),
             config,
             backend: backend.into(),
         }
@@ -436,6 +439,7 @@ impl Storage {
                     .into_iter()
                     .map(|i| WriteOp::put(i, Condition::None)),
             );
+            ops.push(crate::report::store_counter_op(&record, &now));
 
             match self.items.transact(ops).await {
                 Ok(()) => {
@@ -481,7 +485,9 @@ impl Storage {
     /// Reads a program: one item read, one blob read, verified.
     pub async fn get_program(&self, id: &ProgramId) -> Result<LoadedProgram> {
         let record = self.get_record(id).await?;
-        self.load_blob(record).await
+        let loaded = self.load_blob(record).await?;
+        self.count_load(&loaded.record);
+        Ok(loaded)
     }
 
     async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {

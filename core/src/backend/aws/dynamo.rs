@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest,
-    ScalarAttributeType, TableStatus, TransactWriteItem, WriteRequest,
+    ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -199,7 +199,8 @@ fn item_to_map(item: &Item) -> AttrMap {
     map
 }
 
-/// Converts a stored item back; non-string attributes are ignored.
+/// Converts a stored item back; numbers (counters of [`WriteOp::Add`]) become their decimal
+/// text, other non-string attributes are ignored.
 fn map_to_item(mut map: AttrMap) -> Result<Item> {
     let mut take_key = |name: &str| match map.remove(name) {
         Some(AttributeValue::S(v)) => Ok(v),
@@ -212,7 +213,7 @@ fn map_to_item(mut map: AttrMap) -> Result<Item> {
     let attrs = map
         .into_iter()
         .filter_map(|(k, v)| match v {
-            AttributeValue::S(v) => Some((k, v)),
+            AttributeValue::S(v) | AttributeValue::N(v) => Some((k, v)),
             _ => None,
         })
         .collect();
@@ -311,11 +312,56 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
+            WriteOp::Add { pk, sk, add, set } => {
+                TransactWriteItem::builder().update(update_of(table, pk, sk, add, set)?).build()
+            }
         };
         items.push(item);
         origin.push(i);
     }
     Ok((items, origin))
+}
+
+/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, …`.
+fn update_of(
+    table: &str,
+    pk: &str,
+    sk: &str,
+    add: &[(String, i64)],
+    set: &[(String, String)],
+) -> Result<Update> {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    for (i, (name, v)) in set.iter().enumerate() {
+        names.insert(format!("#s{i}"), name.clone());
+        values.insert(format!(":s{i}"), s(v));
+        sets.push(format!("#s{i} = :s{i}"));
+    }
+    let mut adds = Vec::new();
+    for (i, (name, n)) in add.iter().enumerate() {
+        names.insert(format!("#a{i}"), name.clone());
+        values.insert(format!(":a{i}"), AttributeValue::N(n.to_string()));
+        adds.push(format!("#a{i} :a{i}"));
+    }
+    let mut expression = String::new();
+    if !sets.is_empty() {
+        expression.push_str(&format!("SET {}", sets.join(", ")));
+    }
+    if !adds.is_empty() {
+        if !expression.is_empty() {
+            expression.push(' ');
+        }
+        expression.push_str(&format!("ADD {}", adds.join(", ")));
+    }
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(key_map(pk, sk)))
+        .update_expression(expression)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(build_error)
 }
 
 /// Interprets the cancellation reasons of a cancelled transaction. `origin[i]` is the index in
@@ -490,6 +536,33 @@ impl ItemStore for DynamoItemStore {
             self.batch_write_chunk(chunk).await?;
         }
         Ok(())
+    }
+
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
+        if items.len() > BATCH_WRITE_MAX {
+            return Err(Error::Internal(format!(
+                "one BatchWriteItem takes at most {BATCH_WRITE_MAX} items, not {}",
+                items.len()
+            )));
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let requests: Vec<WriteRequest> = batch_chunks(items).into_iter().flatten().collect();
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(self.table.clone(), requests)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("BatchWriteItem", e))?;
+        let mut unprocessed = out.unprocessed_items.unwrap_or_default();
+        unprocessed
+            .remove(&self.table)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|w| w.put_request.map(|p| map_to_item(p.item)))
+            .collect()
     }
 
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
