@@ -15,6 +15,8 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod metrics;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dspy-storage",
@@ -146,6 +148,8 @@ enum Command {
         #[arg(long)]
         prompt: bool,
     },
+    #[command(flatten)]
+    Perf(metrics::PerfCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,6 +406,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 print_json(&storage.get_record(&id).await?)?;
             }
         }
+        Command::Perf(cmd) => metrics::run(cmd, &cli.backend.open().await?).await?,
     }
     Ok(())
 }
