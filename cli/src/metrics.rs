@@ -96,11 +96,15 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                 let id = ProgramId::parse(&id)?;
                 let body: Value = match file {
                     Some(f) => serde_json::from_str(
-                        &std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?,
+                        &std::fs::read_to_string(&f)
+                            .map_err(|e| format!("{}: {e}", f.display()))?,
                     )?,
                     None => {
                         let mut rec = Map::new();
-                        rec.insert("metrics".into(), Value::Object(pairs(&metrics, "--metric")?));
+                        rec.insert(
+                            "metrics".into(),
+                            Value::Object(pairs(&metrics, "--metric")?),
+                        );
                         if let Some(t) = timestamp {
                             rec.insert("timestamp".into(), Value::String(t));
                         }
@@ -123,7 +127,13 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                 let mut records = Vec::new();
                 loop {
                     let page = storage
-                        .metric_history(&id, from.as_deref(), to.as_deref(), Some(limit.unwrap_or(1000).min(1000)), cursor.as_deref())
+                        .metric_history(
+                            &id,
+                            from.as_deref(),
+                            to.as_deref(),
+                            Some(limit.unwrap_or(1000).min(1000)),
+                            cursor.as_deref(),
+                        )
                         .await?;
                     records.extend(page.records);
                     match page.next_cursor {
@@ -156,7 +166,10 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                 let id = ProgramId::parse(&id)?;
                 let record = storage.get_record(&id).await?;
                 let t = storage.program_trends(&id, Some(days)).await?;
-                (t, format!("{} {} — program {id}", record.signature, record.version))
+                (
+                    t,
+                    format!("{} {} — program {id}", record.signature, record.version),
+                )
             };
             if let Some(path) = svg {
                 let subtitle = format!(

@@ -14,7 +14,7 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 30.0;
 const TOP: f64 = 80.0;
 const PANEL_H: f64 = 150.0;
-const PANEL_GAP: f64 = 28.0;
+const PANEL_GAP: f64 = 44.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -31,7 +31,8 @@ fn esc(s: &str) -> String {
 
 /// "Nice" ticks covering `[lo, hi]`: (first, step, count).
 pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> (f64, f64, usize) {
-    let (lo, hi) = if hi > lo {
+    // A flat series (up to float noise, e.g. 0.002 and 0.0020000000000000005) gets a padded axis.
+    let (lo, hi) = if hi - lo > 1e-9 * lo.abs().max(hi.abs()) {
         (lo, hi)
     } else {
         let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.05 };
@@ -95,7 +96,11 @@ pub fn render(title: &str, subtitle: &str, trends: &Trends) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            if t.lower_is_better { ", lower is better" } else { "" }
+            if t.lower_is_better {
+                ", lower is better"
+            } else {
+                ""
+            }
         );
         let _ = write!(
             s,
@@ -145,8 +150,16 @@ pub fn render(title: &str, subtitle: &str, trends: &Trends) -> String {
         let t = &trends.metrics[*name];
         let top = TOP + i as f64 * (PANEL_H + PANEL_GAP);
         let bottom = top + PANEL_H;
-        let lo = t.points.iter().map(|p| p.value).fold(f64::INFINITY, f64::min);
-        let hi = t.points.iter().map(|p| p.value).fold(f64::NEG_INFINITY, f64::max);
+        let lo = t
+            .points
+            .iter()
+            .map(|p| p.value)
+            .fold(f64::INFINITY, f64::min);
+        let hi = t
+            .points
+            .iter()
+            .map(|p| p.value)
+            .fold(f64::NEG_INFINITY, f64::max);
         let (first, step, count) = nice_ticks(lo, hi, 4);
         let ymin = first;
         let ymax = first + step * (count - 1) as f64;
@@ -247,9 +260,17 @@ mod tests {
     fn ticks_are_nice_and_cover() {
         let (first, step, count) = nice_ticks(0.71, 0.93, 4);
         assert!(first <= 0.71 && first + step * (count - 1) as f64 >= 0.93);
-        assert!((step - 0.1).abs() < 1e-12 || (step - 0.05).abs() < 1e-12, "{step}");
+        assert!(
+            (step - 0.1).abs() < 1e-12 || (step - 0.05).abs() < 1e-12,
+            "{step}"
+        );
         let (first, step, count) = nice_ticks(5.0, 5.0, 4);
         assert!(first < 5.0 && first + step * (count - 1) as f64 > 5.0);
+        // Float noise around a constant is a flat series, not a range of 1e-19.
+        let (first, step, count) = nice_ticks(0.002, 0.002_000_000_000_000_000_5, 4);
+        assert!(step > 1e-6, "{step}");
+        assert!(first < 0.002 && first + step * (count - 1) as f64 > 0.002);
+        assert!(count <= 6, "{count}");
         assert_eq!(decimals(0.05), 2);
         assert_eq!(decimals(0.1), 1);
         assert_eq!(decimals(0.25), 2);

@@ -139,21 +139,33 @@ fn parse_record(
     program: &ProgramRecord,
     now: DateTime<Utc>,
 ) -> Result<MetricRecord> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::invalid(field, format!("{field} must be an object")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        Error::invalid(field, format!("{field} must be an object with \"metrics\""))
+    })?;
+    let sub = |name: &str| {
+        if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
     for k in obj.keys() {
         if !matches!(k.as_str(), "metrics" | "timestamp" | "environment") {
             return Err(Error::invalid(
-                format!("{field}.{k}"),
+                sub(k),
                 format!("unknown field {k:?}; a record has metrics, timestamp and environment"),
             ));
         }
     }
-    let mfield = format!("{field}.metrics");
+    let mfield = sub("metrics");
     let metrics_obj = match obj.get("metrics") {
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(Error::invalid(&mfield, format!("{mfield} must be an object of named numbers"))),
+        Some(_) => {
+            return Err(Error::invalid(
+                &mfield,
+                format!("{mfield} must be an object of named numbers"),
+            ))
+        }
         None => return Err(Error::invalid(&mfield, format!("{mfield} is required"))),
     };
     if metrics_obj.is_empty() || metrics_obj.len() > MAX_METRICS {
@@ -177,7 +189,7 @@ fn parse_record(
             }
         }
     }
-    let tfield = format!("{field}.timestamp");
+    let tfield = sub("timestamp");
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => now,
         Some(Value::String(s)) => parse_time(&tfield, s)?,
@@ -191,7 +203,10 @@ fn parse_record(
     // Stored times have millisecond precision.
     let timestamp = DateTime::from_timestamp_millis(timestamp.timestamp_millis()).unwrap_or(now);
     if timestamp > now + SKEW {
-        return Err(Error::invalid(&tfield, format!("{tfield} is in the future")));
+        return Err(Error::invalid(
+            &tfield,
+            format!("{tfield} is in the future"),
+        ));
     }
     if timestamp < program.created_at - SKEW {
         return Err(Error::invalid(
@@ -202,7 +217,7 @@ fn parse_record(
             ),
         ));
     }
-    let efield = format!("{field}.environment");
+    let efield = sub("environment");
     let environment = match obj.get("environment") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => {
@@ -215,7 +230,12 @@ fn parse_record(
             }
             m.clone()
         }
-        Some(_) => return Err(Error::invalid(&efield, format!("{efield} must be an object"))),
+        Some(_) => {
+            return Err(Error::invalid(
+                &efield,
+                format!("{efield} must be an object"),
+            ))
+        }
     };
     Ok(MetricRecord {
         id: uuid::Uuid::now_v7(),
@@ -266,9 +286,7 @@ impl Storage {
         let records: Vec<MetricRecord> = match body {
             Value::Object(o) if o.contains_key("records") => {
                 if o.len() != 1 {
-                    return Err(Error::invalid_request(
-                        "a batch body has only \"records\"",
-                    ));
+                    return Err(Error::invalid_request("a batch body has only \"records\""));
                 }
                 let list = o["records"].as_array().ok_or_else(|| {
                     Error::invalid("records", "records must be an array of records")
@@ -284,7 +302,7 @@ impl Storage {
                     .map(|(i, v)| parse_record(v, &format!("records[{i}]"), &program, now))
                     .collect::<Result<_>>()?
             }
-            Value::Object(_) => vec![parse_record(body, "body", &program, now)?],
+            Value::Object(_) => vec![parse_record(body, "", &program, now)?],
             _ => return Err(Error::invalid_request("the body must be a JSON object")),
         };
         let items: Vec<Item> = records.iter().map(MetricRecord::to_item).collect();
@@ -372,13 +390,16 @@ impl Storage {
         let after = cursor.map(|c| decode_history_cursor(c, id)).transpose()?;
         let program = self.get_record(id).await?;
         let window = Self::metric_window(&program, from, to)?;
-        let (records, more) = self
-            .read_metrics(id, window, after.as_deref(), Some(limit))
+        let mut records = Vec::with_capacity(limit.min(MAX_HISTORY_PAGE));
+        let (_, more) = self
+            .read_metrics(id, window, after.as_deref(), Some(limit), |r| {
+                records.push(r)
+            })
             .await?;
         let next_cursor = if more {
-            records.last().map(|r| {
-                encode_history_cursor(id, &keys::metric_sk(&r.timestamp, &r.id))
-            })
+            records
+                .last()
+                .map(|r| encode_history_cursor(id, &keys::metric_sk(&r.timestamp, &r.id)))
         } else {
             None
         };
@@ -389,14 +410,16 @@ impl Storage {
     }
 
     /// Reads a program's records in a window (after the sort key `after`, if any), oldest first,
-    /// at most `limit` (all when `None`). Returns whether more records may follow.
+    /// at most `limit` (all when `None`), handing each to `sink` page by page (memory does not
+    /// grow with the records read). Returns how many were read and whether more may follow.
     pub(crate) async fn read_metrics(
         &self,
         id: &ProgramId,
         window: Window,
         after: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<(Vec<MetricRecord>, bool)> {
+        mut sink: impl FnMut(MetricRecord) + Send,
+    ) -> Result<(usize, bool)> {
         let lo_sk = format_time(&window.from);
         // Every sort key of a time starts with that time; '~' sorts after its '#<uuid>' suffix.
         let hi_sk = format!("{}~", format_time(&window.to));
@@ -407,30 +430,32 @@ impl Storage {
             }
             None => window.from,
         };
-        let mut out = Vec::new();
+        let mut read = 0usize;
         let months = months_between(&start_time, &window.to);
         for (mi, month) in months.iter().enumerate() {
             let pk = keys::metric_pk(id, month);
-            let mut start = after.filter(|a| month_of_sk(a) == Some(month.as_str())).map(|a| {
-                let mut k = crate::backend::PageKey::new();
-                k.insert(attr::PK.into(), pk.clone());
-                k.insert(attr::SK.into(), a.to_owned());
-                k
-            });
+            let mut start = after
+                .filter(|a| month_of_sk(a) == Some(month.as_str()))
+                .map(|a| {
+                    let mut k = crate::backend::PageKey::new();
+                    k.insert(attr::PK.into(), pk.clone());
+                    k.insert(attr::SK.into(), a.to_owned());
+                    k
+                });
             loop {
-                let want = limit.map_or(MAX_HISTORY_PAGE, |l| (l - out.len()).min(MAX_HISTORY_PAGE));
+                let want = limit.map_or(MAX_HISTORY_PAGE, |l| (l - read).min(MAX_HISTORY_PAGE));
                 let q = Query::new(crate::backend::Index::Table, pk.clone())
                     .sk(SkRange::Between(lo_sk.clone(), hi_sk.clone()))
                     .limit(want)
                     .start(start.take());
                 let page = self.items.query(&q).await?;
                 for item in &page.items {
-                    out.push(from_item::<MetricRecord>(item)?);
+                    sink(from_item::<MetricRecord>(item)?);
+                    read += 1;
                 }
-                let full = limit.is_some_and(|l| out.len() >= l);
-                if full {
+                if limit.is_some_and(|l| read >= l) {
                     let more = page.next.is_some() || mi + 1 < months.len();
-                    return Ok((out, more));
+                    return Ok((read, more));
                 }
                 match page.next {
                     Some(n) => start = Some(n),
@@ -438,7 +463,7 @@ impl Storage {
                 }
             }
         }
-        Ok((out, false))
+        Ok((read, false))
     }
 }
 
@@ -457,7 +482,12 @@ fn encode_history_cursor(id: &ProgramId, sk: &str) -> String {
 }
 
 fn decode_history_cursor(cursor: &str, id: &ProgramId) -> Result<String> {
-    let bad = || Error::invalid("cursor", "the cursor is invalid or belongs to another listing");
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "the cursor is invalid or belongs to another listing",
+        )
+    };
     if cursor.len() > 1024 {
         return Err(bad());
     }

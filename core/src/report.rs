@@ -111,9 +111,15 @@ impl Default for LoadCounter {
 
 impl LoadCounter {
     /// Counts one load; returns the counts to write when a flush is due.
-    fn count(&self, project: &Project, signature: &Signature) -> Option<HashMap<(Project, Signature), i64>> {
+    fn count(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Option<HashMap<(Project, Signature), i64>> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        *pending.entry((project.clone(), signature.clone())).or_insert(0) += 1;
+        *pending
+            .entry((project.clone(), signature.clone()))
+            .or_insert(0) += 1;
         let mut last = self.last_flush.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= LOAD_FLUSH_INTERVAL {
             *last = Instant::now();
@@ -235,12 +241,21 @@ pub struct TrendWindow {
 pub fn trend_window(days: Option<i64>) -> Result<(i64, Window)> {
     let days = days.unwrap_or(90);
     if !(1..=MAX_TREND_DAYS).contains(&days) {
-        return Err(Error::invalid("days", format!("days must be 1-{MAX_TREND_DAYS}")));
+        return Err(Error::invalid(
+            "days",
+            format!("days must be 1-{MAX_TREND_DAYS}"),
+        ));
     }
     let now = crate::domain::now();
     let first_day = now.date_naive() - Duration::days(days - 1);
     let from = first_day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    Ok((days, Window { from, to: now + crate::metrics::SKEW }))
+    Ok((
+        days,
+        Window {
+            from,
+            to: now + crate::metrics::SKEW,
+        },
+    ))
 }
 
 impl Storage {
@@ -266,7 +281,11 @@ impl Storage {
 
     /// Adds a metrics request's records to its signature's counters (best effort: a failure is
     /// logged, the records are already written).
-    pub(crate) async fn count_metric_records(&self, program: &ProgramRecord, records: &[MetricRecord]) {
+    pub(crate) async fn count_metric_records(
+        &self,
+        program: &ProgramRecord,
+        records: &[MetricRecord],
+    ) {
         let mut by_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
         let today = crate::domain::now().date_naive();
         for _ in records {
@@ -293,17 +312,23 @@ impl Storage {
         loop {
             let page = self
                 .items
-                .query(&Query::new(Index::Gsi3, keys::STATS_INDEX_PK).limit(1000).start(start))
+                .query(
+                    &Query::new(Index::Gsi3, keys::STATS_INDEX_PK)
+                        .limit(1000)
+                        .start(start),
+                )
                 .await?;
             for item in &page.items {
                 let (Some(p), Some(s)) = (item.get("project"), item.get("signature")) else {
                     continue;
                 };
-                let c = by_sig.entry((p.to_owned(), s.to_owned())).or_insert_with(|| SignatureCounters {
-                    project: p.to_owned(),
-                    signature: s.to_owned(),
-                    ..SignatureCounters::default()
-                });
+                let c = by_sig
+                    .entry((p.to_owned(), s.to_owned()))
+                    .or_insert_with(|| SignatureCounters {
+                        project: p.to_owned(),
+                        signature: s.to_owned(),
+                        ..SignatureCounters::default()
+                    });
                 let days = || {
                     item.attrs
                         .iter()
@@ -346,7 +371,12 @@ impl Storage {
         })
     }
 
-    async fn accumulate(&self, program: &ProgramRecord, window: Window, acc: &mut DailyAccumulator) -> Result<u64> {
+    async fn accumulate(
+        &self,
+        program: &ProgramRecord,
+        window: Window,
+        acc: &mut DailyAccumulator,
+    ) -> Result<u64> {
         let w = Window {
             from: window.from.max(program.created_at - crate::metrics::SKEW),
             to: window.to,
@@ -354,11 +384,12 @@ impl Storage {
         if w.from > w.to {
             return Ok(0);
         }
-        let (records, _) = self.read_metrics(&program.id, w, None, None).await?;
-        for r in &records {
-            acc.add(&r.timestamp, &r.metrics);
-        }
-        Ok(records.len() as u64)
+        let (read, _) = self
+            .read_metrics(&program.id, w, None, None, |r| {
+                acc.add(&r.timestamp, &r.metrics)
+            })
+            .await?;
+        Ok(read as u64)
     }
 
     /// Trends across a signature's versions: every version's records merged by day. Reads the
@@ -389,14 +420,23 @@ impl Storage {
         })
     }
 
-    async fn signature_programs(&self, project: &Project, signature: &Signature) -> Result<Vec<ProgramRecord>> {
+    async fn signature_programs(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Result<Vec<ProgramRecord>> {
         let pk = keys::signature_pk(project, signature);
         let mut out = Vec::new();
         let mut start = None;
         loop {
             let page = self
                 .items
-                .query(&Query::new(Index::Gsi1, pk.clone()).sk(SkRange::All).limit(1000).start(start))
+                .query(
+                    &Query::new(Index::Gsi1, pk.clone())
+                        .sk(SkRange::All)
+                        .limit(1000)
+                        .start(start),
+                )
                 .await?;
             for item in &page.items {
                 out.push(from_item::<ProgramRecord>(item)?);
@@ -434,12 +474,23 @@ impl Storage {
         let by_day: Vec<Value> = days
             .iter()
             .map(|d| {
-                let stored: i64 = counters.iter().map(|c| c.stored_by_day.get(d).copied().unwrap_or(0)).sum();
-                let records: i64 = counters.iter().map(|c| c.records_by_day.get(d).copied().unwrap_or(0)).sum();
+                let stored: i64 = counters
+                    .iter()
+                    .map(|c| c.stored_by_day.get(d).copied().unwrap_or(0))
+                    .sum();
+                let records: i64 = counters
+                    .iter()
+                    .map(|c| c.records_by_day.get(d).copied().unwrap_or(0))
+                    .sum();
                 json!({"date": d, "programs_stored": stored, "metric_records": records})
             })
             .collect();
-        let sum_of = |key: &str| by_day.iter().map(|v| v[key].as_i64().unwrap_or(0)).sum::<i64>();
+        let sum_of = |key: &str| {
+            by_day
+                .iter()
+                .map(|v| v[key].as_i64().unwrap_or(0))
+                .sum::<i64>()
+        };
         let recent_activity = json!({
             "days": RECENT_DAYS,
             "programs_stored": sum_of("programs_stored"),
@@ -452,11 +503,16 @@ impl Storage {
         by_programs.sort_by(|a, b| b.programs.cmp(&a.programs).then(b.bytes.cmp(&a.bytes)));
         let mut by_loads = live.clone();
         by_loads.sort_by(|a, b| b.loads.cmp(&a.loads).then(b.programs.cmp(&a.programs)));
-        let top = |v: &[&SignatureCounters]| -> Vec<SignatureCounters> { v.iter().take(10).map(|c| (*c).clone()).collect() };
+        let top = |v: &[&SignatureCounters]| -> Vec<SignatureCounters> {
+            v.iter().take(10).map(|c| (*c).clone()).collect()
+        };
 
         let mut performance_trends = Vec::new();
         for c in by_programs.iter().take(REPORT_TREND_SIGNATURES) {
-            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature)) else { continue };
+            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature))
+            else {
+                continue;
+            };
             match self.signature_trends(&p, &s, Some(30)).await {
                 Ok(t) => {
                     let metrics: BTreeMap<&String, Value> = t
@@ -479,8 +535,13 @@ impl Storage {
         sample.shuffle(&mut rand::thread_rng());
         let mut checks = Vec::new();
         for c in sample.into_iter().take(INTEGRITY_SAMPLE) {
-            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature)) else { continue };
-            let Ok(head) = self.get_head(&p, &s).await else { continue };
+            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature))
+            else {
+                continue;
+            };
+            let Ok(head) = self.get_head(&p, &s).await else {
+                continue;
+            };
             let result = self.check_blob(&head.latest_id).await;
             checks.push(BlobCheck {
                 id: head.latest_id,
@@ -489,8 +550,14 @@ impl Storage {
                 error: result.err().map(|e| e.to_string()),
             });
         }
-        let cleanup = self.items.get(keys::STATUS_PK, keys::CLEANUP_STATUS_SK).await?;
-        let backup = self.items.get(keys::STATUS_PK, keys::BACKUP_STATUS_SK).await?;
+        let cleanup = self
+            .items
+            .get(keys::STATUS_PK, keys::CLEANUP_STATUS_SK)
+            .await?;
+        let backup = self
+            .items
+            .get(keys::STATUS_PK, keys::BACKUP_STATUS_SK)
+            .await?;
         let orphan_blobs = cleanup
             .as_ref()
             .and_then(|i| i.data())

@@ -87,7 +87,10 @@ pub struct NewRun {
 
 fn finite(field: &str, v: Option<f64>) -> Result<Option<f64>> {
     match v {
-        Some(x) if !x.is_finite() => Err(Error::invalid(field, format!("{field} must be a finite number"))),
+        Some(x) if !x.is_finite() => Err(Error::invalid(
+            field,
+            format!("{field} must be a finite number"),
+        )),
         other => Ok(other),
     }
 }
@@ -96,7 +99,10 @@ impl OptimizationRun {
     fn to_item(&self) -> Item {
         let created = format!("{}#{}", format_time(&self.created_at), self.id);
         Item::new(keys::run_pk(&self.id), keys::RUN_SK)
-            .with(attr::DATA, serde_json::to_string(self).expect("serializable"))
+            .with(
+                attr::DATA,
+                serde_json::to_string(self).expect("serializable"),
+            )
             .with(
                 Index::Gsi1.pk_attr(),
                 keys::run_signature_pk(&self.project, &self.signature),
@@ -130,27 +136,50 @@ impl OptimizationRun {
         });
         let duration_s = finite("duration_s", new.duration_s)?;
         if duration_s.is_some_and(|d| d < 0.0) {
-            return Err(Error::invalid("duration_s", "duration_s must not be negative"));
+            return Err(Error::invalid(
+                "duration_s",
+                "duration_s must not be negative",
+            ));
         }
         if let Some(sha) = new.trainset.as_ref().and_then(|t| t.sha256.as_ref()) {
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::invalid("trainset.sha256", "trainset.sha256 must be 64 hex digits"));
+                return Err(Error::invalid(
+                    "trainset.sha256",
+                    "trainset.sha256 must be 64 hex digits",
+                ));
             }
         }
-        let started_at = new.started_at.as_deref().map(|s| parse_time("started_at", s)).transpose()?;
-        let finished_at = new.finished_at.as_deref().map(|s| parse_time("finished_at", s)).transpose()?;
+        let started_at = new
+            .started_at
+            .as_deref()
+            .map(|s| parse_time("started_at", s))
+            .transpose()?;
+        let finished_at = new
+            .finished_at
+            .as_deref()
+            .map(|s| parse_time("finished_at", s))
+            .transpose()?;
         if let (Some(s), Some(f)) = (started_at, finished_at) {
             if f < s {
-                return Err(Error::invalid("finished_at", "finished_at is before started_at"));
+                return Err(Error::invalid(
+                    "finished_at",
+                    "finished_at is before started_at",
+                ));
             }
         }
         if new.program_ids.len() > MAX_RUN_PROGRAMS {
-            return Err(Error::invalid("program_ids", format!("at most {MAX_RUN_PROGRAMS} program ids")));
+            return Err(Error::invalid(
+                "program_ids",
+                format!("at most {MAX_RUN_PROGRAMS} program ids"),
+            ));
         }
         let mut program_ids = Vec::new();
         for (i, p) in new.program_ids.iter().enumerate() {
             let id = ProgramId::parse(p).map_err(|_| {
-                Error::invalid(format!("program_ids[{i}]"), format!("{p:?} is not a program id"))
+                Error::invalid(
+                    format!("program_ids[{i}]"),
+                    format!("{p:?} is not a program id"),
+                )
             })?;
             if !program_ids.contains(&id) {
                 program_ids.push(id);
@@ -285,8 +314,15 @@ impl OptimizationRun {
 }
 
 fn validate_method(method: &str) -> Result<()> {
-    if method.is_empty() || method.len() > 128 || method.contains('#') || method.chars().any(char::is_control) {
-        return Err(Error::invalid("method", "method must be 1-128 characters without '#'"));
+    if method.is_empty()
+        || method.len() > 128
+        || method.contains('#')
+        || method.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(
+            "method",
+            "method must be 1-128 characters without '#'",
+        ));
     }
     Ok(())
 }
@@ -309,19 +345,28 @@ impl Storage {
             let rec = match self.get_record(id).await {
                 Ok(r) => r,
                 Err(Error::NotFound(_)) => {
-                    return Err(Error::invalid(format!("program_ids[{i}]"), format!("no program with id {id}")))
+                    return Err(Error::invalid(
+                        format!("program_ids[{i}]"),
+                        format!("no program with id {id}"),
+                    ))
                 }
                 Err(e) => return Err(e),
             };
             if rec.project != run.project || rec.signature != run.signature {
                 return Err(Error::invalid(
                     format!("program_ids[{i}]"),
-                    format!("program {id} belongs to signature {} in project {}, not this run's", rec.signature, rec.project),
+                    format!(
+                        "program {id} belongs to signature {} in project {}, not this run's",
+                        rec.signature, rec.project
+                    ),
                 ));
             }
         }
         self.items
-            .transact(vec![WriteOp::put(run.to_item(), crate::backend::Condition::NotExists)])
+            .transact(vec![WriteOp::put(
+                run.to_item(),
+                crate::backend::Condition::NotExists,
+            )])
             .await?;
         for id in &run.program_ids {
             self.link_program_to_run(id, &run.id).await?;
@@ -344,11 +389,18 @@ impl Storage {
     }
 
     /// Adds a program to an imported run (after the program was stored with the run's id).
-    pub async fn add_program_to_run(&self, run: &OptimizationRun, program: ProgramId) -> Result<OptimizationRun> {
+    pub async fn add_program_to_run(
+        &self,
+        run: &OptimizationRun,
+        program: ProgramId,
+    ) -> Result<OptimizationRun> {
         let mut run = run.clone();
         run.program_ids.push(program);
         self.items
-            .transact(vec![WriteOp::put(run.to_item(), crate::backend::Condition::Exists)])
+            .transact(vec![WriteOp::put(
+                run.to_item(),
+                crate::backend::Condition::Exists,
+            )])
             .await?;
         Ok(run)
     }
@@ -356,7 +408,10 @@ impl Storage {
     /// Writes a run without programs (the import path, before the program is stored).
     pub async fn put_run(&self, run: &OptimizationRun) -> Result<()> {
         self.items
-            .transact(vec![WriteOp::put(run.to_item(), crate::backend::Condition::NotExists)])
+            .transact(vec![WriteOp::put(
+                run.to_item(),
+                crate::backend::Condition::NotExists,
+            )])
             .await
     }
 
@@ -382,10 +437,19 @@ impl Storage {
             (None, None) => (Index::Gsi4, keys::runs_pk(&project)),
         };
         let limit = page_limit(filter.limit)?;
-        let start = filter.cursor.as_deref().map(|c| decode_cursor(c, index, &pk)).transpose()?;
+        let start = filter
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c, index, &pk))
+            .transpose()?;
         let page = self
             .items
-            .query(&Query::new(index, pk.clone()).forward(false).limit(limit).start(start))
+            .query(
+                &Query::new(index, pk.clone())
+                    .forward(false)
+                    .limit(limit)
+                    .start(start),
+            )
             .await?;
         let mut items = Vec::with_capacity(page.items.len());
         for item in &page.items {
@@ -438,12 +502,27 @@ impl Storage {
         );
         if metadata.optimization_method.is_none() {
             metadata.optimization_method = Some(run.method.clone());
-            metadata
-                .map
-                .insert("optimization_method".into(), Value::String(run.method.clone()));
+            metadata.map.insert(
+                "optimization_method".into(),
+                Value::String(run.method.clone()),
+            );
         }
         self.put_run(&run).await?;
-        let outcome = self.store(program, metadata, idempotency).await?;
+        let outcome = match self.store(program, metadata, idempotency).await {
+            Ok(o) => o,
+            Err(e) => {
+                // No program refers to the run: remove it (best effort).
+                let del = WriteOp::delete(
+                    keys::run_pk(&run.id),
+                    keys::RUN_SK,
+                    crate::backend::Condition::None,
+                );
+                if let Err(d) = self.items.transact(vec![del]).await {
+                    tracing::warn!(run = %run.id, error = %d, "could not remove the run of a failed import");
+                }
+                return Err(e);
+            }
+        };
         if outcome.replayed {
             // The first request made the run; this one's is not referenced by any program.
             return Ok((outcome, run));

@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn daily_average_divides_by_records_carrying_the_metric() {
         let mut acc = DailyAccumulator::default();
-        acc.add(&at("2026-01-01T08:00:00Z"), &m(&[("accuracy", 0.8), ("latency", 2.0)]));
+        acc.add(
+            &at("2026-01-01T08:00:00Z"),
+            &m(&[("accuracy", 0.8), ("latency", 2.0)]),
+        );
         acc.add(&at("2026-01-01T12:00:00Z"), &m(&[("latency", 4.0)]));
         acc.add(&at("2026-01-01T23:59:59Z"), &m(&[("accuracy", 0.6)]));
         let t = acc.finish();
@@ -224,8 +227,14 @@ mod tests {
     fn lower_is_better_for_latency_and_cost() {
         let mut acc = DailyAccumulator::default();
         // latency 2.0 → 1.0 over 10 days: slope -0.1/day; cost rising 0.001/day.
-        acc.add(&at("2026-03-01T00:00:00Z"), &m(&[("latency", 2.0), ("cost", 0.010)]));
-        acc.add(&at("2026-03-11T00:00:00Z"), &m(&[("latency", 1.0), ("cost", 0.020)]));
+        acc.add(
+            &at("2026-03-01T00:00:00Z"),
+            &m(&[("latency", 2.0), ("cost", 0.010)]),
+        );
+        acc.add(
+            &at("2026-03-11T00:00:00Z"),
+            &m(&[("latency", 1.0), ("cost", 0.020)]),
+        );
         let t = acc.finish();
         close(t.metrics["latency"].slope_per_day.unwrap(), -0.1);
         assert_eq!(t.metrics["latency"].trend, Direction::Improving);

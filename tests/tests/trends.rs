@@ -41,7 +41,10 @@ async fn store(c: &Client, k: Kind, signature: &str, created_days_ago: i64) -> S
         "program": {"predict": {"demos": [], "signature": {"instructions": format!("Answer {signature}.")}}},
         "metadata": {"signature": signature, "created_at": t(Utc::now() - Duration::days(created_days_ago))}
     });
-    let v = c.post_json("/programs", &body).await.expect(k, "store", 201);
+    let v = c
+        .post_json("/programs", &body)
+        .await
+        .expect(k, "store", 201);
     v["id"].as_str().unwrap().to_owned()
 }
 
@@ -90,7 +93,15 @@ async fn records_history_and_trends() {
         for b in &bad {
             c.post_json(&format!("/programs/{id}/metrics"), b)
                 .await
-                .expect_error(k, &format!("bad record {}", &b.to_string()[..b.to_string().len().min(80)]), 400, "invalid_request");
+                .expect_error(
+                    k,
+                    &format!(
+                        "bad record {}",
+                        &b.to_string()[..b.to_string().len().min(80)]
+                    ),
+                    400,
+                    "invalid_request",
+                );
         }
         c.post_raw(&format!("/programs/{id}/metrics"), "{nope")
             .await
@@ -117,7 +128,10 @@ async fn records_history_and_trends() {
         }
         assert_eq!(seen.len(), 5, "{k:?}: history {seen:?}");
         assert!(pages >= 3, "{k:?}: pages {pages}");
-        let times: Vec<&str> = seen.iter().map(|r| r["timestamp"].as_str().unwrap()).collect();
+        let times: Vec<&str> = seen
+            .iter()
+            .map(|r| r["timestamp"].as_str().unwrap())
+            .collect();
         let mut sorted = times.clone();
         sorted.sort();
         assert_eq!(times, sorted, "{k:?}: oldest first");
@@ -134,15 +148,29 @@ async fn records_history_and_trends() {
             .await
             .expect(k, "range", 200);
         assert_eq!(v["records"].as_array().unwrap().len(), 1, "{k:?}: {v}");
-        close(k, "range record", &v["records"][0]["metrics"]["accuracy"], 0.72);
+        close(
+            k,
+            "range record",
+            &v["records"][0]["metrics"]["accuracy"],
+            0.72,
+        );
         // Bad history parameters.
-        for q in ["limit=0", "limit=1001", "from=x", "cursor=zzz", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z"] {
+        for q in [
+            "limit=0",
+            "limit=1001",
+            "from=x",
+            "cursor=zzz",
+            "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        ] {
             c.get(&format!("/programs/{id}/metrics?{q}"))
                 .await
                 .expect_error(k, q, 400, "invalid_request");
         }
         let other = store(&c, k, "qa.Other", 1).await;
-        let first = c.get(&format!("/programs/{id}/metrics?limit=1")).await.json();
+        let first = c
+            .get(&format!("/programs/{id}/metrics?limit=1"))
+            .await
+            .json();
         let cur = first["next_cursor"].as_str().unwrap();
         c.get(&format!("/programs/{other}/metrics?cursor={cur}"))
             .await
@@ -158,14 +186,34 @@ async fn records_history_and_trends() {
             .await
             .expect(k, "trends", 200);
         let m = &v["metrics"];
-        close(k, "accuracy day 0", &m["accuracy"]["points"][0]["value"], 0.70);
+        close(
+            k,
+            "accuracy day 0",
+            &m["accuracy"]["points"][0]["value"],
+            0.70,
+        );
         assert_eq!(m["accuracy"]["points"][0]["count"], 2, "{k:?}");
-        close(k, "accuracy slope", &m["accuracy"]["slope_per_day"], 1.98 / 78.0);
-        close(k, "accuracy change_30d", &m["accuracy"]["change_30d"], 30.0 * 1.98 / 78.0);
+        close(
+            k,
+            "accuracy slope",
+            &m["accuracy"]["slope_per_day"],
+            1.98 / 78.0,
+        );
+        close(
+            k,
+            "accuracy change_30d",
+            &m["accuracy"]["change_30d"],
+            30.0 * 1.98 / 78.0,
+        );
         close(k, "accuracy current", &m["accuracy"]["current"], 0.80);
         assert_eq!(m["accuracy"]["trend"], "improving", "{k:?}");
         close(k, "latency day 0", &m["latency"]["points"][0]["value"], 3.0);
-        close(k, "latency slope", &m["latency"]["slope_per_day"], -36.0 / 78.0);
+        close(
+            k,
+            "latency slope",
+            &m["latency"]["slope_per_day"],
+            -36.0 / 78.0,
+        );
         assert_eq!(m["latency"]["trend"], "improving", "{k:?}");
         assert_eq!(m["cost"]["slope_per_day"], Value::Null, "{k:?}");
         assert_eq!(m["cost"]["trend"], "stable", "{k:?}");
@@ -173,10 +221,16 @@ async fn records_history_and_trends() {
         assert_eq!(daily.len(), 3, "{k:?}: {daily:?}");
         assert_eq!(daily[0]["date"], d.date_naive().to_string(), "{k:?}");
         close(k, "daily accuracy", &daily[0]["accuracy"], 0.70);
-        assert!(daily[1].get("cost").is_none(), "{k:?}: a day lists only its metrics");
+        assert!(
+            daily[1].get("cost").is_none(),
+            "{k:?}: a day lists only its metrics"
+        );
         assert_eq!(v["records"], 5, "{k:?}");
         // A window without records; bad windows.
-        let v = c.get(&format!("/programs/{id}/trends?days=7")).await.expect(k, "7 days", 200);
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=7"))
+            .await
+            .expect(k, "7 days", 200);
         assert_eq!(v["metrics"], json!({}), "{k:?}");
         for q in ["days=0", "days=x", "days=100000"] {
             c.get(&format!("/programs/{id}/trends?{q}"))
@@ -195,19 +249,25 @@ async fn records_history_and_trends() {
         )
         .await
         .expect(k, "v2 record", 201);
-        let v = c
-            .get("/signatures/qa.Answer/trends?days=90")
-            .await
-            .expect(k, "signature trends", 200);
+        let v =
+            c.get("/signatures/qa.Answer/trends?days=90")
+                .await
+                .expect(k, "signature trends", 200);
         assert_eq!(v["programs"].as_array().unwrap().len(), 2, "{k:?}: {v}");
         close(k, "merged day 4", &v["metrics"]["accuracy"]["current"], 0.9);
         assert_eq!(v["records"], 6, "{k:?}");
-        c.get("/signatures/Nope/trends")
-            .await
-            .expect_error(k, "unknown signature", 404, "not_found");
-        c.get("/signatures/bad%20sig/trends")
-            .await
-            .expect_error(k, "bad signature", 400, "invalid_request");
+        c.get("/signatures/Nope/trends").await.expect_error(
+            k,
+            "unknown signature",
+            404,
+            "not_found",
+        );
+        c.get("/signatures/bad%20sig/trends").await.expect_error(
+            k,
+            "bad signature",
+            400,
+            "invalid_request",
+        );
     }
 }
 
@@ -230,14 +290,23 @@ async fn charts_are_real_line_charts() {
                        "timestamp": t(day(12 - i) + Duration::hours(9))})
             })
             .collect();
-        c.post_json(&format!("/programs/{id}/metrics"), &json!({"records": records}))
-            .await
-            .expect(k, "records", 201);
-        for uri in [format!("/programs/{id}/trends.svg?days=30"), "/signatures/chart.Sig/trends.svg?days=30".to_owned()] {
+        c.post_json(
+            &format!("/programs/{id}/metrics"),
+            &json!({"records": records}),
+        )
+        .await
+        .expect(k, "records", 201);
+        for uri in [
+            format!("/programs/{id}/trends.svg?days=30"),
+            "/signatures/chart.Sig/trends.svg?days=30".to_owned(),
+        ] {
             let a = c.get(&uri).await;
             a.expect_status(k, &uri, 200);
             assert!(
-                a.headers["content-type"].to_str().unwrap().starts_with("image/svg+xml"),
+                a.headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("image/svg+xml"),
                 "{k:?}"
             );
             let text = parse_svg(k, &a.body);
@@ -245,7 +314,9 @@ async fn charts_are_real_line_charts() {
             let root = doc.root_element();
             assert_eq!(root.tag_name().name(), "svg");
             let by_class = |class: &str| -> Vec<roxmltree::Node> {
-                doc.descendants().filter(|n| n.attribute("class") == Some(class)).collect()
+                doc.descendants()
+                    .filter(|n| n.attribute("class") == Some(class))
+                    .collect()
             };
             let title = by_class("title");
             assert_eq!(title.len(), 1, "{k:?}: one title");
@@ -257,12 +328,20 @@ async fn charts_are_real_line_charts() {
                 assert_eq!(pts, 10, "{k:?}: ten daily points");
             }
             let legend: Vec<_> = by_class("legend-item");
-            let names: Vec<_> = legend.iter().map(|n| n.attribute("data-metric").unwrap()).collect();
+            let names: Vec<_> = legend
+                .iter()
+                .map(|n| n.attribute("data-metric").unwrap())
+                .collect();
             assert_eq!(names, ["accuracy", "latency"], "{k:?}");
-            let x_ticks: Vec<String> = by_class("x-tick").iter().map(|n| n.text().unwrap().to_owned()).collect();
+            let x_ticks: Vec<String> = by_class("x-tick")
+                .iter()
+                .map(|n| n.text().unwrap().to_owned())
+                .collect();
             assert!(x_ticks.len() >= 3, "{k:?}: date ticks {x_ticks:?}");
             assert!(
-                x_ticks.iter().all(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
+                x_ticks
+                    .iter()
+                    .all(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
                 "{k:?}: {x_ticks:?}"
             );
             let y_ticks: Vec<f64> = by_class("y-tick")
@@ -271,7 +350,10 @@ async fn charts_are_real_line_charts() {
                 .collect();
             assert!(y_ticks.len() >= 6, "{k:?}: value ticks {y_ticks:?}");
             // The accuracy axis covers its values (0.70 – 0.88).
-            assert!(y_ticks.iter().any(|v| *v <= 0.7) && y_ticks.iter().any(|v| *v >= 0.88), "{k:?}: {y_ticks:?}");
+            assert!(
+                y_ticks.iter().any(|v| *v <= 0.7) && y_ticks.iter().any(|v| *v >= 0.88),
+                "{k:?}: {y_ticks:?}"
+            );
         }
         // An empty window still answers a chart.
         let a = c.get(&format!("/programs/{id}/trends.svg?days=1")).await;
@@ -300,26 +382,51 @@ async fn optimization_runs() {
             "duration_s": 93.5, "started_at": "2026-11-01T10:00:00Z", "finished_at": "2026-11-01T10:01:33.500Z",
             "program_ids": [p1, p2]
         });
-        let v = c.post_json("/optimization-runs", &body).await.expect(k, "run", 201);
+        let v = c
+            .post_json("/optimization-runs", &body)
+            .await
+            .expect(k, "run", 201);
         let run_id = v["id"].as_str().unwrap().to_owned();
-        let run = c.get(&format!("/optimization-runs/{run_id}")).await.expect(k, "get run", 200);
+        let run = c
+            .get(&format!("/optimization-runs/{run_id}"))
+            .await
+            .expect(k, "get run", 200);
         assert_eq!(run["method"], "miprov2", "{k:?}");
         assert_eq!(run["trials"].as_array().unwrap().len(), 2, "{k:?}");
         assert_eq!(run["program_ids"], json!([p1, p2]), "{k:?}");
         assert_eq!(run["trainset"]["size"], 120, "{k:?}");
         for p in [&p1, &p2] {
-            let m = c.get(&format!("/programs/{p}/metadata")).await.expect(k, "linked", 200);
-            assert_eq!(m["metadata"]["optimization_run_id"], run_id.as_str(), "{k:?}");
+            let m = c
+                .get(&format!("/programs/{p}/metadata"))
+                .await
+                .expect(k, "linked", 200);
+            assert_eq!(
+                m["metadata"]["optimization_run_id"],
+                run_id.as_str(),
+                "{k:?}"
+            );
         }
         let other = json!({"signature": "runs.Sig", "method": "bootstrap", "trials": [{"params": {}, "score": 0.6}]});
-        let v = c.post_json("/optimization-runs", &other).await.expect(k, "run 2", 201);
+        let v = c
+            .post_json("/optimization-runs", &other)
+            .await
+            .expect(k, "run 2", 201);
         assert_eq!(v["run"]["best_score"], 0.6, "{k:?}: best of the trials");
-        let all = c.get("/optimization-runs?signature=runs.Sig").await.expect(k, "list", 200);
+        let all = c
+            .get("/optimization-runs?signature=runs.Sig")
+            .await
+            .expect(k, "list", 200);
         assert_eq!(all["runs"].as_array().unwrap().len(), 2, "{k:?}");
         assert_eq!(all["runs"][0]["method"], "bootstrap", "{k:?}: newest first");
-        let m = c.get("/optimization-runs?signature=runs.Sig&method=miprov2").await.expect(k, "by both", 200);
+        let m = c
+            .get("/optimization-runs?signature=runs.Sig&method=miprov2")
+            .await
+            .expect(k, "by both", 200);
         assert_eq!(m["runs"].as_array().unwrap().len(), 1, "{k:?}");
-        let m = c.get("/optimization-runs?method=bootstrap").await.expect(k, "by method", 200);
+        let m = c
+            .get("/optimization-runs?method=bootstrap")
+            .await
+            .expect(k, "by method", 200);
         assert_eq!(m["runs"].as_array().unwrap().len(), 1, "{k:?}");
         let m = c.get("/optimization-runs").await.expect(k, "all", 200);
         assert_eq!(m["runs"].as_array().unwrap().len(), 2, "{k:?}");
@@ -338,24 +445,49 @@ async fn optimization_runs() {
             json!({"signature": "runs.Sig", "method": "m", "duration_s": -1}),
         ];
         for b in &bad {
-            c.post_json("/optimization-runs", b)
-                .await
-                .expect_error(k, &format!("bad run {b}"), 400, "invalid_request");
+            c.post_json("/optimization-runs", b).await.expect_error(
+                k,
+                &format!("bad run {b}"),
+                400,
+                "invalid_request",
+            );
         }
-        c.get(&format!("/optimization-runs/{missing}")).await.expect_error(k, "missing run", 404, "not_found");
-        c.get("/optimization-runs/nope").await.expect_error(k, "bad run id", 404, "not_found");
-        c.get("/optimization-runs?method=a%23b").await.expect_error(k, "bad method", 400, "invalid_request");
+        c.get(&format!("/optimization-runs/{missing}"))
+            .await
+            .expect_error(k, "missing run", 404, "not_found");
+        c.get("/optimization-runs/nope")
+            .await
+            .expect_error(k, "bad run id", 404, "not_found");
+        c.get("/optimization-runs?method=a%23b").await.expect_error(
+            k,
+            "bad method",
+            400,
+            "invalid_request",
+        );
 
         // Import from a DSPy.rb saved-program envelope.
         let text = shared_program("dspyrb_chain_of_thought_miprov2.json");
-        let body = format!(r#"{{"program": {text}, "metadata": {{"signature": "ManageExtractionConversation"}}}}"#);
-        let v = c.post_raw("/programs?import_optimization=true", body).await.expect(k, "import", 201);
+        let body = format!(
+            r#"{{"program": {text}, "metadata": {{"signature": "ManageExtractionConversation"}}}}"#
+        );
+        let v = c
+            .post_raw("/programs?import_optimization=true", body)
+            .await
+            .expect(k, "import", 201);
         let pid = v["id"].as_str().unwrap().to_owned();
         let run_id = v["optimization_run_id"].as_str().unwrap().to_owned();
-        let run = c.get(&format!("/optimization-runs/{run_id}")).await.expect(k, "imported run", 200);
+        let run =
+            c.get(&format!("/optimization-runs/{run_id}"))
+                .await
+                .expect(k, "imported run", 200);
         assert_eq!(run["method"], "MIPROv2", "{k:?}");
         assert_eq!(run["source"], "dspy.rb", "{k:?}");
-        let scores: Vec<f64> = run["trials"].as_array().unwrap().iter().map(|t| t["score"].as_f64().unwrap()).collect();
+        let scores: Vec<f64> = run["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["score"].as_f64().unwrap())
+            .collect();
         assert_eq!(scores, [0.5, 1.0, 1.0, 1.0], "{k:?}");
         assert_eq!(run["best_score"], 1.0, "{k:?}");
         assert_eq!(run["trainset"]["size"], 10, "{k:?}");
@@ -364,8 +496,28 @@ async fn optimization_runs() {
         assert_eq!(run["program_ids"], json!([pid]), "{k:?}");
         let got = c.get(&format!("/programs/{pid}")).await;
         got.expect_status(k, "imported program", 200);
-        assert_eq!(got.raw_program(), text.trim(), "{k:?}: byte-identical program");
-        assert_eq!(got.json()["metadata"]["optimization_run_id"], run_id.as_str(), "{k:?}");
+        assert_eq!(
+            got.raw_program(),
+            text.trim(),
+            "{k:?}: byte-identical program"
+        );
+        assert_eq!(
+            got.json()["metadata"]["optimization_run_id"],
+            run_id.as_str(),
+            "{k:?}"
+        );
+        // A failed import (the version is taken) leaves no run behind.
+        let body = format!(
+            r#"{{"program": {text}, "metadata": {{"signature": "ManageExtractionConversation", "version": "1.0.0"}}}}"#
+        );
+        c.post_raw("/programs?import_optimization=true", body)
+            .await
+            .expect_error(k, "import of a taken version", 409, "conflict");
+        let runs = c
+            .get("/optimization-runs?signature=ManageExtractionConversation")
+            .await
+            .expect(k, "runs of the imported signature", 200);
+        assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{k:?}: {runs}");
         // A program that is not an envelope: 400, nothing stored.
         let before = c.get("/signatures/plain.Sig/versions").await;
         before.expect_status(k, "no versions yet", 404);
@@ -375,7 +527,9 @@ async fn optimization_runs() {
         )
         .await
         .expect_error(k, "import of a non-envelope", 400, "invalid_request");
-        c.get("/signatures/plain.Sig/versions").await.expect_status(k, "still nothing", 404);
+        c.get("/signatures/plain.Sig/versions")
+            .await
+            .expect_status(k, "still nothing", 404);
     }
 }
 
@@ -419,7 +573,11 @@ impl ItemStore for Unreliable {
         unprocessed.extend(held);
         Ok(unprocessed)
     }
-    async fn scan(&self, start: Option<PageKey>, limit: usize) -> dspy_storage_core::Result<Page<Item>> {
+    async fn scan(
+        &self,
+        start: Option<PageKey>,
+        limit: usize,
+    ) -> dspy_storage_core::Result<Page<Item>> {
         self.inner.scan(start, limit).await
     }
 }
@@ -431,7 +589,12 @@ fn unreliable(ts: &TestStore, never: bool) -> (Arc<Unreliable>, Client) {
         injected: AtomicUsize::new(0),
         never,
     });
-    let storage = Storage::new(items.clone(), ts.storage.blobs().clone(), StorageConfig::default(), "unreliable");
+    let storage = Storage::new(
+        items.clone(),
+        ts.storage.blobs().clone(),
+        StorageConfig::default(),
+        "unreliable",
+    );
     let router = dspy_storage_functions::app(AppState::new(Arc::new(storage)));
     (items, Client { router })
 }
@@ -450,17 +613,29 @@ async fn batch_writes_lose_nothing() {
             counter.reset();
         }
         let v = c
-            .post_json(&format!("/programs/{id}/metrics"), &json!({"records": records}))
+            .post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"records": records}),
+            )
             .await
             .expect(k, "batch of 1000", 201);
         assert_eq!(v["recorded"], 1000, "{k:?}");
         let injected = items.injected.load(Ordering::SeqCst);
-        assert!(injected > 300, "{k:?}: unprocessed items injected: {injected}");
+        assert!(
+            injected > 300,
+            "{k:?}: unprocessed items injected: {injected}"
+        );
         // 40 chunks of 25, every other write leaving two thirds unprocessed.
-        assert!(items.calls.load(Ordering::SeqCst) >= 60, "{k:?}: batch writes {}", items.calls.load(Ordering::SeqCst));
+        assert!(
+            items.calls.load(Ordering::SeqCst) >= 60,
+            "{k:?}: batch writes {}",
+            items.calls.load(Ordering::SeqCst)
+        );
         if let Some(counter) = &ts.counter {
             let n = counter.count("DynamoDB.BatchWriteItem");
-            println!("{k:?}: 1000 records with injected unprocessed items: {n} BatchWriteItem requests");
+            println!(
+                "{k:?}: 1000 records with injected unprocessed items: {n} BatchWriteItem requests"
+            );
             assert_eq!(n as usize, items.calls.load(Ordering::SeqCst), "{k:?}");
         }
         // Every record is there, once, with its value.
@@ -468,7 +643,13 @@ async fn batch_writes_lose_nothing() {
         let mut uri = format!("/programs/{id}/metrics?limit=1000");
         loop {
             let v = c.get(&uri).await.expect(k, "history", 200);
-            got.extend(v["records"].as_array().unwrap().iter().map(|r| r["metrics"]["accuracy"].as_f64().unwrap()));
+            got.extend(
+                v["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["metrics"]["accuracy"].as_f64().unwrap()),
+            );
             match v["next_cursor"].as_str() {
                 Some(cur) => uri = format!("/programs/{id}/metrics?limit=1000&cursor={cur}"),
                 None => break,
@@ -480,10 +661,19 @@ async fn batch_writes_lose_nothing() {
         // A store that never processes anything: a retryable error, not a silent loss.
         let (_, never) = unreliable(&ts, true);
         let a = never
-            .post_json(&format!("/programs/{id}/metrics"), &json!({"metrics": {"accuracy": 0.1}}))
+            .post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"metrics": {"accuracy": 0.1}}),
+            )
             .await;
         a.expect_error(k, "never processed", 429, "throttled");
-        assert!(a.json()["error"]["message"].as_str().unwrap().contains("1 record"), "{k:?}");
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 record"),
+            "{k:?}"
+        );
     }
 }
 
@@ -500,22 +690,35 @@ async fn report_from_counters() {
         let mut tasks = Vec::new();
         for i in 0..8 {
             let c = c.clone();
-            tasks.push(tokio::spawn(async move { store(&c, k, &format!("conc.S{i}"), 0).await }));
+            tasks.push(tokio::spawn(async move {
+                store(&c, k, &format!("conc.S{i}"), 0).await
+            }));
         }
         for t in tasks {
             t.await.unwrap();
         }
         if let Some(counter) = &ts.counter {
-            assert_eq!(counter.count("DynamoDB.TransactWriteItems"), 8, "{k:?}: no retried store");
+            assert_eq!(
+                counter.count("DynamoDB.TransactWriteItems"),
+                8,
+                "{k:?}: no retried store"
+            );
         }
         let a = store(&c, k, "rep.A", 3).await;
         let _a2 = store(&c, k, "rep.A", 3).await;
         let a3 = store(&c, k, "rep.A", 3).await;
-        c.request(Method::DELETE, &format!("/programs/{a3}"), &[], axum::body::Body::empty())
-            .await
-            .expect_status(k, "delete", 204);
+        c.request(
+            Method::DELETE,
+            &format!("/programs/{a3}"),
+            &[],
+            axum::body::Body::empty(),
+        )
+        .await
+        .expect_status(k, "delete", 204);
         for _ in 0..3 {
-            c.get(&format!("/programs/{a}")).await.expect_status(k, "load", 200);
+            c.get(&format!("/programs/{a}"))
+                .await
+                .expect_status(k, "load", 200);
         }
         c.post_json(
             &format!("/programs/{a}/metrics"),
@@ -529,13 +732,18 @@ async fn report_from_counters() {
             .items()
             .transact(vec![
                 WriteOp::put(
-                    Item::new("STATUS", "LAST#backup")
-                        .with("data", json!({"finished_at": finished, "name": "daily-1"}).to_string()),
+                    Item::new("STATUS", "LAST#backup").with(
+                        "data",
+                        json!({"finished_at": finished, "name": "daily-1"}).to_string(),
+                    ),
                     dspy_storage_core::backend::Condition::None,
                 ),
                 WriteOp::put(
-                    Item::new("STATUS", "LAST#cleanup")
-                        .with("data", json!({"finished_at": finished, "summary": {"orphan_blobs": 0}}).to_string()),
+                    Item::new("STATUS", "LAST#cleanup").with(
+                        "data",
+                        json!({"finished_at": finished, "summary": {"orphan_blobs": 0}})
+                            .to_string(),
+                    ),
                     dspy_storage_core::backend::Condition::None,
                 ),
             ])
@@ -549,15 +757,30 @@ async fn report_from_counters() {
         let sigs = c.get("/signatures").await.expect(k, "signatures", 200);
         for s in sigs["signatures"].as_array().unwrap() {
             let vs = c
-                .get(&format!("/signatures/{}/versions", s["signature"].as_str().unwrap()))
+                .get(&format!(
+                    "/signatures/{}/versions",
+                    s["signature"].as_str().unwrap()
+                ))
                 .await
                 .expect(k, "versions", 200);
-            size += vs["versions"].as_array().unwrap().iter().map(|v| v["size"].as_i64().unwrap()).sum::<i64>();
+            size += vs["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["size"].as_i64().unwrap())
+                .sum::<i64>();
         }
         assert_eq!(r["storage_size"], size, "{k:?}");
-        assert_eq!(r["recent_activity"]["programs_stored"], 11, "{k:?}: stores, deletes not subtracted");
+        assert_eq!(
+            r["recent_activity"]["programs_stored"], 11,
+            "{k:?}: stores, deletes not subtracted"
+        );
         assert_eq!(r["recent_activity"]["metric_records"], 2, "{k:?}");
-        assert_eq!(r["recent_activity"]["by_day"].as_array().unwrap().len(), 7, "{k:?}");
+        assert_eq!(
+            r["recent_activity"]["by_day"].as_array().unwrap().len(),
+            7,
+            "{k:?}"
+        );
         let top = &r["top_signatures"]["by_programs"][0];
         assert_eq!(top["signature"], "rep.A", "{k:?}");
         assert_eq!(top["programs"], 2, "{k:?}");
@@ -565,8 +788,16 @@ async fn report_from_counters() {
         assert_eq!(by_loads["signature"], "rep.A", "{k:?}");
         assert_eq!(by_loads["loads"], 3, "{k:?}");
         let trends = r["performance_trends"].as_array().unwrap();
-        let rep = trends.iter().find(|t| t["signature"] == "rep.A").expect("rep.A trend");
-        close(k, "report trend", &rep["metrics"]["accuracy"]["current"], 0.85);
+        let rep = trends
+            .iter()
+            .find(|t| t["signature"] == "rep.A")
+            .expect("rep.A trend");
+        close(
+            k,
+            "report trend",
+            &rep["metrics"]["accuracy"]["current"],
+            0.85,
+        );
         let health = &r["storage_health"];
         assert_eq!(health["orphan_blobs"], 0, "{k:?}");
         assert_eq!(health["last_backup"]["status"]["name"], "daily-1", "{k:?}");

@@ -310,8 +310,7 @@ impl ItemStore for SqliteItemStore {
                     }
                     WriteOp::Check { .. } => {}
                     WriteOp::Add { pk, sk, add, set } => {
-                        let mut item =
-                            get_item(&tx, pk, sk)?.unwrap_or_else(|| Item::new(pk, sk));
+                        let mut item = get_item(&tx, pk, sk)?.unwrap_or_else(|| Item::new(pk, sk));
                         for (name, n) in add {
                             let old = item.get(name).and_then(|v| v.parse::<i64>().ok());
                             let new = old.unwrap_or(0).saturating_add(*n);

@@ -264,7 +264,13 @@ pub fn all_routes() -> Vec<Route> {
             "Read an optimizer run",
             trends::get_run,
         ),
-        r(Trend, M::GET, "/report", "Monitoring report", trends::report),
+        r(
+            Trend,
+            M::GET,
+            "/report",
+            "Monitoring report",
+            trends::report,
+        ),
         // Search and querying
         r(
             Query,

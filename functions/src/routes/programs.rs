@@ -59,7 +59,10 @@ pub async fn store(
             .await?;
         (outcome, Some(run.id))
     } else {
-        (state.storage.store(program, metadata, idempotency).await?, None)
+        (
+            state.storage.store(program, metadata, idempotency).await?,
+            None,
+        )
     };
     let mut response = match run_id {
         None => (StatusCode::CREATED, Json(&outcome.stored)).into_response(),

@@ -312,9 +312,9 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
-            WriteOp::Add { pk, sk, add, set } => {
-                TransactWriteItem::builder().update(update_of(table, pk, sk, add, set)?).build()
-            }
+            WriteOp::Add { pk, sk, add, set } => TransactWriteItem::builder()
+                .update(update_of(table, pk, sk, add, set)?)
+                .build(),
         };
         items.push(item);
         origin.push(i);
