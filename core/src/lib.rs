@@ -18,6 +18,7 @@ pub mod open;
 pub mod record;
 pub mod registry;
 pub mod report;
+pub mod rollup;
 pub mod runs;
 pub mod service;
 pub mod service_dspy;

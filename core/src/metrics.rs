@@ -306,8 +306,17 @@ impl Storage {
             _ => return Err(Error::invalid_request("the body must be a JSON object")),
         };
         let items: Vec<Item> = records.iter().map(MetricRecord::to_item).collect();
-        self.put_all(items).await?;
-        self.count_metric_records(&program, &records).await;
+        // Days touched: marked before the records are written and after (see `crate::rollup`).
+        let days: std::collections::BTreeSet<NaiveDate> =
+            records.iter().map(|r| r.timestamp.date_naive()).collect();
+        self.mark_days(id, &days, "w", None).await?;
+        let written = self.put_all(items).await;
+        let counter = written
+            .is_ok()
+            .then(|| Self::metric_counter_op(&program, records.len()));
+        let closed = self.mark_days(id, &days, "done", counter).await;
+        written?;
+        closed?;
         Ok(Recorded {
             program_id: program.id,
             recorded: records.len(),

@@ -31,7 +31,7 @@ use crate::backend::{Index, Item, ItemStore, Query, SkRange, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::metrics::{MetricRecord, Window};
+use crate::metrics::Window;
 use crate::record::{from_item, ProgramRecord};
 use crate::service::Storage;
 use crate::trend::{DailyAccumulator, Trends};
@@ -165,12 +165,17 @@ async fn write_loads(
 
 /// One counter update on its own, retried on conflicts and throttling.
 async fn add_with_retry(items: &dyn ItemStore, op: WriteOp) -> Result<()> {
+    transact_with_retry(items, vec![op]).await
+}
+
+/// A transaction of unconditional counter updates, retried on conflicts and throttling.
+pub(crate) async fn transact_with_retry(items: &dyn ItemStore, ops: Vec<WriteOp>) -> Result<()> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match items.transact(vec![op.clone()]).await {
+        match items.transact(ops.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < 6 => crate::service::backoff(attempt).await,
+            Err(e) if e.is_transient() && attempt < 8 => crate::service::backoff(attempt).await,
             Err(e) => return Err(e),
         }
     }
@@ -279,29 +284,18 @@ impl Storage {
         self.loads.put_back(failed);
     }
 
-    /// Adds a metrics request's records to its signature's counters (best effort: a failure is
-    /// logged, the records are already written).
-    pub(crate) async fn count_metric_records(
-        &self,
-        program: &ProgramRecord,
-        records: &[MetricRecord],
-    ) {
-        let mut by_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+    /// The counter update of a metrics request (records received today, per signature); it
+    /// rides in the request's closing transaction (see [`crate::rollup`]).
+    pub(crate) fn metric_counter_op(program: &ProgramRecord, records: usize) -> WriteOp {
         let today = crate::domain::now().date_naive();
-        for _ in records {
-            // Activity counts when records were received, not when they were measured.
-            *by_day.entry(today).or_insert(0) += 1;
-        }
-        let mut add = vec![("records".to_owned(), records.len() as i64)];
-        add.extend(by_day.into_iter().map(|(d, n)| (day_attr(d), n)));
-        let op = WriteOp::Add {
+        WriteOp::Add {
             pk: keys::stats_pk(&program.project, &program.signature),
             sk: keys::METRICS_SK.into(),
-            add,
+            add: vec![
+                ("records".to_owned(), records as i64),
+                (day_attr(today), records as i64),
+            ],
             set: counter_set(&program.project, &program.signature, keys::METRICS_SK),
-        };
-        if let Err(e) = add_with_retry(self.items.as_ref(), op).await {
-            tracing::warn!(program = %program.id, error = %e, "could not count metric records");
         }
     }
 
@@ -377,19 +371,7 @@ impl Storage {
         window: Window,
         acc: &mut DailyAccumulator,
     ) -> Result<u64> {
-        let w = Window {
-            from: window.from.max(program.created_at - crate::metrics::SKEW),
-            to: window.to,
-        };
-        if w.from > w.to {
-            return Ok(0);
-        }
-        let (read, _) = self
-            .read_metrics(&program.id, w, None, None, |r| {
-                acc.add(&r.timestamp, &r.metrics)
-            })
-            .await?;
-        Ok(read as u64)
+        self.accumulate_days(program, window, acc).await
     }
 
     /// Trends across a signature's versions: every version's records merged by day. Reads the

@@ -83,6 +83,17 @@ impl DailyAccumulator {
         }
     }
 
+    /// Adds a whole day at once from its per-metric `(sum, count)` (a cached day).
+    pub fn add_day(&mut self, date: NaiveDate, sums: &BTreeMap<String, (f64, u64)>, records: u64) {
+        self.records += records;
+        let day = self.days.entry(date).or_default();
+        for (name, (sum, count)) in sums {
+            let e = day.entry(name.clone()).or_insert((0.0, 0));
+            e.0 += sum;
+            e.1 += count;
+        }
+    }
+
     pub fn finish(self) -> Trends {
         let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
         let mut daily = Vec::with_capacity(self.days.len());

@@ -115,12 +115,26 @@ async fn bench_history_and_trends() {
             )
             .await;
             run("history from 45 days ago (limit=100)", ms, &v);
-            let (ms, v) = timed(&c, k, &format!("/programs/{id}/trends?days=7")).await;
-            run("trends days=7", ms, &v);
-            let (ms, v) = timed(&c, k, &format!("/programs/{id}/trends?days=30")).await;
-            run("trends days=30", ms, &v);
+            for days in [7, 30, 90] {
+                let uri = format!("/programs/{id}/trends?days={days}");
+                let (ms, v) = timed(&c, k, &uri).await;
+                run(&format!("trends days={days} (cold)"), ms, &v);
+                let (ms, v) = timed(&c, k, &uri).await;
+                run(&format!("trends days={days} (cached)"), ms, &v);
+            }
+            // One more record (today): only today is read again.
+            c.post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"metrics": {"accuracy": 0.9}}),
+            )
+            .await
+            .expect(k, "one more", 201);
+            if let Some(c) = &counter {
+                println!("BENCH {k:?} n={n}: POST one record: {:?}", c.snapshot());
+                c.reset();
+            }
             let (ms, v) = timed(&c, k, &format!("/programs/{id}/trends?days=90")).await;
-            run("trends days=90 (every record)", ms, &v);
+            run("trends days=90 after a new record", ms, &v);
             let (ms, v) = timed(&c, k, &format!("/programs/{id}/trends.svg?days=90")).await;
             println!(
                 "BENCH {k:?} n={n}: chart days=90: {ms:.1} ms, {} bytes of SVG",

@@ -256,6 +256,67 @@ async fn records_history_and_trends() {
         assert_eq!(v["programs"].as_array().unwrap().len(), 2, "{k:?}: {v}");
         close(k, "merged day 4", &v["metrics"]["accuracy"]["current"], 0.9);
         assert_eq!(v["records"], 6, "{k:?}");
+        // Cached daily sums never go stale: the same answer twice, then a backfilled record on
+        // day 0 and a write "in flight" on day 1 (its start counted, its end not) are seen.
+        let uri = format!("/programs/{id}/trends?days=90");
+        let again = c.get(&uri).await.expect(k, "trends again", 200);
+        if let Some(counter) = &ts.counter {
+            counter.reset();
+        }
+        let first = c.get(&uri).await.expect(k, "trends cached", 200);
+        if let Some(counter) = &ts.counter {
+            // A cached trend: the program, then one query of day items per month of the window
+            // (90 days: 4 months at most), no record read and nothing written.
+            let q = counter.count("DynamoDB.Query");
+            println!("cached 90-day trend: {:?}", counter.snapshot());
+            assert!(q <= 4, "{k:?}: {q} queries");
+            assert_eq!(counter.count("DynamoDB.TransactWriteItems"), 0, "{k:?}");
+        }
+        assert_eq!(
+            first["metrics"], again["metrics"],
+            "{k:?}: cached = computed"
+        );
+        assert_eq!(first["daily"], again["daily"], "{k:?}");
+        c.post_json(
+            &format!("/programs/{id}/metrics"),
+            &json!({"metrics": {"accuracy": 1.0}, "timestamp": h(0, 13)}),
+        )
+        .await
+        .expect(k, "backfill", 201);
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let day1 = (d + Duration::days(1)).date_naive();
+        let month = dspy_storage_core::metrics::month_of(&(d + Duration::days(1)));
+        ts.storage
+            .items()
+            .transact(vec![WriteOp::Add {
+                pk: dspy_storage_core::keys::metric_pk(&pid, &month),
+                sk: dspy_storage_core::keys::metric_day_sk(&day1),
+                add: vec![("w".into(), 1)],
+                set: vec![],
+            }])
+            .await
+            .unwrap();
+        let v = c.get(&uri).await.expect(k, "trends after backfill", 200);
+        // Day 0: (0.60 + 0.80 + 1.0) / 3 = 0.8.
+        close(
+            k,
+            "backfilled day 0",
+            &v["metrics"]["accuracy"]["points"][0]["value"],
+            0.8,
+        );
+        assert_eq!(v["metrics"]["accuracy"]["points"][0]["count"], 3, "{k:?}");
+        close(
+            k,
+            "day 1 read again",
+            &v["metrics"]["accuracy"]["points"][1]["value"],
+            0.72,
+        );
+        assert_eq!(v["records"], 6, "{k:?}");
+        let v2 = c
+            .get(&uri)
+            .await
+            .expect(k, "trends cached after backfill", 200);
+        assert_eq!(v2["daily"], v["daily"], "{k:?}");
         c.get("/signatures/Nope/trends").await.expect_error(
             k,
             "unknown signature",
