@@ -5,7 +5,8 @@
 //! history read is one range query per page per month touched: its cost grows with the records
 //! returned (and the months spanned), never with the length of the whole history.
 //!
-//! Batches are written with [`ItemStore::batch_put_once`] in chunks of 25; every item the store
+//! Each request first marks the days it touches (see [`crate::rollup`]), then writes its
+//! records, then marks those days done. Batches are written with [`ItemStore::batch_put_once`] in chunks of 25; every item the store
 //! leaves unprocessed is retried with exponential backoff (full jitter) until written or the
 //! attempts run out, which is an error (`503`) naming how many records were not written.
 

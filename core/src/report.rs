@@ -7,8 +7,8 @@
 //! * `STATS#<project>#<sig>` / `STATS`: `programs` and `bytes` — an atomic `ADD` inside the store
 //!   transaction (+1, +size) and inside the delete transaction (−1, −size) — and `d<YYYY-MM-DD>`,
 //!   the programs stored that day.
-//! * `…` / `METRICS`: `records` and `d<YYYY-MM-DD>`, added after each metrics request (one
-//!   `ADD` per request, not per record).
+//! * `…` / `METRICS`: `records` and `d<YYYY-MM-DD>`, added by each metrics request in its closing
+//!   transaction (one `ADD` per request, not per record; see [`crate::rollup`]).
 //! * `…` / `LOADS`: `loads`. A load costs NO extra request: each process counts loads in memory
 //!   and writes them as one `ADD` per signature when the report is asked for, or in the
 //!   background on the first load after [`LOAD_FLUSH_INTERVAL`]. Loads counted by a process that
