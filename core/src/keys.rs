@@ -8,7 +8,7 @@
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
 //! | metric record | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (one partition per program and month: a busy program spreads over months, as DynamoDB's time-series guidance buckets by period)
-//! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (sorts after the month's records; `w`/`done` count metric writes started/finished, `cached_w` + `data` a day's sums valid while `w = done = cached_w`)
+//! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (sorts after the month's records; `n_w`/`n_done` count metric writes started/finished, `cached_w` + `data` a day's sums valid while `n_w = n_done = cached_w`)
 //! | optimization run | `RUN#<run id>`          | `RUN`                    | GSI1 `RUNSIG#<project>#<sig>` / `<started>#<id>`; GSI3 `RUNMETHOD#<project>#<method>` / `<started>#<id>`; GSI4 `RUNS#<project>` / `<started>#<id>` |
 //! | signature counters (programs, bytes, stores per day) | `STATS#<project>#<sig>` | `STATS` | GSI3 `STATS` / `<project>#<sig>#STATS` |
 //! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |

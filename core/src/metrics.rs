@@ -310,12 +310,12 @@ impl Storage {
         // Days touched: marked before the records are written and after (see `crate::rollup`).
         let days: std::collections::BTreeSet<NaiveDate> =
             records.iter().map(|r| r.timestamp.date_naive()).collect();
-        self.mark_days(id, &days, "w", None).await?;
+        self.mark_days(id, &days, "n_w", None).await?;
         let written = self.put_all(items).await;
         let counter = written
             .is_ok()
             .then(|| Self::metric_counter_op(&program, records.len()));
-        let closed = self.mark_days(id, &days, "done", counter).await;
+        let closed = self.mark_days(id, &days, "n_done", counter).await;
         written?;
         closed?;
         Ok(Recorded {

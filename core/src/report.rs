@@ -4,12 +4,12 @@
 //! transaction already writes the signature's head, so two stores that could conflict on a
 //! signature's counter item already serialize on its head, and stores of different signatures
 //! touch different counter items.
-//! * `STATS#<project>#<sig>` / `STATS`: `programs` and `bytes` — an atomic `ADD` inside the store
-//!   transaction (+1, +size) and inside the delete transaction (−1, −size) — and `d<YYYY-MM-DD>`,
+//! * `STATS#<project>#<sig>` / `STATS`: `n_programs` and `n_bytes` — an atomic `ADD` inside the store
+//!   transaction (+1, +size) and inside the delete transaction (−1, −size) — and `n_d<YYYY-MM-DD>`,
 //!   the programs stored that day.
-//! * `…` / `METRICS`: `records` and `d<YYYY-MM-DD>`, added by each metrics request in its closing
+//! * `…` / `METRICS`: `n_records` and `n_d<YYYY-MM-DD>`, added by each metrics request in its closing
 //!   transaction (one `ADD` per request, not per record; see [`crate::rollup`]).
-//! * `…` / `LOADS`: `loads`. A load costs NO extra request: each process counts loads in memory
+//! * `…` / `LOADS`: `n_loads`. A load costs NO extra request: each process counts loads in memory
 //!   and writes them as one `ADD` per signature when the report is asked for, or in the
 //!   background on the first load after [`LOAD_FLUSH_INTERVAL`]. Loads counted by a process that
 //!   stops before its next flush are lost: load counts are a lower bound.
@@ -49,8 +49,9 @@ pub const MAX_TREND_DAYS: i64 = 3650;
 /// Most programs a signature trend reads.
 pub const MAX_SIGNATURE_PROGRAMS: usize = 1000;
 
+/// Counter attribute of one day: `n_d<YYYY-MM-DD>`.
 fn day_attr(d: NaiveDate) -> String {
-    format!("d{d}")
+    format!("n_d{d}")
 }
 
 fn counter_set(project: &Project, signature: &Signature, kind: &str) -> Vec<(String, String)> {
@@ -72,8 +73,8 @@ pub(crate) fn store_counter_op(record: &ProgramRecord, now: &DateTime<Utc>) -> W
         pk: keys::stats_pk(&record.project, &record.signature),
         sk: keys::STATS_SK.into(),
         add: vec![
-            ("programs".into(), 1),
-            ("bytes".into(), record.blob.size as i64),
+            ("n_programs".into(), 1),
+            ("n_bytes".into(), record.blob.size as i64),
             (day_attr(now.date_naive()), 1),
         ],
         set: counter_set(&record.project, &record.signature, keys::STATS_SK),
@@ -86,8 +87,8 @@ pub(crate) fn delete_counter_op(record: &ProgramRecord) -> WriteOp {
         pk: keys::stats_pk(&record.project, &record.signature),
         sk: keys::STATS_SK.into(),
         add: vec![
-            ("programs".into(), -1),
-            ("bytes".into(), -(record.blob.size as i64)),
+            ("n_programs".into(), -1),
+            ("n_bytes".into(), -(record.blob.size as i64)),
         ],
         set: counter_set(&record.project, &record.signature, keys::STATS_SK),
     }
@@ -152,7 +153,7 @@ async fn write_loads(
         let op = WriteOp::Add {
             pk: keys::stats_pk(&project, &signature),
             sk: keys::LOADS_SK.into(),
-            add: vec![("loads".into(), n)],
+            add: vec![("n_loads".into(), n)],
             set: counter_set(&project, &signature, keys::LOADS_SK),
         };
         if let Err(e) = add_with_retry(items, op).await {
@@ -292,7 +293,7 @@ impl Storage {
             pk: keys::stats_pk(&program.project, &program.signature),
             sk: keys::METRICS_SK.into(),
             add: vec![
-                ("records".to_owned(), records as i64),
+                ("n_records".to_owned(), records as i64),
                 (day_attr(today), records as i64),
             ],
             set: counter_set(&program.project, &program.signature, keys::METRICS_SK),
@@ -326,19 +327,19 @@ impl Storage {
                 let days = || {
                     item.attrs
                         .iter()
-                        .filter(|(k, _)| k.starts_with('d') && k.len() == 11)
-                        .map(|(k, v)| (k[1..].to_owned(), v.parse().unwrap_or(0)))
+                        .filter(|(k, _)| k.starts_with("n_d") && k.len() == 13)
+                        .map(|(k, v)| (k[3..].to_owned(), v.parse().unwrap_or(0)))
                         .collect::<BTreeMap<String, i64>>()
                 };
                 match item.sk.as_str() {
                     keys::STATS_SK => {
-                        c.programs = num(item, "programs");
-                        c.bytes = num(item, "bytes");
+                        c.programs = num(item, "n_programs");
+                        c.bytes = num(item, "n_bytes");
                         c.stored_by_day = days();
                     }
-                    keys::LOADS_SK => c.loads = num(item, "loads"),
+                    keys::LOADS_SK => c.loads = num(item, "n_loads"),
                     keys::METRICS_SK => {
-                        c.metric_records = num(item, "records");
+                        c.metric_records = num(item, "n_records");
                         c.records_by_day = days();
                     }
                     _ => {}

@@ -2,7 +2,7 @@
 //! reading every record — and never serves a stale day.
 //!
 //! Each day a program has records for has an item `MET#<id>#<YYYY-MM>` / `DAY#<date>` with:
-//! * `w`, `done`: metric writes touching that day that started / finished. A metrics request adds
+//! * `n_w`, `n_done` (`w`, `done` below): metric writes touching that day that started / finished. A metrics request adds
 //!   1 to `w` of every day it touches BEFORE writing its records, and 1 to `done` after (whether
 //!   the batch write succeeded or not: what was written is what a reader sees).
 //! * `cached_w`, `data`: the day's `{"records", "m": {metric: [sum, count]}}` as computed from the
@@ -67,7 +67,7 @@ struct DayState {
 
 impl DayState {
     fn of(item: &Item) -> Self {
-        let (w, done) = (num(item, "w"), num(item, "done"));
+        let (w, done) = (num(item, "n_w"), num(item, "n_done"));
         let settled = (w == done).then_some(w);
         let cached = match (
             settled,

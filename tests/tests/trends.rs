@@ -291,7 +291,7 @@ async fn records_history_and_trends() {
             .transact(vec![WriteOp::Add {
                 pk: dspy_storage_core::keys::metric_pk(&pid, &month),
                 sk: dspy_storage_core::keys::metric_day_sk(&day1),
-                add: vec![("w".into(), 1)],
+                add: vec![("n_w".into(), 1)],
                 set: vec![],
             }])
             .await
@@ -869,6 +869,21 @@ async fn report_from_counters() {
         // Loads are flushed: a second report sees the same count, not double.
         let r2 = c.get("/report").await.expect(k, "report again", 200);
         assert_eq!(r2["top_signatures"]["by_loads"][0]["loads"], 3, "{k:?}");
+        // A counter item copied with a plain put (as a restore does) stays addable.
+        let items = ts.storage.items();
+        let stats = items
+            .get("STATS#default#rep.A", "STATS")
+            .await
+            .unwrap()
+            .expect("counter item");
+        assert_eq!(stats.get("n_programs"), Some("2"), "{k:?}: {stats:?}");
+        items.batch_put(vec![stats]).await.unwrap();
+        store(&c, k, "rep.A", 0).await;
+        let r3 = c
+            .get("/report")
+            .await
+            .expect(k, "report after a restore-like put", 200);
+        assert_eq!(r3["total_programs"], 11, "{k:?}");
     }
 }
 

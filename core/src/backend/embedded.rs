@@ -273,6 +273,9 @@ impl ItemStore for SqliteItemStore {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
+        for op in &ops {
+            op.check_numbers()?;
+        }
         if ops.len() > 100 {
             return Err(Error::Internal(format!(
                 "a transaction of {} writes is over the limit of 100",

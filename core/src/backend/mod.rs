@@ -28,6 +28,10 @@ pub mod attr {
     pub const DATA: &str = "data";
     /// A revision counter used by compare-and-set writes.
     pub const REV: &str = "rev";
+    /// Attributes named with this prefix hold integers: DynamoDB numbers (`N`), the only
+    /// attributes [`super::WriteOp::Add`] may add to. Every write keeps them numbers, so an item
+    /// copied with a plain put (a backup restore) stays addable.
+    pub const NUMBER_PREFIX: &str = "n_";
 }
 
 /// An item: partition key, sort key and string attributes. Index key attributes are named by
@@ -132,8 +136,8 @@ pub enum WriteOp {
         condition: Condition,
     },
     /// Atomic counter update without a condition: adds each signed amount to a numeric
-    /// attribute (a missing one counts as 0) and sets each string attribute, creating the item
-    /// when missing. DynamoDB: `Update` with `ADD`/`SET`; embedded: an SQL read-modify-write
+    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0) and sets each
+    /// string attribute, creating the item when missing. DynamoDB: `Update` with `ADD`/`SET`; embedded: an SQL read-modify-write
     /// inside the transaction. Counters read back as decimal strings.
     Add {
         pk: String,
@@ -144,6 +148,21 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Refuses an [`WriteOp::Add`] to an attribute that is not a number attribute.
+    pub fn check_numbers(&self) -> Result<()> {
+        if let WriteOp::Add { add, .. } = self {
+            if let Some((name, _)) = add
+                .iter()
+                .find(|(n, _)| !n.starts_with(attr::NUMBER_PREFIX))
+            {
+                return Err(crate::Error::Internal(format!(
+                    "counter attribute {name:?} must start with {:?}",
+                    attr::NUMBER_PREFIX
+                )));
+            }
+        }
+        Ok(())
+    }
     pub fn put(item: Item, condition: Condition) -> Self {
         WriteOp::Put { item, condition }
     }

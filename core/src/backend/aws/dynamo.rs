@@ -192,8 +192,21 @@ fn key_map(pk: &str, sk: &str) -> AttrMap {
     HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
 }
 
+/// Attributes are strings, but number attributes ([`attr::NUMBER_PREFIX`]) holding an integer
+/// are written as numbers (so counters stay addable after a plain put, e.g. a restore).
 fn item_to_map(item: &Item) -> AttrMap {
-    let mut map: AttrMap = item.attrs.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+    let mut map: AttrMap = item
+        .attrs
+        .iter()
+        .map(|(k, v)| {
+            let value = if k.starts_with(attr::NUMBER_PREFIX) && v.parse::<i64>().is_ok() {
+                AttributeValue::N(v.clone())
+            } else {
+                s(v)
+            };
+            (k.clone(), value)
+        })
+        .collect();
     map.insert(attr::PK.to_owned(), s(&item.pk));
     map.insert(attr::SK.to_owned(), s(&item.sk));
     map
@@ -312,9 +325,12 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
-            WriteOp::Add { pk, sk, add, set } => TransactWriteItem::builder()
-                .update(update_of(table, pk, sk, add, set)?)
-                .build(),
+            WriteOp::Add { pk, sk, add, set } => {
+                op.check_numbers()?;
+                TransactWriteItem::builder()
+                    .update(update_of(table, pk, sk, add, set)?)
+                    .build()
+            }
         };
         items.push(item);
         origin.push(i);
@@ -637,6 +653,12 @@ mod unit {
         // Counters (numbers) read back as their text; other types are ignored.
         map.insert("n".to_owned(), AttributeValue::N("12".to_owned()));
         map.insert("b".to_owned(), AttributeValue::Bool(true));
-        assert_eq!(map_to_item(map).unwrap(), item.with("n", "12"));
+        assert_eq!(map_to_item(map).unwrap(), item.clone().with("n", "12"));
+        // Number attributes are written as numbers when they hold an integer.
+        let counter = item.with("n_programs", "3").with("n_note", "x");
+        let map = item_to_map(&counter);
+        assert_eq!(map["n_programs"], AttributeValue::N("3".into()));
+        assert_eq!(map["n_note"], AttributeValue::S("x".into()));
+        assert_eq!(map_to_item(map).unwrap(), counter);
     }
 }
