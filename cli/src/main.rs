@@ -16,6 +16,7 @@ use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
 mod maintenance;
+mod metrics;
 mod search;
 
 #[derive(Parser, Debug)]
@@ -167,6 +168,8 @@ enum Command {
     },
     #[command(flatten)]
     Maintenance(maintenance::Command),
+    #[command(flatten)]
+    Perf(metrics::PerfCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -442,6 +445,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             }
         }
         Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
+        Command::Perf(cmd) => metrics::run(cmd, &cli.backend.open().await?).await?,
     }
     Ok(())
 }

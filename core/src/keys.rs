@@ -7,7 +7,16 @@
 //! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>` |
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
-//! | last run of a maintenance job | `STATUS`     | `LAST#<job>` (e.g. `LAST#cleanup`) | |
+//! | metric record | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (one partition per program and month: a busy program spreads over months, as DynamoDB's time-series guidance buckets by period)
+//! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (sorts after the month's records; `n_w`/`n_done` count metric writes started/finished, `cached_w` + `data` a day's sums valid while `n_w = n_done = cached_w`)
+//! | optimization run | `RUN#<run id>`          | `RUN`                    | GSI1 `RUNSIG#<project>#<sig>` / `<started>#<id>`; GSI3 `RUNMETHOD#<project>#<method>` / `<started>#<id>`; GSI4 `RUNS#<project>` / `<started>#<id>` |
+//! | signature counters (programs, bytes, stores per day) | `STATS#<project>#<sig>` | `STATS` | GSI3 `STATS` / `<project>#<sig>#STATS` |
+//! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |
+//! | signature metric-record counter (records, per day) | `STATS#<project>#<sig>` | `METRICS` | GSI3 `STATS` / `<project>#<sig>#METRICS` |
+//! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
+//!
+//! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
+//! `STATS`, `STATUS`.
 //!
 //! Numbers inside sort keys are zero-padded so that string order is numeric order.
 
@@ -19,12 +28,66 @@ pub const PROG_SK: &str = "PROG";
 pub const HEAD_SK: &str = "HEAD";
 pub const VER_PREFIX: &str = "VER#";
 pub const IDEM_SK: &str = "IDEM";
-/// Partition of the maintenance status items (last run of cleanup, backup, ...).
-pub const STATUS_PK: &str = "STATUS";
-/// The cleanup's last-run item: `data` = `{"finished_at", "summary", ...}`.
-pub const CLEANUP_STATUS_SK: &str = "LAST#cleanup";
 /// Prefix of program blobs.
 pub const BLOB_PREFIX: &str = "programs/";
+
+pub const RUN_SK: &str = "RUN";
+pub const STATS_SK: &str = "STATS";
+pub const LOADS_SK: &str = "LOADS";
+pub const METRICS_SK: &str = "METRICS";
+/// GSI3 partition holding every counter item (one entry per signature and counter kind).
+pub const STATS_INDEX_PK: &str = "STATS";
+/// Status items written by maintenance functions: `data` = `{"finished_at", ...}`.
+pub const STATUS_PK: &str = "STATUS";
+pub const CLEANUP_STATUS_SK: &str = "LAST#cleanup";
+pub const BACKUP_STATUS_SK: &str = "LAST#backup";
+
+/// Partition of a program's metric records of one month (`month` = `YYYY-MM`).
+pub fn metric_pk(id: &ProgramId, month: &str) -> String {
+    format!("MET#{id}#{month}")
+}
+
+/// Sort key of a metric record: its time (fixed millisecond RFC 3339) and a unique id.
+pub fn metric_sk(timestamp: &DateTime<Utc>, record_id: &uuid::Uuid) -> String {
+    format!(
+        "{}#{}",
+        crate::domain::format_time(timestamp),
+        record_id.hyphenated()
+    )
+}
+
+pub const DAY_PREFIX: &str = "DAY#";
+
+/// Sort key of a program's metric day item (in the month partition of that day).
+pub fn metric_day_sk(date: &chrono::NaiveDate) -> String {
+    format!("{DAY_PREFIX}{date}")
+}
+
+pub fn run_pk(id: &uuid::Uuid) -> String {
+    format!("RUN#{}", id.hyphenated())
+}
+
+pub fn run_signature_pk(project: &Project, signature: &Signature) -> String {
+    format!("RUNSIG#{project}#{signature}")
+}
+
+pub fn run_method_pk(project: &Project, method: &str) -> String {
+    format!("RUNMETHOD#{project}#{method}")
+}
+
+pub fn runs_pk(project: &Project) -> String {
+    format!("RUNS#{project}")
+}
+
+/// Partition of a signature's counter items.
+pub fn stats_pk(project: &Project, signature: &Signature) -> String {
+    format!("STATS#{project}#{signature}")
+}
+
+/// GSI3 sort key of a counter item: `<project>#<sig>#<kind>`.
+pub fn stats_index_sk(project: &Project, signature: &Signature, kind: &str) -> String {
+    format!("{project}#{signature}#{kind}")
+}
 
 pub fn program_pk(id: &ProgramId) -> String {
     format!("PROG#{id}")

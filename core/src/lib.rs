@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod chart;
 pub mod codec;
 pub mod config;
 pub mod domain;
@@ -14,12 +15,17 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod maintenance;
+pub mod metrics;
 pub mod open;
 pub mod query;
 pub mod record;
 pub mod registry;
+pub mod report;
 pub mod retention;
+pub mod rollup;
+pub mod runs;
 pub mod service;
 pub mod service_dspy;
+pub mod trend;
 
 pub use error::{Error, Result};

@@ -472,6 +472,7 @@ impl Storage {
                 for tag in record.tag_items() {
                     ops.push(WriteOp::delete(tag.pk, tag.sk, Condition::None));
                 }
+                ops.push(crate::report::delete_counter_op(&record));
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(()),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {

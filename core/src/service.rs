@@ -121,6 +121,8 @@ pub struct Storage {
     pub(crate) resolved: crate::cache::ResolveCache,
     /// Where change events go (none: not published).
     pub(crate) events: Option<Arc<dyn crate::events::EventPublisher>>,
+    /// Loads counted in memory for the report (see [`crate::report`]).
+    pub(crate) loads: crate::report::LoadCounter,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -167,6 +169,7 @@ impl Storage {
             codec: config.codec(),
             programs: crate::cache::ProgramCache::new(config.program_cache_bytes),
             resolved: crate::cache::ResolveCache::new(config.resolve_cache_ttl),
+            loads: Default::default(),
             config,
             backend: backend.into(),
             events: None,
@@ -451,6 +454,7 @@ impl Storage {
                     .into_iter()
                     .map(|i| WriteOp::put(i, Condition::None)),
             );
+            ops.push(crate::report::store_counter_op(&record, &now));
 
             match self.items.transact(ops).await {
                 Ok(()) => {
@@ -506,7 +510,9 @@ impl Storage {
     /// Reads a program: one item read, one blob read, verified.
     pub async fn get_program(&self, id: &ProgramId) -> Result<LoadedProgram> {
         let record = self.get_record(id).await?;
-        self.load_blob(record).await
+        let loaded = self.load_blob(record).await?;
+        self.count_load(&loaded.record);
+        Ok(loaded)
     }
 
     async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {

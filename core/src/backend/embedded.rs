@@ -273,6 +273,9 @@ impl ItemStore for SqliteItemStore {
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
+        for op in &ops {
+            op.check_numbers()?;
+        }
         if ops.len() > 100 {
             return Err(Error::Internal(format!(
                 "a transaction of {} writes is over the limit of 100",
@@ -290,6 +293,7 @@ impl ItemStore for SqliteItemStore {
                     WriteOp::Put { condition, .. }
                     | WriteOp::Delete { condition, .. }
                     | WriteOp::Check { condition, .. } => condition,
+                    WriteOp::Add { .. } => &Condition::None,
                 };
                 if *cond != Condition::None && !holds(get_item(&tx, pk, sk)?.as_ref(), cond) {
                     failed.push(i);
@@ -308,6 +312,18 @@ impl ItemStore for SqliteItemStore {
                             .map_err(db_err)?;
                     }
                     WriteOp::Check { .. } => {}
+                    WriteOp::Add { pk, sk, add, set } => {
+                        let mut item = get_item(&tx, pk, sk)?.unwrap_or_else(|| Item::new(pk, sk));
+                        for (name, n) in add {
+                            let old = item.get(name).and_then(|v| v.parse::<i64>().ok());
+                            let new = old.unwrap_or(0).saturating_add(*n);
+                            item.attrs.insert(name.clone(), new.to_string());
+                        }
+                        for (name, v) in set {
+                            item.attrs.insert(name.clone(), v.clone());
+                        }
+                        put_item(&tx, &item)?;
+                    }
                 }
             }
             tx.commit().map_err(db_err)

@@ -29,6 +29,10 @@ pub mod attr {
     pub const DATA: &str = "data";
     /// A revision counter used by compare-and-set writes.
     pub const REV: &str = "rev";
+    /// Attributes named with this prefix hold integers: DynamoDB numbers (`N`), the only
+    /// attributes [`super::WriteOp::Add`] may add to. Every write keeps them numbers, so an item
+    /// copied with a plain put (a backup restore) stays addable.
+    pub const NUMBER_PREFIX: &str = "n_";
 }
 
 /// An item: partition key, sort key and string attributes. Index key attributes are named by
@@ -132,9 +136,34 @@ pub enum WriteOp {
         sk: String,
         condition: Condition,
     },
+    /// Atomic counter update without a condition: adds each signed amount to a numeric
+    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0) and sets each
+    /// string attribute, creating the item when missing. DynamoDB: `Update` with `ADD`/`SET`; embedded: an SQL read-modify-write
+    /// inside the transaction. Counters read back as decimal strings.
+    Add {
+        pk: String,
+        sk: String,
+        add: Vec<(String, i64)>,
+        set: Vec<(String, String)>,
+    },
 }
 
 impl WriteOp {
+    /// Refuses an [`WriteOp::Add`] to an attribute that is not a number attribute.
+    pub fn check_numbers(&self) -> Result<()> {
+        if let WriteOp::Add { add, .. } = self {
+            if let Some((name, _)) = add
+                .iter()
+                .find(|(n, _)| !n.starts_with(attr::NUMBER_PREFIX))
+            {
+                return Err(crate::Error::Internal(format!(
+                    "counter attribute {name:?} must start with {:?}",
+                    attr::NUMBER_PREFIX
+                )));
+            }
+        }
+        Ok(())
+    }
     pub fn put(item: Item, condition: Condition) -> Self {
         WriteOp::Put { item, condition }
     }
@@ -148,7 +177,9 @@ impl WriteOp {
     pub fn key(&self) -> (&str, &str) {
         match self {
             WriteOp::Put { item, .. } => (&item.pk, &item.sk),
-            WriteOp::Delete { pk, sk, .. } | WriteOp::Check { pk, sk, .. } => (pk, sk),
+            WriteOp::Delete { pk, sk, .. }
+            | WriteOp::Check { pk, sk, .. }
+            | WriteOp::Add { pk, sk, .. } => (pk, sk),
         }
     }
 }
@@ -245,6 +276,12 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Writes many items without conditions (not atomic as a whole; each item is). Backends chunk
     /// and retry unprocessed items themselves.
     async fn batch_put(&self, items: Vec<Item>) -> Result<()>;
+    /// ONE batch write of at most 25 items, without retries: returns the items the store did not
+    /// process (DynamoDB's `UnprocessedItems`), for a caller that retries them with backoff
+    /// itself. The default writes them all with [`ItemStore::batch_put`].
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
+        self.batch_put(items).await.map(|()| Vec::new())
+    }
     /// Reads one page of every item. Maintenance and backup only: never on a request path.
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>>;
 }

@@ -12,6 +12,7 @@ pub mod maintenance;
 mod pending;
 mod programs;
 mod search;
+mod trends;
 mod versions;
 
 /// The Lambda functions of the deployment.
@@ -207,65 +208,71 @@ pub fn all_routes() -> Vec<Route> {
             M::POST,
             "/programs/{id}/metrics",
             "Record metrics (one or a batch)",
-            p,
+            trends::record_metrics,
         ),
         r(
             Trend,
             M::GET,
             "/programs/{id}/metrics",
             "Metric history, oldest first",
-            p,
+            trends::history,
         ),
         r(
             Trend,
             M::GET,
             "/programs/{id}/trends",
             "Trends of a program's metrics",
-            p,
+            trends::program_trends,
         ),
         r(
             Trend,
             M::GET,
             "/programs/{id}/trends.svg",
             "Chart of a program's metrics",
-            p,
+            trends::program_chart,
         ),
         r(
             Trend,
             M::GET,
             "/signatures/{signature}/trends",
             "Trends across a signature's versions",
-            p,
+            trends::signature_trends,
         ),
         r(
             Trend,
             M::GET,
             "/signatures/{signature}/trends.svg",
             "Chart across a signature's versions",
-            p,
+            trends::signature_chart,
         ),
         r(
             Trend,
             M::POST,
             "/optimization-runs",
             "Record an optimizer run",
-            p,
+            trends::create_run,
         ),
         r(
             Trend,
             M::GET,
             "/optimization-runs",
             "List optimizer runs",
-            p,
+            trends::list_runs,
         ),
         r(
             Trend,
             M::GET,
             "/optimization-runs/{id}",
             "Read an optimizer run",
-            p,
+            trends::get_run,
         ),
-        r(Trend, M::GET, "/report", "Monitoring report", p),
+        r(
+            Trend,
+            M::GET,
+            "/report",
+            "Monitoring report",
+            trends::report,
+        ),
         // Search and querying
         r(
             Query,

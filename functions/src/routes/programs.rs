@@ -51,8 +51,27 @@ pub async fn store(
             Some(Idempotency::parse(key, sha256_hex(&request))?)
         }
     };
-    let outcome = state.storage.store(program, metadata, idempotency).await?;
-    let mut response = (StatusCode::CREATED, Json(&outcome.stored)).into_response();
+    let import = crate::extract::Params::from_uri(&uri)?.bool("import_optimization")?;
+    let (outcome, run_id) = if import {
+        let (outcome, run) = state
+            .storage
+            .store_importing_run(program, metadata, idempotency)
+            .await?;
+        (outcome, Some(run.id))
+    } else {
+        (
+            state.storage.store(program, metadata, idempotency).await?,
+            None,
+        )
+    };
+    let mut response = match run_id {
+        None => (StatusCode::CREATED, Json(&outcome.stored)).into_response(),
+        Some(run_id) => {
+            let mut body = serde_json::to_value(&outcome.stored).unwrap_or_default();
+            body["optimization_run_id"] = Value::String(run_id.to_string());
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+    };
     if outcome.replayed {
         response.headers_mut().insert(
             "idempotent-replayed",

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest,
-    ScalarAttributeType, TableStatus, TransactWriteItem, WriteRequest,
+    ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -192,14 +192,28 @@ fn key_map(pk: &str, sk: &str) -> AttrMap {
     HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
 }
 
+/// Attributes are strings, but number attributes ([`attr::NUMBER_PREFIX`]) holding an integer
+/// are written as numbers (so counters stay addable after a plain put, e.g. a restore).
 fn item_to_map(item: &Item) -> AttrMap {
-    let mut map: AttrMap = item.attrs.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+    let mut map: AttrMap = item
+        .attrs
+        .iter()
+        .map(|(k, v)| {
+            let value = if k.starts_with(attr::NUMBER_PREFIX) && v.parse::<i64>().is_ok() {
+                AttributeValue::N(v.clone())
+            } else {
+                s(v)
+            };
+            (k.clone(), value)
+        })
+        .collect();
     map.insert(attr::PK.to_owned(), s(&item.pk));
     map.insert(attr::SK.to_owned(), s(&item.sk));
     map
 }
 
-/// Converts a stored item back; non-string attributes are ignored.
+/// Converts a stored item back; numbers (counters of [`WriteOp::Add`]) become their decimal
+/// text, other non-string attributes are ignored.
 fn map_to_item(mut map: AttrMap) -> Result<Item> {
     let mut take_key = |name: &str| match map.remove(name) {
         Some(AttributeValue::S(v)) => Ok(v),
@@ -212,7 +226,7 @@ fn map_to_item(mut map: AttrMap) -> Result<Item> {
     let attrs = map
         .into_iter()
         .filter_map(|(k, v)| match v {
-            AttributeValue::S(v) => Some((k, v)),
+            AttributeValue::S(v) | AttributeValue::N(v) => Some((k, v)),
             _ => None,
         })
         .collect();
@@ -311,11 +325,59 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
+            WriteOp::Add { pk, sk, add, set } => {
+                op.check_numbers()?;
+                TransactWriteItem::builder()
+                    .update(update_of(table, pk, sk, add, set)?)
+                    .build()
+            }
         };
         items.push(item);
         origin.push(i);
     }
     Ok((items, origin))
+}
+
+/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, …`.
+fn update_of(
+    table: &str,
+    pk: &str,
+    sk: &str,
+    add: &[(String, i64)],
+    set: &[(String, String)],
+) -> Result<Update> {
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    for (i, (name, v)) in set.iter().enumerate() {
+        names.insert(format!("#s{i}"), name.clone());
+        values.insert(format!(":s{i}"), s(v));
+        sets.push(format!("#s{i} = :s{i}"));
+    }
+    let mut adds = Vec::new();
+    for (i, (name, n)) in add.iter().enumerate() {
+        names.insert(format!("#a{i}"), name.clone());
+        values.insert(format!(":a{i}"), AttributeValue::N(n.to_string()));
+        adds.push(format!("#a{i} :a{i}"));
+    }
+    let mut expression = String::new();
+    if !sets.is_empty() {
+        expression.push_str(&format!("SET {}", sets.join(", ")));
+    }
+    if !adds.is_empty() {
+        if !expression.is_empty() {
+            expression.push(' ');
+        }
+        expression.push_str(&format!("ADD {}", adds.join(", ")));
+    }
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(key_map(pk, sk)))
+        .update_expression(expression)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(build_error)
 }
 
 /// Interprets the cancellation reasons of a cancelled transaction. `origin[i]` is the index in
@@ -492,6 +554,33 @@ impl ItemStore for DynamoItemStore {
         Ok(())
     }
 
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
+        if items.len() > BATCH_WRITE_MAX {
+            return Err(Error::Internal(format!(
+                "one BatchWriteItem takes at most {BATCH_WRITE_MAX} items, not {}",
+                items.len()
+            )));
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let requests: Vec<WriteRequest> = batch_chunks(items).into_iter().flatten().collect();
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(self.table.clone(), requests)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("BatchWriteItem", e))?;
+        let mut unprocessed = out.unprocessed_items.unwrap_or_default();
+        unprocessed
+            .remove(&self.table)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|w| w.put_request.map(|p| map_to_item(p.item)))
+            .collect()
+    }
+
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
         let out = self
             .client
@@ -560,7 +649,16 @@ mod unit {
             .with("data", "{}")
             .with("GSI1PK", "x");
         let mut map = item_to_map(&item);
-        map.insert("n".to_owned(), AttributeValue::N("1".to_owned()));
-        assert_eq!(map_to_item(map).unwrap(), item);
+        assert_eq!(map_to_item(map.clone()).unwrap(), item);
+        // Counters (numbers) read back as their text; other types are ignored.
+        map.insert("n".to_owned(), AttributeValue::N("12".to_owned()));
+        map.insert("b".to_owned(), AttributeValue::Bool(true));
+        assert_eq!(map_to_item(map).unwrap(), item.clone().with("n", "12"));
+        // Number attributes are written as numbers when they hold an integer.
+        let counter = item.with("n_programs", "3").with("n_note", "x");
+        let map = item_to_map(&counter);
+        assert_eq!(map["n_programs"], AttributeValue::N("3".into()));
+        assert_eq!(map["n_note"], AttributeValue::S("x".into()));
+        assert_eq!(map_to_item(map).unwrap(), counter);
     }
 }

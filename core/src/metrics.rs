@@ -1,0 +1,547 @@
+//! Metric records of a program: record one or a batch, read the history by time range.
+//!
+//! A record lives at `MET#<program id>#<YYYY-MM>` / `<timestamp>#<uuid>` (see [`crate::keys`]): one
+//! partition per program and month, so a busy program's writes spread over partitions, and a
+//! history read is one range query per page per month touched: its cost grows with the records
+//! returned (and the months spanned), never with the length of the whole history.
+//!
+//! Each request first marks the days it touches (see [`crate::rollup`]), then writes its
+//! records, then marks those days done. Batches are written with [`ItemStore::batch_put_once`] in chunks of 25; every item the store
+//! leaves unprocessed is retried with exponential backoff (full jitter) until written or the
+//! attempts run out, which is an error (`503`) naming how many records were not written.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::backend::{attr, Item, Query, SkRange};
+use crate::domain::{format_time, parse_time, ProgramId};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::record::{from_item, ProgramRecord};
+use crate::service::{backoff, Storage};
+
+/// Most records in one request.
+pub const MAX_BATCH: usize = 1000;
+/// Most metrics in one record.
+pub const MAX_METRICS: usize = 64;
+/// Largest environment object (serialized).
+pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
+/// Items per BatchWriteItem (DynamoDB's limit).
+pub const BATCH_CHUNK: usize = 25;
+/// Attempts for one chunk's unprocessed items (the first write included).
+pub const BATCH_ATTEMPTS: u32 = 10;
+/// Clock skew tolerated between a client's timestamps and the server's.
+pub const SKEW: Duration = Duration::minutes(5);
+/// Largest page of history.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// One metric record as stored and answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRecord {
+    pub id: uuid::Uuid,
+    pub program_id: ProgramId,
+    /// When the metrics were measured (the client's `timestamp`, default the receive time).
+    #[serde(with = "time_millis")]
+    pub timestamp: DateTime<Utc>,
+    pub metrics: BTreeMap<String, f64>,
+    /// What the client sent about where it ran (dspy version, language, host, git commit, …).
+    #[serde(default)]
+    pub environment: Map<String, Value>,
+    /// When the server received the record.
+    #[serde(with = "time_millis")]
+    pub received_at: DateTime<Utc>,
+}
+
+mod time_millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::domain::format_time(t))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl MetricRecord {
+    pub fn to_item(&self) -> Item {
+        Item::new(
+            keys::metric_pk(&self.program_id, &month_of(&self.timestamp)),
+            keys::metric_sk(&self.timestamp, &self.id),
+        )
+        .with(
+            attr::DATA,
+            serde_json::to_string(self).expect("records serialize"),
+        )
+    }
+}
+
+/// `YYYY-MM` of a time: the month partition it belongs to.
+pub fn month_of(t: &DateTime<Utc>) -> String {
+    format!("{:04}-{:02}", t.year(), t.month())
+}
+
+/// The first instant of the month after `t`'s.
+fn next_month_start(t: &DateTime<Utc>) -> DateTime<Utc> {
+    let (y, m) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    Utc.from_utc_datetime(
+        &NaiveDate::from_ymd_opt(y, m, 1)
+            .expect("valid date")
+            .and_hms_opt(0, 0, 0)
+            .expect("valid time"),
+    )
+}
+
+/// The month partitions covering `[from, to]`, oldest first.
+pub fn months_between(from: &DateTime<Utc>, to: &DateTime<Utc>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut t = *from;
+    while t <= *to {
+        out.push(month_of(&t));
+        t = next_month_start(&t);
+    }
+    out
+}
+
+/// A metric name: 1-64 characters of `A-Za-z0-9_.:-`.
+pub fn validate_metric_name(name: &str, field: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("metric name {name:?} must be 1-64 characters of A-Za-z0-9_.:-"),
+        ))
+    }
+}
+
+/// Parses one record of a request (`{"metrics", "timestamp"?, "environment"?}`); `field` names
+/// it in errors (`records[3]`).
+fn parse_record(
+    value: &Value,
+    field: &str,
+    program: &ProgramRecord,
+    now: DateTime<Utc>,
+) -> Result<MetricRecord> {
+    let obj = value.as_object().ok_or_else(|| {
+        Error::invalid(field, format!("{field} must be an object with \"metrics\""))
+    })?;
+    let sub = |name: &str| {
+        if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "metrics" | "timestamp" | "environment") {
+            return Err(Error::invalid(
+                sub(k),
+                format!("unknown field {k:?}; a record has metrics, timestamp and environment"),
+            ));
+        }
+    }
+    let mfield = sub("metrics");
+    let metrics_obj = match obj.get("metrics") {
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(Error::invalid(
+                &mfield,
+                format!("{mfield} must be an object of named numbers"),
+            ))
+        }
+        None => return Err(Error::invalid(&mfield, format!("{mfield} is required"))),
+    };
+    if metrics_obj.is_empty() || metrics_obj.len() > MAX_METRICS {
+        return Err(Error::invalid(
+            &mfield,
+            format!("{mfield} must have 1-{MAX_METRICS} metrics"),
+        ));
+    }
+    let mut metrics = BTreeMap::new();
+    for (name, v) in metrics_obj {
+        validate_metric_name(name, &mfield)?;
+        match v.as_f64() {
+            Some(x) if x.is_finite() => {
+                metrics.insert(name.clone(), x);
+            }
+            _ => {
+                return Err(Error::invalid(
+                    format!("{mfield}.{name}"),
+                    format!("{mfield}.{name} must be a finite number"),
+                ))
+            }
+        }
+    }
+    let tfield = sub("timestamp");
+    let timestamp = match obj.get("timestamp") {
+        None | Some(Value::Null) => now,
+        Some(Value::String(s)) => parse_time(&tfield, s)?,
+        Some(_) => {
+            return Err(Error::invalid(
+                &tfield,
+                format!("{tfield} must be an RFC 3339 time"),
+            ))
+        }
+    };
+    // Stored times have millisecond precision.
+    let timestamp = DateTime::from_timestamp_millis(timestamp.timestamp_millis()).unwrap_or(now);
+    if timestamp > now + SKEW {
+        return Err(Error::invalid(
+            &tfield,
+            format!("{tfield} is in the future"),
+        ));
+    }
+    if timestamp < program.created_at - SKEW {
+        return Err(Error::invalid(
+            &tfield,
+            format!(
+                "{tfield} is before the program was stored ({}); metrics describe a stored program",
+                format_time(&program.created_at)
+            ),
+        ));
+    }
+    let efield = sub("environment");
+    let environment = match obj.get("environment") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => {
+            let size = serde_json::to_string(m).map(|s| s.len()).unwrap_or(0);
+            if size > MAX_ENVIRONMENT_BYTES {
+                return Err(Error::invalid(
+                    &efield,
+                    format!("{efield} is over {MAX_ENVIRONMENT_BYTES} bytes"),
+                ));
+            }
+            m.clone()
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                &efield,
+                format!("{efield} must be an object"),
+            ))
+        }
+    };
+    Ok(MetricRecord {
+        id: uuid::Uuid::now_v7(),
+        program_id: program.id,
+        timestamp,
+        metrics,
+        environment,
+        received_at: now,
+    })
+}
+
+/// What `POST /programs/{id}/metrics` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    pub program_id: ProgramId,
+    pub recorded: usize,
+    pub ids: Vec<uuid::Uuid>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub records: Vec<MetricRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HistoryCursor {
+    /// The program the cursor belongs to.
+    p: String,
+    /// Sort key of the last record returned.
+    s: String,
+}
+
+/// The validated time window of a history read.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Storage {
+    /// Records metrics for a program: `body` is one record or `{"records": [...]}`. All records
+    /// are validated before anything is written.
+    pub async fn record_metrics(&self, id: &ProgramId, body: &Value) -> Result<Recorded> {
+        let program = self.get_record(id).await?;
+        let now = crate::domain::now();
+        let records: Vec<MetricRecord> = match body {
+            Value::Object(o) if o.contains_key("records") => {
+                if o.len() != 1 {
+                    return Err(Error::invalid_request("a batch body has only \"records\""));
+                }
+                let list = o["records"].as_array().ok_or_else(|| {
+                    Error::invalid("records", "records must be an array of records")
+                })?;
+                if list.is_empty() || list.len() > MAX_BATCH {
+                    return Err(Error::invalid(
+                        "records",
+                        format!("records must hold 1-{MAX_BATCH} records"),
+                    ));
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| parse_record(v, &format!("records[{i}]"), &program, now))
+                    .collect::<Result<_>>()?
+            }
+            Value::Object(_) => vec![parse_record(body, "", &program, now)?],
+            _ => return Err(Error::invalid_request("the body must be a JSON object")),
+        };
+        let items: Vec<Item> = records.iter().map(MetricRecord::to_item).collect();
+        // Days touched: marked before the records are written and after (see `crate::rollup`).
+        let days: std::collections::BTreeSet<NaiveDate> =
+            records.iter().map(|r| r.timestamp.date_naive()).collect();
+        self.mark_days(id, &days, "n_w", None).await?;
+        let written = self.put_all(items).await;
+        let counter = written
+            .is_ok()
+            .then(|| Self::metric_counter_op(&program, records.len()));
+        let closed = self.mark_days(id, &days, "n_done", counter).await;
+        written?;
+        closed?;
+        Ok(Recorded {
+            program_id: program.id,
+            recorded: records.len(),
+            ids: records.iter().map(|r| r.id).collect(),
+        })
+    }
+
+    /// Writes items in chunks of 25, retrying every unprocessed item with backoff; nothing is
+    /// dropped silently.
+    pub async fn put_all(&self, items: Vec<Item>) -> Result<()> {
+        let mut rest = items;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(BATCH_CHUNK));
+            let mut pending = std::mem::replace(&mut rest, tail);
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                attempt += 1;
+                match self.items.batch_put_once(pending.clone()).await {
+                    Ok(unprocessed) => pending = unprocessed,
+                    Err(e) if e.is_transient() && attempt < BATCH_ATTEMPTS => {}
+                    Err(e) => return Err(e),
+                }
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(Error::Throttled(format!(
+                        "{} record(s) still unprocessed after {attempt} attempts; retry them",
+                        pending.len() + rest.len()
+                    )));
+                }
+                backoff(attempt).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the `from`/`to` of a history read, bounded by the program's lifetime.
+    pub fn metric_window(
+        program: &ProgramRecord,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Window> {
+        let now = crate::domain::now();
+        let from = from.map(|s| parse_time("from", s)).transpose()?;
+        let to = to.map(|s| parse_time("to", s)).transpose()?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err(Error::invalid("from", "from must not be after to"));
+            }
+        }
+        let floor = program.created_at - SKEW;
+        Ok(Window {
+            from: from.map_or(floor, |f| f.max(floor)),
+            to: to.map_or(now + SKEW, |t| t.min(now + SKEW)),
+        })
+    }
+
+    /// One page of a program's history, oldest first: one item read (the program), then one
+    /// range query per month partition touched.
+    pub async fn metric_history(
+        &self,
+        id: &ProgramId,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<History> {
+        let limit = match limit {
+            None => 100,
+            Some(0) => return Err(Error::invalid("limit", "limit must be at least 1")),
+            Some(n) if n > MAX_HISTORY_PAGE => {
+                return Err(Error::invalid(
+                    "limit",
+                    format!("limit must be at most {MAX_HISTORY_PAGE}"),
+                ))
+            }
+            Some(n) => n,
+        };
+        let after = cursor.map(|c| decode_history_cursor(c, id)).transpose()?;
+        let program = self.get_record(id).await?;
+        let window = Self::metric_window(&program, from, to)?;
+        let mut records = Vec::with_capacity(limit.min(MAX_HISTORY_PAGE));
+        let (_, more) = self
+            .read_metrics(id, window, after.as_deref(), Some(limit), |r| {
+                records.push(r)
+            })
+            .await?;
+        let next_cursor = if more {
+            records
+                .last()
+                .map(|r| encode_history_cursor(id, &keys::metric_sk(&r.timestamp, &r.id)))
+        } else {
+            None
+        };
+        Ok(History {
+            records,
+            next_cursor,
+        })
+    }
+
+    /// Reads a program's records in a window (after the sort key `after`, if any), oldest first,
+    /// at most `limit` (all when `None`), handing each to `sink` page by page (memory does not
+    /// grow with the records read). Returns how many were read and whether more may follow.
+    pub(crate) async fn read_metrics(
+        &self,
+        id: &ProgramId,
+        window: Window,
+        after: Option<&str>,
+        limit: Option<usize>,
+        mut sink: impl FnMut(MetricRecord) + Send,
+    ) -> Result<(usize, bool)> {
+        let lo_sk = format_time(&window.from);
+        // Every sort key of a time starts with that time; '~' sorts after its '#<uuid>' suffix.
+        let hi_sk = format!("{}~", format_time(&window.to));
+        let start_time = match after {
+            Some(a) => {
+                let t = parse_time("cursor", a.split('#').next().unwrap_or_default())?;
+                t.max(window.from)
+            }
+            None => window.from,
+        };
+        let mut read = 0usize;
+        let months = months_between(&start_time, &window.to);
+        for (mi, month) in months.iter().enumerate() {
+            let pk = keys::metric_pk(id, month);
+            let mut start = after
+                .filter(|a| month_of_sk(a) == Some(month.as_str()))
+                .map(|a| {
+                    let mut k = crate::backend::PageKey::new();
+                    k.insert(attr::PK.into(), pk.clone());
+                    k.insert(attr::SK.into(), a.to_owned());
+                    k
+                });
+            loop {
+                let want = limit.map_or(MAX_HISTORY_PAGE, |l| (l - read).min(MAX_HISTORY_PAGE));
+                let q = Query::new(crate::backend::Index::Table, pk.clone())
+                    .sk(SkRange::Between(lo_sk.clone(), hi_sk.clone()))
+                    .limit(want)
+                    .start(start.take());
+                let page = self.items.query(&q).await?;
+                for item in &page.items {
+                    sink(from_item::<MetricRecord>(item)?);
+                    read += 1;
+                }
+                if limit.is_some_and(|l| read >= l) {
+                    let more = page.next.is_some() || mi + 1 < months.len();
+                    return Ok((read, more));
+                }
+                match page.next {
+                    Some(n) => start = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Ok((read, false))
+    }
+}
+
+/// The month of a metric sort key (`2026-11-25T…#uuid` → `2026-11`).
+fn month_of_sk(sk: &str) -> Option<&str> {
+    sk.get(0..7)
+}
+
+fn encode_history_cursor(id: &ProgramId, sk: &str) -> String {
+    let body = HistoryCursor {
+        p: id.to_string(),
+        s: sk.to_owned(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&body).expect("serializable"))
+}
+
+fn decode_history_cursor(cursor: &str, id: &ProgramId) -> Result<String> {
+    let bad = || {
+        Error::invalid(
+            "cursor",
+            "the cursor is invalid or belongs to another listing",
+        )
+    };
+    if cursor.len() > 1024 {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let body: HistoryCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if body.p != id.to_string() {
+        return Err(bad());
+    }
+    let (time, rid) = body.s.split_once('#').ok_or_else(bad)?;
+    parse_time("cursor", time).map_err(|_| bad())?;
+    uuid::Uuid::parse_str(rid).map_err(|_| bad())?;
+    Ok(body.s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time("t", s).unwrap()
+    }
+
+    #[test]
+    fn months_cover_the_range() {
+        assert_eq!(
+            months_between(&t("2025-11-30T23:00:00Z"), &t("2026-02-01T00:00:00Z")),
+            vec!["2025-11", "2025-12", "2026-01", "2026-02"]
+        );
+        assert_eq!(
+            months_between(&t("2026-03-05T00:00:00Z"), &t("2026-03-06T00:00:00Z")),
+            vec!["2026-03"]
+        );
+    }
+
+    #[test]
+    fn cursors_belong_to_their_program() {
+        let a = ProgramId::new();
+        let b = ProgramId::new();
+        let sk = keys::metric_sk(&t("2026-03-05T00:00:00Z"), &uuid::Uuid::now_v7());
+        let c = encode_history_cursor(&a, &sk);
+        assert_eq!(decode_history_cursor(&c, &a).unwrap(), sk);
+        assert!(decode_history_cursor(&c, &b).is_err());
+        assert!(decode_history_cursor("nope", &a).is_err());
+    }
+}

@@ -1,0 +1,579 @@
+//! Counters kept on write, trends of programs and signatures, and the monitoring report.
+//!
+//! Counters (see [`crate::keys`]) are per signature, so they never add a conflict: the store
+//! transaction already writes the signature's head, so two stores that could conflict on a
+//! signature's counter item already serialize on its head, and stores of different signatures
+//! touch different counter items.
+//! * `STATS#<project>#<sig>` / `STATS`: `n_programs` and `n_bytes` — an atomic `ADD` inside the store
+//!   transaction (+1, +size) and inside the delete transaction (−1, −size) — and `n_d<YYYY-MM-DD>`,
+//!   the programs stored that day.
+//! * `…` / `METRICS`: `n_records` and `n_d<YYYY-MM-DD>`, added by each metrics request in its closing
+//!   transaction (one `ADD` per request, not per record; see [`crate::rollup`]).
+//! * `…` / `LOADS`: `n_loads`. A load costs NO extra request: each process counts loads in memory
+//!   and writes them as one `ADD` per signature when the report is asked for, or in the
+//!   background on the first load after [`LOAD_FLUSH_INTERVAL`]. Loads counted by a process that
+//!   stops before its next flush are lost: load counts are a lower bound.
+//!
+//! The report reads every counter item with one GSI3 query per page (`STATS` partition: three
+//! small items per signature): its cost grows with the number of signatures, never with the
+//! number of programs or metric records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::backend::{Index, Item, ItemStore, Query, SkRange, WriteOp};
+use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::metrics::Window;
+use crate::record::{from_item, ProgramRecord};
+use crate::service::Storage;
+use crate::trend::{DailyAccumulator, Trends};
+
+/// Loads are written at most this often per process (besides every report).
+pub const LOAD_FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(60);
+/// Blobs checked by the report's integrity spot check.
+pub const INTEGRITY_SAMPLE: usize = 5;
+/// Signatures whose trends the report shows.
+pub const REPORT_TREND_SIGNATURES: usize = 5;
+/// Days of the report's activity and trends.
+pub const RECENT_DAYS: i64 = 7;
+/// Most days a trend may span.
+pub const MAX_TREND_DAYS: i64 = 3650;
+/// Most programs a signature trend reads.
+pub const MAX_SIGNATURE_PROGRAMS: usize = 1000;
+
+/// Counter attribute of one day: `n_d<YYYY-MM-DD>`.
+fn day_attr(d: NaiveDate) -> String {
+    format!("n_d{d}")
+}
+
+fn counter_set(project: &Project, signature: &Signature, kind: &str) -> Vec<(String, String)> {
+    vec![
+        (Index::Gsi3.pk_attr().into(), keys::STATS_INDEX_PK.into()),
+        (
+            Index::Gsi3.sk_attr().into(),
+            keys::stats_index_sk(project, signature, kind),
+        ),
+        ("project".into(), project.to_string()),
+        ("signature".into(), signature.to_string()),
+        ("kind".into(), kind.into()),
+    ]
+}
+
+/// The counter update of a store: rides in the store transaction.
+pub(crate) fn store_counter_op(record: &ProgramRecord, now: &DateTime<Utc>) -> WriteOp {
+    WriteOp::Add {
+        pk: keys::stats_pk(&record.project, &record.signature),
+        sk: keys::STATS_SK.into(),
+        add: vec![
+            ("n_programs".into(), 1),
+            ("n_bytes".into(), record.blob.size as i64),
+            (day_attr(now.date_naive()), 1),
+        ],
+        set: counter_set(&record.project, &record.signature, keys::STATS_SK),
+    }
+}
+
+/// The counter update of a delete: rides in the delete transaction.
+pub(crate) fn delete_counter_op(record: &ProgramRecord) -> WriteOp {
+    WriteOp::Add {
+        pk: keys::stats_pk(&record.project, &record.signature),
+        sk: keys::STATS_SK.into(),
+        add: vec![
+            ("n_programs".into(), -1),
+            ("n_bytes".into(), -(record.blob.size as i64)),
+        ],
+        set: counter_set(&record.project, &record.signature, keys::STATS_SK),
+    }
+}
+
+/// Loads counted in memory, written in batches (see the module doc).
+#[derive(Debug)]
+pub struct LoadCounter {
+    pending: Mutex<HashMap<(Project, Signature), i64>>,
+    last_flush: Mutex<Instant>,
+}
+
+impl Default for LoadCounter {
+    fn default() -> Self {
+        LoadCounter {
+            pending: Mutex::new(HashMap::new()),
+            last_flush: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl LoadCounter {
+    /// Counts one load; returns the counts to write when a flush is due.
+    fn count(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Option<HashMap<(Project, Signature), i64>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending
+            .entry((project.clone(), signature.clone()))
+            .or_insert(0) += 1;
+        let mut last = self.last_flush.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= LOAD_FLUSH_INTERVAL {
+            *last = Instant::now();
+            Some(std::mem::take(&mut *pending))
+        } else {
+            None
+        }
+    }
+
+    fn take(&self) -> HashMap<(Project, Signature), i64> {
+        *self.last_flush.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn put_back(&self, counts: HashMap<(Project, Signature), i64>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, n) in counts {
+            *pending.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// Writes load counts: one single-item `ADD` per signature. Returns the counts not written.
+async fn write_loads(
+    items: &dyn ItemStore,
+    counts: HashMap<(Project, Signature), i64>,
+) -> HashMap<(Project, Signature), i64> {
+    let mut failed = HashMap::new();
+    for ((project, signature), n) in counts {
+        let op = WriteOp::Add {
+            pk: keys::stats_pk(&project, &signature),
+            sk: keys::LOADS_SK.into(),
+            add: vec![("n_loads".into(), n)],
+            set: counter_set(&project, &signature, keys::LOADS_SK),
+        };
+        if let Err(e) = add_with_retry(items, op).await {
+            tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");
+            failed.insert((project, signature), n);
+        }
+    }
+    failed
+}
+
+/// One counter update on its own, retried on conflicts and throttling.
+async fn add_with_retry(items: &dyn ItemStore, op: WriteOp) -> Result<()> {
+    transact_with_retry(items, vec![op]).await
+}
+
+/// A transaction of unconditional counter updates, retried on conflicts and throttling.
+pub(crate) async fn transact_with_retry(items: &dyn ItemStore, ops: Vec<WriteOp>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match items.transact(ops.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < 8 => crate::service::backoff(attempt).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn num(item: &Item, name: &str) -> i64 {
+    item.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// One signature's counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SignatureCounters {
+    pub project: String,
+    pub signature: String,
+    pub programs: i64,
+    pub bytes: i64,
+    pub loads: i64,
+    pub metric_records: i64,
+    #[serde(skip)]
+    stored_by_day: BTreeMap<String, i64>,
+    #[serde(skip)]
+    records_by_day: BTreeMap<String, i64>,
+}
+
+/// Ages and contents of the maintenance status items.
+fn status_view(item: Option<Item>, now: &DateTime<Utc>) -> Value {
+    let Some(item) = item else { return Value::Null };
+    let data: Value = item
+        .data()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(Value::Null);
+    let age = data
+        .get("finished_at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| (*now - t.with_timezone(&Utc)).num_seconds());
+    json!({"status": data, "age_seconds": age})
+}
+
+/// The integrity spot check of one program's blob.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobCheck {
+    pub id: ProgramId,
+    pub signature: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A trend read: the trends and what was read.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendAnswer {
+    pub window: TrendWindow,
+    #[serde(flatten)]
+    pub trends: Trends,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendWindow {
+    pub days: i64,
+    pub from: String,
+    pub to: String,
+}
+
+/// The window of `?days=N`: from the start of the UTC day N−1 days ago until now.
+pub fn trend_window(days: Option<i64>) -> Result<(i64, Window)> {
+    let days = days.unwrap_or(90);
+    if !(1..=MAX_TREND_DAYS).contains(&days) {
+        return Err(Error::invalid(
+            "days",
+            format!("days must be 1-{MAX_TREND_DAYS}"),
+        ));
+    }
+    let now = crate::domain::now();
+    let first_day = now.date_naive() - Duration::days(days - 1);
+    let from = first_day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    Ok((
+        days,
+        Window {
+            from,
+            to: now + crate::metrics::SKEW,
+        },
+    ))
+}
+
+impl Storage {
+    /// Counts a load of a program (no request; see the module doc).
+    pub(crate) fn count_load(&self, record: &ProgramRecord) {
+        if let Some(due) = self.loads.count(&record.project, &record.signature) {
+            let items = self.items.clone();
+            tokio::spawn(async move {
+                let failed = write_loads(items.as_ref(), due).await;
+                if !failed.is_empty() {
+                    tracing::warn!(signatures = failed.len(), "load counts not written");
+                }
+            });
+        }
+    }
+
+    /// Writes this process's pending load counts now.
+    pub async fn flush_load_counts(&self) {
+        let counts = self.loads.take();
+        let failed = write_loads(self.items.as_ref(), counts).await;
+        self.loads.put_back(failed);
+    }
+
+    /// The counter update of a metrics request (records received today, per signature); it
+    /// rides in the request's closing transaction (see [`crate::rollup`]).
+    pub(crate) fn metric_counter_op(program: &ProgramRecord, records: usize) -> WriteOp {
+        let today = crate::domain::now().date_naive();
+        WriteOp::Add {
+            pk: keys::stats_pk(&program.project, &program.signature),
+            sk: keys::METRICS_SK.into(),
+            add: vec![
+                ("n_records".to_owned(), records as i64),
+                (day_attr(today), records as i64),
+            ],
+            set: counter_set(&program.project, &program.signature, keys::METRICS_SK),
+        }
+    }
+
+    /// Every signature's counters: one GSI3 query per page of the `STATS` partition.
+    pub async fn signature_counters(&self) -> Result<Vec<SignatureCounters>> {
+        let mut by_sig: BTreeMap<(String, String), SignatureCounters> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .items
+                .query(
+                    &Query::new(Index::Gsi3, keys::STATS_INDEX_PK)
+                        .limit(1000)
+                        .start(start),
+                )
+                .await?;
+            for item in &page.items {
+                let (Some(p), Some(s)) = (item.get("project"), item.get("signature")) else {
+                    continue;
+                };
+                let c = by_sig
+                    .entry((p.to_owned(), s.to_owned()))
+                    .or_insert_with(|| SignatureCounters {
+                        project: p.to_owned(),
+                        signature: s.to_owned(),
+                        ..SignatureCounters::default()
+                    });
+                let days = || {
+                    item.attrs
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("n_d") && k.len() == 13)
+                        .map(|(k, v)| (k[3..].to_owned(), v.parse().unwrap_or(0)))
+                        .collect::<BTreeMap<String, i64>>()
+                };
+                match item.sk.as_str() {
+                    keys::STATS_SK => {
+                        c.programs = num(item, "n_programs");
+                        c.bytes = num(item, "n_bytes");
+                        c.stored_by_day = days();
+                    }
+                    keys::LOADS_SK => c.loads = num(item, "n_loads"),
+                    keys::METRICS_SK => {
+                        c.metric_records = num(item, "n_records");
+                        c.records_by_day = days();
+                    }
+                    _ => {}
+                }
+            }
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        Ok(by_sig.into_values().collect())
+    }
+
+    /// Trends of one program over the last `days` days.
+    pub async fn program_trends(&self, id: &ProgramId, days: Option<i64>) -> Result<TrendAnswer> {
+        let (days, window) = trend_window(days)?;
+        let program = self.get_record(id).await?;
+        let mut acc = DailyAccumulator::default();
+        self.accumulate(&program, window, &mut acc).await?;
+        Ok(TrendAnswer {
+            window: window_view(days, &window),
+            trends: acc.finish(),
+            programs: Vec::new(),
+        })
+    }
+
+    async fn accumulate(
+        &self,
+        program: &ProgramRecord,
+        window: Window,
+        acc: &mut DailyAccumulator,
+    ) -> Result<u64> {
+        self.accumulate_days(program, window, acc).await
+    }
+
+    /// Trends across a signature's versions: every version's records merged by day. Reads the
+    /// signature's programs (one GSI1 query per page), then each one's records in the window.
+    pub async fn signature_trends(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        days: Option<i64>,
+    ) -> Result<TrendAnswer> {
+        let (days, window) = trend_window(days)?;
+        let programs = self.signature_programs(project, signature).await?;
+        if programs.is_empty() {
+            return Err(Error::NotFound(format!(
+                "signature {signature} has no versions in project {project}"
+            )));
+        }
+        let mut acc = DailyAccumulator::default();
+        let mut views = Vec::new();
+        for p in &programs {
+            let n = self.accumulate(p, window, &mut acc).await?;
+            views.push(json!({"id": p.id, "version": p.version, "records": n}));
+        }
+        Ok(TrendAnswer {
+            window: window_view(days, &window),
+            trends: acc.finish(),
+            programs: views,
+        })
+    }
+
+    async fn signature_programs(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Result<Vec<ProgramRecord>> {
+        let pk = keys::signature_pk(project, signature);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .items
+                .query(
+                    &Query::new(Index::Gsi1, pk.clone())
+                        .sk(SkRange::All)
+                        .limit(1000)
+                        .start(start),
+                )
+                .await?;
+            for item in &page.items {
+                out.push(from_item::<ProgramRecord>(item)?);
+            }
+            match page.next {
+                Some(n) if out.len() < MAX_SIGNATURE_PROGRAMS => start = Some(n),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and verifies a program's blob without the program cache.
+    async fn check_blob(&self, id: &ProgramId) -> Result<()> {
+        let record = self.get_record(id).await?;
+        if record.status != ProgramStatus::Active {
+            return Ok(());
+        }
+        let stored = self.blobs.get(&record.blob_key).await?;
+        self.codec.decode(&stored, &record.blob).map(|_| ())
+    }
+
+    /// The monitoring report (see the module doc for what it costs).
+    pub async fn report(&self) -> Result<Value> {
+        self.flush_load_counts().await;
+        let now = crate::domain::now();
+        let counters = self.signature_counters().await?;
+        let total_programs: i64 = counters.iter().map(|c| c.programs).sum();
+        let storage_size: i64 = counters.iter().map(|c| c.bytes).sum();
+
+        let days: Vec<String> = (0..RECENT_DAYS)
+            .rev()
+            .map(|i| (now.date_naive() - Duration::days(i)).to_string())
+            .collect();
+        let by_day: Vec<Value> = days
+            .iter()
+            .map(|d| {
+                let stored: i64 = counters
+                    .iter()
+                    .map(|c| c.stored_by_day.get(d).copied().unwrap_or(0))
+                    .sum();
+                let records: i64 = counters
+                    .iter()
+                    .map(|c| c.records_by_day.get(d).copied().unwrap_or(0))
+                    .sum();
+                json!({"date": d, "programs_stored": stored, "metric_records": records})
+            })
+            .collect();
+        let sum_of = |key: &str| {
+            by_day
+                .iter()
+                .map(|v| v[key].as_i64().unwrap_or(0))
+                .sum::<i64>()
+        };
+        let recent_activity = json!({
+            "days": RECENT_DAYS,
+            "programs_stored": sum_of("programs_stored"),
+            "metric_records": sum_of("metric_records"),
+            "by_day": by_day,
+        });
+
+        let live: Vec<&SignatureCounters> = counters.iter().filter(|c| c.programs > 0).collect();
+        let mut by_programs = live.clone();
+        by_programs.sort_by(|a, b| b.programs.cmp(&a.programs).then(b.bytes.cmp(&a.bytes)));
+        let mut by_loads = live.clone();
+        by_loads.sort_by(|a, b| b.loads.cmp(&a.loads).then(b.programs.cmp(&a.programs)));
+        let top = |v: &[&SignatureCounters]| -> Vec<SignatureCounters> {
+            v.iter().take(10).map(|c| (*c).clone()).collect()
+        };
+
+        let mut performance_trends = Vec::new();
+        for c in by_programs.iter().take(REPORT_TREND_SIGNATURES) {
+            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature))
+            else {
+                continue;
+            };
+            match self.signature_trends(&p, &s, Some(30)).await {
+                Ok(t) => {
+                    let metrics: BTreeMap<&String, Value> = t
+                        .trends
+                        .metrics
+                        .iter()
+                        .map(|(name, m)| {
+                            (name, json!({"current": m.current, "trend": m.trend, "slope_per_day": m.slope_per_day, "change_30d": m.change_30d}))
+                        })
+                        .collect();
+                    performance_trends.push(json!({"project": c.project, "signature": c.signature, "days": 30, "records": t.trends.records, "metrics": metrics}));
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+
+        // Integrity spot check: the latest version of up to INTEGRITY_SAMPLE random signatures.
+        let mut sample: Vec<&SignatureCounters> = live.clone();
+        sample.shuffle(&mut rand::thread_rng());
+        let mut checks = Vec::new();
+        for c in sample.into_iter().take(INTEGRITY_SAMPLE) {
+            let (Ok(p), Ok(s)) = (Project::parse(&c.project), Signature::parse(&c.signature))
+            else {
+                continue;
+            };
+            let Ok(head) = self.get_head(&p, &s).await else {
+                continue;
+            };
+            let result = self.check_blob(&head.latest_id).await;
+            checks.push(BlobCheck {
+                id: head.latest_id,
+                signature: c.signature.clone(),
+                ok: result.is_ok(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+        let cleanup = self
+            .items
+            .get(keys::STATUS_PK, keys::CLEANUP_STATUS_SK)
+            .await?;
+        let backup = self
+            .items
+            .get(keys::STATUS_PK, keys::BACKUP_STATUS_SK)
+            .await?;
+        let orphan_blobs = cleanup
+            .as_ref()
+            .and_then(|i| i.data())
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .and_then(|v| {
+                let s = v.get("summary")?;
+                // What the last cleanup run found (and, unless a dry run, collected).
+                s.get("orphan_blobs_collected").cloned()
+            })
+            .unwrap_or(Value::Null);
+        let failed = checks.iter().filter(|c| !c.ok).count();
+        Ok(json!({
+            "generated_at": format_time(&now),
+            "total_programs": total_programs,
+            "storage_size": storage_size,
+            "signatures": live.len(),
+            "recent_activity": recent_activity,
+            "top_signatures": {"by_programs": top(&by_programs), "by_loads": top(&by_loads)},
+            "performance_trends": performance_trends,
+            "storage_health": {
+                "orphan_blobs": orphan_blobs,
+                "last_backup": status_view(backup, &now),
+                "last_cleanup": status_view(cleanup, &now),
+                "integrity_check": {"sampled": checks.len(), "failed": failed, "checks": checks},
+            },
+        }))
+    }
+}
+
+fn window_view(days: i64, w: &Window) -> TrendWindow {
+    TrendWindow {
+        days,
+        from: format_time(&w.from),
+        to: format_time(&w.to),
+    }
+}

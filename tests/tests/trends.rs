@@ -1,0 +1,900 @@
+//! Performance tracking through HTTP on every backend of `backends()` (embedded always, AWS when
+//! an endpoint is configured): metric records (single and batch, bad input), history paging by
+//! time range, trend math against hand-computed values (records lacking a metric, single-point
+//! series, gaps of days), signature trends, SVG charts (parsed), optimization runs (API and
+//! DSPy.rb import), batch writes with injected unprocessed items, counters and the report.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use dspy_storage_core::backend::{Item, ItemStore, Page, PageKey, Query, WriteOp};
+use dspy_storage_core::config::StorageConfig;
+use dspy_storage_core::service::Storage;
+use dspy_storage_functions::AppState;
+use dspy_storage_tests::{backends, shared_program, Client, Kind, TestStore};
+use http::Method;
+use serde_json::{json, Value};
+
+fn t(v: DateTime<Utc>) -> String {
+    v.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Midnight UTC `days_ago` days before today.
+fn day(days_ago: i64) -> DateTime<Utc> {
+    (Utc::now().date_naive() - Duration::days(days_ago))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+fn close(k: Kind, what: &str, got: &Value, want: f64) {
+    let g = got
+        .as_f64()
+        .unwrap_or_else(|| panic!("{k:?}: {what} is not a number: {got}"));
+    assert!((g - want).abs() < 1e-9, "{k:?}: {what}: {g} != {want}");
+}
+
+async fn store(c: &Client, k: Kind, signature: &str, created_days_ago: i64) -> String {
+    let body = json!({
+        "program": {"predict": {"demos": [], "signature": {"instructions": format!("Answer {signature}.")}}},
+        "metadata": {"signature": signature, "created_at": t(Utc::now() - Duration::days(created_days_ago))}
+    });
+    let v = c
+        .post_json("/programs", &body)
+        .await
+        .expect(k, "store", 201);
+    v["id"].as_str().unwrap().to_owned()
+}
+
+// ----- records, history, trends --------------------------------------------------------------
+
+#[tokio::test]
+async fn records_history_and_trends() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "qa.Answer", 40).await;
+        let d = day(30);
+        let h = |days: i64, hour: i64| t(d + Duration::days(days) + Duration::hours(hour));
+        let env = json!({"dspy_version": "3.0.0", "python": "3.11.9", "host": "ci-1", "git_commit": "abc123"});
+        let batch = json!({"records": [
+            {"metrics": {"accuracy": 0.60, "latency": 2.0}, "timestamp": h(0, 10), "environment": env},
+            {"metrics": {"accuracy": 0.80}, "timestamp": h(0, 11)},
+            {"metrics": {"latency": 4.0}, "timestamp": h(0, 12)},
+            {"metrics": {"accuracy": 0.72, "latency": 2.0}, "timestamp": h(1, 10)},
+        ]});
+        let v = c
+            .post_json(&format!("/programs/{id}/metrics"), &batch)
+            .await
+            .expect(k, "batch", 201);
+        assert_eq!(v["recorded"], 4, "{k:?}: {v}");
+        // One record; a gap of three days.
+        let one = json!({"metrics": {"accuracy": 0.80, "latency": 1.0, "cost": 0.003}, "timestamp": h(4, 10)});
+        c.post_json(&format!("/programs/{id}/metrics"), &one)
+            .await
+            .expect(k, "single", 201);
+
+        // Bad input: 4xx in the error shape, nothing written.
+        let bad = [
+            json!({"metrics": {"accuracy": "high"}}),
+            json!({"metrics": {}}),
+            json!({"metrics": {"bad name": 1}}),
+            json!({"metrics": {"a": 1}, "timestamp": t(Utc::now() + Duration::days(1))}),
+            json!({"metrics": {"a": 1}, "timestamp": t(Utc::now() - Duration::days(60))}),
+            json!({"metrics": {"a": 1}, "timestamp": "yesterday"}),
+            json!({"metrics": {"a": 1}, "extra": 1}),
+            json!({"metrics": {"a": 1}, "environment": "x"}),
+            json!({"records": []}),
+            json!({"records": [{"metrics": {"a": 1}}, {"metrics": {"a": null}}]}),
+            json!({"records": vec![json!({"metrics": {"a": 1}}); 1001]}),
+            json!([1]),
+        ];
+        for b in &bad {
+            c.post_json(&format!("/programs/{id}/metrics"), b)
+                .await
+                .expect_error(
+                    k,
+                    &format!(
+                        "bad record {}",
+                        &b.to_string()[..b.to_string().len().min(80)]
+                    ),
+                    400,
+                    "invalid_request",
+                );
+        }
+        c.post_raw(&format!("/programs/{id}/metrics"), "{nope")
+            .await
+            .expect_error(k, "bad JSON", 400, "invalid_request");
+        let missing = uuid::Uuid::now_v7();
+        c.post_json(&format!("/programs/{missing}/metrics"), &one)
+            .await
+            .expect_error(k, "unknown program", 404, "not_found");
+
+        // History: oldest first, paged, every record once, environment and receive time kept.
+        let mut seen = Vec::new();
+        let mut uri = format!("/programs/{id}/metrics?limit=2");
+        let mut pages = 0;
+        loop {
+            let v = c.get(&uri).await.expect(k, "history page", 200);
+            pages += 1;
+            for r in v["records"].as_array().unwrap() {
+                seen.push(r.clone());
+            }
+            match v["next_cursor"].as_str() {
+                Some(cur) => uri = format!("/programs/{id}/metrics?limit=2&cursor={cur}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 5, "{k:?}: history {seen:?}");
+        assert!(pages >= 3, "{k:?}: pages {pages}");
+        let times: Vec<&str> = seen
+            .iter()
+            .map(|r| r["timestamp"].as_str().unwrap())
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        assert_eq!(times, sorted, "{k:?}: oldest first");
+        assert_eq!(seen[0]["environment"], env, "{k:?}");
+        assert!(seen[0]["received_at"].is_string(), "{k:?}");
+        assert_eq!(seen[0]["program_id"], id.as_str(), "{k:?}");
+        // A time range.
+        let v = c
+            .get(&format!(
+                "/programs/{id}/metrics?from={}&to={}",
+                t(d + Duration::days(1)),
+                t(d + Duration::days(2))
+            ))
+            .await
+            .expect(k, "range", 200);
+        assert_eq!(v["records"].as_array().unwrap().len(), 1, "{k:?}: {v}");
+        close(
+            k,
+            "range record",
+            &v["records"][0]["metrics"]["accuracy"],
+            0.72,
+        );
+        // Bad history parameters.
+        for q in [
+            "limit=0",
+            "limit=1001",
+            "from=x",
+            "cursor=zzz",
+            "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        ] {
+            c.get(&format!("/programs/{id}/metrics?{q}"))
+                .await
+                .expect_error(k, q, 400, "invalid_request");
+        }
+        let other = store(&c, k, "qa.Other", 1).await;
+        let first = c
+            .get(&format!("/programs/{id}/metrics?limit=1"))
+            .await
+            .json();
+        let cur = first["next_cursor"].as_str().unwrap();
+        c.get(&format!("/programs/{other}/metrics?cursor={cur}"))
+            .await
+            .expect_error(k, "cursor of another program", 400, "invalid_request");
+
+        // Trends, hand-computed:
+        // accuracy: day 0 (0.60 + 0.80) / 2 = 0.70 (the latency-only record does not count),
+        //           day 1 0.72, day 4 0.80 → slope 1.98 / 78 per day, improving.
+        // latency:  day 0 (2.0 + 4.0) / 2 = 3.0, day 1 2.0, day 4 1.0 → slope −36/78, improving.
+        // cost:     one point → no slope, stable.
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "trends", 200);
+        let m = &v["metrics"];
+        close(
+            k,
+            "accuracy day 0",
+            &m["accuracy"]["points"][0]["value"],
+            0.70,
+        );
+        assert_eq!(m["accuracy"]["points"][0]["count"], 2, "{k:?}");
+        close(
+            k,
+            "accuracy slope",
+            &m["accuracy"]["slope_per_day"],
+            1.98 / 78.0,
+        );
+        close(
+            k,
+            "accuracy change_30d",
+            &m["accuracy"]["change_30d"],
+            30.0 * 1.98 / 78.0,
+        );
+        close(k, "accuracy current", &m["accuracy"]["current"], 0.80);
+        assert_eq!(m["accuracy"]["trend"], "improving", "{k:?}");
+        close(k, "latency day 0", &m["latency"]["points"][0]["value"], 3.0);
+        close(
+            k,
+            "latency slope",
+            &m["latency"]["slope_per_day"],
+            -36.0 / 78.0,
+        );
+        assert_eq!(m["latency"]["trend"], "improving", "{k:?}");
+        assert_eq!(m["cost"]["slope_per_day"], Value::Null, "{k:?}");
+        assert_eq!(m["cost"]["trend"], "stable", "{k:?}");
+        let daily = v["daily"].as_array().unwrap();
+        assert_eq!(daily.len(), 3, "{k:?}: {daily:?}");
+        assert_eq!(daily[0]["date"], d.date_naive().to_string(), "{k:?}");
+        close(k, "daily accuracy", &daily[0]["accuracy"], 0.70);
+        assert!(
+            daily[1].get("cost").is_none(),
+            "{k:?}: a day lists only its metrics"
+        );
+        assert_eq!(v["records"], 5, "{k:?}");
+        // A window without records; bad windows.
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=7"))
+            .await
+            .expect(k, "7 days", 200);
+        assert_eq!(v["metrics"], json!({}), "{k:?}");
+        for q in ["days=0", "days=x", "days=100000"] {
+            c.get(&format!("/programs/{id}/trends?{q}"))
+                .await
+                .expect_error(k, q, 400, "invalid_request");
+        }
+        c.get(&format!("/programs/{missing}/trends"))
+            .await
+            .expect_error(k, "unknown program trends", 404, "not_found");
+
+        // Signature trends merge versions: a second version records accuracy 1.0 on day 4.
+        let v2 = store(&c, k, "qa.Answer", 35).await;
+        c.post_json(
+            &format!("/programs/{v2}/metrics"),
+            &json!({"metrics": {"accuracy": 1.0}, "timestamp": h(4, 12)}),
+        )
+        .await
+        .expect(k, "v2 record", 201);
+        let v =
+            c.get("/signatures/qa.Answer/trends?days=90")
+                .await
+                .expect(k, "signature trends", 200);
+        assert_eq!(v["programs"].as_array().unwrap().len(), 2, "{k:?}: {v}");
+        close(k, "merged day 4", &v["metrics"]["accuracy"]["current"], 0.9);
+        assert_eq!(v["records"], 6, "{k:?}");
+        // Cached daily sums never go stale: the same answer twice, then a backfilled record on
+        // day 0 and a write "in flight" on day 1 (its start counted, its end not) are seen.
+        let uri = format!("/programs/{id}/trends?days=90");
+        let again = c.get(&uri).await.expect(k, "trends again", 200);
+        if let Some(counter) = &ts.counter {
+            counter.reset();
+        }
+        let first = c.get(&uri).await.expect(k, "trends cached", 200);
+        if let Some(counter) = &ts.counter {
+            // A cached trend: the program, then one query of day items per month of the window
+            // (90 days: 4 months at most), no record read and nothing written.
+            let q = counter.count("DynamoDB.Query");
+            println!("cached 90-day trend: {:?}", counter.snapshot());
+            assert!(q <= 4, "{k:?}: {q} queries");
+            assert_eq!(counter.count("DynamoDB.TransactWriteItems"), 0, "{k:?}");
+        }
+        assert_eq!(
+            first["metrics"], again["metrics"],
+            "{k:?}: cached = computed"
+        );
+        assert_eq!(first["daily"], again["daily"], "{k:?}");
+        c.post_json(
+            &format!("/programs/{id}/metrics"),
+            &json!({"metrics": {"accuracy": 1.0}, "timestamp": h(0, 13)}),
+        )
+        .await
+        .expect(k, "backfill", 201);
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let day1 = (d + Duration::days(1)).date_naive();
+        let month = dspy_storage_core::metrics::month_of(&(d + Duration::days(1)));
+        ts.storage
+            .items()
+            .transact(vec![WriteOp::Add {
+                pk: dspy_storage_core::keys::metric_pk(&pid, &month),
+                sk: dspy_storage_core::keys::metric_day_sk(&day1),
+                add: vec![("n_w".into(), 1)],
+                set: vec![],
+            }])
+            .await
+            .unwrap();
+        let v = c.get(&uri).await.expect(k, "trends after backfill", 200);
+        // Day 0: (0.60 + 0.80 + 1.0) / 3 = 0.8.
+        close(
+            k,
+            "backfilled day 0",
+            &v["metrics"]["accuracy"]["points"][0]["value"],
+            0.8,
+        );
+        assert_eq!(v["metrics"]["accuracy"]["points"][0]["count"], 3, "{k:?}");
+        close(
+            k,
+            "day 1 read again",
+            &v["metrics"]["accuracy"]["points"][1]["value"],
+            0.72,
+        );
+        assert_eq!(v["records"], 6, "{k:?}");
+        let v2 = c
+            .get(&uri)
+            .await
+            .expect(k, "trends cached after backfill", 200);
+        assert_eq!(v2["daily"], v["daily"], "{k:?}");
+        c.get("/signatures/Nope/trends").await.expect_error(
+            k,
+            "unknown signature",
+            404,
+            "not_found",
+        );
+        c.get("/signatures/bad%20sig/trends").await.expect_error(
+            k,
+            "bad signature",
+            400,
+            "invalid_request",
+        );
+    }
+}
+
+// ----- charts --------------------------------------------------------------------------------
+
+fn parse_svg(k: Kind, body: &[u8]) -> String {
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{k:?}: SVG does not parse: {e}"));
+    text
+}
+
+#[tokio::test]
+async fn charts_are_real_line_charts() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "chart.Sig", 20).await;
+        let records: Vec<Value> = (0..10)
+            .map(|i| {
+                json!({"metrics": {"accuracy": 0.7 + 0.02 * i as f64, "latency": 2.0 - 0.1 * i as f64},
+                       "timestamp": t(day(12 - i) + Duration::hours(9))})
+            })
+            .collect();
+        c.post_json(
+            &format!("/programs/{id}/metrics"),
+            &json!({"records": records}),
+        )
+        .await
+        .expect(k, "records", 201);
+        for uri in [
+            format!("/programs/{id}/trends.svg?days=30"),
+            "/signatures/chart.Sig/trends.svg?days=30".to_owned(),
+        ] {
+            let a = c.get(&uri).await;
+            a.expect_status(k, &uri, 200);
+            assert!(
+                a.headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("image/svg+xml"),
+                "{k:?}"
+            );
+            let text = parse_svg(k, &a.body);
+            let doc = roxmltree::Document::parse(&text).unwrap();
+            let root = doc.root_element();
+            assert_eq!(root.tag_name().name(), "svg");
+            let by_class = |class: &str| -> Vec<roxmltree::Node> {
+                doc.descendants()
+                    .filter(|n| n.attribute("class") == Some(class))
+                    .collect()
+            };
+            let title = by_class("title");
+            assert_eq!(title.len(), 1, "{k:?}: one title");
+            assert!(title[0].text().unwrap().contains("chart.Sig"), "{k:?}");
+            let series = by_class("series");
+            assert_eq!(series.len(), 2, "{k:?}: one line per metric");
+            for s in &series {
+                let pts = s.attribute("points").unwrap().split_whitespace().count();
+                assert_eq!(pts, 10, "{k:?}: ten daily points");
+            }
+            let legend: Vec<_> = by_class("legend-item");
+            let names: Vec<_> = legend
+                .iter()
+                .map(|n| n.attribute("data-metric").unwrap())
+                .collect();
+            assert_eq!(names, ["accuracy", "latency"], "{k:?}");
+            let x_ticks: Vec<String> = by_class("x-tick")
+                .iter()
+                .map(|n| n.text().unwrap().to_owned())
+                .collect();
+            assert!(x_ticks.len() >= 3, "{k:?}: date ticks {x_ticks:?}");
+            assert!(
+                x_ticks
+                    .iter()
+                    .all(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok()),
+                "{k:?}: {x_ticks:?}"
+            );
+            let y_ticks: Vec<f64> = by_class("y-tick")
+                .iter()
+                .map(|n| n.text().unwrap().parse().unwrap())
+                .collect();
+            assert!(y_ticks.len() >= 6, "{k:?}: value ticks {y_ticks:?}");
+            // The accuracy axis covers its values (0.70 – 0.88).
+            assert!(
+                y_ticks.iter().any(|v| *v <= 0.7) && y_ticks.iter().any(|v| *v >= 0.88),
+                "{k:?}: {y_ticks:?}"
+            );
+        }
+        // An empty window still answers a chart.
+        let a = c.get(&format!("/programs/{id}/trends.svg?days=1")).await;
+        a.expect_status(k, "empty chart", 200);
+        parse_svg(k, &a.body);
+        if std::env::var("DSPY_CHART_OUT").is_ok() && k == Kind::Embedded {
+            let a = c.get(&format!("/programs/{id}/trends.svg?days=30")).await;
+            std::fs::write(std::env::var("DSPY_CHART_OUT").unwrap(), &a.body).unwrap();
+        }
+    }
+}
+
+// ----- optimization runs ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn optimization_runs() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let p1 = store(&c, k, "runs.Sig", 1).await;
+        let p2 = store(&c, k, "runs.Sig", 1).await;
+        let body = json!({
+            "signature": "runs.Sig", "method": "miprov2",
+            "parameters": {"num_candidates": 8, "auto": "light"},
+            "trials": [{"params": {"t": 1}, "score": 0.5}, {"params": {"t": 2}, "score": 0.8}],
+            "best_score": 0.8, "trainset": {"size": 120, "sha256": "a".repeat(64)},
+            "duration_s": 93.5, "started_at": "2026-11-01T10:00:00Z", "finished_at": "2026-11-01T10:01:33.500Z",
+            "program_ids": [p1, p2]
+        });
+        let v = c
+            .post_json("/optimization-runs", &body)
+            .await
+            .expect(k, "run", 201);
+        let run_id = v["id"].as_str().unwrap().to_owned();
+        let run = c
+            .get(&format!("/optimization-runs/{run_id}"))
+            .await
+            .expect(k, "get run", 200);
+        assert_eq!(run["method"], "miprov2", "{k:?}");
+        assert_eq!(run["trials"].as_array().unwrap().len(), 2, "{k:?}");
+        assert_eq!(run["program_ids"], json!([p1, p2]), "{k:?}");
+        assert_eq!(run["trainset"]["size"], 120, "{k:?}");
+        for p in [&p1, &p2] {
+            let m = c
+                .get(&format!("/programs/{p}/metadata"))
+                .await
+                .expect(k, "linked", 200);
+            assert_eq!(
+                m["metadata"]["optimization_run_id"],
+                run_id.as_str(),
+                "{k:?}"
+            );
+        }
+        let other = json!({"signature": "runs.Sig", "method": "bootstrap", "trials": [{"params": {}, "score": 0.6}]});
+        let v = c
+            .post_json("/optimization-runs", &other)
+            .await
+            .expect(k, "run 2", 201);
+        assert_eq!(v["run"]["best_score"], 0.6, "{k:?}: best of the trials");
+        let all = c
+            .get("/optimization-runs?signature=runs.Sig")
+            .await
+            .expect(k, "list", 200);
+        assert_eq!(all["runs"].as_array().unwrap().len(), 2, "{k:?}");
+        assert_eq!(all["runs"][0]["method"], "bootstrap", "{k:?}: newest first");
+        let m = c
+            .get("/optimization-runs?signature=runs.Sig&method=miprov2")
+            .await
+            .expect(k, "by both", 200);
+        assert_eq!(m["runs"].as_array().unwrap().len(), 1, "{k:?}");
+        let m = c
+            .get("/optimization-runs?method=bootstrap")
+            .await
+            .expect(k, "by method", 200);
+        assert_eq!(m["runs"].as_array().unwrap().len(), 1, "{k:?}");
+        let m = c.get("/optimization-runs").await.expect(k, "all", 200);
+        assert_eq!(m["runs"].as_array().unwrap().len(), 2, "{k:?}");
+
+        // Bad input.
+        let missing = uuid::Uuid::now_v7().to_string();
+        let bad = [
+            json!({"method": "x"}),
+            json!({"signature": "runs.Sig"}),
+            json!({"signature": "runs.Sig", "method": "a#b"}),
+            json!({"signature": "runs.Sig", "method": "m", "program_ids": [missing]}),
+            json!({"signature": "runs.Sig", "method": "m", "program_ids": ["nope"]}),
+            json!({"signature": "runs.Sig", "method": "m", "started_at": "2026-11-02T00:00:00Z", "finished_at": "2026-11-01T00:00:00Z"}),
+            json!({"signature": "runs.Sig", "method": "m", "trainset": {"sha256": "xyz"}}),
+            json!({"signature": "runs.Sig", "method": "m", "unknown": 1}),
+            json!({"signature": "runs.Sig", "method": "m", "duration_s": -1}),
+        ];
+        for b in &bad {
+            c.post_json("/optimization-runs", b).await.expect_error(
+                k,
+                &format!("bad run {b}"),
+                400,
+                "invalid_request",
+            );
+        }
+        c.get(&format!("/optimization-runs/{missing}"))
+            .await
+            .expect_error(k, "missing run", 404, "not_found");
+        c.get("/optimization-runs/nope")
+            .await
+            .expect_error(k, "bad run id", 404, "not_found");
+        c.get("/optimization-runs?method=a%23b").await.expect_error(
+            k,
+            "bad method",
+            400,
+            "invalid_request",
+        );
+
+        // Import from a DSPy.rb saved-program envelope.
+        let text = shared_program("dspyrb_chain_of_thought_miprov2.json");
+        let body = format!(
+            r#"{{"program": {text}, "metadata": {{"signature": "ManageExtractionConversation"}}}}"#
+        );
+        let v = c
+            .post_raw("/programs?import_optimization=true", body)
+            .await
+            .expect(k, "import", 201);
+        let pid = v["id"].as_str().unwrap().to_owned();
+        let run_id = v["optimization_run_id"].as_str().unwrap().to_owned();
+        let run =
+            c.get(&format!("/optimization-runs/{run_id}"))
+                .await
+                .expect(k, "imported run", 200);
+        assert_eq!(run["method"], "MIPROv2", "{k:?}");
+        assert_eq!(run["source"], "dspy.rb", "{k:?}");
+        let scores: Vec<f64> = run["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["score"].as_f64().unwrap())
+            .collect();
+        assert_eq!(scores, [0.5, 1.0, 1.0, 1.0], "{k:?}");
+        assert_eq!(run["best_score"], 1.0, "{k:?}");
+        assert_eq!(run["trainset"]["size"], 10, "{k:?}");
+        assert_eq!(run["duration_s"], 33.23, "{k:?}");
+        assert_eq!(run["finished_at"], "2025-08-18T13:44:42Z", "{k:?}");
+        assert_eq!(run["program_ids"], json!([pid]), "{k:?}");
+        let got = c.get(&format!("/programs/{pid}")).await;
+        got.expect_status(k, "imported program", 200);
+        assert_eq!(
+            got.raw_program(),
+            text.trim(),
+            "{k:?}: byte-identical program"
+        );
+        assert_eq!(
+            got.json()["metadata"]["optimization_run_id"],
+            run_id.as_str(),
+            "{k:?}"
+        );
+        // A failed import (the version is taken) leaves no run behind.
+        let body = format!(
+            r#"{{"program": {text}, "metadata": {{"signature": "ManageExtractionConversation", "version": "1.0.0"}}}}"#
+        );
+        c.post_raw("/programs?import_optimization=true", body)
+            .await
+            .expect_error(k, "import of a taken version", 409, "conflict");
+        let runs = c
+            .get("/optimization-runs?signature=ManageExtractionConversation")
+            .await
+            .expect(k, "runs of the imported signature", 200);
+        assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{k:?}: {runs}");
+        // A program that is not an envelope: 400, nothing stored.
+        let before = c.get("/signatures/plain.Sig/versions").await;
+        before.expect_status(k, "no versions yet", 404);
+        c.post_json(
+            "/programs?import_optimization=true",
+            &json!({"program": {"x": 1}, "metadata": {"signature": "plain.Sig"}}),
+        )
+        .await
+        .expect_error(k, "import of a non-envelope", 400, "invalid_request");
+        c.get("/signatures/plain.Sig/versions")
+            .await
+            .expect_status(k, "still nothing", 404);
+    }
+}
+
+// ----- batch writes with injected unprocessed items ------------------------------------------
+
+/// An item store whose batch writes leave part of every other batch unprocessed (like
+/// DynamoDB under throttling), or every batch entirely when `never` is set.
+struct Unreliable {
+    inner: Arc<dyn ItemStore>,
+    calls: AtomicUsize,
+    injected: AtomicUsize,
+    never: bool,
+}
+
+#[async_trait]
+impl ItemStore for Unreliable {
+    async fn get(&self, pk: &str, sk: &str) -> dspy_storage_core::Result<Option<Item>> {
+        self.inner.get(pk, sk).await
+    }
+    async fn transact(&self, ops: Vec<WriteOp>) -> dspy_storage_core::Result<()> {
+        self.inner.transact(ops).await
+    }
+    async fn query(&self, query: &Query) -> dspy_storage_core::Result<Page<Item>> {
+        self.inner.query(query).await
+    }
+    async fn batch_put(&self, items: Vec<Item>) -> dspy_storage_core::Result<()> {
+        self.inner.batch_put(items).await
+    }
+    async fn batch_put_once(&self, mut items: Vec<Item>) -> dspy_storage_core::Result<Vec<Item>> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.never {
+            self.injected.fetch_add(items.len(), Ordering::SeqCst);
+            return Ok(items);
+        }
+        if call % 2 == 1 || items.len() < 2 {
+            return self.inner.batch_put_once(items).await;
+        }
+        let held = items.split_off(items.len() / 3);
+        self.injected.fetch_add(held.len(), Ordering::SeqCst);
+        let mut unprocessed = self.inner.batch_put_once(items).await?;
+        unprocessed.extend(held);
+        Ok(unprocessed)
+    }
+    async fn scan(
+        &self,
+        start: Option<PageKey>,
+        limit: usize,
+    ) -> dspy_storage_core::Result<Page<Item>> {
+        self.inner.scan(start, limit).await
+    }
+}
+
+fn unreliable(ts: &TestStore, never: bool) -> (Arc<Unreliable>, Client) {
+    let items = Arc::new(Unreliable {
+        inner: ts.storage.items().clone(),
+        calls: AtomicUsize::new(0),
+        injected: AtomicUsize::new(0),
+        never,
+    });
+    let storage = Storage::new(
+        items.clone(),
+        ts.storage.blobs().clone(),
+        StorageConfig::default(),
+        "unreliable",
+    );
+    let router = dspy_storage_functions::app(AppState::new(Arc::new(storage)));
+    (items, Client { router })
+}
+
+#[tokio::test]
+async fn batch_writes_lose_nothing() {
+    for ts in backends().await {
+        let k = ts.kind;
+        let id = store(&ts.client(), k, "batch.Sig", 2).await;
+        let (items, c) = unreliable(&ts, false);
+        let base = Utc::now() - Duration::days(1);
+        let records: Vec<Value> = (0..1000)
+            .map(|i| json!({"metrics": {"accuracy": i as f64 / 1000.0}, "timestamp": t(base + Duration::seconds(i))}))
+            .collect();
+        if let Some(counter) = &ts.counter {
+            counter.reset();
+        }
+        let v = c
+            .post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"records": records}),
+            )
+            .await
+            .expect(k, "batch of 1000", 201);
+        assert_eq!(v["recorded"], 1000, "{k:?}");
+        let injected = items.injected.load(Ordering::SeqCst);
+        assert!(
+            injected > 300,
+            "{k:?}: unprocessed items injected: {injected}"
+        );
+        // 40 chunks of 25, every other write leaving two thirds unprocessed.
+        assert!(
+            items.calls.load(Ordering::SeqCst) >= 60,
+            "{k:?}: batch writes {}",
+            items.calls.load(Ordering::SeqCst)
+        );
+        if let Some(counter) = &ts.counter {
+            let n = counter.count("DynamoDB.BatchWriteItem");
+            println!(
+                "{k:?}: 1000 records with injected unprocessed items: {n} BatchWriteItem requests"
+            );
+            assert_eq!(n as usize, items.calls.load(Ordering::SeqCst), "{k:?}");
+        }
+        // Every record is there, once, with its value.
+        let mut got = Vec::new();
+        let mut uri = format!("/programs/{id}/metrics?limit=1000");
+        loop {
+            let v = c.get(&uri).await.expect(k, "history", 200);
+            got.extend(
+                v["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["metrics"]["accuracy"].as_f64().unwrap()),
+            );
+            match v["next_cursor"].as_str() {
+                Some(cur) => uri = format!("/programs/{id}/metrics?limit=1000&cursor={cur}"),
+                None => break,
+            }
+        }
+        let want: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
+        assert_eq!(got, want, "{k:?}: all 1000 records, oldest first");
+
+        // A store that never processes anything: a retryable error, not a silent loss.
+        let (_, never) = unreliable(&ts, true);
+        let a = never
+            .post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"metrics": {"accuracy": 0.1}}),
+            )
+            .await;
+        a.expect_error(k, "never processed", 429, "throttled");
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 record"),
+            "{k:?}"
+        );
+    }
+}
+
+// ----- counters and the report ---------------------------------------------------------------
+
+#[tokio::test]
+async fn report_from_counters() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        // Concurrent stores of different signatures never conflict on a counter item.
+        if let Some(counter) = &ts.counter {
+            counter.reset();
+        }
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                store(&c, k, &format!("conc.S{i}"), 0).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        if let Some(counter) = &ts.counter {
+            assert_eq!(
+                counter.count("DynamoDB.TransactWriteItems"),
+                8,
+                "{k:?}: no retried store"
+            );
+        }
+        let a = store(&c, k, "rep.A", 3).await;
+        let _a2 = store(&c, k, "rep.A", 3).await;
+        let a3 = store(&c, k, "rep.A", 3).await;
+        c.request(
+            Method::DELETE,
+            &format!("/programs/{a3}"),
+            &[],
+            axum::body::Body::empty(),
+        )
+        .await
+        .expect_status(k, "delete", 204);
+        for _ in 0..3 {
+            c.get(&format!("/programs/{a}"))
+                .await
+                .expect_status(k, "load", 200);
+        }
+        c.post_json(
+            &format!("/programs/{a}/metrics"),
+            &json!({"records": [{"metrics": {"accuracy": 0.8}}, {"metrics": {"accuracy": 0.9}}]}),
+        )
+        .await
+        .expect(k, "metrics", 201);
+        // Maintenance status written by the cleanup and backup functions.
+        let finished = t(Utc::now() - Duration::hours(2));
+        ts.storage
+            .items()
+            .transact(vec![
+                WriteOp::put(
+                    Item::new("STATUS", "LAST#backup").with(
+                        "data",
+                        json!({"finished_at": finished, "name": "daily-1"}).to_string(),
+                    ),
+                    dspy_storage_core::backend::Condition::None,
+                ),
+                WriteOp::put(
+                    Item::new("STATUS", "LAST#cleanup").with(
+                        "data",
+                        json!({"finished_at": finished, "summary": {"orphan_blobs_collected": 3}})
+                            .to_string(),
+                    ),
+                    dspy_storage_core::backend::Condition::None,
+                ),
+            ])
+            .await
+            .unwrap();
+
+        let r = c.get("/report").await.expect(k, "report", 200);
+        assert_eq!(r["total_programs"], 10, "{k:?}: {r}");
+        // Sizes of the programs still stored.
+        let mut size = 0;
+        let sigs = c.get("/signatures").await.expect(k, "signatures", 200);
+        for s in sigs["signatures"].as_array().unwrap() {
+            let vs = c
+                .get(&format!(
+                    "/signatures/{}/versions",
+                    s["signature"].as_str().unwrap()
+                ))
+                .await
+                .expect(k, "versions", 200);
+            size += vs["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["size"].as_i64().unwrap())
+                .sum::<i64>();
+        }
+        assert_eq!(r["storage_size"], size, "{k:?}");
+        assert_eq!(
+            r["recent_activity"]["programs_stored"], 11,
+            "{k:?}: stores, deletes not subtracted"
+        );
+        assert_eq!(r["recent_activity"]["metric_records"], 2, "{k:?}");
+        assert_eq!(
+            r["recent_activity"]["by_day"].as_array().unwrap().len(),
+            7,
+            "{k:?}"
+        );
+        let top = &r["top_signatures"]["by_programs"][0];
+        assert_eq!(top["signature"], "rep.A", "{k:?}");
+        assert_eq!(top["programs"], 2, "{k:?}");
+        let by_loads = &r["top_signatures"]["by_loads"][0];
+        assert_eq!(by_loads["signature"], "rep.A", "{k:?}");
+        assert_eq!(by_loads["loads"], 3, "{k:?}");
+        let trends = r["performance_trends"].as_array().unwrap();
+        let rep = trends
+            .iter()
+            .find(|t| t["signature"] == "rep.A")
+            .expect("rep.A trend");
+        close(
+            k,
+            "report trend",
+            &rep["metrics"]["accuracy"]["current"],
+            0.85,
+        );
+        let health = &r["storage_health"];
+        assert_eq!(health["orphan_blobs"], 3, "{k:?}: the last cleanup's count");
+        assert_eq!(health["last_backup"]["status"]["name"], "daily-1", "{k:?}");
+        let age = health["last_backup"]["age_seconds"].as_i64().unwrap();
+        assert!((7190..7300).contains(&age), "{k:?}: backup age {age}");
+        assert_eq!(health["integrity_check"]["sampled"], 5, "{k:?}");
+        assert_eq!(health["integrity_check"]["failed"], 0, "{k:?}");
+        // Loads are flushed: a second report sees the same count, not double.
+        let r2 = c.get("/report").await.expect(k, "report again", 200);
+        assert_eq!(r2["top_signatures"]["by_loads"][0]["loads"], 3, "{k:?}");
+        // A counter item copied with a plain put (as a restore does) stays addable.
+        let items = ts.storage.items();
+        let stats = items
+            .get("STATS#default#rep.A", "STATS")
+            .await
+            .unwrap()
+            .expect("counter item");
+        assert_eq!(stats.get("n_programs"), Some("2"), "{k:?}: {stats:?}");
+        items.batch_put(vec![stats]).await.unwrap();
+        store(&c, k, "rep.A", 0).await;
+        let r3 = c
+            .get("/report")
+            .await
+            .expect(k, "report after a restore-like put", 200);
+        assert_eq!(r3["total_programs"], 11, "{k:?}");
+    }
+}
+
+#[tokio::test]
+async fn report_of_an_empty_store() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let r = c.get("/report").await.expect(k, "report", 200);
+        assert_eq!(r["total_programs"], 0, "{k:?}");
+        assert_eq!(r["storage_health"]["last_backup"], Value::Null, "{k:?}");
+        assert_eq!(r["storage_health"]["last_cleanup"], Value::Null, "{k:?}");
+        assert_eq!(r["storage_health"]["orphan_blobs"], Value::Null, "{k:?}");
+    }
+}
