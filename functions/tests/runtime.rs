@@ -58,7 +58,8 @@ async fn next(State(s): State<Arc<RuntimeState>>) -> impl IntoResponse {
     loop {
         let notified = s.queued.notified();
         if let Some((id, event)) = s.queue.lock().unwrap().pop_front() {
-            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            // As a function with a 5-minute timeout (scheduled work keeps a 60 s margin).
+            let deadline = chrono::Utc::now().timestamp_millis() + 300_000;
             let mut headers = HeaderMap::new();
             headers.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
             headers.insert(
@@ -388,12 +389,34 @@ async fn every_function_binary_serves_api_gateway_events_through_the_runtime_api
             _ => http_event("GET", "/backups", None),
         };
         let (status, body) = http_answer(name, f.api.invoke(&own).await);
-        assert_ne!(status, 404, "{name}: its own route is served: {body}");
+        assert_eq!(status, 200, "{name}: its own route is served: {body}");
         assert!(
             body.is_object(),
             "{name}: a JSON object answer ({status}): {body}"
         );
     }
+
+    // The daily schedule: cleanup gets a real EventBridge scheduled event (no HTTP shape), runs
+    // its configured policy and answers the run's summary.
+    let cleanup = start_function("cleanup", &location).await;
+    let outcome = cleanup
+        .api
+        .invoke(&fixture("cleanup-scheduled-event.json"))
+        .await;
+    let summary = match outcome {
+        Outcome::Response(v) => v,
+        Outcome::Error(e) => panic!("cleanup: scheduled run failed: {e}"),
+    };
+    assert_eq!(summary["dry_run"], false, "cleanup: {summary}");
+    assert_eq!(summary["complete"], true, "cleanup: {summary}");
+    assert_eq!(
+        summary["event_id"], "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "cleanup: {summary}"
+    );
+    assert!(
+        summary["summary"]["programs"].as_u64() >= Some(1),
+        "cleanup saw the stored program: {summary}"
+    );
 
     println!("\n| function | cold start (spawn → ready for the first event) |\n|---|---:|");
     for (name, d) in &cold {
