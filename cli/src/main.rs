@@ -97,6 +97,10 @@ enum Command {
         /// Largest request body in bytes.
         #[arg(long, env = "DSPY_STORAGE_MAX_BODY_BYTES", default_value_t = dspy_storage_core::config::DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Turn access control on: a TOML file of `[[token]]` tables (`sha256` of the bearer
+        /// token, `projects`, `role`). Without it every caller may do everything.
+        #[arg(long, env = "DSPY_STORAGE_AUTH_FILE")]
+        auth_file: Option<PathBuf>,
     },
     /// Store a program from a JSON file.
     Store {
@@ -258,13 +262,25 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Serve {
             addr,
             max_body_bytes,
+            auth_file,
         } => {
+            let access = match &auth_file {
+                Some(path) => {
+                    let table = dspy_storage_functions::auth::TokenTable::load(path)?;
+                    tracing::info!(tokens = table.len(), file = %path.display(), "access control is on");
+                    dspy_storage_functions::auth::AccessControl::Tokens(Arc::new(table))
+                }
+                None => {
+                    tracing::warn!(
+                        "ACCESS CONTROL IS OFF: this server trusts every caller with every project; keep it on localhost, or start it with --auth-file FILE"
+                    );
+                    eprintln!("WARNING: access control is OFF (no --auth-file): every caller may read, write and delete everything");
+                    dspy_storage_functions::auth::AccessControl::Off
+                }
+            };
             let storage = cli.backend.open().await?;
             tracing::info!(backend = %storage.health().backend, "storage opened");
-            tracing::warn!(
-                "access control is OFF: this server trusts every caller; keep it on localhost"
-            );
-            let mut state = AppState::new(Arc::new(storage));
+            let mut state = AppState::new(Arc::new(storage)).with_access(access);
             state.max_body_bytes = max_body_bytes;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             eprintln!(

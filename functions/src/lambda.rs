@@ -35,7 +35,9 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
     if let Some(target) = events_target_from_env() {
         storage = storage.with_events(event_publisher(&target, None).await);
     }
-    Ok(AppState::new(Arc::new(storage)))
+    // Lambda always checks access, from the API Gateway authorizer context (see `auth`).
+    let access = crate::auth::AccessControl::Lambda(crate::auth::LambdaAuth::from_env()?);
+    Ok(AppState::new(Arc::new(storage)).with_access(access))
 }
 
 /// The whole `main` of a Lambda function.

@@ -9,6 +9,7 @@ use axum::Router;
 use dspy_storage_core::config::{StorageConfig, DEFAULT_MAX_BODY_BYTES};
 use dspy_storage_core::service::Storage;
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod lambda;
@@ -24,6 +25,8 @@ use error::ApiError;
 pub struct AppState {
     pub storage: Arc<Storage>,
     pub max_body_bytes: usize,
+    /// Who may call what (see [`auth`]); off unless the server or Lambda turns it on.
+    pub access: auth::AccessControl,
 }
 
 impl AppState {
@@ -31,7 +34,14 @@ impl AppState {
         AppState {
             storage,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            access: auth::AccessControl::Off,
         }
+    }
+
+    /// The same state with access control `access`.
+    pub fn with_access(mut self, access: auth::AccessControl) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -42,7 +52,17 @@ pub fn router_for(state: AppState, functions: &[Function]) -> Router {
         .into_iter()
         .filter(|r| functions.contains(&r.function))
     {
-        router = router.route(route.path, route.handler);
+        // Every route (not the 404/405 fallbacks) goes through the guard: authentication,
+        // roles, input limits, project scope (see `auth`).
+        let guard = auth::GuardState {
+            app: state.clone(),
+            function: route.function,
+            path: route.path,
+        };
+        let handler = route
+            .handler
+            .route_layer(axum::middleware::from_fn_with_state(guard, auth::guard));
+        router = router.route(route.path, handler);
     }
     router
         .fallback(|method: Method, uri: axum::http::Uri| async move {

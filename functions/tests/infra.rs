@@ -432,7 +432,9 @@ fn cargo_lambda_watch_router_is_the_route_table() {
         })
         .collect();
     assert_eq!(listed, expected);
-    let env = lambda["env"].as_table().expect("[workspace.metadata.lambda.env]");
+    let env = lambda["env"]
+        .as_table()
+        .expect("[workspace.metadata.lambda.env]");
     for key in ["DSPY_STORAGE_TABLE", "DSPY_STORAGE_BUCKET"] {
         assert!(env.contains_key(key), "the local loop sets {key}");
     }
