@@ -161,6 +161,9 @@ impl Storage {
         config: StorageConfig,
         backend: impl Into<String>,
     ) -> Self {
+        // Throttled calls are retried with backoff for every operation (see `backend::retry`).
+        let items: Arc<dyn ItemStore> = Arc::new(crate::backend::retry::RetryingItems(items));
+        let blobs: Arc<dyn BlobStore> = Arc::new(crate::backend::retry::RetryingBlobs(blobs));
         Storage {
             items,
             blobs,
@@ -259,6 +262,18 @@ impl Storage {
                 replayed: false,
             }),
             Err(err) => {
+                // A transient error may hide a commit that happened (a timeout): then the program
+                // is stored, and its blob must stay.
+                match self.committed_despite(&err, &id).await {
+                    Some(Ok(stored)) => {
+                        return Ok(StoreOutcome {
+                            stored,
+                            replayed: false,
+                        })
+                    }
+                    Some(Err(())) => return Err(err),
+                    None => {}
+                }
                 // Nothing refers to the blob: remove it (cleanup collects it if this fails too).
                 if let Err(e) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %e, "could not remove the blob of a failed store");
@@ -276,6 +291,36 @@ impl Storage {
                     }
                     (err, _) => Err(err),
                 }
+            }
+        }
+    }
+
+    /// After a failed commit of program `id`: `None` when the failure is definite (nothing was
+    /// written: the caller may remove the new blob); `Some(Ok)` when the error was transient but
+    /// the program record exists (the commit happened; its answer); `Some(Err)` when that cannot
+    /// be told (the blob must stay; cleanup collects it if it is an orphan).
+    pub(crate) async fn committed_despite(
+        &self,
+        err: &Error,
+        id: &ProgramId,
+    ) -> Option<std::result::Result<StoredProgram, ()>> {
+        if !err.is_transient() {
+            return None;
+        }
+        match self.get_record(id).await {
+            Ok(record) => Some(Ok(StoredProgram {
+                id: record.id,
+                signature: record.signature.clone(),
+                version: record.version.clone(),
+                project: record.project.clone(),
+                created_at: format_time(&record.created_at),
+                size: record.blob.size,
+                sha256: record.blob.sha256.clone(),
+            })),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(program_id = %id, error = %e, "cannot tell whether a failed commit happened; keeping its blob");
+                Some(Err(()))
             }
         }
     }
@@ -320,6 +365,8 @@ impl Storage {
     ) -> Result<StoredProgram> {
         let sig_pk = keys::signature_pk(&draft.project, &draft.signature);
         let mut attempt = 0u32;
+        // Set when a transaction failed in a way that may hide a commit (a timeout).
+        let mut maybe_committed = false;
         loop {
             attempt += 1;
             let head: Option<SignatureHead> = match self.items.get(&sig_pk, keys::HEAD_SK).await {
@@ -467,6 +514,17 @@ impl Storage {
                     return Ok(stored);
                 }
                 Err(Error::ConditionFailed { ops }) => {
+                    // Our own earlier attempt may have committed: the record of our (fresh) id
+                    // exists only then.
+                    if maybe_committed && ops.contains(&0) {
+                        if let Ok(rec) = self.get_record(&id).await {
+                            self.resolved.invalidate(&sig_pk);
+                            return Ok(StoredProgram {
+                                version: rec.version,
+                                ..stored
+                            });
+                        }
+                    }
                     if idempotency.is_some() && ops.contains(&IDEM_OP) {
                         return Err(Error::ConditionFailed { ops });
                     }
@@ -485,6 +543,7 @@ impl Storage {
                     backoff(attempt).await;
                 }
                 Err(e) if e.is_transient() && attempt < self.config.max_write_attempts => {
+                    maybe_committed = true;
                     backoff(attempt).await
                 }
                 Err(e) => return Err(e),

@@ -6,6 +6,8 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`). Without one they are skipped with a
 //! message — unless `DSPY_STORAGE_REQUIRE_AWS=1` (set by `scripts/test.sh`), where that is a failure.
 
+pub mod faults;
+
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -19,6 +19,7 @@ use crate::error::Result;
 
 pub mod aws;
 pub mod embedded;
+pub mod retry;
 
 /// Attribute names with a meaning to every backend.
 pub mod attr {
