@@ -679,6 +679,7 @@ fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramR
             format!("a program has at most {MAX_METADATA_KEYS} metadata keys"),
         ));
     }
+    crate::domain::check_metadata_size(&r.metadata)?;
     let now = crate::domain::now();
     r.updated_at = next_time(record.updated_at, now);
     Ok(r)
