@@ -79,7 +79,8 @@ impl Compression {
     /// cannot make us allocate more than the record says the program is).
     fn decompress(self, data: &[u8], expected_len: u64) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(expected_len.min(64 << 20) as usize);
-        let limit = expected_len + 1;
+        // Saturating: a record claiming u64::MAX bytes must not overflow (found by fuzzing).
+        let limit = expected_len.saturating_add(1);
         let res = match self {
             Compression::Zstd => zstd::stream::read::Decoder::new(data)
                 .and_then(|d| d.take(limit).read_to_end(&mut out)),
@@ -402,6 +403,20 @@ mod tests {
             codec.decode(&stored, &info),
             Err(Error::Integrity(_))
         ));
+    }
+
+    #[test]
+    fn a_record_claiming_the_largest_size_is_refused_not_a_panic() {
+        // Found by the blob codec fuzz target: `expected_len + 1` overflowed.
+        for c in ALL {
+            let codec = Codec::new(c);
+            let (stored, mut info) = codec.encode(b"{}").unwrap();
+            info.size = u64::MAX;
+            assert!(matches!(
+                codec.decode(&stored, &info),
+                Err(Error::Integrity(_))
+            ));
+        }
     }
 
     #[test]
