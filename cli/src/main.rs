@@ -80,6 +80,13 @@ struct BackendArgs {
         hide_env_values = true
     )]
     encryption_key: Option<String>,
+    /// A file of AES-256-GCM keys, one per line: the first encrypts new blobs, the others still
+    /// decrypt the blobs they sealed (key rotation).
+    #[arg(long, global = true, env = "DSPY_STORAGE_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
+    /// Envelope encryption with data keys from this AWS KMS key (id, ARN or alias/…).
+    #[arg(long, global = true, env = "DSPY_STORAGE_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
     /// Publish change events (ProgramStored, AliasMoved, …) to this EventBridge bus.
     #[arg(long, global = true, env = "DSPY_STORAGE_EVENT_BUS")]
     event_bus: Option<String>,
@@ -206,6 +213,9 @@ impl BackendArgs {
             compression: self.compression.parse::<Compression>()?,
             ..StorageConfig::default()
         };
+        if let Some(f) = &self.encryption_key_file {
+            config = config.with_key_file(f)?;
+        }
         if let Some(k) = &self.encryption_key {
             config = config.with_encryption_key(k)?;
         }
@@ -213,7 +223,16 @@ impl BackendArgs {
     }
 
     async fn open(&self) -> Result<Storage, AnyError> {
-        let storage = self.open_backend().await?;
+        let mut storage = self.open_backend().await?;
+        if let Some(key_id) = self.kms_key_id.as_deref().filter(|k| !k.trim().is_empty()) {
+            storage = storage.with_data_keys(
+                dspy_storage_core::envelope::kms_provider(
+                    key_id.trim(),
+                    dspy_storage_core::envelope::DataKeyCache::default(),
+                )
+                .await,
+            );
+        }
         let target = open::EventsTarget::from_settings(
             self.event_bus.as_deref(),
             self.events_file.as_deref(),

@@ -121,6 +121,8 @@ pub struct Storage {
     pub(crate) resolved: crate::cache::ResolveCache,
     /// Where change events go (none: not published).
     pub(crate) events: Option<Arc<dyn crate::events::EventPublisher>>,
+    /// Envelope encryption with data keys from a key service (see [`crate::envelope`]).
+    pub(crate) data_keys: Option<Arc<dyn crate::envelope::DataKeyProvider>>,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -173,6 +175,47 @@ impl Storage {
             config,
             backend: backend.into(),
             events: None,
+            data_keys: None,
+        }
+    }
+
+    /// Seals new blobs with data keys from `provider` (KMS) and reads envelope-encrypted blobs
+    /// with it; blobs sealed with the static keyring stay readable.
+    pub fn with_data_keys(mut self, provider: Arc<dyn crate::envelope::DataKeyProvider>) -> Self {
+        self.data_keys = Some(provider);
+        self
+    }
+
+    /// Encodes a program for storage: envelope-encrypted when a key service is configured, else
+    /// the codec's (static key or none).
+    pub(crate) async fn encode_blob(
+        &self,
+        json: &[u8],
+    ) -> Result<(Vec<u8>, crate::codec::BlobInfo)> {
+        match &self.data_keys {
+            Some(keys) => {
+                let key = keys.data_key().await?;
+                self.codec.encode_with(json, &key)
+            }
+            None => self.codec.encode(json),
+        }
+    }
+
+    /// Decodes a stored blob, unwrapping its data key when it is envelope-encrypted.
+    pub(crate) async fn decode_blob(
+        &self,
+        stored: &[u8],
+        info: &crate::codec::BlobInfo,
+    ) -> Result<Vec<u8>> {
+        match (Codec::wrapped_key(info)?, &self.data_keys) {
+            (Some(wrapped), Some(keys)) => {
+                let key_id = info.key_id.as_deref().ok_or_else(|| {
+                    Error::Integrity("an envelope-encrypted program names no key".into())
+                })?;
+                let key = keys.unwrap(key_id, &wrapped).await?;
+                self.codec.decode_with(stored, info, &key)
+            }
+            _ => self.codec.decode(stored, info),
         }
     }
 
@@ -230,7 +273,7 @@ impl Storage {
         }
 
         let json = program.get().as_bytes();
-        let (stored_bytes, blob) = self.codec.encode(json)?;
+        let (stored_bytes, blob) = self.encode_blob(json).await?;
         let id = ProgramId::new();
         let created_at = metadata.created_at.unwrap_or(now);
         let blob_key = keys::blob_key(&created_at, &id, blob.compression.extension());
@@ -590,7 +633,7 @@ impl Storage {
             }
             Err(e) => return Err(e),
         };
-        let json = self.codec.decode(&stored, &record.blob)?;
+        let json = self.decode_blob(&stored, &record.blob).await?;
         let text = String::from_utf8(json)
             .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
         let program = RawValue::from_string(text)

@@ -32,6 +32,9 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
         bucket: required_env("DSPY_STORAGE_BUCKET")?,
     };
     let mut storage = aws(&location, config_from_env()?, false, None).await?;
+    if let Some(keys) = crate::data_keys_from_env().await? {
+        storage = storage.with_data_keys(keys);
+    }
     if let Some(target) = events_target_from_env() {
         storage = storage.with_events(event_publisher(&target, None).await);
     }

@@ -101,12 +101,38 @@ pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
     if let Ok(c) = std::env::var("DSPY_STORAGE_COMPRESSION") {
         config.compression = c.parse()?;
     }
+    if let Some(f) = std::env::var_os("DSPY_STORAGE_ENCRYPTION_KEY_FILE").filter(|f| !f.is_empty())
+    {
+        config = config.with_key_file(std::path::Path::new(&f))?;
+    }
     if let Ok(k) = std::env::var("DSPY_STORAGE_ENCRYPTION_KEY") {
         if !k.is_empty() {
             config = config.with_encryption_key(&k)?;
         }
     }
     Ok(config)
+}
+
+/// Envelope encryption with KMS data keys, from `DSPY_STORAGE_KMS_KEY_ID` (a key id, ARN or
+/// alias) and `DSPY_STORAGE_KMS_DATA_KEY_TTL` (how long a data key is reused, default `5m`).
+pub async fn data_keys_from_env(
+) -> dspy_storage_core::Result<Option<Arc<dyn dspy_storage_core::envelope::DataKeyProvider>>> {
+    let Some(key_id) = std::env::var("DSPY_STORAGE_KMS_KEY_ID")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut cache = dspy_storage_core::envelope::DataKeyCache::default();
+    if let Ok(ttl) = std::env::var("DSPY_STORAGE_KMS_DATA_KEY_TTL") {
+        if !ttl.is_empty() {
+            cache.ttl =
+                dspy_storage_core::config::parse_duration("DSPY_STORAGE_KMS_DATA_KEY_TTL", &ttl)?;
+        }
+    }
+    Ok(Some(
+        dspy_storage_core::envelope::kms_provider(key_id.trim(), cache).await,
+    ))
 }
 
 /// Where change events go, from `DSPY_STORAGE_EVENT_BUS` (an EventBridge bus name or ARN) or

@@ -166,6 +166,7 @@ fn blob_property(bytes: &[u8], compression: Compression, size: u64, encrypted: b
         stored_sha256: sha256_hex(bytes),
         compression,
         key_id: encrypted.then(|| "local-0000000000000000".to_owned()),
+        wrapped_key: None,
     };
     let mut codec = Codec::new(compression).with_key([7u8; 32]);
     codec
