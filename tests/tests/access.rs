@@ -802,3 +802,88 @@ fn principals_filter_projects_for_listing_handlers() {
     assert_eq!(p.project_filter().unwrap().len(), 2);
     assert!(Principal::unrestricted().project_filter().is_none());
 }
+
+/// A `MakeWriter` into a shared buffer (the logs of one test).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn tokens_claims_and_keys_never_reach_the_logs() {
+    let captured = Captured::default();
+    // JSON lines at every level, as the Lambda functions log (this test's thread only).
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+    let config = dspy_storage_core::config::StorageConfig::default()
+        .with_encryption_key(KEY)
+        .unwrap();
+    let store = dspy_storage_tests::embedded_with(config).await;
+    let k = store.kind;
+    let client = store.client_with_access(tokens());
+    let ids = setup(&client, k).await;
+    for token in [ADMIN, READER_A, "tok-unknown-secret"] {
+        for uri in [
+            format!("/programs/{}", ids.b),
+            "/signatures?project=a".into(),
+        ] {
+            call(&client, Some(token), Method::GET, &uri, None).await;
+        }
+        call(
+            &client,
+            Some(token),
+            Method::DELETE,
+            &format!("/programs/{}", ids.b),
+            None,
+        )
+        .await;
+    }
+    let auth = LambdaAuth::default();
+    let e = lambda_event(
+        "GET",
+        &format!("/programs/{}", ids.a),
+        None,
+        Some(jwt("b", "reader")),
+    );
+    invoke(&store, &auth, Function::Load, &e)
+        .await
+        .expect_error(k, "jwt", 404, "not_found");
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("unauthenticated request refused"),
+        "the refusals are logged: {logs}"
+    );
+    for line in logs.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    for secret in [
+        ADMIN,
+        READER_A,
+        "tok-unknown-secret",
+        KEY,
+        &sha256_hex(ADMIN.as_bytes()),
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
