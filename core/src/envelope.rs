@@ -77,9 +77,13 @@ impl Default for DataKeyCache {
 pub struct CachedDataKeys<S> {
     service: S,
     cache: DataKeyCache,
+    /// The data key for new blobs: born when, used how often.
     current: Mutex<Option<(DataKey, Instant, u64)>>,
-    unwrapped: Mutex<HashMap<Vec<u8>, ([u8; 32], Instant)>>,
+    unwrapped: Mutex<UnwrappedKeys>,
 }
+
+/// Unwrapped data keys by master key id and wrapped form, with the time they were unwrapped.
+type UnwrappedKeys = HashMap<Vec<u8>, ([u8; 32], Instant)>;
 
 /// The two calls of a key service.
 #[async_trait]
