@@ -551,15 +551,20 @@ async fn check_scope(
         .filter(|(k, _)| k == "project")
         .map(|(_, v)| v.clone())
         .collect();
+    let query_named = !named.is_empty();
+    let mut body_named = false;
     if !body.is_empty() {
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            let before = named.len();
             body_projects(&v, &mut named)?;
+            body_named = named.len() > before;
         }
     }
-    let signature_scoped = path == "/signatures"
-        || path.contains("{signature}")
-        || (path == "/programs" && parts.method == Method::POST);
-    if named.is_empty() && signature_scoped {
+    // Where the handlers take the project from, the default applies when it is absent THERE
+    // (a `?project=` beside a store body that names none must not hide the default project).
+    let signature_scoped = path == "/signatures" || path.contains("{signature}");
+    let stores_program = path == "/programs" && parts.method == Method::POST;
+    if (signature_scoped && !query_named) || (stores_program && !body_named) {
         named.push(Project::DEFAULT.to_owned());
     }
     for p in &named {

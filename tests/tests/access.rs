@@ -237,6 +237,27 @@ fn rows() -> Vec<Row> {
         ),
         row(
             wa,
+            M::POST,
+            "/programs?project=a",
+            Some(store_default.clone()),
+            nf,
+        ),
+        row(
+            wa,
+            M::POST,
+            "/signatures/S/rollback",
+            Some(json!({"to_version": "1.0.0", "project": "a"})),
+            nf,
+        ),
+        row(
+            wa,
+            M::DELETE,
+            "/signatures/S/aliases/production",
+            Some(json!({"project": "a"})),
+            nf,
+        ),
+        row(
+            wa,
             M::PATCH,
             "/programs/{b}/metadata",
             Some(patch.clone()),
@@ -830,13 +851,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn tokens_claims_and_keys_never_reach_the_logs() {
     let captured = Captured::default();
-    // JSON lines at every level, as the Lambda functions log (this test's thread only).
+    // JSON lines at every level, as the Lambda functions log.
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global (not thread-local): tracing caches per-callsite interest across threads, so a
+    // thread-local subscriber misses events whose callsites other tests registered first. The
+    // other tests of this file then log here too, which only widens the check.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
     let config = dspy_storage_core::config::StorageConfig::default()
         .with_encryption_key(KEY)
