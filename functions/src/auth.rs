@@ -17,7 +17,8 @@
 //!    within the body limit (`413`), and a JSON body's depth and duplicate keys are checked (`400`).
 //! 4. **project scope** (restricted principals only; one `GetItem` for `{id}` routes): every
 //!    project the request names — `?project=`, a body's top-level `project` or `metadata.project`
-//!    (default `default` on signature routes and `POST /programs`), the project of the program of
+//!    (default `default` on signature routes without `?project=`, on `POST /programs` without
+//!    `metadata.project`, and on any write naming no project or program), the project of the program of
 //!    a `/programs/{id}…` path and of a `?with=` program id — must be one the caller may see, else
 //!    `404 not_found` with the same message as an unknown program (no existence leak). A
 //!    whole-store route (the backup function; an admin route naming no project) needs projects
@@ -564,17 +565,6 @@ async fn check_scope(
     // (a `?project=` beside a store body that names none must not hide the default project).
     let signature_scoped = path == "/signatures" || path.contains("{signature}");
     let stores_program = path == "/programs" && parts.method == Method::POST;
-    if (signature_scoped && !query_named) || (stores_program && !body_named) {
-        named.push(Project::DEFAULT.to_owned());
-    }
-    for p in &named {
-        if !principal.may_see(p) {
-            tracing::info!(principal = %principal.name, route = %path, "project outside the caller's scope");
-            return Err(hidden(&format!(
-                "signature or project not found (project {p:?})"
-            )));
-        }
-    }
     // Programs named by id: the path's `{id}` and id-valued query parameters.
     let mut ids: Vec<String> = Vec::new();
     if path.starts_with("/programs/{id}") {
@@ -585,6 +575,24 @@ async fn check_scope(
     for (k, v) in params {
         if PROGRAM_ID_PARAMS.contains(&k.as_str()) {
             ids.push(v.clone());
+        }
+    }
+    if (signature_scoped && !query_named) || (stores_program && !body_named) {
+        named.push(Project::DEFAULT.to_owned());
+    }
+    // A write that names no project and no program lands in the default project (every write
+    // route of the API defaults so): the caller must be allowed there. (Reads naming none list
+    // across projects: their handlers filter with the principal.)
+    let needed = required_role(function, &parts.method);
+    if named.is_empty() && ids.is_empty() && needed == Role::Writer {
+        named.push(Project::DEFAULT.to_owned());
+    }
+    for p in &named {
+        if !principal.may_see(p) {
+            tracing::info!(principal = %principal.name, route = %path, "project outside the caller's scope");
+            return Err(hidden(&format!(
+                "signature or project not found (project {p:?})"
+            )));
         }
     }
     for raw in &ids {
@@ -602,9 +610,7 @@ async fn check_scope(
     }
     // Whole-store operations: backups, and admin routes that name no project or program.
     let whole_store = function == Function::Backup
-        || (required_role(function, &parts.method) == Role::Admin
-            && named.is_empty()
-            && ids.is_empty());
+        || (needed == Role::Admin && named.is_empty() && ids.is_empty());
     if whole_store {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
