@@ -21,7 +21,7 @@ use dspy_storage_core::domain::NewMetadata;
 use dspy_storage_core::service::{decode_cursor, encode_cursor};
 use dspy_storage_core::Error;
 use dspy_storage_functions::extract::{check_json, check_uri};
-use dspy_storage_tests::{Client, TestStore};
+use dspy_storage_tests::Client;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -208,7 +208,6 @@ fn metadata_property(value: Value) {
 }
 
 struct App {
-    _store: TestStore,
     client: Client,
     rt: tokio::runtime::Runtime,
 }
@@ -221,13 +220,18 @@ fn app() -> &'static App {
             .enable_all()
             .build()
             .unwrap();
-        let store = rt.block_on(dspy_storage_tests::embedded());
-        let client = store.client();
-        App {
-            _store: store,
-            client,
-            rt,
-        }
+        // A fixed directory under target/ (a static is never dropped: a temp dir would stay
+        // behind after every run), emptied at the start.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-store");
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage =
+            dspy_storage_core::open::embedded(&dir, Default::default()).expect("embedded store");
+        let client = Client {
+            router: dspy_storage_functions::app(dspy_storage_functions::AppState::new(
+                std::sync::Arc::new(storage),
+            )),
+        };
+        App { client, rt }
     })
 }
 
