@@ -84,6 +84,13 @@ struct BackendArgs {
         hide_env_values = true
     )]
     encryption_key: Option<String>,
+    /// A file of AES-256-GCM keys, one per line: the first encrypts new blobs, the others still
+    /// decrypt the blobs they sealed (key rotation).
+    #[arg(long, global = true, env = "DSPY_STORAGE_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
+    /// Envelope encryption with data keys from this AWS KMS key (id, ARN or alias/…).
+    #[arg(long, global = true, env = "DSPY_STORAGE_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
     /// Publish change events (ProgramStored, AliasMoved, …) to this EventBridge bus.
     #[arg(long, global = true, env = "DSPY_STORAGE_EVENT_BUS")]
     event_bus: Option<String>,
@@ -109,6 +116,10 @@ enum Command {
         /// Largest request body in bytes.
         #[arg(long, env = "DSPY_STORAGE_MAX_BODY_BYTES", default_value_t = dspy_storage_core::config::DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Turn access control on: a TOML file of `[[token]]` tables (`sha256` of the bearer
+        /// token, `projects`, `role`). Without it every caller may do everything.
+        #[arg(long, env = "DSPY_STORAGE_AUTH_FILE")]
+        auth_file: Option<PathBuf>,
     },
     /// Store a program from a JSON file.
     Store {
@@ -221,6 +232,9 @@ impl BackendArgs {
             archive_storage_class: self.archive_class.clone(),
             ..StorageConfig::default()
         };
+        if let Some(f) = &self.encryption_key_file {
+            config = config.with_key_file(f)?;
+        }
         if let Some(k) = &self.encryption_key {
             config = config.with_encryption_key(k)?;
         }
@@ -228,7 +242,16 @@ impl BackendArgs {
     }
 
     async fn open(&self) -> Result<Storage, AnyError> {
-        let storage = self.open_backend().await?;
+        let mut storage = self.open_backend().await?;
+        if let Some(key_id) = self.kms_key_id.as_deref().filter(|k| !k.trim().is_empty()) {
+            storage = storage.with_data_keys(
+                dspy_storage_core::envelope::kms_provider(
+                    key_id.trim(),
+                    dspy_storage_core::envelope::DataKeyCache::default(),
+                )
+                .await,
+            );
+        }
         let target = open::EventsTarget::from_settings(
             self.event_bus.as_deref(),
             self.events_file.as_deref(),
@@ -277,13 +300,25 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Serve {
             addr,
             max_body_bytes,
+            auth_file,
         } => {
+            let access = match &auth_file {
+                Some(path) => {
+                    let table = dspy_storage_functions::auth::TokenTable::load(path)?;
+                    tracing::info!(tokens = table.len(), file = %path.display(), "access control is on");
+                    dspy_storage_functions::auth::AccessControl::Tokens(Arc::new(table))
+                }
+                None => {
+                    tracing::warn!(
+                        "ACCESS CONTROL IS OFF: this server trusts every caller with every project; keep it on localhost, or start it with --auth-file FILE"
+                    );
+                    eprintln!("WARNING: access control is OFF (no --auth-file): every caller may read, write and delete everything");
+                    dspy_storage_functions::auth::AccessControl::Off
+                }
+            };
             let storage = cli.backend.open().await?;
             tracing::info!(backend = %storage.health().backend, "storage opened");
-            tracing::warn!(
-                "access control is OFF: this server trusts every caller; keep it on localhost"
-            );
-            let mut state = AppState::new(Arc::new(storage));
+            let mut state = AppState::new(Arc::new(storage)).with_access(access);
             state.max_body_bytes = max_body_bytes;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             eprintln!(

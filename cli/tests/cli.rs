@@ -748,3 +748,95 @@ fn cleanup_archive_and_restore_commands_on_the_embedded_backend() {
     let out = cli(&["cleanup", "--dry-run", "--as-of", "not a time"]);
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn serve_with_an_auth_file_checks_tokens_roles_and_projects() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.toml");
+    // sha256("cli-writer-token"), sha256("cli-reader-token")
+    std::fs::write(
+        &auth,
+        r#"
+[[token]]
+name = "writer"
+sha256 = "dce9d67d2628d93ee6ce3df1bb598e0e6b46407ddc3cdbc896b3e3a389a1f4d1"
+projects = ["team-a"]
+role = "writer"
+
+[[token]]
+sha256 = "6c5eaea129b5483676b0ffdef6c5b679ffbdc0e2131bb5f14038b482cf8c0f51"
+projects = ["*"]
+role = "reader"
+"#,
+    )
+    .unwrap();
+    let mut cmd = serve_embedded(&dir.path().join("data"));
+    cmd.arg("--auth-file").arg(&auth);
+    let server = Server::start(cmd).await;
+    let body = |project: &str| {
+        format!(
+            r#"{{"program": {{"x": 1}}, "metadata": {{"signature": "Auth", "project": "{project}"}}}}"#
+        )
+    };
+    let post = |token: Option<&'static str>, project: &str| {
+        let mut req = reqwest::Client::new()
+            .post(server.url("/programs"))
+            .header("content-type", "application/json")
+            .body(body(project));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req)
+    };
+    assert_eq!(
+        post(None, "team-a").await.expect("no token", 401)["error"]["code"],
+        "unauthenticated"
+    );
+    post(Some("wrong"), "team-a")
+        .await
+        .expect("unknown token", 401);
+    let stored = post(Some("cli-writer-token"), "team-a")
+        .await
+        .expect("writer in its project", 201);
+    post(Some("cli-writer-token"), "team-b")
+        .await
+        .expect("writer elsewhere", 404);
+    assert_eq!(
+        post(Some("cli-reader-token"), "team-a")
+            .await
+            .expect("reader writes", 403)["error"]["code"],
+        "forbidden"
+    );
+    let id = stored["id"].as_str().unwrap();
+    let read = send(
+        reqwest::Client::new()
+            .get(server.url(&format!("/programs/{id}")))
+            .bearer_auth("cli-reader-token"),
+    )
+    .await;
+    read.expect("reader reads", 200);
+    get(&server, "/health")
+        .await
+        .expect("health is public", 200);
+    let log = server.log();
+    assert!(!log.contains("ACCESS CONTROL IS OFF"), "{log}");
+    for secret in [
+        "cli-writer-token",
+        "cli-reader-token",
+        "dce9d67d2628d93ee6ce3df1bb598e0e6b46407ddc3cdbc896b3e3a389a1f4d1",
+    ] {
+        assert!(!log.contains(secret), "a secret in the server log: {log}");
+    }
+    drop(server);
+
+    // Without --auth-file: open, and it says so loudly.
+    let server = Server::start(serve_embedded(&dir.path().join("data"))).await;
+    get(&server, &format!("/programs/{id}"))
+        .await
+        .expect("access control off", 200);
+    assert!(
+        server.log().contains("access control is OFF"),
+        "{}",
+        server.log()
+    );
+}

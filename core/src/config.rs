@@ -62,6 +62,35 @@ impl StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// Adds the keys of a key file (one 32-byte key per line, hex or base64; blank lines and
+    /// `#` comments skipped) and encrypts new blobs with the FIRST: rotate by putting a new key
+    /// on top and keeping the old ones below, so blobs sealed with them stay readable (each blob
+    /// records its key's id).
+    pub fn with_key_file(mut self, path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid("encryption_key_file", format!("{}: {e}", path.display()))
+        })?;
+        let mut first = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let id = self.keyring.add(None, Keyring::parse_key(line)?);
+            first.get_or_insert(id);
+        }
+        let first = first.ok_or_else(|| {
+            Error::invalid(
+                "encryption_key_file",
+                format!("{} holds no key", path.display()),
+            )
+        })?;
+        self.keyring.set_current(&first)?;
+        self.encrypt = true;
+        Ok(self)
+    }
+}
+
 /// Parses a duration as the API writes them: `90d`, `12h`, `30m`, `45s`, `2w`.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration> {
     let bad = || {

@@ -32,7 +32,19 @@ fn check_chars(
     Ok(())
 }
 
-/// A DSPy signature name: 1-128 characters of `A-Za-z0-9_.:-`.
+/// Names that could read as `.`, `..` or a hidden file are refused wherever a name might one day
+/// become part of a path (exports, backups, local files).
+fn no_leading_dot(field: &str, value: &str) -> Result<()> {
+    if value.starts_with('.') {
+        return Err(Error::invalid(
+            field,
+            format!("{field} must not start with '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// A DSPy signature name: 1-128 characters of `A-Za-z0-9_.:-`, not starting with `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Signature(String);
@@ -46,6 +58,7 @@ impl Signature {
             |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
             "A-Za-z0-9_.:-",
         )?;
+        no_leading_dot("signature", s)?;
         Ok(Signature(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -82,6 +95,7 @@ impl Project {
             |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
             "A-Za-z0-9_.-",
         )?;
+        no_leading_dot("project", s)?;
         Ok(Project(s.to_owned()))
     }
     pub fn default_project() -> Self {
@@ -331,6 +345,23 @@ pub enum ProgramStatus {
 pub const MAX_TAGS: usize = 50;
 pub const MAX_METADATA_KEYS: usize = 200;
 pub const MAX_STRING_LEN: usize = 4096;
+/// Largest metadata object, serialized (the record must fit a DynamoDB item of 400 KB with room
+/// for the rest).
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Refuses a metadata object over [`MAX_METADATA_BYTES`] when serialized.
+pub fn check_metadata_size(map: &Map<String, Value>) -> Result<()> {
+    let len = serde_json::to_vec(map)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if len > MAX_METADATA_BYTES {
+        return Err(Error::invalid(
+            "metadata",
+            format!("metadata is {len} bytes serialized; at most {MAX_METADATA_BYTES} are allowed"),
+        ));
+    }
+    Ok(())
+}
 
 /// The metadata of a store request, validated: the well-known keys of the API with their types
 /// checked, every other key kept verbatim (in order).
@@ -417,6 +448,7 @@ impl NewMetadata {
                 ),
             ));
         }
+        check_metadata_size(&map)?;
         for k in map.keys() {
             if k.is_empty() || k.chars().count() > 128 || k.chars().any(char::is_control) {
                 return Err(Error::invalid(
@@ -601,6 +633,10 @@ mod tests {
         assert!(Signature::parse(&"a".repeat(129)).is_err());
         assert!(Signature::parse(&"a".repeat(128)).is_ok());
         assert!(Signature::parse("café").is_err());
+        assert!(Signature::parse("..").is_err());
+        assert!(Signature::parse(".hidden").is_err());
+        assert!(Project::parse("..").is_err());
+        assert!(Project::parse("a..b").is_ok());
     }
 
     #[test]

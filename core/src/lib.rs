@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod dspy;
+pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod keys;

@@ -387,6 +387,11 @@ impl Storage {
         match self.commit_new_program(draft, now, None).await {
             Ok(stored) => Ok(stored),
             Err(e) => {
+                match self.committed_despite(&e, &id).await {
+                    Some(Ok(stored)) => return Ok(stored),
+                    Some(Err(())) => return Err(e),
+                    None => {}
+                }
                 if let Err(d) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %d, "could not remove the blob of a failed rollback");
                 }
@@ -476,6 +481,11 @@ impl Storage {
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(()),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {
+                        // Gone already: an earlier attempt of ours that timed out but committed
+                        // (or a concurrent delete) did the work.
+                        if let Err(Error::NotFound(_)) = self.get_record(id).await {
+                            return Ok(());
+                        }
                         Err(Error::Precondition(format!("program {id} changed or was deleted meanwhile")))
                     }
                     Err(e) => Err(e),
@@ -692,6 +702,7 @@ fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramR
             format!("a program has at most {MAX_METADATA_KEYS} metadata keys"),
         ));
     }
+    crate::domain::check_metadata_size(&r.metadata)?;
     let now = crate::domain::now();
     r.updated_at = next_time(record.updated_at, now);
     Ok(r)

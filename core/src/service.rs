@@ -123,6 +123,8 @@ pub struct Storage {
     pub(crate) events: Option<Arc<dyn crate::events::EventPublisher>>,
     /// Loads counted in memory for the report (see [`crate::report`]).
     pub(crate) loads: crate::report::LoadCounter,
+    /// Envelope encryption with data keys from a key service (see [`crate::envelope`]).
+    pub(crate) data_keys: Option<Arc<dyn crate::envelope::DataKeyProvider>>,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -163,6 +165,9 @@ impl Storage {
         config: StorageConfig,
         backend: impl Into<String>,
     ) -> Self {
+        // Throttled calls are retried with backoff for every operation (see `backend::retry`).
+        let items: Arc<dyn ItemStore> = Arc::new(crate::backend::retry::RetryingItems(items));
+        let blobs: Arc<dyn BlobStore> = Arc::new(crate::backend::retry::RetryingBlobs(blobs));
         Storage {
             items,
             blobs,
@@ -173,6 +178,47 @@ impl Storage {
             config,
             backend: backend.into(),
             events: None,
+            data_keys: None,
+        }
+    }
+
+    /// Seals new blobs with data keys from `provider` (KMS) and reads envelope-encrypted blobs
+    /// with it; blobs sealed with the static keyring stay readable.
+    pub fn with_data_keys(mut self, provider: Arc<dyn crate::envelope::DataKeyProvider>) -> Self {
+        self.data_keys = Some(provider);
+        self
+    }
+
+    /// Encodes a program for storage: envelope-encrypted when a key service is configured, else
+    /// the codec's (static key or none).
+    pub(crate) async fn encode_blob(
+        &self,
+        json: &[u8],
+    ) -> Result<(Vec<u8>, crate::codec::BlobInfo)> {
+        match &self.data_keys {
+            Some(keys) => {
+                let key = keys.data_key().await?;
+                self.codec.encode_with(json, &key)
+            }
+            None => self.codec.encode(json),
+        }
+    }
+
+    /// Decodes a stored blob, unwrapping its data key when it is envelope-encrypted.
+    pub(crate) async fn decode_blob(
+        &self,
+        stored: &[u8],
+        info: &crate::codec::BlobInfo,
+    ) -> Result<Vec<u8>> {
+        match (Codec::wrapped_key(info)?, &self.data_keys) {
+            (Some(wrapped), Some(keys)) => {
+                let key_id = info.key_id.as_deref().ok_or_else(|| {
+                    Error::Integrity("an envelope-encrypted program names no key".into())
+                })?;
+                let key = keys.unwrap(key_id, &wrapped).await?;
+                self.codec.decode_with(stored, info, &key)
+            }
+            _ => self.codec.decode(stored, info),
         }
     }
 
@@ -230,7 +276,7 @@ impl Storage {
         }
 
         let json = program.get().as_bytes();
-        let (stored_bytes, blob) = self.codec.encode(json)?;
+        let (stored_bytes, blob) = self.encode_blob(json).await?;
         let id = ProgramId::new();
         let created_at = metadata.created_at.unwrap_or(now);
         let blob_key = keys::blob_key(&created_at, &id, blob.compression.extension());
@@ -262,6 +308,18 @@ impl Storage {
                 replayed: false,
             }),
             Err(err) => {
+                // A transient error may hide a commit that happened (a timeout): then the program
+                // is stored, and its blob must stay.
+                match self.committed_despite(&err, &id).await {
+                    Some(Ok(stored)) => {
+                        return Ok(StoreOutcome {
+                            stored,
+                            replayed: false,
+                        })
+                    }
+                    Some(Err(())) => return Err(err),
+                    None => {}
+                }
                 // Nothing refers to the blob: remove it (cleanup collects it if this fails too).
                 if let Err(e) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %e, "could not remove the blob of a failed store");
@@ -279,6 +337,36 @@ impl Storage {
                     }
                     (err, _) => Err(err),
                 }
+            }
+        }
+    }
+
+    /// After a failed commit of program `id`: `None` when the failure is definite (nothing was
+    /// written: the caller may remove the new blob); `Some(Ok)` when the error was transient but
+    /// the program record exists (the commit happened; its answer); `Some(Err)` when that cannot
+    /// be told (the blob must stay; cleanup collects it if it is an orphan).
+    pub(crate) async fn committed_despite(
+        &self,
+        err: &Error,
+        id: &ProgramId,
+    ) -> Option<std::result::Result<StoredProgram, ()>> {
+        if !err.is_transient() {
+            return None;
+        }
+        match self.get_record(id).await {
+            Ok(record) => Some(Ok(StoredProgram {
+                id: record.id,
+                signature: record.signature.clone(),
+                version: record.version.clone(),
+                project: record.project.clone(),
+                created_at: format_time(&record.created_at),
+                size: record.blob.size,
+                sha256: record.blob.sha256.clone(),
+            })),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(program_id = %id, error = %e, "cannot tell whether a failed commit happened; keeping its blob");
+                Some(Err(()))
             }
         }
     }
@@ -323,6 +411,8 @@ impl Storage {
     ) -> Result<StoredProgram> {
         let sig_pk = keys::signature_pk(&draft.project, &draft.signature);
         let mut attempt = 0u32;
+        // Set when a transaction failed in a way that may hide a commit (a timeout).
+        let mut maybe_committed = false;
         loop {
             attempt += 1;
             let head: Option<SignatureHead> = match self.items.get(&sig_pk, keys::HEAD_SK).await {
@@ -472,6 +562,17 @@ impl Storage {
                     return Ok(stored);
                 }
                 Err(Error::ConditionFailed { ops }) => {
+                    // Our own earlier attempt may have committed: the record of our (fresh) id
+                    // exists only then.
+                    if maybe_committed && ops.contains(&0) {
+                        if let Ok(rec) = self.get_record(&id).await {
+                            self.resolved.invalidate(&sig_pk);
+                            return Ok(StoredProgram {
+                                version: rec.version,
+                                ..stored
+                            });
+                        }
+                    }
                     if idempotency.is_some() && ops.contains(&IDEM_OP) {
                         return Err(Error::ConditionFailed { ops });
                     }
@@ -490,6 +591,7 @@ impl Storage {
                     backoff(attempt).await;
                 }
                 Err(e) if e.is_transient() && attempt < self.config.max_write_attempts => {
+                    maybe_committed = true;
                     backoff(attempt).await
                 }
                 Err(e) => return Err(e),
@@ -540,7 +642,7 @@ impl Storage {
             }
             Err(e) => return Err(e),
         };
-        let json = self.codec.decode(&stored, &record.blob)?;
+        let json = self.decode_blob(&stored, &record.blob).await?;
         let text = String::from_utf8(json)
             .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
         let program = RawValue::from_string(text)

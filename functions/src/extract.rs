@@ -116,7 +116,8 @@ fn serde_urlencoded_pairs(q: &str) -> ApiResult<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Percent-decodes `s`; `None` when an escape is malformed or the result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -132,6 +133,168 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Longest request URI (path and query), in bytes.
+pub const MAX_URI_BYTES: usize = 8192;
+/// Longest query string, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Most query parameters in one request.
+pub const MAX_QUERY_PARAMS: usize = 32;
+/// Longest decoded query parameter value, in characters.
+pub const MAX_PARAM_CHARS: usize = 2048;
+/// Longest search query (`q`), in characters, and most terms in it.
+pub const MAX_SEARCH_QUERY_CHARS: usize = 1024;
+pub const MAX_SEARCH_QUERY_TERMS: usize = 32;
+/// Deepest nesting of a JSON body (objects and arrays).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Checks a request URI against the limits above (every route, before its handler): sizes,
+/// percent-encoding, control characters, a parameter given twice. Returns the decoded pairs.
+pub fn check_uri(uri: &axum::http::Uri) -> ApiResult<Vec<(String, String)>> {
+    let uri_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if uri_len > MAX_URI_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the request URI is longer than {MAX_URI_BYTES} bytes"
+        )));
+    }
+    let path = percent_decode(uri.path())
+        .ok_or_else(|| ApiError::bad_request("the path is not valid percent-encoded UTF-8"))?;
+    if path.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "the path contains control characters",
+        ));
+    }
+    let q = uri.query().unwrap_or("");
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the query string is longer than {MAX_QUERY_BYTES} bytes"
+        )));
+    }
+    let pairs = serde_urlencoded_pairs(q)?;
+    if pairs.len() > MAX_QUERY_PARAMS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_QUERY_PARAMS} query parameters are allowed"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in &pairs {
+        if !seen.insert(k.as_str()) {
+            return Err(
+                ApiError::bad_request(format!("query parameter {k} is given twice")).field(k),
+            );
+        }
+        if k.is_empty() || k.len() > 64 || k.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "query parameter names must be 1-64 printable characters",
+            ));
+        }
+        if v.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {k} contains control characters"
+            ))
+            .field(k));
+        }
+        let chars = v.chars().count();
+        if chars > MAX_PARAM_CHARS {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {k} is longer than {MAX_PARAM_CHARS} characters"
+            ))
+            .field(k));
+        }
+        if k == "q" {
+            if chars > MAX_SEARCH_QUERY_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "the search query is longer than {MAX_SEARCH_QUERY_CHARS} characters"
+                ))
+                .field("q"));
+            }
+            if v.split_whitespace().count() > MAX_SEARCH_QUERY_TERMS {
+                return Err(ApiError::bad_request(format!(
+                    "the search query has more than {MAX_SEARCH_QUERY_TERMS} terms"
+                ))
+                .field("q"));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Checks a JSON body before any handler parses it: well-formed, nested at most
+/// [`MAX_JSON_DEPTH`] deep, no object with the same key twice (two `project`s could otherwise
+/// be read differently by two readers). `400` saying what is wrong.
+pub fn check_json(bytes: &[u8]) -> ApiResult<()> {
+    use serde::de::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(JsonShape { depth: 0 })
+        .and_then(|()| de.end())
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A visitor that walks JSON without building it, checking depth and duplicate keys.
+struct JsonShape {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonShape {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonShape {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.nested::<A::Error>()?;
+        while seq.next_element_seed(JsonShape { depth })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.nested::<A::Error>()?;
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            map.next_value_seed(JsonShape { depth })?;
+        }
+        Ok(())
+    }
+}
+
+impl JsonShape {
+    fn nested<E: serde::de::Error>(&self) -> Result<usize, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format!(
+                "the body is nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
 }
 
 /// A signature from a path segment.
@@ -150,5 +313,30 @@ mod tests {
         assert_eq!(p.get("q"), Some("version:1.* x"));
         assert!(Params::from_uri(&"/x?a=1&a=2".parse().unwrap()).is_err());
         assert!(Params::from_uri(&"/x?a=%ZZ".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn json_shape() {
+        assert!(check_json(br#"{"a": [1, {"b": null}], "c": "x"}"#).is_ok());
+        assert!(check_json(br#"{"a": 1, "a": 2}"#).is_err());
+        assert!(check_json(br#"{"a": {"b": 1, "b": 1}}"#).is_err());
+        assert!(check_json(b"{\"a\": 1} x").is_err());
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_json(deep(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        assert!(check_json(deep(MAX_JSON_DEPTH + 1).as_bytes()).is_err());
+        assert!(check_json(deep(100_000).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn uri_limits() {
+        assert!(check_uri(&"/x?a=1&b=2".parse().unwrap()).is_ok());
+        assert!(check_uri(&"/x?a=1&a=2".parse().unwrap()).is_err());
+        assert!(check_uri(&"/x?a=%00".parse().unwrap()).is_err());
+        assert!(check_uri(&"/x%00y".parse().unwrap()).is_err());
+        assert!(check_uri(&"/x?a=%C3%28".parse().unwrap()).is_err());
+        let many: Vec<String> = (0..=MAX_QUERY_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert!(check_uri(&format!("/x?{}", many.join("&")).parse().unwrap()).is_err());
+        let terms = vec!["t"; MAX_SEARCH_QUERY_TERMS + 1].join("+");
+        assert!(check_uri(&format!("/x?q={terms}").parse().unwrap()).is_err());
     }
 }

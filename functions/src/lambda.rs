@@ -38,10 +38,22 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
         bucket: required_env("DSPY_STORAGE_BUCKET")?,
     };
     let mut storage = aws(&location, config_from_env()?, false, None).await?;
+    if let Some(keys) = crate::data_keys_from_env().await? {
+        storage = storage.with_data_keys(keys);
+    }
     if let Some(target) = events_target_from_env() {
         storage = storage.with_events(event_publisher(&target, None).await);
     }
-    Ok(AppState::new(Arc::new(storage)))
+    // Lambda checks access, from the API Gateway authorizer context (see `auth`) — unless
+    // DSPY_STORAGE_ACCESS_CONTROL=off, meant only for the local Lambda loop (`cargo lambda watch`
+    // sends no authorizer context); the stack never sets it.
+    let access = if std::env::var("DSPY_STORAGE_ACCESS_CONTROL").is_ok_and(|v| v == "off") {
+        tracing::warn!("ACCESS CONTROL IS OFF (DSPY_STORAGE_ACCESS_CONTROL=off): every caller may do everything; never deploy this");
+        crate::auth::AccessControl::Off
+    } else {
+        crate::auth::AccessControl::Lambda(crate::auth::LambdaAuth::from_env()?)
+    };
+    Ok(AppState::new(Arc::new(storage)).with_access(access))
 }
 
 /// The whole `main` of a Lambda function.

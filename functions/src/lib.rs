@@ -9,6 +9,7 @@ use axum::Router;
 use dspy_storage_core::config::{StorageConfig, DEFAULT_MAX_BODY_BYTES};
 use dspy_storage_core::service::Storage;
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod lambda;
@@ -24,6 +25,8 @@ use error::ApiError;
 pub struct AppState {
     pub storage: Arc<Storage>,
     pub max_body_bytes: usize,
+    /// Who may call what (see [`auth`]); off unless the server or Lambda turns it on.
+    pub access: auth::AccessControl,
 }
 
 impl AppState {
@@ -31,7 +34,14 @@ impl AppState {
         AppState {
             storage,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            access: auth::AccessControl::Off,
         }
+    }
+
+    /// The same state with access control `access`.
+    pub fn with_access(mut self, access: auth::AccessControl) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -42,7 +52,17 @@ pub fn router_for(state: AppState, functions: &[Function]) -> Router {
         .into_iter()
         .filter(|r| functions.contains(&r.function))
     {
-        router = router.route(route.path, route.handler);
+        // Every route (not the 404/405 fallbacks) goes through the guard: authentication,
+        // roles, input limits, project scope (see `auth`).
+        let guard = auth::GuardState {
+            app: state.clone(),
+            function: route.function,
+            path: route.path,
+        };
+        let handler = route
+            .handler
+            .route_layer(axum::middleware::from_fn_with_state(guard, auth::guard));
+        router = router.route(route.path, handler);
     }
     router
         .fallback(|method: Method, uri: axum::http::Uri| async move {
@@ -81,6 +101,10 @@ pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
     if let Ok(c) = std::env::var("DSPY_STORAGE_COMPRESSION") {
         config.compression = c.parse()?;
     }
+    if let Some(f) = std::env::var_os("DSPY_STORAGE_ENCRYPTION_KEY_FILE").filter(|f| !f.is_empty())
+    {
+        config = config.with_key_file(std::path::Path::new(&f))?;
+    }
     if let Ok(k) = std::env::var("DSPY_STORAGE_ENCRYPTION_KEY") {
         if !k.is_empty() {
             config = config.with_encryption_key(&k)?;
@@ -92,6 +116,28 @@ pub fn config_from_env() -> dspy_storage_core::Result<StorageConfig> {
         }
     }
     Ok(config)
+}
+
+/// Envelope encryption with KMS data keys, from `DSPY_STORAGE_KMS_KEY_ID` (a key id, ARN or
+/// alias) and `DSPY_STORAGE_KMS_DATA_KEY_TTL` (how long a data key is reused, default `5m`).
+pub async fn data_keys_from_env(
+) -> dspy_storage_core::Result<Option<Arc<dyn dspy_storage_core::envelope::DataKeyProvider>>> {
+    let Some(key_id) = std::env::var("DSPY_STORAGE_KMS_KEY_ID")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut cache = dspy_storage_core::envelope::DataKeyCache::default();
+    if let Ok(ttl) = std::env::var("DSPY_STORAGE_KMS_DATA_KEY_TTL") {
+        if !ttl.is_empty() {
+            cache.ttl =
+                dspy_storage_core::config::parse_duration("DSPY_STORAGE_KMS_DATA_KEY_TTL", &ttl)?;
+        }
+    }
+    Ok(Some(
+        dspy_storage_core::envelope::kms_provider(key_id.trim(), cache).await,
+    ))
 }
 
 /// Where change events go, from `DSPY_STORAGE_EVENT_BUS` (an EventBridge bus name or ARN) or

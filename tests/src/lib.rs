@@ -6,6 +6,8 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`). Without one they are skipped with a
 //! message — unless `DSPY_STORAGE_REQUIRE_AWS=1` (set by `scripts/test.sh`), where that is a failure.
 
+pub mod faults;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -44,6 +46,66 @@ impl TestStore {
     pub fn client(&self) -> Client {
         Client { router: self.app() }
     }
+
+    /// A client of the app with access control `access` (see `dspy_storage_functions::auth`).
+    pub fn client_with_access(
+        &self,
+        access: dspy_storage_functions::auth::AccessControl,
+    ) -> Client {
+        Client {
+            router: dspy_storage_functions::app(
+                AppState::new(self.storage.clone()).with_access(access),
+            ),
+        }
+    }
+
+    /// Everything the store holds, in a comparable form: every item (all pages of a scan) and
+    /// every blob's key and bytes. Two equal snapshots mean nothing changed.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .storage
+                .items()
+                .scan(start, 500)
+                .await
+                .expect("scan the item store");
+            items.extend(page.items);
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        items.sort_by(|a, b| (&a.pk, &a.sk).cmp(&(&b.pk, &b.sk)));
+        let mut blobs = Vec::new();
+        let mut start = None;
+        loop {
+            let (page, next) = self
+                .storage
+                .blobs()
+                .list("", start, 500)
+                .await
+                .expect("list the blob store");
+            for meta in page {
+                let bytes = self.storage.blobs().get(&meta.key).await.ok();
+                blobs.push((meta.key, bytes));
+            }
+            match next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        blobs.sort();
+        Snapshot { items, blobs }
+    }
+}
+
+/// The whole content of a store (see [`TestStore::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub items: Vec<dspy_storage_core::backend::Item>,
+    pub blobs: Vec<(String, Option<bytes::Bytes>)>,
 }
 
 /// Whether a LocalStack-compatible endpoint is configured.

@@ -107,6 +107,9 @@ impl ItemStore for Counting {
     async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
         self.inner.batch_put(items).await
     }
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
+        self.inner.batch_put_once(items).await
+    }
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>> {
         panic!("a search scanned the table ({start:?}, {limit})")
     }

@@ -141,6 +141,15 @@ where
     classify_common("EventBridge", op, &err)
 }
 
+/// Maps a KMS operation error (throttling → `Throttled`, anything else → `Unavailable`); the
+/// envelope module maps the key errors of `Decrypt` to `Integrity` first.
+pub(crate) fn classify_kms<E>(op: &str, err: &aws_sdk_kms::error::SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    classify_common("KMS", op, err)
+}
+
 /// Maps any DynamoDB operation error to the core's error.
 ///
 /// `ConditionalCheckFailedException` → `ConditionFailed { ops: [0] }`; throttling codes and HTTP

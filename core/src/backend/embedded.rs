@@ -336,6 +336,10 @@ impl ItemStore for SqliteItemStore {
         self.read(move |c| run_query(c, &q)).await
     }
 
+    /// SQLite writes the whole batch in one transaction: nothing is ever left unprocessed.
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
+        self.batch_put(items).await.map(|()| Vec::new())
+    }
     async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
         self.write(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;

@@ -20,6 +20,7 @@ use crate::error::Result;
 
 pub mod aws;
 pub mod embedded;
+pub mod retry;
 
 /// Attribute names with a meaning to every backend.
 pub mod attr {
@@ -279,9 +280,7 @@ pub trait ItemStore: Send + Sync + 'static {
     /// ONE batch write of at most 25 items, without retries: returns the items the store did not
     /// process (DynamoDB's `UnprocessedItems`), for a caller that retries them with backoff
     /// itself. The default writes them all with [`ItemStore::batch_put`].
-    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
-        self.batch_put(items).await.map(|()| Vec::new())
-    }
+    async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>>;
     /// Reads one page of every item. Maintenance and backup only: never on a request path.
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>>;
 }
@@ -330,26 +329,13 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Moves a blob to the archive tier (S3: the configured archive storage class; embedded: the
     /// archive directory). Archiving an archived blob is a no-op; a missing blob is `NotFound`.
-    async fn archive(&self, key: &str) -> Result<()> {
-        Err(crate::Error::Unavailable(format!(
-            "this blob store has no archive tier ({key})"
-        )))
-    }
+    async fn archive(&self, key: &str) -> Result<()>;
     /// Where a blob is now. A missing blob is `NotFound`.
-    async fn tier(&self, key: &str) -> Result<BlobTier> {
-        let _ = key;
-        Ok(BlobTier::Standard)
-    }
+    async fn tier(&self, key: &str) -> Result<BlobTier>;
     /// Asks for an archived blob back (S3 RestoreObject; the embedded store restores at once).
     /// Asking again while a restore is under way, or for a blob in the standard tier, is a no-op.
-    async fn request_restore(&self, key: &str) -> Result<()> {
-        let _ = key;
-        Ok(())
-    }
+    async fn request_restore(&self, key: &str) -> Result<()>;
     /// Moves a restored blob back to the standard tier (no-op when it is already there);
     /// `Archived` while its restore has not completed.
-    async fn unarchive(&self, key: &str) -> Result<()> {
-        let _ = key;
-        Ok(())
-    }
+    async fn unarchive(&self, key: &str) -> Result<()>;
 }
