@@ -30,8 +30,6 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone)]
 enum Outcome {
     Response(Value),
-    // Shown through `Debug` in assertion messages (newer rustc no longer counts that as a read).
-    #[allow(dead_code)]
     Error(String),
 }
 
