@@ -444,9 +444,22 @@ impl Storage {
 
     /// The monitoring report (see the module doc for what it costs).
     pub async fn report(&self) -> Result<Value> {
+        self.report_for(None).await
+    }
+
+    /// The monitoring report over only `projects` (`None`: every project) — what a caller
+    /// restricted to some projects sees. Storage health (orphans, last backup and cleanup) is
+    /// store-wide and shown to every caller; the integrity sample is drawn from those projects.
+    pub async fn report_for(
+        &self,
+        projects: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<Value> {
         self.flush_load_counts().await;
         let now = crate::domain::now();
-        let counters = self.signature_counters().await?;
+        let mut counters = self.signature_counters().await?;
+        if let Some(allowed) = projects {
+            counters.retain(|c| allowed.contains(&c.project));
+        }
         let total_programs: i64 = counters.iter().map(|c| c.programs).sum();
         let storage_size: i64 = counters.iter().map(|c| c.bytes).sum();
 

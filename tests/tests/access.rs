@@ -928,3 +928,67 @@ async fn tokens_claims_and_keys_never_reach_the_logs() {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }
+
+/// Handlers that read across projects filter by the caller: the report counts only the caller's
+/// projects, and another project's optimization run is as missing as an unknown one.
+#[tokio::test]
+async fn cross_project_reads_show_only_the_callers_projects() {
+    for store in backends().await {
+        let k = store.kind;
+        let client = store.client_with_access(tokens());
+        setup(&client, k).await; // a: 2 programs, b: 1
+        let report = |token| {
+            let client = client.clone();
+            async move {
+                call(&client, Some(token), Method::GET, "/report", None)
+                    .await
+                    .expect(k, "report", 200)
+            }
+        };
+        let all = report(ADMIN).await;
+        assert_eq!(all["total_programs"], 3, "{k:?}: {all}");
+        let only_a = report(READER_A).await;
+        assert_eq!(only_a["total_programs"], 2, "{k:?}: {only_a}");
+        assert_eq!(only_a["signatures"], 1, "{k:?}: {only_a}");
+        for list in ["by_programs", "by_loads"] {
+            for entry in only_a["top_signatures"][list].as_array().unwrap() {
+                assert_eq!(entry["project"], "a", "{k:?}: {list}: {entry}");
+            }
+        }
+        let only_b = report(WRITER_B).await;
+        assert_eq!(only_b["total_programs"], 1, "{k:?}: {only_b}");
+
+        let run_b = call(
+            &client,
+            Some(WRITER_B),
+            Method::POST,
+            "/optimization-runs",
+            Some(&json!({"signature": "S", "project": "b", "method": "miprov2"})),
+        )
+        .await
+        .expect(k, "run in b", 201);
+        let id = run_b["id"].as_str().unwrap();
+        call(
+            &client,
+            Some(WRITER_B),
+            Method::GET,
+            &format!("/optimization-runs/{id}"),
+            None,
+        )
+        .await
+        .expect(k, "own run", 200);
+        let hidden = call(
+            &client,
+            Some(READER_A),
+            Method::GET,
+            &format!("/optimization-runs/{id}"),
+            None,
+        )
+        .await
+        .expect_error(k, "another project's run", 404, "not_found");
+        assert!(
+            !hidden.to_string().contains("\"b\""),
+            "{k:?}: nothing of the run leaks: {hidden}"
+        );
+    }
+}

@@ -2,10 +2,12 @@
 //! optimization runs, the monitoring report. The logic is in the core (`metrics`, `trend`,
 //! `chart`, `runs`, `report`).
 
+use crate::auth::Principal;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use dspy_storage_core::chart;
 use dspy_storage_core::domain::Signature;
@@ -159,8 +161,17 @@ pub async fn create_run(
 }
 
 /// `GET /optimization-runs/{id}`
-pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(state.storage.get_run(&id).await?).into_response())
+pub async fn get_run(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = state.storage.get_run(&id).await?;
+    // Another project's run looks like a missing one.
+    if principal.is_some_and(|p| !p.may_see(run.project.as_str())) {
+        return Err(dspy_storage_core::Error::NotFound(format!("no optimization run {id}")).into());
+    }
+    Ok(Json(run).into_response())
 }
 
 /// `GET /optimization-runs?signature=&method=&project=&limit=&cursor=`
@@ -178,6 +189,10 @@ pub async fn list_runs(State(state): State<AppState>, uri: Uri) -> ApiResult<Res
 }
 
 /// `GET /report`
-pub async fn report(State(state): State<AppState>) -> ApiResult<Response> {
-    Ok(Json(state.storage.report().await?).into_response())
+pub async fn report(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+) -> ApiResult<Response> {
+    let projects = principal.as_ref().and_then(|p| p.project_filter());
+    Ok(Json(state.storage.report_for(projects).await?).into_response())
 }
