@@ -289,7 +289,12 @@ impl Storage {
         } else {
             None
         };
-        self.blobs.archive(&rec.blob_key).await?;
+        if let Err(e) = self.blobs.archive(&rec.blob_key).await {
+            // The move may have happened all the same (a timeout): never leave an active record
+            // over an archived blob — ask it back (or mark the record `restoring`).
+            self.undo_archive(id).await;
+            return Err(e);
+        }
         let mut new = rec.clone();
         new.status = ProgramStatus::Archived;
         new.updated_at = after(rec.updated_at);

@@ -54,6 +54,8 @@ const ALIAS_PROD_V1: Req = req(
     Some(r#"{"version": "1.0.0"}"#),
 );
 
+const ARCHIVE_V1: Req = req("POST", "/programs/{id1}/archive", None);
+
 /// One operation under faults.
 struct Case {
     name: &'static str,
@@ -145,8 +147,20 @@ fn cases() -> Vec<Case> {
             ok: &[200],
             idempotent: true,
         },
-        // After the merge: archive, restore, backup, restore-from-backup, e.g.
-        // Case { name: "archive", setup: &[STORE_V1, STORE_V2], request: req("POST", "/programs/{id1}/archive", None), ok: &[200], idempotent: true },
+        Case {
+            name: "archive",
+            setup: &[STORE_V1, STORE_V2],
+            request: req("POST", "/programs/{id1}/archive", None),
+            ok: &[200],
+            idempotent: true,
+        },
+        Case {
+            name: "restore",
+            setup: &[STORE_V1, STORE_V2, ARCHIVE_V1],
+            request: req("POST", "/programs/{id1}/restore", None),
+            ok: &[200],
+            idempotent: true,
+        },
     ]
 }
 
@@ -180,11 +194,15 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
     for id in ids {
         let a = c.get(&format!("/programs/{id}")).await;
         assert!(
-            [200, 404].contains(&a.status.as_u16()),
+            [200, 404, 409].contains(&a.status.as_u16()),
             "{k:?}: {what}: GET /programs/{id}: {} {}",
             a.status,
             String::from_utf8_lossy(&a.body)
         );
+        if a.status == 409 {
+            // Archived (or being restored): a whole state, never a half one.
+            a.assert_error(409, "archived");
+        }
         known.push(a.status.as_u16());
         if a.status == 200 {
             by_id.insert(id.clone(), a.json());
@@ -214,22 +232,39 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
         let id = v["id"].as_str().unwrap();
         listed_ids.insert(id.to_owned());
         let p = c.get(&format!("/programs/{id}")).await;
-        let p = p.expect(
-            k,
-            &format!("{what}: listed version {} loads", v["version"]),
-            200,
-        );
+        let p = if p.status == 409 {
+            p.assert_error(409, "archived");
+            // An archived version: its record (no blob read) must say so.
+            let m = c.get(&format!("/programs/{id}/metadata")).await;
+            let m = m.expect(k, &format!("{what}: metadata of archived {id}"), 200);
+            assert_ne!(m["status"], "active", "{k:?}: {what}: 409 but active");
+            m
+        } else {
+            p.expect(
+                k,
+                &format!("{what}: listed version {} loads", v["version"]),
+                200,
+            )
+        };
         let by_version = c
             .get(&format!(
                 "/signatures/{sig}/versions/{}",
                 v["version"].as_str().unwrap()
             ))
-            .await
-            .expect(k, what, 200);
-        assert_eq!(
-            by_version["id"], id,
-            "{k:?}: {what}: claim and record agree"
-        );
+            .await;
+        if by_version.status == 409 {
+            let e = by_version.assert_error(409, "archived");
+            assert!(
+                e["error"]["message"].as_str().unwrap().contains(id),
+                "{k:?}: {what}: the version resolves to {id}: {e}"
+            );
+        } else {
+            assert_eq!(
+                by_version.expect(k, what, 200)["id"],
+                id,
+                "{k:?}: {what}: claim and record agree"
+            );
+        }
         versions.push(json!({
             "version": v["version"], "aliases": v["aliases"], "sha256": p["sha256"],
             "tags": p["metadata"]["tags"], "description": p["metadata"]["description"],
