@@ -490,6 +490,125 @@ fn corpus() -> Vec<Row> {
         BAD.0,
         BAD.1,
     ));
+    // --- the features' own validation: search, aggregation, metrics, runs, retention --------------
+    for q in [
+        "performance>",
+        "performance>=abc",
+        "created:sometime",
+        "nosuchfield:1",
+        "signature:",
+        "\"unterminated",
+        "version:1.*&sort=performance:sideways",
+        "x&limit=0",
+        "x&limit=100000",
+        "x&cursor=Zm9yZ2Vk",
+        "x&cursor=%00%01",
+    ] {
+        // The query itself percent-encoded; what follows its first `&` are further parameters.
+        let (query, rest) = q.split_once('&').map_or((q, ""), |(a, b)| (a, b));
+        let encoded: String = query
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let sep = if rest.is_empty() { "" } else { "&" };
+        rows.push(r(
+            M::GET,
+            format!("/search?q={encoded}{sep}{rest}"),
+            B::None,
+            BAD.0,
+            BAD.1,
+        ));
+    }
+    for body in [
+        json!({"filters": {"performance": {"gte": "high"}}}),
+        json!({"filters": {"performance": {"between": [1, 2]}}}),
+        json!({"filters": {"nosuch": {"eq": 1}}}),
+        json!({"sort": [{"field": "performance", "order": "sideways"}]}),
+        json!({"limit": -1}),
+        json!({"limit": 1e300}),
+        json!({"cursor": "forged-cursor"}),
+        json!({"filters": {"signature": {"in": "not-a-list"}}}),
+    ] {
+        rows.push(r(M::POST, "/search", m(body), BAD.0, BAD.1));
+    }
+    for body in [
+        json!({}),
+        json!({"group_by": "optimization_method", "metrics": ["nosuch_statistic"]}),
+        json!({"group_by": 7}),
+    ] {
+        rows.push(r(M::POST, "/aggregate", m(body), BAD.0, BAD.1));
+    }
+    for body in [
+        json!({"signature": "S", "metric": "performance", "interval": "fortnight"}),
+        json!({"signature": "S", "metric": "performance", "interval": "day", "from": "yesterday-ish"}),
+        json!({"signature": "S", "interval": "hour", "from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "metric": "performance"}),
+    ] {
+        rows.push(r(M::POST, "/time-series", m(body), BAD.0, BAD.1));
+    }
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"metrics": {"accuracy": 0.5}}))
+        .collect();
+    for body in [
+        json!({}),
+        json!({"metrics": {}}),
+        json!({"metrics": {"accuracy": "high"}}),
+        json!({"metrics": {"accuracy": 0.5}, "timestamp": "not a time"}),
+        json!({"records": too_many}),
+        json!({"records": "none"}),
+    ] {
+        rows.push(r(M::POST, "/programs/{id}/metrics", m(body), BAD.0, BAD.1));
+    }
+    rows.push(r(
+        M::POST,
+        "/programs/{id}/metrics",
+        text(r#"{"metrics": {"accuracy": NaN}}"#),
+        BAD.0,
+        BAD.1,
+    ));
+    for q in [
+        "from=not-a-time",
+        "limit=0",
+        "cursor=forged",
+        "days=-3",
+        "days=abc",
+    ] {
+        let path = if q.starts_with("days") {
+            "trends"
+        } else {
+            "metrics"
+        };
+        rows.push(r(
+            M::GET,
+            format!("/programs/{{id}}/{path}?{q}"),
+            B::None,
+            BAD.0,
+            BAD.1,
+        ));
+    }
+    for body in [
+        json!({"signature": "S"}),
+        json!({"method": "miprov2"}),
+        json!({"signature": "S", "method": "miprov2", "trial_scores": "high"}),
+        json!({"signature": "S", "method": "miprov2", "program_ids": ["not-an-id"]}),
+    ] {
+        rows.push(r(M::POST, "/optimization-runs", m(body), BAD.0, BAD.1));
+    }
+    for body in [
+        json!({"dry_run": "yes"}),
+        json!({"policy": {"keep_latest": -1}}),
+        json!({"policy": {"archive_after": "soon"}}),
+        json!({"as_of": "tomorrow"}),
+        json!({"dry_run": false, "as_of": "2999-01-01T00:00:00Z"}),
+        json!({"cursor": "forged"}),
+    ] {
+        rows.push(r(M::POST, "/maintenance/cleanup", m(body), BAD.0, BAD.1));
+    }
     // --- sizes, methods, routes -------------------------------------------------------------------
     let limit = dspy_storage_core::config::DEFAULT_MAX_BODY_BYTES;
     let big = format!(
