@@ -31,7 +31,9 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
         bucket: required_env("DSPY_STORAGE_BUCKET")?,
     };
     let storage = aws(&location, config_from_env()?, false, None).await?;
-    Ok(AppState::new(Arc::new(storage)))
+    let mut state = AppState::new(Arc::new(storage));
+    crate::routes::backup_settings_from_env(&mut state).await?;
+    Ok(state)
 }
 
 /// The whole `main` of a Lambda function.
@@ -39,5 +41,8 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     init_tracing();
     let state = state_from_env().await?;
     tracing::info!(function = function.name(), "ready");
+    if let Some(hook) = crate::scheduled::hook(function) {
+        return crate::scheduled::run(state, function, hook).await;
+    }
     lambda_http::run(function_router(state, function)).await
 }

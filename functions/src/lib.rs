@@ -14,6 +14,7 @@ pub mod extract;
 pub mod lambda;
 pub mod openapi;
 pub mod routes;
+pub mod scheduled;
 
 pub use routes::{all_routes, Function};
 
@@ -24,6 +25,10 @@ use error::ApiError;
 pub struct AppState {
     pub storage: Arc<Storage>,
     pub max_body_bytes: usize,
+    /// Where backups go (`None`: the program blob store, under `backups/`).
+    pub backup: Option<dspy_storage_core::backup::BackupLocation>,
+    /// Complete backups kept after a new one (`DSPY_STORAGE_BACKUP_RETAIN`, default 30).
+    pub backup_retain: usize,
 }
 
 impl AppState {
@@ -31,6 +36,8 @@ impl AppState {
         AppState {
             storage,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            backup: None,
+            backup_retain: dspy_storage_core::backup::DEFAULT_RETAIN,
         }
     }
 }

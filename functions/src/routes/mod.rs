@@ -7,6 +7,8 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 
 use crate::AppState;
 
+mod backups;
+pub use backups::{location as backup_location, settings_from_env as backup_settings_from_env};
 mod dspy;
 mod pending;
 mod programs;
@@ -317,21 +319,27 @@ pub fn all_routes() -> Vec<Route> {
             p,
         ),
         // Backup and restore
-        r(Backup, M::POST, "/backups", "Create a backup", p),
-        r(Backup, M::GET, "/backups", "List backups, newest first", p),
+        r(Backup, M::POST, "/backups", "Create a backup", backups::create),
+        r(
+            Backup,
+            M::GET,
+            "/backups",
+            "List backups, newest first",
+            backups::list,
+        ),
         r(
             Backup,
             M::GET,
             "/backups/{name}",
             "Read a backup's manifest",
-            p,
+            backups::manifest,
         ),
         r(
             Backup,
             M::POST,
             "/backups/{name}/restore",
             "Restore a backup",
-            p,
+            backups::restore,
         ),
         // Health
         r(Load, M::GET, "/health", "Service health", programs::health),
