@@ -15,6 +15,8 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod backup;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dspy-storage",
@@ -146,6 +148,15 @@ enum Command {
         #[arg(long)]
         prompt: bool,
     },
+    /// Backups: create, list, show, restore.
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupAction,
+    },
+    /// Write the whole store to one file (the backup format), e.g. to move it to another backend.
+    Export(backup::ExportArgs),
+    /// Restore a file written by `export` into the store.
+    Import(backup::ImportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,6 +413,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 print_json(&storage.get_record(&id).await?)?;
             }
         }
+        Command::Backup { action } => backup::run(cli.backend.open().await?, action).await?,
+        Command::Export(args) => backup::export(cli.backend.open().await?, args).await?,
+        Command::Import(args) => backup::import(cli.backend.open().await?, args).await?,
     }
     Ok(())
 }

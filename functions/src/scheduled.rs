@@ -92,10 +92,7 @@ pub async fn run(
             }
             let request: LambdaRequest = serde_json::from_str(event.payload.get())?;
             let mut adapter = Adapter::from(router);
-            let response = match adapter
-                .call(LambdaEvent::new(request, event.context))
-                .await
-            {
+            let response = match adapter.call(LambdaEvent::new(request, event.context)).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dspy_storage_core::backend::{ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::backend::{Item, MIN_MULTIPART_PART};
+use dspy_storage_core::backend::{ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::backup::{self, BackupLocation, BackupOptions, BackupRun, RestoreOptions};
 use dspy_storage_core::keys::{self, EntityKind};
 use dspy_storage_core::service::Storage;
@@ -107,7 +107,10 @@ async fn extra_items(storage: &Storage, ids: &[String]) {
                 format!("MET#{id}#2026-11"),
                 format!("2026-11-25T10:00:{:02}.000Z#{n}", n % 60),
             )
-            .with("data", json!({"metrics": {"accuracy": 0.9, "latency": n}}).to_string()),
+            .with(
+                "data",
+                json!({"metrics": {"accuracy": 0.9, "latency": n}}).to_string(),
+            ),
         );
     }
     items.push(Item::new("RUN#r1", "RUN").with("data", r#"{"method":"miprov2"}"#));
@@ -176,7 +179,12 @@ async fn thousand_programs_round_trip_on_both_backends_and_across_them() {
     assert_eq!(made["counts"]["blobs_copied"], 1000, "{made}");
 
     let emb2 = embedded().await;
-    let r = restore(&client_with(&emb2, Some(location_of(&emb1))), emb2.kind, "full-1").await;
+    let r = restore(
+        &client_with(&emb2, Some(location_of(&emb1))),
+        emb2.kind,
+        "full-1",
+    )
+    .await;
     assert_eq!(r["restored_programs"], 1000, "{r}");
     assert_eq!(r["restored_metrics"], 200, "{r}");
     assert!(r["restore_time"].as_f64().is_some(), "{r}");
@@ -185,18 +193,33 @@ async fn thousand_programs_round_trip_on_both_backends_and_across_them() {
     let Some(aws1) = dspy_storage_tests::aws().await else {
         return;
     };
-    let r = restore(&client_with(&aws1, Some(location_of(&emb1))), aws1.kind, "full-1").await;
+    let r = restore(
+        &client_with(&aws1, Some(location_of(&emb1))),
+        aws1.kind,
+        "full-1",
+    )
+    .await;
     assert_eq!(r["restored_programs"], 1000, "{r}");
     assert_same("embedded → AWS", &emb1, &aws1).await;
 
     let made = create_backup(&aws1.client(), aws1.kind, "aws-1").await;
     assert_eq!(made["programs_count"], 1000, "{made}");
     let aws2 = dspy_storage_tests::aws().await.unwrap();
-    restore(&client_with(&aws2, Some(location_of(&aws1))), aws2.kind, "aws-1").await;
+    restore(
+        &client_with(&aws2, Some(location_of(&aws1))),
+        aws2.kind,
+        "aws-1",
+    )
+    .await;
     assert_same("AWS → AWS", &aws1, &aws2).await;
 
     let emb3 = embedded().await;
-    restore(&client_with(&emb3, Some(location_of(&aws1))), emb3.kind, "aws-1").await;
+    restore(
+        &client_with(&emb3, Some(location_of(&aws1))),
+        emb3.kind,
+        "aws-1",
+    )
+    .await;
     assert_same("AWS → embedded", &aws1, &emb3).await;
     assert_same("embedded → AWS → embedded", &emb1, &emb3).await;
 }
@@ -250,9 +273,11 @@ async fn routes_list_manifest_status_increments_and_retention() {
             .expect(k, "manifest", 200);
         assert_eq!(m["format_version"], 1);
         assert_eq!(m["counts"]["programs"], 13);
-        assert!(m["parts"].as_array().unwrap().iter().all(|p| p["sha256"]
-            .as_str()
-            .is_some_and(|s| s.len() == 64)));
+        assert!(m["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["sha256"].as_str().is_some_and(|s| s.len() == 64)));
         assert!(m["tool_version"].as_str().is_some());
 
         c.get("/backups/nope")
@@ -289,7 +314,10 @@ async fn routes_list_manifest_status_increments_and_retention() {
             ..Default::default()
         };
         // Delete a program so that only b-1 and b-2 hold its blob... it is held by b-2 (kept).
-        match backup::create_backup(&store.storage, &loc, &opts).await.unwrap() {
+        match backup::create_backup(&store.storage, &loc, &opts)
+            .await
+            .unwrap()
+        {
             BackupRun::Finished(m) => assert_eq!(m.counts.blobs_copied, 0),
             other => panic!("{other:?}"),
         }
@@ -324,7 +352,9 @@ async fn a_program_without_its_blob_is_left_out_and_heads_point_only_at_backed_u
         // The newest program's blob disappears (as if deleted while the backup ran).
         let rec = store
             .storage
-            .get_record(&dspy_storage_core::domain::ProgramId::parse(v2["id"].as_str().unwrap()).unwrap())
+            .get_record(
+                &dspy_storage_core::domain::ProgramId::parse(v2["id"].as_str().unwrap()).unwrap(),
+            )
             .await
             .unwrap();
         store.storage.blobs().delete(&rec.blob_key).await.unwrap();
@@ -336,13 +366,21 @@ async fn a_program_without_its_blob_is_left_out_and_heads_point_only_at_backed_u
         assert_eq!(made["skipped"][0]["id"], v2["id"]);
 
         let fresh = embedded().await;
-        restore(&client_with(&fresh, Some(location_of(&store))), fresh.kind, "cons").await;
+        restore(
+            &client_with(&fresh, Some(location_of(&store))),
+            fresh.kind,
+            "cons",
+        )
+        .await;
         let fc = fresh.client();
         let latest = fc
             .get("/signatures/qa.Cons/versions/latest")
             .await
             .expect(k, "latest", 200);
-        assert_eq!(latest["id"], v1["id"], "{k:?}: latest is the backed-up program");
+        assert_eq!(
+            latest["id"], v1["id"],
+            "{k:?}: latest is the backed-up program"
+        );
         fc.get("/signatures/qa.Cons/aliases/production")
             .await
             .expect_error(k, "alias to a program not in the backup", 404, "not_found");
@@ -371,7 +409,10 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         let manifest = loop {
             slices += 1;
             assert!(slices < 100, "{k:?}: never finished");
-            match backup::create_backup(&store.storage, &loc, &opts).await.unwrap() {
+            match backup::create_backup(&store.storage, &loc, &opts)
+                .await
+                .unwrap()
+            {
                 BackupRun::Finished(m) => break m,
                 BackupRun::Suspended { name, .. } => {
                     assert_eq!(name, "sliced");
@@ -384,7 +425,12 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         assert_eq!(manifest.counts.programs, 30);
         // A run without a name resumes an unfinished backup rather than starting another.
         let fresh = embedded().await;
-        restore(&client_with(&fresh, Some(loc.clone())), fresh.kind, "sliced").await;
+        restore(
+            &client_with(&fresh, Some(loc.clone())),
+            fresh.kind,
+            "sliced",
+        )
+        .await;
         assert_same("sliced backup", &store, &fresh).await;
     }
 }
@@ -437,7 +483,11 @@ async fn corrupted_parts_blobs_and_newer_formats_are_refused_before_any_write() 
             let text = serde_json::to_vec(&m2).unwrap();
             let sha = dspy_storage_core::codec::sha256_hex(&text);
             loc.store
-                .put(&format!("backups/{name}/manifest.json"), Bytes::from(text), &sha)
+                .put(
+                    &format!("backups/{name}/manifest.json"),
+                    Bytes::from(text),
+                    &sha,
+                )
                 .await
                 .unwrap();
         }
@@ -448,23 +498,43 @@ async fn corrupted_parts_blobs_and_newer_formats_are_refused_before_any_write() 
             .post_json("/backups/bad-part/restore", &json!({}))
             .await
             .expect_error(k, "corrupted part", 422, "integrity_error");
-        assert!(e["error"]["message"].as_str().unwrap().contains("SHA-256"), "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("SHA-256"),
+            "{e}"
+        );
         fc.post_json("/backups/bad-blob/restore", &json!({}))
             .await
             .expect_error(k, "corrupted blob", 422, "integrity_error");
         let e = fc
-            .post_json("/backups/future/restore", &json!({"verify_compatibility": true}))
+            .post_json(
+                "/backups/future/restore",
+                &json!({"verify_compatibility": true}),
+            )
             .await
             .expect_error(k, "newer format", 409, "conflict");
         assert!(
-            e["error"]["message"].as_str().unwrap().contains("format version 99"),
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("format version 99"),
             "{e}"
         );
-        fc.post_json("/backups/good/restore", &json!({"verify_compatibility": "yes"}))
+        fc.post_json(
+            "/backups/good/restore",
+            &json!({"verify_compatibility": "yes"}),
+        )
+        .await
+        .expect_error(k, "bad body", 400, "invalid_request");
+        assert!(
+            dump(&fresh.storage).await.is_empty(),
+            "{k:?}: nothing written"
+        );
+        let (blobs, _) = fresh
+            .storage
+            .blobs()
+            .list("programs/", None, 10)
             .await
-            .expect_error(k, "bad body", 400, "invalid_request");
-        assert!(dump(&fresh.storage).await.is_empty(), "{k:?}: nothing written");
-        let (blobs, _) = fresh.storage.blobs().list("programs/", None, 10).await.unwrap();
+            .unwrap();
         assert!(blobs.is_empty(), "{k:?}: no blob written");
 
         // The good one restores.
@@ -549,7 +619,8 @@ async fn an_interrupted_restore_run_again_completes_and_restoring_twice_is_harml
         let r = restore(&tc, k, "r").await;
         assert!(r["already_present_programs"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(
-            r["restored_programs"].as_u64().unwrap() + r["already_present_programs"].as_u64().unwrap(),
+            r["restored_programs"].as_u64().unwrap()
+                + r["already_present_programs"].as_u64().unwrap(),
             120
         );
         assert_same("interrupted, then completed", &store, &target).await;
@@ -630,7 +701,10 @@ async fn multipart_uploads_on_both_blob_stores() {
             .unwrap()
             .expect("multipart capability");
         up.write_part(Bytes::from(part1.clone())).await.unwrap();
-        assert!(!blobs.exists("backups/mp/parts/x.bin").await.unwrap(), "{k:?}: invisible until complete");
+        assert!(
+            !blobs.exists("backups/mp/parts/x.bin").await.unwrap(),
+            "{k:?}: invisible until complete"
+        );
         up.write_part(Bytes::from(part2.clone())).await.unwrap();
         up.complete().await.unwrap();
         let got = blobs.get("backups/mp/parts/x.bin").await.unwrap();
@@ -638,7 +712,11 @@ async fn multipart_uploads_on_both_blob_stores() {
         assert_eq!(&got[..part1.len()], &part1[..]);
         assert_eq!(&got[part1.len()..], &part2[..]);
 
-        let mut up = blobs.start_multipart("backups/mp/y.bin").await.unwrap().unwrap();
+        let mut up = blobs
+            .start_multipart("backups/mp/y.bin")
+            .await
+            .unwrap()
+            .unwrap();
         up.write_part(Bytes::from(part1.clone())).await.unwrap();
         up.abort().await.unwrap();
         assert!(!blobs.exists("backups/mp/y.bin").await.unwrap(), "{k:?}");
@@ -670,7 +748,12 @@ async fn large_parts_go_up_in_multipart_chunks() {
             );
         }
         for chunk in items.chunks(100) {
-            store.storage.items().batch_put(chunk.to_vec()).await.unwrap();
+            store
+                .storage
+                .items()
+                .batch_put(chunk.to_vec())
+                .await
+                .unwrap();
         }
         let loc = location_of(&store);
         let opts = BackupOptions {
@@ -679,19 +762,33 @@ async fn large_parts_go_up_in_multipart_chunks() {
             chunk_bytes: MIN_MULTIPART_PART,
             ..Default::default()
         };
-        let BackupRun::Finished(m) = backup::create_backup(&store.storage, &loc, &opts).await.unwrap()
+        let BackupRun::Finished(m) = backup::create_backup(&store.storage, &loc, &opts)
+            .await
+            .unwrap()
         else {
             panic!("not finished")
         };
-        let part = m.parts.iter().find(|p| p.kind == EntityKind::Metric).unwrap();
-        assert!(part.bytes > MIN_MULTIPART_PART as u64, "{k:?}: {}", part.bytes);
+        let part = m
+            .parts
+            .iter()
+            .find(|p| p.kind == EntityKind::Metric)
+            .unwrap();
+        assert!(
+            part.bytes > MIN_MULTIPART_PART as u64,
+            "{k:?}: {}",
+            part.bytes
+        );
         assert_eq!(part.records, 4000);
         let fresh = embedded().await;
         let r = backup::restore(&fresh.storage, &loc, "big", &RestoreOptions::default())
             .await
             .unwrap();
         assert_eq!(r.restored_metrics, 4000);
-        assert_eq!(dump(&fresh.storage).await, dump(&store.storage).await, "{k:?}");
+        assert_eq!(
+            dump(&fresh.storage).await,
+            dump(&store.storage).await,
+            "{k:?}"
+        );
     }
 }
 

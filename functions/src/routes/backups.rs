@@ -139,7 +139,9 @@ pub async fn settings_from_env(state: &mut AppState) -> dspy_storage_core::Resul
             .ok_or_else(|| {
                 dspy_storage_core::Error::invalid(
                     "DSPY_STORAGE_BACKUP_RETAIN",
-                    format!("DSPY_STORAGE_BACKUP_RETAIN must be a count of at least 1, not {retain:?}"),
+                    format!(
+                        "DSPY_STORAGE_BACKUP_RETAIN must be a count of at least 1, not {retain:?}"
+                    ),
                 )
             })?;
     }

@@ -319,7 +319,13 @@ pub fn all_routes() -> Vec<Route> {
             p,
         ),
         // Backup and restore
-        r(Backup, M::POST, "/backups", "Create a backup", backups::create),
+        r(
+            Backup,
+            M::POST,
+            "/backups",
+            "Create a backup",
+            backups::create,
+        ),
         r(
             Backup,
             M::GET,
