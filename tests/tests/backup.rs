@@ -398,7 +398,7 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         let k = store.kind;
         populate(&store, 30).await;
         let loc = location_of(&store);
-        let opts = BackupOptions {
+        let mut opts = BackupOptions {
             name: Some("sliced".into()),
             page_size: 7,
             part_max_records: 10,
@@ -409,10 +409,12 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         let manifest = loop {
             slices += 1;
             assert!(slices < 100, "{k:?}: never finished");
-            match backup::create_backup(&store.storage, &loc, &opts)
+            let run = backup::create_backup(&store.storage, &loc, &opts)
                 .await
-                .unwrap()
-            {
+                .unwrap();
+            // Later runs name no backup: the unfinished one is resumed, no other is begun.
+            opts.name = None;
+            match run {
                 BackupRun::Finished(m) => break m,
                 BackupRun::Suspended { name, .. } => {
                     assert_eq!(name, "sliced");
@@ -423,7 +425,8 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         };
         assert!(slices > 3, "{k:?}: {slices} slices");
         assert_eq!(manifest.counts.programs, 30);
-        // A run without a name resumes an unfinished backup rather than starting another.
+        assert_eq!(manifest.name, "sliced");
+        assert_eq!(backup::list_backups(&loc).await.unwrap().len(), 1, "{k:?}");
         let fresh = embedded().await;
         restore(
             &client_with(&fresh, Some(loc.clone())),

@@ -488,7 +488,20 @@ impl BlobStore for FileBlobStore {
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut keys = Vec::new();
-            collect_files(&root, &root, &mut keys)?;
+            // Walk only the deepest directory the prefix names (`backups/` skips `programs/`).
+            let base = match prefix.rfind('/') {
+                Some(i)
+                    if Path::new(&prefix[..i])
+                        .components()
+                        .all(|c| matches!(c, Component::Normal(_))) =>
+                {
+                    root.join(&prefix[..i])
+                }
+                _ => root.clone(),
+            };
+            if base.is_dir() {
+                collect_files(&root, &base, &mut keys)?;
+            }
             keys.sort_by(|a, b| a.0.cmp(&b.0));
             let mut out = Vec::new();
             for (key, meta) in keys {

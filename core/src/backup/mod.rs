@@ -469,22 +469,29 @@ async fn run_backup(
             "a backup named {name} already exists"
         )));
     }
-    let state = match get_json::<Checkpoint>(store, &format!("{folder}checkpoint.json")).await? {
+    let checkpoint_key = format!("{folder}checkpoint.json");
+    let state = match get_json::<Checkpoint>(store, &checkpoint_key).await? {
         Some(c) => c,
-        None => Checkpoint {
-            format_version: FORMAT_VERSION,
-            backup_id: uuid::Uuid::now_v7().to_string(),
-            name: name.clone(),
-            created_at: crate::domain::now(),
-            source: storage.health().backend,
-            pass: 1,
-            cursor: None,
-            parts: vec![],
-            counts: Counts::default(),
-            size: 0,
-            skipped: vec![],
-            next_seq: 1,
-        },
+        None => {
+            // Written at once: a backup that fails before its first slice ends is resumed (not
+            // left behind unlisted) by the next run.
+            let c = Checkpoint {
+                format_version: FORMAT_VERSION,
+                backup_id: uuid::Uuid::now_v7().to_string(),
+                name: name.clone(),
+                created_at: crate::domain::now(),
+                source: storage.health().backend,
+                pass: 1,
+                cursor: None,
+                parts: vec![],
+                counts: Counts::default(),
+                size: 0,
+                skipped: vec![],
+                next_seq: 1,
+            };
+            put_json(store, &checkpoint_key, &c).await?;
+            c
+        }
     };
     let mut run = Run {
         storage,
