@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo test -p dspy-storage-tests --test bench_backup -- --ignored --nocapture
-//! # with the AWS emulators configured and BENCH_AWS=1, the AWS backend too
+//! # BENCH_SIZES=1000,10000,20000; with the AWS emulators configured and BENCH_AWS=1 the AWS
+//! # backend too (BENCH_AWS_SIZES, default BENCH_SIZES)
 //! ```
 //!
 //! Peak memory is the process's `VmHWM` (/proc/self/status), reset before each measured phase
@@ -115,6 +116,10 @@ async fn bench_backup_and_restore() {
         bench("embedded", embedded().await, embedded().await, n).await;
     }
     if std::env::var("BENCH_AWS").is_ok_and(|v| v == "1") {
+        let sizes: Vec<usize> = std::env::var("BENCH_AWS_SIZES")
+            .ok()
+            .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or(sizes);
         for &n in &sizes {
             let (Some(a), Some(b)) = (aws().await, aws().await) else {
                 return;

@@ -45,11 +45,24 @@ pub fn created_view(m: &Manifest) -> Value {
     })
 }
 
-/// Runs a backup with the state's location and retention (the route and the schedule).
-pub async fn run_backup(state: &AppState, name: Option<String>) -> ApiResult<BackupRun> {
+/// Runs a backup with the state's location and retention. In Lambda the backup stops a minute
+/// before the invocation's deadline and the next run resumes it.
+pub async fn run_backup(
+    state: &AppState,
+    name: Option<String>,
+    lambda: Option<&lambda_http::Context>,
+) -> ApiResult<BackupRun> {
+    let deadline = lambda.map(|c| {
+        let left = c
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(60))
+    });
     let options = BackupOptions {
         name,
         retain: Some(state.backup_retain),
+        deadline,
         ..Default::default()
     };
     Ok(backup::create_backup(&state.storage, &location(state), &options).await?)
@@ -58,6 +71,7 @@ pub async fn run_backup(state: &AppState, name: Option<String>) -> ApiResult<Bac
 /// `POST /backups` body `{"name"?}` (or no body) → `201` with the new backup's summary.
 pub async fn create(
     State(state): State<AppState>,
+    lambda: Option<axum::Extension<lambda_http::Context>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -67,7 +81,7 @@ pub async fn create(
     } else {
         parse_json(&bytes)?
     };
-    match run_backup(&state, req.name).await? {
+    match run_backup(&state, req.name, lambda.as_ref().map(|e| &e.0)).await? {
         BackupRun::Finished(m) => Ok((StatusCode::CREATED, Json(created_view(&m))).into_response()),
         BackupRun::Suspended { name, pass } => Ok((
             StatusCode::ACCEPTED,
