@@ -53,7 +53,9 @@ pub enum EntityKind {
     Idempotency,
     /// `STATUS` / …: last-run status and leases of this deployment (not backed up or restored)
     Status,
-    /// Anything else: backed up and restored verbatim.
+    /// Anything else: backed up and restored verbatim. A kind this build does not know, named in
+    /// a newer backup's manifest, reads as `Other` (restored verbatim).
+    #[serde(other)]
     Other,
 }
 
@@ -215,6 +217,13 @@ mod tests {
         assert_eq!(entity_kind(STATUS_PK, BACKUP_STATUS_SK), EntityKind::Status);
         assert_eq!(entity_kind("COUNTER#x", "y"), EntityKind::Other);
         assert_eq!(entity_kind("SIG#default#qa", "ODD"), EntityKind::Other);
+        // A kind named by a newer backup reads as Other (restored verbatim).
+        let k: EntityKind = serde_json::from_str("\"counters\"").unwrap();
+        assert_eq!(k, EntityKind::Other);
+        assert_eq!(
+            serde_json::to_string(&EntityKind::VersionClaim).unwrap(),
+            "\"version_claim\""
+        );
     }
 
     #[test]
