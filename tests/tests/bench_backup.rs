@@ -128,3 +128,38 @@ async fn bench_backup_and_restore() {
         }
     }
 }
+
+/// AWS requests per operation of a backup, an incremental backup and a restore of 100 programs
+/// over 100 signatures (AWS emulators only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn bench_backup_request_counts() {
+    let (Some(source), Some(target)) = (aws().await, aws().await) else {
+        return;
+    };
+    populate(&source, 100).await;
+    let loc = BackupLocation::new(source.storage.blobs().clone());
+    let counter = source.counter.clone().unwrap();
+    for name in ["first", "incremental"] {
+        counter.reset();
+        let opts = BackupOptions {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        backup::create_backup(&source.storage, &loc, &opts)
+            .await
+            .unwrap();
+        println!("COUNTS backup {name}: {:?}", counter.snapshot());
+    }
+    counter.reset();
+    let tc = target.counter.clone().unwrap();
+    tc.reset();
+    backup::restore(&target.storage, &loc, "first", &RestoreOptions::default())
+        .await
+        .unwrap();
+    println!(
+        "COUNTS restore: backup store {:?} target {:?}",
+        counter.snapshot(),
+        tc.snapshot()
+    );
+}
