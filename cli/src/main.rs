@@ -15,6 +15,7 @@ use dspy_storage_core::service::Storage;
 use dspy_storage_functions::{app, AppState};
 use serde_json::{Map, Value};
 
+mod backup;
 mod maintenance;
 mod metrics;
 mod search;
@@ -181,6 +182,15 @@ enum Command {
     Maintenance(maintenance::Command),
     #[command(flatten)]
     Perf(metrics::PerfCommand),
+    /// Backups: create, list, show, restore.
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupAction,
+    },
+    /// Write the whole store to one file (the backup format), e.g. to move it to another backend.
+    Export(backup::ExportArgs),
+    /// Restore a file written by `export` into the store.
+    Import(backup::ImportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -481,6 +491,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         }
         Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
         Command::Perf(cmd) => metrics::run(cmd, &cli.backend.open().await?).await?,
+        Command::Backup { action } => backup::run(cli.backend.open().await?, action).await?,
+        Command::Export(args) => backup::export(cli.backend.open().await?, args).await?,
+        Command::Import(args) => backup::import(cli.backend.open().await?, args).await?,
     }
     Ok(())
 }

@@ -14,9 +14,13 @@
 //! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |
 //! | signature metric-record counter (records, per day) | `STATS#<project>#<sig>` | `METRICS` | GSI3 `STATS` / `<project>#<sig>#METRICS` |
 //! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
+//! | backup lease  | `STATUS`                   | `LOCK#backup`            | |
 //!
 //! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
 //! `STATS`, `STATUS`.
+//!
+//! [`entity_kind`] classifies any item by its keys (backup and restore carry every kind,
+//! including ones it does not know, verbatim).
 //!
 //! Numbers inside sort keys are zero-padded so that string order is numeric order.
 
@@ -87,6 +91,96 @@ pub fn stats_pk(project: &Project, signature: &Signature) -> String {
 /// GSI3 sort key of a counter item: `<project>#<sig>#<kind>`.
 pub fn stats_index_sk(project: &Project, signature: &Signature, kind: &str) -> String {
     format!("{project}#{signature}#{kind}")
+}
+
+/// Sort key of the lease a running backup holds (one backup at a time).
+pub const BACKUP_LOCK_SK: &str = "LOCK#backup";
+
+/// What an item is, from its keys alone.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// `PROG#<id>` / `PROG`
+    Program,
+    /// `SIG#…` / `VER#…`
+    VersionClaim,
+    /// `SIG#…` / `HEAD`: latest version and aliases
+    SignatureHead,
+    /// `TAG#…` / `<created>#<id>`
+    Tag,
+    /// `MET#…`: metric records (performance tracking)
+    Metric,
+    /// `RUN#…`: optimization runs
+    OptimizationRun,
+    /// `IDEM#…`: a cached answer to an idempotent request (expires; not backed up)
+    Idempotency,
+    /// `STATUS` / …: last-run status and leases of this deployment (not backed up or restored)
+    Status,
+    /// `STATS#…`: the report's counters (not backed up: a restore adds each program it writes to
+    /// them, so merging into a live store keeps them right)
+    Counter,
+    /// Anything else: backed up and restored verbatim. A kind this build does not know, named in
+    /// a newer backup's manifest, reads as `Other` (restored verbatim).
+    #[serde(other)]
+    Other,
+}
+
+impl EntityKind {
+    pub const ALL: [EntityKind; 10] = [
+        EntityKind::Program,
+        EntityKind::VersionClaim,
+        EntityKind::SignatureHead,
+        EntityKind::Tag,
+        EntityKind::Metric,
+        EntityKind::OptimizationRun,
+        EntityKind::Idempotency,
+        EntityKind::Status,
+        EntityKind::Counter,
+        EntityKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Program => "programs",
+            EntityKind::VersionClaim => "version_claims",
+            EntityKind::SignatureHead => "signature_heads",
+            EntityKind::Tag => "tags",
+            EntityKind::Metric => "metrics",
+            EntityKind::OptimizationRun => "optimization_runs",
+            EntityKind::Idempotency => "idempotency",
+            EntityKind::Status => "status",
+            EntityKind::Counter => "counters",
+            EntityKind::Other => "other",
+        }
+    }
+}
+
+/// Classifies an item by its keys. New entity kinds are added here (and are `Other`, kept
+/// verbatim by backups, until they are).
+pub fn entity_kind(pk: &str, sk: &str) -> EntityKind {
+    if pk == STATUS_PK {
+        EntityKind::Status
+    } else if pk.starts_with("PROG#") && sk == PROG_SK {
+        EntityKind::Program
+    } else if pk.starts_with("SIG#") && sk == HEAD_SK {
+        EntityKind::SignatureHead
+    } else if pk.starts_with("SIG#") && sk.starts_with(VER_PREFIX) {
+        EntityKind::VersionClaim
+    } else if pk.starts_with("TAG#") {
+        EntityKind::Tag
+    } else if pk.starts_with("MET#") {
+        EntityKind::Metric
+    } else if pk.starts_with("RUN#") {
+        EntityKind::OptimizationRun
+    } else if pk.starts_with("STATS#") {
+        EntityKind::Counter
+    } else if pk.starts_with("IDEM#") && sk == IDEM_SK {
+        EntityKind::Idempotency
+    } else {
+        EntityKind::Other
+    }
 }
 
 pub fn program_pk(id: &ProgramId) -> String {
@@ -174,6 +268,34 @@ mod tests {
                 w[1]
             );
         }
+    }
+
+    #[test]
+    fn entity_kinds() {
+        let id = ProgramId::parse("0191e2a4-0000-7000-8000-000000000000").unwrap();
+        assert_eq!(entity_kind(&program_pk(&id), PROG_SK), EntityKind::Program);
+        assert_eq!(
+            entity_kind("SIG#default#qa", HEAD_SK),
+            EntityKind::SignatureHead
+        );
+        assert_eq!(
+            entity_kind("SIG#default#qa", "VER#0001.0000"),
+            EntityKind::VersionClaim
+        );
+        assert_eq!(entity_kind("TAG#default#x", "2026#id"), EntityKind::Tag);
+        assert_eq!(entity_kind("MET#id#2026-11", "t#u"), EntityKind::Metric);
+        assert_eq!(entity_kind("RUN#id", "RUN"), EntityKind::OptimizationRun);
+        assert_eq!(entity_kind("IDEM#k", IDEM_SK), EntityKind::Idempotency);
+        assert_eq!(entity_kind(STATUS_PK, BACKUP_STATUS_SK), EntityKind::Status);
+        assert_eq!(entity_kind("COUNTER#x", "y"), EntityKind::Other);
+        assert_eq!(entity_kind("SIG#default#qa", "ODD"), EntityKind::Other);
+        // A kind named by a newer backup reads as Other (restored verbatim).
+        let k: EntityKind = serde_json::from_str("\"counters\"").unwrap();
+        assert_eq!(k, EntityKind::Other);
+        assert_eq!(
+            serde_json::to_string(&EntityKind::VersionClaim).unwrap(),
+            "\"version_claim\""
+        );
     }
 
     #[test]

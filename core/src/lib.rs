@@ -5,6 +5,7 @@
 //! [`backend::BlobStore`].
 
 pub mod backend;
+pub mod backup;
 pub mod cache;
 pub mod chart;
 pub mod codec;

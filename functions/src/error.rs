@@ -37,14 +37,6 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-
-    pub fn not_implemented(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            format!("{what} is not implemented in this version of dspy-storage"),
-        )
-    }
 }
 
 impl From<Error> for ApiError {

@@ -53,7 +53,9 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
     } else {
         crate::auth::AccessControl::Lambda(crate::auth::LambdaAuth::from_env()?)
     };
-    Ok(AppState::new(Arc::new(storage)).with_access(access))
+    let mut state = AppState::new(Arc::new(storage)).with_access(access);
+    crate::routes::backup_settings_from_env(&mut state).await?;
+    Ok(state)
 }
 
 /// The whole `main` of a Lambda function.

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod lambda;
 pub mod openapi;
 pub mod routes;
+pub mod scheduled;
 
 pub use routes::{all_routes, Function};
 
@@ -27,6 +28,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Who may call what (see [`auth`]); off unless the server or Lambda turns it on.
     pub access: auth::AccessControl,
+    /// Where backups go (`None`: the program blob store, under `backups/`).
+    pub backup: Option<dspy_storage_core::backup::BackupLocation>,
+    /// Complete backups kept after a new one (`DSPY_STORAGE_BACKUP_RETAIN`, default 30).
+    pub backup_retain: usize,
 }
 
 impl AppState {
@@ -35,6 +40,8 @@ impl AppState {
             storage,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             access: auth::AccessControl::Off,
+            backup: None,
+            backup_retain: dspy_storage_core::backup::DEFAULT_RETAIN,
         }
     }
 

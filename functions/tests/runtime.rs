@@ -418,6 +418,23 @@ async fn every_function_binary_serves_api_gateway_events_through_the_runtime_api
         "cleanup saw the stored program: {summary}"
     );
 
+    // The daily backup: the same kind of scheduled event to the backup function.
+    let backup = start_function("backup", &location).await;
+    let outcome = backup
+        .api
+        .invoke(&fixture("cleanup-scheduled-event.json"))
+        .await;
+    let summary = match outcome {
+        Outcome::Response(v) => v,
+        Outcome::Error(e) => panic!("backup: scheduled run failed: {e}"),
+    };
+    assert_eq!(summary["job"], "backup", "backup: {summary}");
+    assert_eq!(summary["status"], "complete", "backup: {summary}");
+    assert!(
+        summary["counts"]["programs"].as_u64() >= Some(1),
+        "the backup holds the stored program: {summary}"
+    );
+
     println!("\n| function | cold start (spawn → ready for the first event) |\n|---|---:|");
     for (name, d) in &cold {
         println!("| {name} | {:.1} ms |", d.as_secs_f64() * 1000.0);

@@ -183,6 +183,17 @@ impl BlobStore for FaultyBlobStore {
             .run("blobs.unarchive", self.inner.unarchive(key))
             .await
     }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.plan.run("blobs.exists", self.inner.exists(key)).await
+    }
+    async fn start_multipart(
+        &self,
+        key: &str,
+    ) -> Result<Option<Box<dyn dspy_storage_core::backend::MultipartUpload>>> {
+        self.plan
+            .run("blobs.start_multipart", self.inner.start_multipart(key))
+            .await
+    }
 }
 
 /// A storage over `store`'s backends with `plan`'s faults injected below the core (and below

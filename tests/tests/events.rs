@@ -372,7 +372,7 @@ fn s(v: &Value) -> String {
 }
 
 #[tokio::test]
-async fn archive_restore_and_cleanup_publish_events() {
+async fn archive_restore_cleanup_and_backup_publish_events() {
     for store in backends().await {
         let (store, sink, _dir) = with_events(store).await;
         let k = store.kind;
@@ -411,6 +411,9 @@ async fn archive_restore_and_cleanup_publish_events() {
         )
         .await
         .expect(k, "cleanup run", 200);
+        send(&c, Method::POST, "/backups", Some(json!({})))
+            .await
+            .expect(k, "backup", 201);
         // A dry run changes nothing and announces nothing.
         send(
             &c,
@@ -421,7 +424,7 @@ async fn archive_restore_and_cleanup_publish_events() {
         .await
         .expect(k, "cleanup dry run", 200);
 
-        let events = sink.events(5).await;
+        let events = sink.events(6).await;
         let types: Vec<&str> = events
             .iter()
             .map(|e| e["detail-type"].as_str().unwrap_or("?"))
@@ -433,7 +436,8 @@ async fn archive_restore_and_cleanup_publish_events() {
                 "ProgramStored",
                 "ProgramArchived",
                 "ProgramRestored",
-                "CleanupCompleted"
+                "CleanupCompleted",
+                "BackupCompleted"
             ],
             "{k:?}: {events:#?}"
         );
@@ -441,5 +445,7 @@ async fn archive_restore_and_cleanup_publish_events() {
         assert_eq!(events[2]["detail"]["status"], "archived", "{k:?}");
         assert_eq!(events[3]["detail"]["status"], "active", "{k:?}");
         assert_eq!(events[4]["detail"]["complete"], true, "{k:?}");
+        assert_eq!(events[5]["detail"]["programs"], 2, "{k:?}");
+        assert_eq!(events[5]["detail"]["status"], "ok", "{k:?}");
     }
 }

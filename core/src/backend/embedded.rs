@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    page_key_of, BlobMeta, BlobStore, BlobTier, Condition, Index, Item, ItemStore, Page, PageKey,
-    Query, SkRange, WriteOp,
+    page_key_of, BlobMeta, BlobStore, BlobTier, Condition, Index, Item, ItemStore, MultipartUpload,
+    Page, PageKey, Query, SkRange, WriteOp,
 };
 use crate::error::{Error, Result};
 
@@ -535,6 +535,39 @@ impl BlobStore for FileBlobStore {
         self.put(to, bytes, "").await
     }
 
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if !path.is_file() => {
+                tracing::debug!(error = %e, "blob path is not a file");
+                Ok(false)
+            }
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    async fn start_multipart(&self, key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
+        let path = self.path(key)?;
+        let dir = path.parent().expect("blob paths have a parent").to_owned();
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::now_v7()));
+        let file = {
+            let tmp = tmp.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+                std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("blob write task failed: {e}")))??
+        };
+        Ok(Some(Box::new(FileUpload {
+            tmp,
+            path,
+            file: Some(file),
+        })))
+    }
+
     async fn list(
         &self,
         prefix: &str,
@@ -545,7 +578,20 @@ impl BlobStore for FileBlobStore {
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut keys = Vec::new();
-            collect_files(&root, &root, &mut keys)?;
+            // Walk only the deepest directory the prefix names (`backups/` skips `programs/`).
+            let base = match prefix.rfind('/') {
+                Some(i)
+                    if Path::new(&prefix[..i])
+                        .components()
+                        .all(|c| matches!(c, Component::Normal(_))) =>
+                {
+                    root.join(&prefix[..i])
+                }
+                _ => root.clone(),
+            };
+            if base.is_dir() {
+                collect_files(&root, &base, &mut keys)?;
+            }
             keys.sort_by(|a, b| a.0.cmp(&b.0));
             let mut out = Vec::new();
             for (key, meta) in keys {
@@ -571,6 +617,67 @@ impl BlobStore for FileBlobStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("blob list task failed: {e}")))?
+    }
+}
+
+/// A multipart upload to a file: parts are appended to a temporary file in the target's
+/// directory, which is fsynced and renamed over the target on completion.
+struct FileUpload {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+#[async_trait]
+impl MultipartUpload for FileUpload {
+    async fn write_part(&mut self, bytes: Bytes) -> Result<()> {
+        use std::io::Write;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("multipart upload already finished".into()))?;
+        let tmp = self.tmp.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            file.write_all(&bytes)
+                .map(|()| file)
+                .map_err(|e| io_err(&tmp, e))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blob write task failed: {e}")))??;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::Internal("multipart upload already finished".into()))?;
+        let (tmp, path) = (self.tmp.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                file.sync_all()?;
+                drop(file);
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(path.parent().expect("blob paths have a parent"))?.sync_all()
+            })();
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io_err(&path, e));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("blob write task failed: {e}")))?
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file = None;
+        match tokio::fs::remove_file(&self.tmp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.tmp, e)),
+        }
     }
 }
 

@@ -338,4 +338,33 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Moves a restored blob back to the standard tier (no-op when it is already there);
     /// `Archived` while its restore has not completed.
     async fn unarchive(&self, key: &str) -> Result<()>;
+    /// Whether a blob exists (S3 `HeadObject`; a blob in cold storage exists). The default reads
+    /// the blob; backends override it with a metadata-only request.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.get(key).await {
+            Ok(_) | Err(crate::Error::Archived(_)) => Ok(true),
+            Err(crate::Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// Starts a multipart upload of one blob (written part by part, visible only once
+    /// completed), or `None` when the backend has no such capability (the caller then buffers
+    /// the whole blob and uses [`BlobStore::put`]).
+    async fn start_multipart(&self, _key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
+        Ok(None)
+    }
+}
+
+/// The smallest part of a multipart upload but the last (S3's limit: 5 MiB).
+pub const MIN_MULTIPART_PART: usize = 5 << 20;
+
+/// A multipart upload in progress (see [`BlobStore::start_multipart`]).
+#[async_trait]
+pub trait MultipartUpload: Send {
+    /// Appends one part. Every part but the last must be at least [`MIN_MULTIPART_PART`] bytes.
+    async fn write_part(&mut self, bytes: Bytes) -> Result<()>;
+    /// Completes the upload: the blob appears at once with every part in order.
+    async fn complete(self: Box<Self>) -> Result<()>;
+    /// Abandons the upload; nothing appears.
+    async fn abort(self: Box<Self>) -> Result<()>;
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobMeta, BlobStore, BlobTier, Item, ItemStore, Page, PageKey, Query, WriteOp};
+use super::{
+    BlobMeta, BlobStore, BlobTier, Item, ItemStore, MultipartUpload, Page, PageKey, Query, WriteOp,
+};
 use crate::error::{Error, Result};
 
 /// Attempts of one call while it is throttled (the AWS SDK's own retries come on top).
@@ -97,5 +99,11 @@ impl BlobStore for RetryingBlobs {
     }
     async fn unarchive(&self, key: &str) -> Result<()> {
         retrying(|| self.0.unarchive(key)).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        retrying(|| self.0.exists(key)).await
+    }
+    async fn start_multipart(&self, key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
+        retrying(|| self.0.start_multipart(key)).await
     }
 }

@@ -7,9 +7,10 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 
 use crate::AppState;
 
+mod backups;
+pub use backups::{location as backup_location, settings_from_env as backup_settings_from_env};
 mod dspy;
 pub mod maintenance;
-mod pending;
 mod programs;
 mod search;
 mod trends;
@@ -92,7 +93,6 @@ where
 pub fn all_routes() -> Vec<Route> {
     use Function::*;
     use Method as M;
-    let p = pending::not_implemented;
     vec![
         // Programs
         r(
@@ -332,21 +332,33 @@ pub fn all_routes() -> Vec<Route> {
             maintenance::restore,
         ),
         // Backup and restore
-        r(Backup, M::POST, "/backups", "Create a backup", p),
-        r(Backup, M::GET, "/backups", "List backups, newest first", p),
+        r(
+            Backup,
+            M::POST,
+            "/backups",
+            "Create a backup",
+            backups::create,
+        ),
+        r(
+            Backup,
+            M::GET,
+            "/backups",
+            "List backups, newest first",
+            backups::list,
+        ),
         r(
             Backup,
             M::GET,
             "/backups/{name}",
             "Read a backup's manifest",
-            p,
+            backups::manifest,
         ),
         r(
             Backup,
             M::POST,
             "/backups/{name}/restore",
             "Restore a backup",
-            p,
+            backups::restore,
         ),
         // Health
         r(Load, M::GET, "/health", "Service health", programs::health),

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, ChecksumMode, CreateBucketConfiguration, Delete,
-    GlacierJobParameters, MetadataDirective, ObjectIdentifier, RestoreRequest, StorageClass, Tier,
+    BucketLocationConstraint, ChecksumMode, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration, Delete, GlacierJobParameters, MetadataDirective, ObjectIdentifier,
+    RestoreRequest, StorageClass, Tier,
 };
 use aws_sdk_s3::Client;
 use base64::Engine as _;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{build_error, s3_error};
-use crate::backend::{BlobMeta, BlobStore, BlobTier};
+use crate::backend::{BlobMeta, BlobStore, BlobTier, MultipartUpload};
 use crate::error::{Error, Result};
 
 /// The S3 blob store: one bucket, blobs addressed by key.
@@ -316,6 +317,48 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => match s3_error("HeadObject", &self.what(key), e) {
+                Error::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn start_multipart(&self, key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("CreateMultipartUpload", &self.what(key), e))?;
+        let upload_id = out.upload_id().map(str::to_owned).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "S3.CreateMultipartUpload {} returned no upload id",
+                self.what(key)
+            ))
+        })?;
+        Ok(Some(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id,
+            parts: Vec::new(),
+        })))
+    }
+
     async fn list(
         &self,
         prefix: &str,
@@ -420,6 +463,76 @@ impl BlobStore for S3BlobStore {
                 self.what(key)
             ))),
         }
+    }
+}
+
+/// An S3 multipart upload: `CreateMultipartUpload`, one `UploadPart` per part,
+/// `CompleteMultipartUpload` (or `AbortMultipartUpload`).
+struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+impl S3Upload {
+    fn what(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for S3Upload {
+    async fn write_part(&mut self, bytes: Bytes) -> Result<()> {
+        let number = self.parts.len() as i32 + 1;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| s3_error("UploadPart", &self.what(), e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete(self: Box<Self>) -> Result<()> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error("CompleteMultipartUpload", &self.what(), e))?;
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .map_err(|e| s3_error("AbortMultipartUpload", &self.what(), e))?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,173 @@
+//! Backup and restore (the backup function; also run daily by a schedule).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dspy_storage_core::backup::{
+    self, BackupLocation, BackupOptions, BackupRun, Manifest, RestoreOptions,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiResult;
+use crate::extract::{parse_json, read_body};
+use crate::AppState;
+
+/// Where this state's backups live.
+pub fn location(state: &AppState) -> BackupLocation {
+    state
+        .backup
+        .clone()
+        .unwrap_or_else(|| BackupLocation::new(state.storage.blobs().clone()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: Option<String>,
+}
+
+/// The `201` answer of a finished backup.
+pub fn created_view(m: &Manifest) -> Value {
+    json!({
+        "backup_id": m.backup_id,
+        "backup_name": m.name,
+        "status": "complete",
+        "size": m.size,
+        "programs_count": m.counts.programs,
+        "metrics_count": m.counts.metrics,
+        "created_at": m.created_at,
+        "finished_at": m.finished_at,
+        "counts": m.counts,
+        "skipped": m.skipped,
+    })
+}
+
+/// Runs a backup with the state's location and retention. In Lambda the backup stops a minute
+/// before the invocation's deadline and the next run resumes it.
+pub async fn run_backup(
+    state: &AppState,
+    name: Option<String>,
+    lambda: Option<&lambda_http::Context>,
+) -> ApiResult<BackupRun> {
+    let deadline = lambda.map(|c| {
+        let left = c
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(60))
+    });
+    let options = BackupOptions {
+        name,
+        retain: Some(state.backup_retain),
+        deadline,
+        ..Default::default()
+    };
+    Ok(backup::create_backup(&state.storage, &location(state), &options).await?)
+}
+
+/// `POST /backups` body `{"name"?}` (or no body) → `201` with the new backup's summary.
+pub async fn create(
+    State(state): State<AppState>,
+    lambda: Option<axum::Extension<lambda_http::Context>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let req: CreateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CreateBody::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    match run_backup(&state, req.name, lambda.as_ref().map(|e| &e.0)).await? {
+        BackupRun::Finished(m) => Ok((StatusCode::CREATED, Json(created_view(&m))).into_response()),
+        BackupRun::Suspended { name, pass } => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"backup_name": name, "status": "in_progress", "pass": pass})),
+        )
+            .into_response()),
+    }
+}
+
+/// `GET /backups` → `{"backups": [...]}`, newest first.
+pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
+    let backups = backup::list_backups(&location(&state)).await?;
+    Ok(Json(json!({ "backups": backups })).into_response())
+}
+
+/// `GET /backups/{name}` → the manifest.
+pub async fn manifest(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let m = backup::get_manifest(&location(&state), &name).await?;
+    Ok(Json(m).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    #[serde(default = "yes")]
+    verify_compatibility: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /backups/{name}/restore` body `{"verify_compatibility": true}` → the restore report.
+pub async fn restore(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let req: RestoreBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RestoreBody {
+            verify_compatibility: true,
+        }
+    } else {
+        parse_json(&bytes)?
+    };
+    let options = RestoreOptions {
+        verify_compatibility: req.verify_compatibility,
+        progress: None,
+    };
+    let report = backup::restore(&state.storage, &location(&state), &name, &options).await?;
+    Ok(Json(report).into_response())
+}
+
+/// Backup settings from the environment: `DSPY_STORAGE_BACKUP_BUCKET` (a bucket of its own;
+/// default the program bucket under `backups/`) and `DSPY_STORAGE_BACKUP_RETAIN` (default 30).
+pub async fn settings_from_env(state: &mut AppState) -> dspy_storage_core::Result<()> {
+    use dspy_storage_core::backend::aws::{clients, load_sdk_config, S3BlobStore};
+    if let Ok(retain) = std::env::var("DSPY_STORAGE_BACKUP_RETAIN") {
+        state.backup_retain = retain
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                dspy_storage_core::Error::invalid(
+                    "DSPY_STORAGE_BACKUP_RETAIN",
+                    format!(
+                        "DSPY_STORAGE_BACKUP_RETAIN must be a count of at least 1, not {retain:?}"
+                    ),
+                )
+            })?;
+    }
+    if let Ok(bucket) = std::env::var("DSPY_STORAGE_BACKUP_BUCKET") {
+        if !bucket.trim().is_empty() {
+            let sdk = load_sdk_config().await;
+            let (_, s3) = clients(&sdk, None);
+            state.backup = Some(BackupLocation::new(std::sync::Arc::new(S3BlobStore::new(
+                s3,
+                bucket.trim(),
+            ))));
+        }
+    }
+    Ok(())
+}
