@@ -188,13 +188,15 @@ async fn run(args: Args) -> BenchResult<()> {
         if mlflow::installed() {
             progress("MLflow benchmark (bench/mlflow/bench_mlflow.py)");
             let plan = if args.quick {
+                // Small: `import mlflow` alone takes seconds on a loaded machine.
                 mlflow::MlflowPlan {
-                    programs: settings.programs,
+                    programs: settings.programs.min(50),
                     repeats: 1,
-                    loads: 50,
-                    queries: 10,
-                    alias_ops: 10,
+                    loads: 30,
+                    queries: 5,
+                    alias_ops: 5,
                     metric_repeats: 1,
+                    cold_repeats: 1,
                     artifacts: args.mlflow_artifacts.clone(),
                 }
             } else {
@@ -205,6 +207,7 @@ async fn run(args: Args) -> BenchResult<()> {
                     queries: 50,
                     alias_ops: 50,
                     metric_repeats: 2,
+                    cold_repeats: 3,
                     artifacts: args.mlflow_artifacts.clone(),
                 }
             };

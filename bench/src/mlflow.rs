@@ -73,6 +73,8 @@ pub struct MlflowPlan {
     pub queries: usize,
     pub alias_ops: usize,
     pub metric_repeats: usize,
+    /// Starts of `python -c 'import mlflow'` timed.
+    pub cold_repeats: usize,
     /// `file` or `s3` (S3 needs a moto_server on 127.0.0.1:5566, started here if the port is free).
     pub artifacts: String,
 }
@@ -152,7 +154,7 @@ pub fn run(plan: &MlflowPlan) -> BenchResult<MlflowResults> {
         .args(["--queries", &plan.queries.to_string()])
         .args(["--alias-ops", &plan.alias_ops.to_string()])
         .args(["--metric-repeats", &plan.metric_repeats.to_string()])
-        .args(["--cold-repeats", "3"])
+        .args(["--cold-repeats", &plan.cold_repeats.to_string()])
         .arg("--workdir")
         .arg(work.path())
         .arg("--out")
