@@ -1,10 +1,13 @@
-//! Counting the requests the SDK clients actually send.
+//! Counting the requests the SDK clients actually send, and the DynamoDB capacity they consume.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
+    BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -16,9 +19,14 @@ use aws_smithy_types::config_bag::ConfigBag;
 /// `"DynamoDB.TransactWriteItems"`, `"DynamoDB.Query"`, `"S3.PutObject"`, `"S3.GetObject"`.
 ///
 /// Clones share their counts: give one clone to [`super::clients`] and keep another to read.
+///
+/// It also asks DynamoDB for `ReturnConsumedCapacity=TOTAL` on the item operations and adds up
+/// the capacity units each answer reports, by the same key ([`RequestCounter::capacity`]). Only
+/// the answers of clients carrying a counter grow by that field; nothing else changes.
 #[derive(Clone, Default, Debug)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    capacity: Arc<Mutex<BTreeMap<String, f64>>>,
 }
 
 impl RequestCounter {
@@ -41,9 +49,38 @@ impl RequestCounter {
         self.lock().clone()
     }
 
-    /// Forgets every count.
+    /// Forgets every count (requests and capacity).
     pub fn reset(&self) {
         self.lock().clear();
+        self.capacity_lock().clear();
+    }
+
+    fn capacity_lock(&self) -> MutexGuard<'_, BTreeMap<String, f64>> {
+        self.capacity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds DynamoDB capacity units consumed by one answer of `key` (`"DynamoDB.Query"`).
+    pub fn record_capacity(&self, key: &str, units: f64) {
+        *self.capacity_lock().entry(key.to_owned()).or_insert(0.0) += units;
+    }
+
+    /// DynamoDB capacity units consumed so far, by `"DynamoDB.<operation>"`, as the answers
+    /// reported them (`ConsumedCapacity.CapacityUnits`, summed over tables and indexes).
+    pub fn capacity_snapshot(&self) -> BTreeMap<String, f64> {
+        self.capacity_lock().clone()
+    }
+
+    /// Capacity units of one operation or of every operation under a prefix (as [`Self::count`]).
+    pub fn capacity(&self, prefix_or_name: &str) -> f64 {
+        let p = prefix_or_name;
+        self.capacity_lock()
+            .iter()
+            .filter(|(key, _)| {
+                key.as_str() == p
+                    || (key.starts_with(p) && (p.ends_with('.') || key[p.len()..].starts_with('.')))
+            })
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// All requests counted.
@@ -84,6 +121,113 @@ impl Intercept for RequestCounter {
         self.record(&key);
         Ok(())
     }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        capacity::request_total(context.input_mut());
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(output) = context.output_or_error() {
+            if let Some(units) = capacity::units(output) {
+                let key = match cfg.load::<Metadata>() {
+                    Some(m) => format!("{}.{}", m.service(), m.name()),
+                    None => "unknown.unknown".to_owned(),
+                };
+                self.record_capacity(&key, units);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ReturnConsumedCapacity` on the DynamoDB item operations, read back from their outputs.
+mod capacity {
+    use aws_sdk_dynamodb::operation::{
+        batch_get_item::{BatchGetItemInput, BatchGetItemOutput},
+        batch_write_item::{BatchWriteItemInput, BatchWriteItemOutput},
+        delete_item::{DeleteItemInput, DeleteItemOutput},
+        get_item::{GetItemInput, GetItemOutput},
+        put_item::{PutItemInput, PutItemOutput},
+        query::{QueryInput, QueryOutput},
+        scan::{ScanInput, ScanOutput},
+        transact_get_items::{TransactGetItemsInput, TransactGetItemsOutput},
+        transact_write_items::{TransactWriteItemsInput, TransactWriteItemsOutput},
+        update_item::{UpdateItemInput, UpdateItemOutput},
+    };
+    use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
+    use aws_smithy_runtime_api::client::interceptors::context::{Input, Output};
+
+    /// Asks for `TOTAL` where the caller did not choose (S3 and other inputs are left alone).
+    pub(super) fn request_total(input: &mut Input) {
+        macro_rules! ask {
+            ($($t:ty),*) => {$(
+                if let Some(i) = input.downcast_mut::<$t>() {
+                    i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Total);
+                    return;
+                }
+            )*};
+        }
+        ask!(
+            GetItemInput,
+            QueryInput,
+            ScanInput,
+            PutItemInput,
+            UpdateItemInput,
+            DeleteItemInput,
+            TransactWriteItemsInput,
+            TransactGetItemsInput,
+            BatchWriteItemInput,
+            BatchGetItemInput
+        );
+    }
+
+    fn sum<'a>(c: impl IntoIterator<Item = &'a ConsumedCapacity>) -> f64 {
+        c.into_iter().filter_map(|c| c.capacity_units).sum()
+    }
+
+    /// The capacity units an output reports, if it is a DynamoDB item operation's.
+    pub(super) fn units(output: &Output) -> Option<f64> {
+        macro_rules! one {
+            ($($t:ty),*) => {$(
+                if let Some(o) = output.downcast_ref::<$t>() {
+                    return o.consumed_capacity.as_ref().map(|c| sum([c]));
+                }
+            )*};
+        }
+        macro_rules! many {
+            ($($t:ty),*) => {$(
+                if let Some(o) = output.downcast_ref::<$t>() {
+                    return o.consumed_capacity.as_ref().map(|c| sum(c));
+                }
+            )*};
+        }
+        one!(
+            GetItemOutput,
+            QueryOutput,
+            ScanOutput,
+            PutItemOutput,
+            UpdateItemOutput,
+            DeleteItemOutput
+        );
+        many!(
+            TransactWriteItemsOutput,
+            TransactGetItemsOutput,
+            BatchWriteItemOutput,
+            BatchGetItemOutput
+        );
+        None
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +249,12 @@ mod unit {
         assert_eq!(c.count("Dynamo"), 0);
         assert_eq!(c.count("S3"), 1);
         assert_eq!(c.snapshot().get("S3.PutObject"), Some(&1));
+        shared.record_capacity("DynamoDB.Query", 0.5);
+        shared.record_capacity("DynamoDB.TransactWriteItems", 3.0);
+        assert_eq!(c.capacity("DynamoDB"), 3.5);
+        assert_eq!(c.capacity("DynamoDB.Query"), 0.5);
         c.reset();
         assert_eq!(shared.total(), 0);
+        assert_eq!(c.capacity("DynamoDB"), 0.0);
     }
 }

@@ -1,0 +1,335 @@
+//! One backend under benchmark: the store opened in this process (twice: with the default caches
+//! and with every cache off), the HTTP app over each served on 127.0.0.1:0, and a client.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::Router;
+use dspy_storage_core::backend::aws::RequestCounter;
+use dspy_storage_core::config::StorageConfig;
+use dspy_storage_core::domain::ProgramId;
+use dspy_storage_core::open::{self, AwsLocation};
+use dspy_storage_core::service::Storage;
+use dspy_storage_functions::{app, AppState};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::data::Seeded;
+use crate::BenchResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Aws => "aws (local)",
+        }
+    }
+}
+
+/// How a case reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Calls into the core in this process (or, for routes whose core API is not on this build,
+    /// the axum router in this process: no socket).
+    InProcess,
+    /// HTTP over loopback to the app served in this process (`dspy-storage serve`'s router).
+    Http,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::InProcess => "in-process",
+            Mode::Http => "HTTP",
+        }
+    }
+}
+
+/// An HTTP answer: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> BenchResult<Value> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+    pub fn not_implemented(&self) -> bool {
+        self.status == 501
+    }
+    /// `Ok` for a 2xx answer, else an error carrying the status and body.
+    pub fn ok(self, what: &str) -> BenchResult<Self> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(format!(
+                "{what}: {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            )
+            .into())
+        }
+    }
+}
+
+pub struct BackendEnv {
+    /// The store with the default configuration (program and resolution caches on).
+    pub storage: Arc<Storage>,
+    /// The same data with every cache off.
+    pub cold: Arc<Storage>,
+    pub counter: Option<RequestCounter>,
+    router: Router,
+    cold_router: Router,
+    base: String,
+    cold_base: String,
+    http: reqwest::Client,
+    pub seeded: Seeded,
+    _dir: Option<tempfile::TempDir>,
+    history: tokio::sync::OnceCell<Option<ProgramId>>,
+    backup: tokio::sync::OnceCell<Option<String>>,
+}
+
+/// Records in the history the history and trend cases read.
+pub const HISTORY_RECORDS: usize = 10_000;
+
+/// The configuration with the program cache and the resolution cache off.
+pub fn uncached() -> StorageConfig {
+    StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    }
+}
+
+/// Whether a local AWS endpoint is configured (`eval "$(bash scripts/local-aws.sh env)"`).
+pub fn aws_configured() -> bool {
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn serve(router: Router) -> BenchResult<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// Opens a fresh, empty store of `backend` (a temporary directory; a new table and bucket).
+pub async fn open_fresh(
+    backend: Backend,
+) -> BenchResult<(
+    Arc<Storage>,
+    Arc<Storage>,
+    Option<RequestCounter>,
+    Option<AwsLocation>,
+    Option<tempfile::TempDir>,
+)> {
+    match backend {
+        Backend::Embedded => {
+            let dir = tempfile::Builder::new().prefix("dspy-bench-").tempdir()?;
+            let storage = Arc::new(open::embedded(dir.path(), StorageConfig::default())?);
+            let cold = Arc::new(Storage::new(
+                storage.items().clone(),
+                storage.blobs().clone(),
+                uncached(),
+                "embedded (caches off)",
+            ));
+            Ok((storage, cold, None, None, Some(dir)))
+        }
+        Backend::Aws => {
+            let name = unique_name("dspy-bench");
+            let location = AwsLocation {
+                table: name.clone(),
+                bucket: name,
+            };
+            let counter = RequestCounter::new();
+            let storage = Arc::new(
+                open::aws(
+                    &location,
+                    StorageConfig::default(),
+                    true,
+                    Some(counter.clone()),
+                )
+                .await?,
+            );
+            let cold = Arc::new(Storage::new(
+                storage.items().clone(),
+                storage.blobs().clone(),
+                uncached(),
+                "aws (caches off)",
+            ));
+            counter.reset();
+            Ok((storage, cold, Some(counter), Some(location), None))
+        }
+    }
+}
+
+impl BackendEnv {
+    /// A fresh store of `backend`, seeded with `programs` programs over `signatures` signatures,
+    /// with both apps served over HTTP.
+    pub async fn open(
+        backend: Backend,
+        programs: usize,
+        signatures: usize,
+        workers: usize,
+    ) -> BenchResult<Self> {
+        let (storage, cold, counter, _location, dir) = open_fresh(backend).await?;
+        let seeded = crate::data::seed(&storage, "bench", programs, signatures, workers).await?;
+        let router = app(AppState::new(storage.clone()));
+        let cold_router = app(AppState::new(cold.clone()));
+        let base = serve(router.clone()).await?;
+        let cold_base = serve(cold_router.clone()).await?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(BackendEnv {
+            storage,
+            cold,
+            counter,
+            router,
+            cold_router,
+            base,
+            cold_base,
+            http,
+            seeded,
+            _dir: dir,
+            history: Default::default(),
+            backup: Default::default(),
+        })
+    }
+
+    /// The program holding [`HISTORY_RECORDS`] metric records over the last 90 days (posted on
+    /// first use, 1,000 per request); `None` when the metrics route is not on this build.
+    pub async fn history_program(&self) -> BenchResult<Option<ProgramId>> {
+        let id = self.seeded.ids[0];
+        self.history
+            .get_or_try_init(|| async move {
+                let all = crate::cases::metric_records(HISTORY_RECORDS, 90, 0);
+                for chunk in all.chunks(1000) {
+                    let body = serde_json::json!({ "records": chunk });
+                    let path = format!("/programs/{id}/metrics");
+                    let a = self
+                        .call(
+                            Mode::InProcess,
+                            false,
+                            http::Method::POST,
+                            &path,
+                            Some(&body),
+                        )
+                        .await?;
+                    if a.not_implemented() {
+                        return BenchResult::Ok(None);
+                    }
+                    a.ok("seeding the metric history")?;
+                }
+                Ok(Some(id))
+            })
+            .await
+            .copied()
+    }
+
+    /// The name of a backup of the seeded store (made on first use); `None` when the backup
+    /// route is not on this build.
+    pub async fn backup_name(&self) -> BenchResult<Option<String>> {
+        self.backup
+            .get_or_try_init(|| async move {
+                let name = format!("bench-restore-{}", uuid::Uuid::now_v7().simple());
+                let body = serde_json::json!({ "name": name });
+                let a = self
+                    .call(
+                        Mode::InProcess,
+                        false,
+                        http::Method::POST,
+                        "/backups",
+                        Some(&body),
+                    )
+                    .await?;
+                if a.not_implemented() {
+                    return BenchResult::Ok(None);
+                }
+                let v = a.ok("making a backup to restore")?.json()?;
+                Ok(Some(
+                    v["backup_name"]
+                        .as_str()
+                        .unwrap_or(name.as_str())
+                        .to_owned(),
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    /// One API call: through the router in-process, or over HTTP. `cold` picks the store with
+    /// the caches off.
+    pub async fn call(
+        &self,
+        mode: Mode,
+        cold: bool,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> BenchResult<Answer> {
+        match mode {
+            Mode::InProcess => {
+                let router = if cold {
+                    &self.cold_router
+                } else {
+                    &self.router
+                };
+                let mut req = http::Request::builder().method(method).uri(path);
+                let body = match body {
+                    Some(b) => {
+                        req = req.header("content-type", "application/json");
+                        Body::from(serde_json::to_vec(b)?)
+                    }
+                    None => Body::empty(),
+                };
+                let res = tower::ServiceExt::oneshot(router.clone(), req.body(body)?).await?;
+                let status = res.status().as_u16();
+                let body = res.into_body().collect().await?.to_bytes().to_vec();
+                Ok(Answer { status, body })
+            }
+            Mode::Http => {
+                let base = if cold { &self.cold_base } else { &self.base };
+                let mut req = self.http.request(method, format!("{base}{path}"));
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                let res = req.send().await?;
+                let status = res.status().as_u16();
+                let body = res.bytes().await?.to_vec();
+                Ok(Answer { status, body })
+            }
+        }
+    }
+
+    /// Requests and consumed capacity so far (AWS only); reset by [`Self::reset_counts`].
+    pub fn counts(&self) -> Option<(u64, f64, std::collections::BTreeMap<String, u64>)> {
+        self.counter
+            .as_ref()
+            .map(|c| (c.total(), c.capacity("DynamoDB"), c.snapshot()))
+    }
+
+    pub fn reset_counts(&self) {
+        if let Some(c) = &self.counter {
+            c.reset();
+        }
+    }
+}

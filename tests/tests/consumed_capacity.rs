@@ -1,0 +1,51 @@
+//! The request counter also adds up the DynamoDB capacity units each answer reports (it asks for
+//! `ReturnConsumedCapacity=TOTAL` on the item operations of its clients): what the benchmark
+//! prints per operation. AWS backend only (the embedded backend has no counter).
+
+use chrono::Utc;
+use dspy_storage_core::config::StorageConfig;
+use dspy_storage_core::domain::NewMetadata;
+use dspy_storage_tests::aws_with;
+use serde_json::{json, value::RawValue};
+
+#[tokio::test]
+async fn counter_reports_consumed_capacity_per_operation() {
+    let config = StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: std::time::Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let Some(store) = aws_with(config).await else {
+        return;
+    };
+    let counter = store.counter.clone().expect("the AWS fixture counts");
+    let program = RawValue::from_string(r#"{"p": "x"}"#.to_owned()).unwrap();
+    let meta = NewMetadata::parse(json!({"signature": "cap.Sig"}), Utc::now()).unwrap();
+    let stored = store.storage.store(&program, meta, None).await.unwrap();
+
+    // A store writes in one transaction: write capacity, reported under its operation's name;
+    // reading the signature head first costs a read. S3 reports no capacity.
+    let write = counter.capacity("DynamoDB.TransactWriteItems");
+    assert!(write >= 1.0, "{:?}", counter.capacity_snapshot());
+    assert!(counter.capacity("DynamoDB.GetItem") > 0.0);
+    assert_eq!(counter.capacity("S3"), 0.0);
+    assert_eq!(
+        counter.capacity("DynamoDB"),
+        write + counter.capacity("DynamoDB.GetItem")
+    );
+    println!("store: {:?}", counter.capacity_snapshot());
+
+    counter.reset();
+    assert_eq!(counter.capacity("DynamoDB"), 0.0);
+    let loaded = store.storage.get_program(&stored.stored.id).await.unwrap();
+    assert_eq!(loaded.program.get(), program.get());
+    // One read of one small item: more than nothing, at most one unit.
+    let read = counter.capacity("DynamoDB.GetItem");
+    assert!(
+        read > 0.0 && read <= 1.0,
+        "{:?}",
+        counter.capacity_snapshot()
+    );
+    assert_eq!(counter.count("DynamoDB.GetItem"), 1);
+    println!("load by id: {:?}", counter.capacity_snapshot());
+}
