@@ -73,7 +73,16 @@ ensure_components() {
 start_local_aws() {
     # Leftovers of an earlier run from this checkout (killed with SIGKILL, or started by hand).
     "${LOCAL_AWS[@]}" stop
-    "${LOCAL_AWS[@]}" start
+    # A server can die during startup (seen once: DynamoDB Local exiting at once, log empty);
+    # try again before giving up.
+    local attempt
+    for attempt in 1 2 3; do
+        "${LOCAL_AWS[@]}" start && return 0
+        echo "[test] local AWS did not start (attempt $attempt); retrying in 5 s" >&2
+        "${LOCAL_AWS[@]}" stop
+        sleep 5
+    done
+    return 1
 }
 
 step "toolchain (rustfmt, clippy)" ensure_components

@@ -336,7 +336,16 @@ impl Lease {
             Err(Error::ConditionFailed { .. }) => Err(Error::Precondition(
                 "another backup is running (it took the lease first)".into(),
             )),
-            Err(e) => Err(e),
+            Err(e) => {
+                // The write may have happened all the same (a timeout): if the lease is ours,
+                // give it back, so that it does not refuse every backup until it expires.
+                if let Ok(Some(item)) = items.get(keys::STATUS_PK, keys::BACKUP_LOCK_SK).await {
+                    if item.get("owner") == Some(lease.owner.as_str()) {
+                        lease.release(storage).await;
+                    }
+                }
+                Err(e)
+            }
         }
     }
 
@@ -368,14 +377,25 @@ impl Lease {
             })
     }
 
+    /// Gives the lease back, retrying a failed release (a lease left behind would refuse every
+    /// backup until it expires). A lease no longer ours (`ConditionFailed`) is left alone.
     async fn release(self, storage: &Storage) {
         let op = WriteOp::delete(
             keys::STATUS_PK,
             keys::BACKUP_LOCK_SK,
             Condition::AttrEquals("owner".into(), self.owner),
         );
-        if let Err(e) = storage.items().transact(vec![op]).await {
-            tracing::warn!(error = %e, "could not release the backup lease");
+        for attempt in 1..=5u32 {
+            match storage.items().transact(vec![op.clone()]).await {
+                Ok(()) | Err(Error::ConditionFailed { .. }) => return,
+                Err(e) if attempt < 5 => {
+                    tracing::debug!(error = %e, attempt, "releasing the backup lease; retrying");
+                    crate::service::backoff(attempt).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the backup lease; it expires by itself")
+                }
+            }
         }
     }
 }
