@@ -165,7 +165,7 @@ pub async fn emit(publisher: Option<&Arc<dyn EventPublisher>>, events: Vec<Event
         match publisher.publish(&events).await {
             Ok(()) => return,
             Err(e) if e.is_transient() && attempt < PUBLISH_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                crate::service::backoff(attempt).await;
             }
             Err(e) => {
                 let types: Vec<&str> = events.iter().map(|e| e.detail_type.name()).collect();

@@ -22,7 +22,7 @@ use crate::domain::{format_time, parse_time, ProgramId};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::record::{from_item, ProgramRecord};
-use crate::service::{backoff, Storage};
+use crate::service::Storage;
 
 /// Most records in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -30,10 +30,7 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_METRICS: usize = 64;
 /// Largest environment object (serialized).
 pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
-/// Items per BatchWriteItem (DynamoDB's limit).
-pub const BATCH_CHUNK: usize = 25;
-/// Attempts for one chunk's unprocessed items (the first write included).
-pub const BATCH_ATTEMPTS: u32 = 10;
+pub use crate::backend::{BATCH_ATTEMPTS, BATCH_CHUNK};
 /// Clock skew tolerated between a client's timestamps and the server's.
 pub const SKEW: Duration = Duration::minutes(5);
 /// Largest page of history.
@@ -325,34 +322,10 @@ impl Storage {
         })
     }
 
-    /// Writes items in chunks of 25, retrying every unprocessed item with backoff; nothing is
-    /// dropped silently.
+    /// Writes items in chunks of 25, retrying every unprocessed item with backoff (see
+    /// [`crate::backend::put_all`]).
     pub async fn put_all(&self, items: Vec<Item>) -> Result<()> {
-        let mut rest = items;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(BATCH_CHUNK));
-            let mut pending = std::mem::replace(&mut rest, tail);
-            let mut attempt = 0u32;
-            while !pending.is_empty() {
-                attempt += 1;
-                match self.items.batch_put_once(pending.clone()).await {
-                    Ok(unprocessed) => pending = unprocessed,
-                    Err(e) if e.is_transient() && attempt < BATCH_ATTEMPTS => {}
-                    Err(e) => return Err(e),
-                }
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt >= BATCH_ATTEMPTS {
-                    return Err(Error::Throttled(format!(
-                        "{} record(s) still unprocessed after {attempt} attempts; retry them",
-                        pending.len() + rest.len()
-                    )));
-                }
-                backoff(attempt).await;
-            }
-        }
-        Ok(())
+        crate::backend::put_all(self.items.as_ref(), items).await
     }
 
     /// Parses the `from`/`to` of a history read, bounded by the program's lifetime.

@@ -368,3 +368,47 @@ pub trait MultipartUpload: Send {
     /// Abandons the upload; nothing appears.
     async fn abort(self: Box<Self>) -> Result<()>;
 }
+
+/// Items per `BatchWriteItem` (DynamoDB's limit).
+pub const BATCH_CHUNK: usize = 25;
+/// Attempts for one chunk's unprocessed items (the first write included).
+pub const BATCH_ATTEMPTS: u32 = 10;
+
+/// Writes items in chunks of [`BATCH_CHUNK`] through [`ItemStore::batch_put_once`], retrying
+/// every unprocessed item (and transient errors) with backoff; nothing is dropped silently. What
+/// is still unwritten after [`BATCH_ATTEMPTS`] is a `Throttled` error naming how much. A chunk
+/// ends before a key it already holds (one request may not name a key twice), so a later write
+/// of a key lands after the earlier one: the last wins.
+pub async fn put_all<S: ItemStore + ?Sized>(store: &S, items: Vec<Item>) -> Result<()> {
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut keys = std::collections::BTreeSet::new();
+        let len = rest
+            .iter()
+            .take(BATCH_CHUNK)
+            .take_while(|i| keys.insert((i.pk.as_str(), i.sk.as_str())))
+            .count();
+        let tail = rest.split_off(len);
+        let mut pending = std::mem::replace(&mut rest, tail);
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            attempt += 1;
+            match store.batch_put_once(pending.clone()).await {
+                Ok(unprocessed) => pending = unprocessed,
+                Err(e) if e.is_transient() && attempt < BATCH_ATTEMPTS => {}
+                Err(e) => return Err(e),
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if attempt >= BATCH_ATTEMPTS {
+                return Err(crate::Error::Throttled(format!(
+                    "{} record(s) still unprocessed after {attempt} attempts; retry them",
+                    pending.len() + rest.len()
+                )));
+            }
+            crate::service::backoff(attempt).await;
+        }
+    }
+    Ok(())
+}

@@ -21,10 +21,6 @@ use crate::error::{Error, Result};
 
 /// DynamoDB's limit of items per BatchWriteItem.
 const BATCH_WRITE_MAX: usize = 25;
-/// Attempts of one BatchWriteItem chunk (the first included) before giving up on unprocessed items.
-const BATCH_WRITE_TRIES: u32 = 8;
-/// First backoff pause between BatchWriteItem retries; doubles each time (with full jitter).
-const BATCH_WRITE_BACKOFF: Duration = Duration::from_millis(25);
 
 type AttrMap = HashMap<String, AttributeValue>;
 
@@ -151,36 +147,6 @@ impl DynamoItemStore {
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(dynamo_error("DeleteTable", e)),
         }
-    }
-
-    async fn batch_write_chunk(&self, chunk: Vec<WriteRequest>) -> Result<()> {
-        let mut pending = chunk;
-        let mut backoff = BATCH_WRITE_BACKOFF;
-        for attempt in 0..BATCH_WRITE_TRIES {
-            if attempt > 0 {
-                // Full jitter: a random pause in [backoff/2, backoff].
-                let jitter: f64 = 0.5 + rand::random::<f64>() * 0.5;
-                tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                backoff *= 2;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(self.table.clone(), pending)
-                .send()
-                .await
-                .map_err(|e| dynamo_error("BatchWriteItem", e))?;
-            let mut unprocessed = out.unprocessed_items.unwrap_or_default();
-            match unprocessed.remove(&self.table) {
-                Some(rest) if !rest.is_empty() => pending = rest,
-                _ => return Ok(()),
-            }
-        }
-        Err(Error::Throttled(format!(
-            "BatchWriteItem on {}: {} item(s) still unprocessed after {BATCH_WRITE_TRIES} attempts",
-            self.table,
-            pending.len()
-        )))
     }
 }
 
@@ -548,10 +514,7 @@ impl ItemStore for DynamoItemStore {
     }
 
     async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
-        for chunk in batch_chunks(items) {
-            self.batch_write_chunk(chunk).await?;
-        }
-        Ok(())
+        crate::backend::put_all(self, items).await
     }
 
     async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {

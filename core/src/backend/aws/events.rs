@@ -94,7 +94,7 @@ impl EventPublisher for EventBridgePublisher {
                         self.bus
                     )));
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
+                crate::service::backoff(round).await;
                 pending = failed.into_iter().map(|f| f.0).collect();
             }
         }
