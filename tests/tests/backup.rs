@@ -86,6 +86,69 @@ async fn assert_same(what: &str, a: &TestStore, b: &TestStore) {
     }
 }
 
+/// Every program record has its version claim and tag entries; every signature head counts
+/// exactly the claims under it, names the highest as latest, and its aliases point at claims of
+/// the same program.
+fn assert_whole(items: &[Item]) {
+    use dspy_storage_core::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+    let has = |pk: &str, sk: &str| items.iter().any(|i| i.pk == pk && i.sk == sk);
+    for item in items
+        .iter()
+        .filter(|i| keys::entity_kind(&i.pk, &i.sk) == EntityKind::Program)
+    {
+        let r: ProgramRecord = from_item(item).unwrap();
+        assert!(
+            has(&r.signature_pk(), &keys::version_sk(&r.version)),
+            "program {} without its claim",
+            r.id
+        );
+        for t in r.tag_items() {
+            assert!(has(&t.pk, &t.sk), "program {} without tag {}", r.id, t.pk);
+        }
+    }
+    for item in items
+        .iter()
+        .filter(|i| keys::entity_kind(&i.pk, &i.sk) == EntityKind::SignatureHead)
+    {
+        let h: SignatureHead = from_item(item).unwrap();
+        let claims: Vec<VersionClaim> = items
+            .iter()
+            .filter(|i| {
+                i.pk == item.pk && keys::entity_kind(&i.pk, &i.sk) == EntityKind::VersionClaim
+            })
+            .map(|i| from_item(i).unwrap())
+            .collect();
+        assert_eq!(
+            h.versions,
+            claims.len() as u64,
+            "{}: version count",
+            item.pk
+        );
+        let latest = claims
+            .iter()
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .unwrap();
+        assert_eq!(h.latest_id, latest.id, "{}: latest", item.pk);
+        for (name, a) in &h.aliases {
+            assert!(
+                claims
+                    .iter()
+                    .any(|c| c.id == a.id && c.version == a.version),
+                "{}: alias {name} points at a missing program",
+                item.pk
+            );
+        }
+        for c in &claims {
+            assert!(
+                has(&keys::program_pk(&c.id), keys::PROG_SK),
+                "{}: claim {} without its program",
+                item.pk,
+                c.version
+            );
+        }
+    }
+}
+
 fn program_json(i: usize) -> String {
     // Keys deliberately out of order and spacing kept: the bytes must come back as sent.
     format!(
@@ -609,10 +672,12 @@ async fn an_interrupted_restore_run_again_completes_and_restoring_twice_is_harml
         } else {
             embedded().await
         };
+        // Cut after the metric records (7 writes) and part of the programs (one transaction per
+        // signature), by a budget of writes.
         let failing = Storage::new(
             Arc::new(Failing {
                 inner: target.storage.items().clone(),
-                budget: AtomicI64::new(3),
+                budget: AtomicI64::new(12),
             }),
             target.storage.blobs().clone(),
             target.storage.config().clone(),
@@ -623,11 +688,13 @@ async fn an_interrupted_restore_run_again_completes_and_restoring_twice_is_harml
             .unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
         let partial = dump(&target.storage).await;
-        assert!(!partial.is_empty(), "{k:?}: something was written");
-        // Heads are written last: nothing points at a missing program.
-        assert!(partial
-            .iter()
-            .all(|i| keys::entity_kind(&i.pk, &i.sk) != EntityKind::SignatureHead));
+        let programs = program_ids(&partial).len();
+        assert!(
+            programs > 0 && programs < 120,
+            "{k:?}: cut among the programs ({programs} written)"
+        );
+        // Every program written is whole: claimed, tagged, counted by its head.
+        assert_whole(&partial);
 
         let tc = client_with(&target, Some(loc.clone()));
         let r = restore(&tc, k, "r").await;
@@ -820,4 +887,44 @@ async fn the_scheduled_job_backs_up_with_its_retain_count() {
     }
     let list = backup::list_backups(&location_of(&store)).await.unwrap();
     assert_eq!(list.len(), 1, "retain 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_restores_at_once_write_each_program_once() {
+    for store in backends().await {
+        let (c, k) = (store.client(), store.kind);
+        populate(&store, 60).await;
+        create_backup(&c, k, "twice").await;
+        let target = if k == Kind::Aws {
+            dspy_storage_tests::aws().await.unwrap()
+        } else {
+            embedded().await
+        };
+        let tc = client_with(&target, Some(location_of(&store)));
+        // Both race on every record, claim and head: the transactions' conditions decide.
+        let run = || {
+            let tc = tc.clone();
+            tokio::spawn(async move { restore(&tc, k, "twice").await })
+        };
+        let (a, b) = (run(), run());
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let restored =
+            a["restored_programs"].as_u64().unwrap() + b["restored_programs"].as_u64().unwrap();
+        assert_eq!(restored, 60, "{k:?}: each program written once\n{a}\n{b}");
+        println!(
+            "{k:?}: restored {} + {}",
+            a["restored_programs"], b["restored_programs"]
+        );
+        for r in [&a, &b] {
+            assert_eq!(
+                r["restored_programs"].as_u64().unwrap()
+                    + r["already_present_programs"].as_u64().unwrap(),
+                60,
+                "{k:?}: {r}"
+            );
+            assert_eq!(r["conflicts"], 0, "{k:?}: {r}");
+        }
+        assert_whole(&dump(&target.storage).await);
+        assert_same("two restores at once", &store, &target).await;
+    }
 }

@@ -19,11 +19,19 @@
 //! with the scan cursor and returns [`BackupRun::Suspended`]; the next run resumes it.
 //!
 //! **Restore** verifies first — the manifest's format version, every part's SHA-256 and every
-//! line, every program blob's SHA-256 — and only then writes, in the order programs (blob, then
-//! record, only if absent), version claims (only if absent), tags, metrics, runs, other items,
-//! and signature heads last (an empty target takes the backup's head; a live one is merged), so
-//! an interrupted restore never leaves an alias pointing at a missing program, and running it
-//! again completes it. Restoring twice changes nothing the second time.
+//! line, every program blob's SHA-256 — and only then writes: metric records, runs and other
+//! items (nothing shows them without their program), then the programs. Each program's blob is
+//! written first; then, per signature, ONE transaction writes the records (only if absent), the
+//! version claims and tag entries derived from them (only if the version is free), the report's
+//! counters and the signature head moved over them (latest, count, best score, and the
+//! backup's aliases that point at them). A restore cut anywhere therefore leaves every program
+//! whole: visible by id, listed, counted and `latest` where it should be, or not there at all.
+//! When a signature's versions end up exactly the backup's, its head is the backup's (live
+//! aliases kept), so a restore into an empty store reproduces every item byte for byte. Last,
+//! the backup's aliases the target lacks are added where the target has their version as the
+//! same program. Running a restore again completes it; restoring twice changes nothing the
+//! second time. Memory: the backup's heads and program ids (16 bytes each) are kept while it
+//! runs.
 
 pub mod format;
 mod restore;

@@ -1,6 +1,7 @@
-//! Restore: verify everything, then write in an order that never exposes a dangling pointer.
+//! Restore: verify everything, then write each program whole (record, claim, tags, counters and
+//! head in one transaction), so no cut leaves a partial program or a dangling pointer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -55,6 +56,7 @@ pub struct RestoreReport {
 }
 
 const BATCH: usize = 25;
+const PROGRAM_BATCH: usize = 500;
 
 struct Restorer<'a> {
     storage: &'a Storage,
@@ -63,8 +65,14 @@ struct Restorer<'a> {
     /// The target's encryption with each program's own compression: same-config restores
     /// reproduce every record byte-for-byte.
     report: RestoreReport,
-    /// Programs not restored because the target has their version for another program.
-    conflicted: HashSet<u128>,
+    /// The backup's signature heads (item and record), read by the verification: each head is
+    /// written with the programs it covers.
+    heads: HashMap<String, (Item, SignatureHead)>,
+    /// Ids of the backup's programs.
+    program_ids: HashSet<u128>,
+    /// Heads this run created, and live heads it changed (each counted once).
+    created_heads: HashSet<String>,
+    merged_heads: HashSet<String>,
     progress: Option<ProgressFn>,
     total: u64,
     done: u64,
@@ -97,16 +105,29 @@ pub async fn restore(
             backup_name: manifest.name.clone(),
             ..Default::default()
         },
-        conflicted: HashSet::new(),
+        heads: HashMap::new(),
+        program_ids: HashSet::new(),
+        created_heads: HashSet::new(),
+        merged_heads: HashSet::new(),
         progress: options.progress.clone(),
         total,
         done: 0,
     };
     r.verify().await?;
     r.done = 0;
-    for part in &manifest.parts {
+    // Items that nothing shows without their program (metric records, runs, other kinds) come
+    // first; then the programs, each with its claim, tags and head in one transaction; then the
+    // backup's aliases over programs the target already had.
+    let (first, rest): (Vec<&PartInfo>, Vec<&PartInfo>) = manifest.parts.iter().partition(|p| {
+        matches!(
+            p.kind,
+            EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other
+        )
+    });
+    for part in first.into_iter().chain(rest) {
         r.write_part(part).await?;
     }
+    r.aliases().await?;
     r.report.restore_time = started.elapsed().as_secs_f64();
     Ok(r.report)
 }
@@ -173,6 +194,12 @@ impl Restorer<'_> {
                         )));
                     }
                     self.pool_blob(blob).await?;
+                    self.program_ids.insert(record.id_u128());
+                }
+                if kind == EntityKind::SignatureHead {
+                    let head: SignatureHead = from_item(&line.item)
+                        .map_err(|e| Error::Integrity(format!("backup head: {e}")))?;
+                    self.heads.insert(line.item.pk.clone(), (line.item, head));
                 }
                 self.tick("verify");
             }
@@ -187,9 +214,27 @@ impl Restorer<'_> {
     }
 
     async fn write_part(&mut self, part: &PartInfo) -> Result<()> {
+        if matches!(
+            part.kind,
+            EntityKind::VersionClaim | EntityKind::Tag | EntityKind::SignatureHead
+        ) {
+            // Written with their programs (claims and tags derived from each record, heads from
+            // the preloaded backup heads), never on their own.
+            for _ in 0..part.records {
+                self.tick("restore");
+            }
+            return Ok(());
+        }
         let folder = self.folder();
         let bytes = format::read_part(self.location.store.as_ref(), &folder, part).await?;
-        let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
+        // Programs are grouped by signature within a batch: a larger one means fewer, fuller
+        // transactions (the records are small; blobs are not kept).
+        let size = if part.kind == EntityKind::Program {
+            PROGRAM_BATCH
+        } else {
+            BATCH
+        };
+        let mut batch: Vec<Line> = Vec::with_capacity(size);
         for line in format::lines(part, bytes)? {
             let line = line?;
             if matches!(
@@ -199,7 +244,7 @@ impl Restorer<'_> {
                 continue;
             }
             batch.push(line);
-            if batch.len() == BATCH {
+            if batch.len() == size {
                 self.write_batch(part.kind, std::mem::take(&mut batch))
                     .await?;
             }
@@ -214,25 +259,6 @@ impl Restorer<'_> {
         let n = lines.len();
         match kind {
             EntityKind::Program => self.programs(lines).await?,
-            EntityKind::VersionClaim => self.claims(lines).await?,
-            EntityKind::SignatureHead => {
-                for line in lines {
-                    self.head(line.item).await?;
-                }
-            }
-            EntityKind::Tag => {
-                let items: Vec<Item> = lines
-                    .into_iter()
-                    .map(|l| l.item)
-                    .filter(|i| {
-                        !i.get("id")
-                            .and_then(uuid_of)
-                            .is_some_and(|u| self.conflicted.contains(&u))
-                    })
-                    .collect();
-                self.report.restored_tags += items.len() as u64;
-                self.storage.items().batch_put(items).await?;
-            }
             EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other => {
                 let count = lines.len() as u64;
                 match kind {
@@ -245,7 +271,12 @@ impl Restorer<'_> {
                     .batch_put(lines.into_iter().map(|l| l.item).collect())
                     .await?;
             }
-            EntityKind::Idempotency | EntityKind::Status | EntityKind::Counter => {}
+            EntityKind::VersionClaim
+            | EntityKind::Tag
+            | EntityKind::SignatureHead
+            | EntityKind::Idempotency
+            | EntityKind::Status
+            | EntityKind::Counter => {}
         }
         for _ in 0..n {
             self.tick("restore");
@@ -253,24 +284,26 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Programs absent from the target: blob (re-encoded for the target), then the record.
+    /// Programs absent from the target: blob (re-encoded for the target), then, per signature,
+    /// one transaction with the records, their version claims and tag entries, the report's
+    /// counters and the signature head.
     async fn programs(&mut self, lines: Vec<Line>) -> Result<()> {
         let items = self.storage.items();
-        let mut records = Vec::with_capacity(lines.len());
+        let mut by_signature: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         for line in lines {
             let mut item = line.item;
             if items.get(&item.pk, keys::PROG_SK).await?.is_some() {
                 self.report.already_present_programs += 1;
                 continue;
             }
-            let record: ProgramRecord = from_item(&item)?;
+            let mut record: ProgramRecord = from_item(&item)?;
             // A version the target already has for another program: keep the target's.
             if let Some(claim) = items
                 .get(&record.signature_pk(), &keys::version_sk(&record.version))
                 .await?
             {
                 if from_item::<VersionClaim>(&claim)?.id != record.id {
-                    self.conflicted.insert(record.id_u128());
+                    self.report.conflicts += 1;
                     continue;
                 }
             }
@@ -294,154 +327,234 @@ impl Restorer<'_> {
                     attr::DATA.into(),
                     serde_json::Value::Object(data).to_string(),
                 );
+                record.blob = info.clone();
             }
             self.storage
                 .blobs()
                 .put(&record.blob_key, Bytes::from(stored), &info.stored_sha256)
                 .await?;
-            records.push(item);
+            by_signature
+                .entry(record.signature_pk())
+                .or_default()
+                .push(Pending { item, record });
         }
-        self.write_programs(records).await
-    }
-
-    /// Writes restored program records together with the report's counters (one transaction per
-    /// chunk: a program is never counted without its record, nor written without being counted).
-    /// A record that appeared meanwhile is left alone.
-    async fn write_programs(&mut self, records: Vec<Item>) -> Result<()> {
-        // One counter update per signature and transaction (an item once per transaction).
-        const CHUNK: usize = 40;
-        for chunk in records.chunks(CHUNK) {
-            let ops = counted_puts(chunk)?;
-            match self.storage.items().transact(ops).await {
-                Ok(()) => self.report.restored_programs += chunk.len() as u64,
-                Err(Error::ConditionFailed { .. }) => {
-                    for item in chunk {
-                        match self
-                            .storage
-                            .items()
-                            .transact(counted_puts(std::slice::from_ref(item))?)
-                            .await
-                        {
-                            Ok(()) => self.report.restored_programs += 1,
-                            Err(Error::ConditionFailed { .. }) => {
-                                self.report.already_present_programs += 1
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
+        for (pk, pending) in by_signature {
+            // Chunks that fit one transaction (records, claims, tags, one counter, one head).
+            let mut chunk: Vec<Pending> = Vec::new();
+            let mut size = 2;
+            for p in pending {
+                let n = 2 + p.record.tags.len();
+                if !chunk.is_empty() && size + n > MAX_TRANSACTION_OPS {
+                    self.commit(&pk, std::mem::take(&mut chunk)).await?;
+                    size = 2;
                 }
-                Err(e) => return Err(e),
+                size += n;
+                chunk.push(p);
+            }
+            if !chunk.is_empty() {
+                self.commit(&pk, chunk).await?;
             }
         }
         Ok(())
     }
 
-    /// Version claims, each only if the version is free (a claim of the same program is fine).
-    async fn claims(&mut self, lines: Vec<Line>) -> Result<()> {
-        let mut pending: Vec<Item> = lines.into_iter().map(|l| l.item).collect();
-        while !pending.is_empty() {
-            let ops = pending
-                .iter()
-                .map(|i| WriteOp::put(i.clone(), Condition::NotExists))
-                .collect();
-            match self.storage.items().transact(ops).await {
-                Ok(()) => {
-                    self.report.restored_version_claims += pending.len() as u64;
-                    return Ok(());
-                }
-                Err(Error::ConditionFailed { ops }) if !ops.is_empty() => {
-                    let mut rest = Vec::new();
-                    for (i, item) in pending.into_iter().enumerate() {
-                        if !ops.contains(&i) {
-                            rest.push(item);
-                            continue;
-                        }
-                        let ours: VersionClaim = from_item(&item)?;
-                        if let Some(live) = self.storage.items().get(&item.pk, &item.sk).await? {
-                            if from_item::<VersionClaim>(&live)?.id != ours.id {
-                                self.report.conflicts += 1;
-                                self.conflicted.insert(ours.id_u128());
-                            }
-                        } else {
-                            rest.push(item);
-                        }
-                    }
-                    pending = rest;
-                }
-                Err(e) if e.is_transient() => crate::service::backoff(1).await,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// A signature head: the backup's when the target has none, else the two merged.
-    async fn head(&mut self, item: Item) -> Result<()> {
-        let ours: SignatureHead = from_item(&item)?;
-        let items = self.storage.items();
+    /// Writes programs of one signature in one transaction: each record with its version claim
+    /// and tag entries (a program is never visible by id without being listed, nor listed
+    /// without its record), the counters they add, and the head moved over them. A record that
+    /// appeared meanwhile is left alone; a version taken meanwhile by another program is a
+    /// conflict; a head changed meanwhile is read again.
+    async fn commit(&mut self, pk: &str, mut chunk: Vec<Pending>) -> Result<()> {
+        let items = self.storage.items().clone();
         for attempt in 1..=100u32 {
-            let live = items.get(&item.pk, keys::HEAD_SK).await?;
-            let (new_item, condition) = match &live {
-                None => (item.clone(), Condition::NotExists),
-                Some(l) if l.data() == item.data() => return Ok(()),
-                Some(l) => {
-                    let live_head: SignatureHead = from_item(l)?;
-                    let merged = self.merge(&live_head, &ours).await?;
-                    if merged == live_head {
-                        return Ok(());
-                    }
-                    (
-                        merged.to_item(),
-                        Condition::AttrEquals(attr::REV.into(), live_head.rev.to_string()),
-                    )
-                }
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let live = match items.get(pk, keys::HEAD_SK).await? {
+                Some(item) => Some(from_item::<SignatureHead>(&item)?),
+                None => None,
             };
-            match items
-                .transact(vec![WriteOp::put(new_item, condition)])
-                .await
-            {
+            let (head_item, head_condition) = self.next_head(pk, live.as_ref(), &chunk).await?;
+            let mut ops = Vec::new();
+            // Which program each op belongs to, and whether it is its record or its claim.
+            let mut owner: Vec<Option<(usize, bool)>> = Vec::new();
+            for (i, p) in chunk.iter().enumerate() {
+                ops.push(WriteOp::put(p.item.clone(), Condition::NotExists));
+                owner.push(Some((i, true)));
+                ops.push(WriteOp::put(
+                    p.record
+                        .version_claim()
+                        .to_item(&p.record.project, &p.record.signature),
+                    Condition::NotExists,
+                ));
+                owner.push(Some((i, false)));
+                for tag in p.record.tag_items() {
+                    ops.push(WriteOp::put(tag, Condition::None));
+                    owner.push(None);
+                }
+            }
+            ops.extend(counter_ops(&chunk));
+            ops.push(WriteOp::put(head_item, head_condition));
+            owner.resize(ops.len(), None);
+            match items.transact(ops).await {
                 Ok(()) => {
+                    let n = chunk.len() as u64;
+                    self.report.restored_programs += n;
+                    self.report.restored_version_claims += n;
+                    self.report.restored_tags += chunk
+                        .iter()
+                        .map(|p| p.record.tags.len() as u64)
+                        .sum::<u64>();
                     if live.is_none() {
                         self.report.restored_signature_heads += 1;
-                    } else {
+                        self.created_heads.insert(pk.to_owned());
+                    } else if !self.created_heads.contains(pk)
+                        && self.merged_heads.insert(pk.to_owned())
+                    {
                         self.report.merged_signature_heads += 1;
                     }
-                    self.storage.resolved.invalidate(&item.pk);
+                    self.storage.resolved.invalidate(pk);
                     return Ok(());
                 }
-                Err(Error::ConditionFailed { .. }) => crate::service::backoff(attempt).await,
+                Err(Error::ConditionFailed { ops }) => {
+                    // Programs whose record or claim is now taken drop out; otherwise the
+                    // head moved: read it again.
+                    let mut gone: Vec<(usize, bool)> = ops
+                        .iter()
+                        .filter_map(|&o| owner.get(o).copied().flatten())
+                        .collect();
+                    if gone.is_empty() {
+                        gone = self.taken(&chunk).await?;
+                    }
+                    if gone.is_empty() {
+                        crate::service::backoff(attempt).await;
+                        continue;
+                    }
+                    // A program whose record is there is already present (not a conflict).
+                    gone.sort_unstable_by_key(|&(i, record)| (i, !record));
+                    gone.dedup_by_key(|g| g.0);
+                    for &(i, record) in gone.iter().rev() {
+                        chunk.remove(i);
+                        if record {
+                            self.report.already_present_programs += 1;
+                        } else {
+                            self.report.conflicts += 1;
+                        }
+                    }
+                }
                 Err(e) if e.is_transient() => crate::service::backoff(attempt).await,
                 Err(e) => return Err(e),
             }
         }
         Err(Error::Unavailable(format!(
-            "signature head {} kept changing; restore gave up",
-            item.pk
+            "signature head {pk} kept changing; restore gave up"
         )))
     }
 
-    /// The merged head from the target's claims: latest = highest version, count, best score;
-    /// the target's aliases, plus the backup's that the target lacks when their version is the
-    /// same program in the target.
-    async fn merge(&self, live: &SignatureHead, ours: &SignatureHead) -> Result<SignatureHead> {
-        let pk = keys::signature_pk(&live.project, &live.signature);
-        let wanted: BTreeMap<String, (String, crate::domain::ProgramId)> = ours
-            .aliases
-            .iter()
-            .filter(|(name, _)| !live.aliases.contains_key(*name))
-            .map(|(name, a)| (keys::version_sk(&a.version), (name.clone(), a.id)))
-            .collect();
-        let mut merged = live.clone();
-        let mut count = 0u64;
-        let mut best: Option<f64> = None;
-        let mut latest: Option<VersionClaim> = None;
+    /// Programs of the chunk whose record (true) or version (false) the target now has.
+    async fn taken(&self, chunk: &[Pending]) -> Result<Vec<(usize, bool)>> {
+        let items = self.storage.items();
+        let mut out = Vec::new();
+        for (i, p) in chunk.iter().enumerate() {
+            if items.get(&p.item.pk, keys::PROG_SK).await?.is_some() {
+                out.push((i, true));
+            } else if items
+                .get(
+                    &p.record.signature_pk(),
+                    &keys::version_sk(&p.record.version),
+                )
+                .await?
+                .is_some()
+            {
+                out.push((i, false));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The head after `chunk` is written over `live`: latest, count and best score moved, and
+    /// the backup's aliases that point at the chunk's programs added where the target has no
+    /// alias of that name. When the signature's versions then are exactly the backup's, the
+    /// head is the backup's (with the target's aliases kept), so a restore into an empty store
+    /// reproduces it byte for byte.
+    async fn next_head(
+        &self,
+        pk: &str,
+        live: Option<&SignatureHead>,
+        chunk: &[Pending],
+    ) -> Result<(Item, Condition)> {
+        let first = &chunk[0].record;
+        let backup = self.heads.get(pk);
+        let condition = match live {
+            None => Condition::NotExists,
+            Some(l) => Condition::AttrEquals(attr::REV.into(), l.rev.to_string()),
+        };
+        let mut head = match live {
+            Some(l) => {
+                let mut h = l.clone();
+                h.rev = l.rev + 1;
+                h
+            }
+            None => SignatureHead {
+                project: first.project.clone(),
+                signature: first.signature.clone(),
+                latest_version: first.version.clone(),
+                latest_id: first.id,
+                versions: 0,
+                best_performance: None,
+                updated_at: first.created_at,
+                aliases: BTreeMap::new(),
+                rev: 1,
+            },
+        };
+        for p in chunk {
+            let r = &p.record;
+            if head.versions == 0 || r.version > head.latest_version {
+                head.latest_version = r.version.clone();
+                head.latest_id = r.id;
+            }
+            head.versions += 1;
+            head.best_performance = match (head.best_performance, r.primary_score) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            head.updated_at = head.updated_at.max(r.created_at);
+        }
+        let Some((backup_item, backup)) = backup else {
+            return Ok((head.to_item(), condition));
+        };
+        head.updated_at = head.updated_at.max(backup.updated_at);
+        for (name, target) in &backup.aliases {
+            if !head.aliases.contains_key(name)
+                && chunk
+                    .iter()
+                    .any(|p| p.record.id == target.id && p.record.version == target.version)
+            {
+                head.aliases.insert(name.clone(), target.clone());
+            }
+        }
+        if head.versions == backup.versions && self.only_backup_versions(pk, chunk).await? {
+            let mut whole = backup.clone();
+            for (name, target) in live.map(|l| &l.aliases).into_iter().flatten() {
+                whole.aliases.insert(name.clone(), target.clone());
+            }
+            whole.rev = backup.rev.max(head.rev);
+            if whole == *backup {
+                return Ok((backup_item.clone(), condition));
+            }
+            return Ok((whole.to_item(), condition));
+        }
+        Ok((head.to_item(), condition))
+    }
+
+    /// Whether every version the target has of `pk` (read by range) is a program of the backup.
+    async fn only_backup_versions(&self, pk: &str, chunk: &[Pending]) -> Result<bool> {
         let mut start = None;
         loop {
             let page = self
                 .storage
                 .items()
                 .query(
-                    &Query::new(Index::Table, pk.clone())
+                    &Query::new(Index::Table, pk.to_owned())
                         .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
                         .limit(500)
                         .start(start.take()),
@@ -449,41 +562,83 @@ impl Restorer<'_> {
                 .await?;
             for item in page.items {
                 let claim: VersionClaim = from_item(&item)?;
-                count += 1;
-                best = match (best, claim.performance) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                if let Some((name, id)) = wanted.get(&item.sk) {
-                    if *id == claim.id {
-                        merged
-                            .aliases
-                            .insert(name.clone(), ours.aliases[name].clone());
-                    }
-                }
-                if latest.as_ref().is_none_or(|l| claim.version > l.version) {
-                    latest = Some(claim);
+                if !self.program_ids.contains(&claim.id_u128())
+                    || chunk.iter().any(|p| p.record.id == claim.id)
+                {
+                    return Ok(false);
                 }
             }
             match page.next {
                 Some(n) => start = Some(n),
-                None => break,
+                None => return Ok(true),
             }
         }
-        if let Some(l) = latest {
-            merged.latest_id = l.id;
-            merged.latest_version = l.version;
+    }
+
+    /// After the programs: the backup's aliases the target lacks, where the target has the
+    /// alias's version as the same program (an alias the target has is never moved).
+    async fn aliases(&mut self) -> Result<()> {
+        let heads: Vec<(String, SignatureHead)> = self
+            .heads
+            .iter()
+            .filter(|(_, (_, h))| !h.aliases.is_empty())
+            .map(|(pk, (_, h))| (pk.clone(), h.clone()))
+            .collect();
+        let items = self.storage.items().clone();
+        for (pk, ours) in heads {
+            for attempt in 1..=100u32 {
+                let Some(live_item) = items.get(&pk, keys::HEAD_SK).await? else {
+                    break;
+                };
+                let live: SignatureHead = from_item(&live_item)?;
+                let mut merged = live.clone();
+                for (name, target) in &ours.aliases {
+                    if live.aliases.contains_key(name) {
+                        continue;
+                    }
+                    if let Some(claim) = items.get(&pk, &keys::version_sk(&target.version)).await? {
+                        if from_item::<VersionClaim>(&claim)?.id == target.id {
+                            merged.aliases.insert(name.clone(), target.clone());
+                        }
+                    }
+                }
+                if merged == live {
+                    break;
+                }
+                merged.rev = live.rev + 1;
+                merged.updated_at = live.updated_at.max(ours.updated_at);
+                let op = WriteOp::put(
+                    merged.to_item(),
+                    Condition::AttrEquals(attr::REV.into(), live.rev.to_string()),
+                );
+                match items.transact(vec![op]).await {
+                    Ok(()) => {
+                        if !self.created_heads.contains(&pk) && self.merged_heads.insert(pk.clone())
+                        {
+                            self.report.merged_signature_heads += 1;
+                        }
+                        self.storage.resolved.invalidate(&pk);
+                        break;
+                    }
+                    Err(Error::ConditionFailed { .. }) => crate::service::backoff(attempt).await,
+                    Err(e) if e.is_transient() => crate::service::backoff(attempt).await,
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        merged.versions = count;
-        merged.best_performance = best;
-        let unchanged = merged == *live;
-        if !unchanged {
-            merged.rev = live.rev + 1;
-            merged.updated_at = live.updated_at.max(ours.updated_at);
-        }
-        Ok(merged)
+        Ok(())
     }
 }
+
+/// A program to write: its record item (as backed up, blob info updated when re-encoded) and
+/// the record.
+struct Pending {
+    item: Item,
+    record: ProgramRecord,
+}
+
+/// DynamoDB's limit on the actions of one transaction.
+const MAX_TRANSACTION_OPS: usize = 100;
 
 trait IdU128 {
     fn id_u128(&self) -> u128;
@@ -501,19 +656,15 @@ impl IdU128 for VersionClaim {
     }
 }
 
-/// Puts of program records (each only if absent) plus the counter additions they make, summed
-/// per signature (dated by each program's creation).
-fn counted_puts(records: &[Item]) -> Result<Vec<WriteOp>> {
-    let mut ops = Vec::with_capacity(records.len() * 2);
-    let mut counters: std::collections::BTreeMap<String, WriteOp> =
-        std::collections::BTreeMap::new();
-    for item in records {
-        let record: ProgramRecord = from_item(item)?;
-        let op = crate::report::store_counter_op(&record, &record.created_at);
-        match (
-            counters.get_mut(&keys::stats_pk(&record.project, &record.signature)),
-            op,
-        ) {
+/// The counter additions a chunk's programs make, summed per signature (dated by each
+/// program's creation): one op per counter item, as a transaction allows.
+fn counter_ops(chunk: &[Pending]) -> Vec<WriteOp> {
+    let mut counters: BTreeMap<String, WriteOp> = BTreeMap::new();
+    for p in chunk {
+        let record = &p.record;
+        let op = crate::report::store_counter_op(record, &record.created_at);
+        let key = keys::stats_pk(&record.project, &record.signature);
+        match (counters.get_mut(&key), op) {
             (Some(WriteOp::Add { add: total, .. }), WriteOp::Add { add, .. }) => {
                 for (name, n) in add {
                     match total.iter_mut().find(|(t, _)| *t == name) {
@@ -523,11 +674,9 @@ fn counted_puts(records: &[Item]) -> Result<Vec<WriteOp>> {
                 }
             }
             (_, op) => {
-                counters.insert(keys::stats_pk(&record.project, &record.signature), op);
+                counters.insert(key, op);
             }
         }
-        ops.push(WriteOp::put(item.clone(), Condition::NotExists));
     }
-    ops.extend(counters.into_values());
-    Ok(ops)
+    counters.into_values().collect()
 }
