@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints the AWS deployment offline: cfn-lint and `sam validate --lint` on infra/template.yaml.
+# Lints the AWS deployment offline: cfn-lint and `sam validate --lint` on infra/template.yaml and
+# infra/template-jwt.yaml.
 #
 #   bash scripts/check-infra.sh
 #
@@ -9,7 +10,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-TEMPLATE=infra/template.yaml
+# The AWS_IAM stack and the same stack with the JWT authorizer (derived by functions/tests/infra.rs).
+TEMPLATES=(infra/template.yaml infra/template-jwt.yaml)
 CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
 VENV="$CACHE/sam-venv"
 
@@ -25,10 +27,16 @@ export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 # Never pick up a user's profile or credentials: both checks are offline.
 unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
 
-echo "== cfn-lint $TEMPLATE"
-"$VENV/bin/cfn-lint" "$TEMPLATE"
+for TEMPLATE in "${TEMPLATES[@]}"; do
+    echo "== cfn-lint $TEMPLATE"
+    "$VENV/bin/cfn-lint" "$TEMPLATE"
 
-echo "== sam validate --lint -t $TEMPLATE"
-"$VENV/bin/sam" validate --lint -t "$TEMPLATE"
+    echo "== sam validate --lint -t $TEMPLATE"
+    "$VENV/bin/sam" validate --lint -t "$TEMPLATE"
+done
+
+# What deploys: each template translated offline, every route on its authorizer.
+"$VENV/bin/python" scripts/check-authorizers.py infra/template.yaml AWS_IAM
+"$VENV/bin/python" scripts/check-authorizers.py infra/template-jwt.yaml JwtAuthorizer
 
 echo "== infra checks passed"

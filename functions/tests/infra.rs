@@ -420,3 +420,93 @@ fn cargo_lambda_watch_router_is_the_route_table() {
         assert!(env.contains_key(key), "the local loop sets {key}");
     }
 }
+
+/// `infra/template-jwt.yaml` is `infra/template.yaml` with the JWT authorizer attached to every
+/// route (SAM takes `DefaultAuthorizer` only as a literal, so a parameter cannot switch it): this
+/// test derives it and compares; `UPDATE_TEMPLATES=1` writes it.
+#[test]
+fn jwt_template_is_the_iam_template_with_the_jwt_authorizer_on_every_route() {
+    let root = repo_root();
+    let iam = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+    let want = jwt_template(&iam);
+    let path = root.join("infra/template-jwt.yaml");
+    if std::env::var("UPDATE_TEMPLATES").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "infra/template-jwt.yaml is out of date: UPDATE_TEMPLATES=1 cargo test -p \
+         dspy-storage-functions --test infra"
+    );
+    // The derived template: JWT on every route by default, everything else the same.
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&want).expect("template-jwt.yaml parses");
+    let jwt = serde_json::to_value(yaml).unwrap();
+    let auth = &resource(&jwt, "HttpApi")["Properties"]["Auth"];
+    assert_eq!(auth["DefaultAuthorizer"], "JwtAuthorizer");
+    let config = &auth["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"];
+    assert_eq!(config["issuer"], serde_json::json!({"Ref": "JwtIssuer"}));
+    assert_eq!(
+        config["audience"],
+        serde_json::json!({"Ref": "JwtAudience"})
+    );
+    assert!(jwt["Parameters"]["JwtIssuer"].get("Default").is_none());
+    let original = template();
+    let (a, b) = (resources(&original), resources(&jwt));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "same resources"
+    );
+    for (id, r) in b {
+        if id != "HttpApi" {
+            assert_eq!(r, &a[id], "{id} is the same in both templates");
+        }
+    }
+}
+
+/// Replaces `old` (which must occur exactly once) by `new`.
+fn replace_once(text: &str, old: &str, new: &str) -> String {
+    assert_eq!(
+        text.matches(old).count(),
+        1,
+        "template.yaml no longer has exactly one {old:?}: update jwt_template"
+    );
+    text.replacen(old, new, 1)
+}
+
+fn jwt_template(iam: &str) -> String {
+    let mut t = replace_once(
+        iam,
+        "# dspy-storage on AWS:",
+        "# GENERATED from infra/template.yaml by functions/tests/infra.rs (UPDATE_TEMPLATES=1 cargo\n\
+         # test -p dspy-storage-functions --test infra): edit template.yaml, never this file.\n\
+         # The same stack with the JWT authorizer on every route: callers send\n\
+         # `Authorization: Bearer <JWT>` whose claims dspy_projects and dspy_role decide access.\n\
+         #\n\
+         # dspy-storage on AWS:",
+    );
+    t = replace_once(
+        &t,
+        "        DefaultAuthorizer: AWS_IAM\n",
+        "        DefaultAuthorizer: JwtAuthorizer\n        \
+         Authorizers:\n          \
+         JwtAuthorizer:\n            \
+         IdentitySource: $request.header.Authorization\n            \
+         JwtConfiguration:\n              \
+         issuer: {Ref: JwtIssuer}\n              \
+         audience: {Ref: JwtAudience}\n",
+    );
+    t = replace_once(
+        &t,
+        "  IamCallerRole:\n",
+        "  JwtIssuer:\n    Type: String\n    MinLength: 1\n    \
+         ConstraintDescription: the JWT template needs the issuer URL of the tokens.\n    \
+         Description: Issuer URL of the tokens (the JWT authorizer checks their signature, issuer, \
+         audience and expiry).\n  \
+         JwtAudience:\n    Type: CommaDelimitedList\n    \
+         Description: Audiences the JWT authorizer accepts (the aud claim).\n  \
+         IamCallerRole:\n",
+    );
+    t
+}
