@@ -14,7 +14,7 @@
 //! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |
 //! | signature metric-record counter (records, per day) | `STATS#<project>#<sig>` | `METRICS` | GSI3 `STATS` / `<project>#<sig>#METRICS` |
 //! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
-//! | backup lease  | `STATUS`                   | `LOCK#backup`            | |
+//! | backup / restore lease | `STATUS`          | `LOCK#backup`, `LOCK#restore` | |
 //!
 //! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
 //! `STATS`, `STATUS`.
@@ -95,6 +95,8 @@ pub fn stats_index_sk(project: &Project, signature: &Signature, kind: &str) -> S
 
 /// Sort key of the lease a running backup holds (one backup at a time).
 pub const BACKUP_LOCK_SK: &str = "LOCK#backup";
+/// Sort key of the lease a running restore holds (one restore at a time).
+pub const RESTORE_LOCK_SK: &str = "LOCK#restore";
 
 /// What an item is, from its keys alone.
 #[derive(

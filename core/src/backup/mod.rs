@@ -30,7 +30,7 @@
 //! aliases kept), so a restore into an empty store reproduces every item byte for byte. Last,
 //! the backup's aliases the target lacks are added where the target has their version as the
 //! same program. Running a restore again completes it; restoring twice changes nothing the
-//! second time. Memory: the backup's heads and program ids (16 bytes each) are kept while it
+//! second time. One restore runs at a time (a lease, as for backups). Memory: the backup's heads and program ids (16 bytes each) are kept while it
 //! runs.
 
 pub mod format;
@@ -306,24 +306,50 @@ pub async fn list_backups(location: &BackupLocation) -> Result<Vec<BackupEntry>>
     Ok(out)
 }
 
-/// One backup at a time: a lease item `STATUS`/`LOCK#backup` taken with a conditional write.
-struct Lease {
+/// What a lease is for: one backup at a time, one restore at a time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Job {
+    Backup,
+    Restore,
+}
+
+impl Job {
+    fn sk(self) -> &'static str {
+        match self {
+            Job::Backup => keys::BACKUP_LOCK_SK,
+            Job::Restore => keys::RESTORE_LOCK_SK,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Job::Backup => "backup",
+            Job::Restore => "restore",
+        }
+    }
+}
+
+/// One job of a kind at a time: a lease item `STATUS`/`LOCK#<job>` taken with a conditional
+/// write, renewed while the job runs, released when it ends.
+pub(crate) struct Lease {
+    job: Job,
     owner: String,
     expires: i64,
 }
 
 impl Lease {
-    async fn acquire(storage: &Storage) -> Result<Lease> {
+    pub(crate) async fn acquire(storage: &Storage, job: Job) -> Result<Lease> {
         let items = storage.items();
         let now = Utc::now().timestamp();
-        let current = items.get(keys::STATUS_PK, keys::BACKUP_LOCK_SK).await?;
+        let what = job.name();
+        let current = items.get(keys::STATUS_PK, job.sk()).await?;
         let condition = match &current {
             None => Condition::NotExists,
             Some(item) => {
                 let exp = item.get("expires_at").unwrap_or("0");
                 if exp.parse::<i64>().unwrap_or(0) > now {
                     return Err(Error::Precondition(format!(
-                        "another backup is running (its lease expires at {})",
+                        "another {what} is running (its lease expires at {})",
                         DateTime::from_timestamp(exp.parse().unwrap_or(0), 0)
                             .map(|t| crate::domain::format_time(&t))
                             .unwrap_or_default()
@@ -333,6 +359,7 @@ impl Lease {
             }
         };
         let lease = Lease {
+            job,
             owner: uuid::Uuid::now_v7().to_string(),
             expires: now + LEASE_SECS,
         };
@@ -341,13 +368,13 @@ impl Lease {
             .await
         {
             Ok(()) => Ok(lease),
-            Err(Error::ConditionFailed { .. }) => Err(Error::Precondition(
-                "another backup is running (it took the lease first)".into(),
-            )),
+            Err(Error::ConditionFailed { .. }) => Err(Error::Precondition(format!(
+                "another {what} is running (it took the lease first)"
+            ))),
             Err(e) => {
                 // The write may have happened all the same (a timeout): if the lease is ours,
-                // give it back, so that it does not refuse every backup until it expires.
-                if let Ok(Some(item)) = items.get(keys::STATUS_PK, keys::BACKUP_LOCK_SK).await {
+                // give it back, so that it does not refuse every job until it expires.
+                if let Ok(Some(item)) = items.get(keys::STATUS_PK, job.sk()).await {
                     if item.get("owner") == Some(lease.owner.as_str()) {
                         lease.release(storage).await;
                     }
@@ -358,18 +385,19 @@ impl Lease {
     }
 
     fn item(&self) -> Item {
-        Item::new(keys::STATUS_PK, keys::BACKUP_LOCK_SK)
+        Item::new(keys::STATUS_PK, self.job.sk())
             .with("owner", self.owner.clone())
             .with("expires_at", self.expires.to_string())
     }
 
     /// Extends the lease when less than half of it is left.
-    async fn renew(&mut self, storage: &Storage) -> Result<()> {
+    pub(crate) async fn renew(&mut self, storage: &Storage) -> Result<()> {
         let now = Utc::now().timestamp();
         if self.expires - now > LEASE_SECS / 2 {
             return Ok(());
         }
         self.expires = now + LEASE_SECS;
+        let what = self.job.name();
         storage
             .items()
             .transact(vec![WriteOp::put(
@@ -379,29 +407,30 @@ impl Lease {
             .await
             .map_err(|e| match e {
                 Error::ConditionFailed { .. } => {
-                    Error::Precondition("the backup lost its lease to another backup".into())
+                    Error::Precondition(format!("the {what} lost its lease to another {what}"))
                 }
                 e => e,
             })
     }
 
     /// Gives the lease back, retrying a failed release (a lease left behind would refuse every
-    /// backup until it expires). A lease no longer ours (`ConditionFailed`) is left alone.
-    async fn release(self, storage: &Storage) {
+    /// job until it expires). A lease no longer ours (`ConditionFailed`) is left alone.
+    pub(crate) async fn release(self, storage: &Storage) {
+        let what = self.job.name();
         let op = WriteOp::delete(
             keys::STATUS_PK,
-            keys::BACKUP_LOCK_SK,
+            self.job.sk(),
             Condition::AttrEquals("owner".into(), self.owner),
         );
         for attempt in 1..=5u32 {
             match storage.items().transact(vec![op.clone()]).await {
                 Ok(()) | Err(Error::ConditionFailed { .. }) => return,
                 Err(e) if attempt < 5 => {
-                    tracing::debug!(error = %e, attempt, "releasing the backup lease; retrying");
+                    tracing::debug!(error = %e, attempt, what, "releasing a lease; retrying");
                     crate::service::backoff(attempt).await
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not release the backup lease; it expires by itself")
+                    tracing::warn!(error = %e, what, "could not release a lease; it expires by itself")
                 }
             }
         }
@@ -417,7 +446,7 @@ pub async fn create_backup(
     if let Some(name) = &options.name {
         format::validate_name(name)?;
     }
-    let lease = Lease::acquire(storage).await?;
+    let lease = Lease::acquire(storage, Job::Backup).await?;
     let mut lease = lease;
     let result = run_backup(storage, location, options, &mut lease).await;
     lease.release(storage).await;

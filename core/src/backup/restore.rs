@@ -8,7 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::format::{self, BlobRef, Line, Manifest, PartInfo};
-use super::{get_manifest, uuid_of, BackupLocation, Progress, ProgressFn, FORMAT_VERSION};
+use super::{
+    get_manifest, uuid_of, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION,
+};
 use crate::backend::{attr, Condition, Index, Item, Query, SkRange, WriteOp};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -62,6 +64,7 @@ struct Restorer<'a> {
     storage: &'a Storage,
     location: &'a BackupLocation,
     manifest: &'a Manifest,
+    lease: &'a mut Lease,
     /// The target's encryption with each program's own compression: same-config restores
     /// reproduce every record byte-for-byte.
     report: RestoreReport,
@@ -96,11 +99,29 @@ pub async fn restore(
             "restoring a backup of another format version without verify_compatibility"
         );
     }
+    // One restore at a time: two at once would race on the same programs' blobs (each
+    // re-encoded with its own data key when the target encrypts).
+    let mut lease = Lease::acquire(storage, Job::Restore).await?;
+    let result = run(storage, location, &manifest, options, &mut lease).await;
+    lease.release(storage).await;
+    let mut report = result?;
+    report.restore_time = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn run(
+    storage: &Storage,
+    location: &BackupLocation,
+    manifest: &Manifest,
+    options: &RestoreOptions,
+    lease: &mut Lease,
+) -> Result<RestoreReport> {
     let total: u64 = manifest.parts.iter().map(|p| p.records).sum();
     let mut r = Restorer {
         storage,
         location,
-        manifest: &manifest,
+        manifest,
+        lease,
         report: RestoreReport {
             backup_name: manifest.name.clone(),
             ..Default::default()
@@ -128,7 +149,6 @@ pub async fn restore(
         r.write_part(part).await?;
     }
     r.aliases().await?;
-    r.report.restore_time = started.elapsed().as_secs_f64();
     Ok(r.report)
 }
 
@@ -202,6 +222,7 @@ impl Restorer<'_> {
                     self.heads.insert(line.item.pk.clone(), (line.item, head));
                 }
                 self.tick("verify");
+                self.lease.renew(self.storage).await?;
             }
             if n != part.records {
                 return Err(Error::Integrity(format!(
@@ -256,6 +277,7 @@ impl Restorer<'_> {
     }
 
     async fn write_batch(&mut self, kind: EntityKind, lines: Vec<Line>) -> Result<()> {
+        self.lease.renew(self.storage).await?;
         let n = lines.len();
         match kind {
             EntityKind::Program => self.programs(lines).await?,
