@@ -47,6 +47,8 @@ pub enum EventType {
     CleanupCompleted,
     /// A backup finished.
     BackupCompleted,
+    /// A restore from a backup finished (the detail is its report).
+    BackupRestored,
 }
 
 impl EventType {
@@ -61,6 +63,7 @@ impl EventType {
             EventType::ProgramRestored => "ProgramRestored",
             EventType::CleanupCompleted => "CleanupCompleted",
             EventType::BackupCompleted => "BackupCompleted",
+            EventType::BackupRestored => "BackupRestored",
         }
     }
 }

@@ -411,9 +411,21 @@ async fn archive_restore_cleanup_and_backup_publish_events() {
         )
         .await
         .expect(k, "cleanup run", 200);
-        send(&c, Method::POST, "/backups", Some(json!({})))
+        let backup = send(&c, Method::POST, "/backups", Some(json!({})))
             .await
             .expect(k, "backup", 201);
+        // Restoring it into the same store writes nothing, and says so.
+        send(
+            &c,
+            Method::POST,
+            &format!(
+                "/backups/{}/restore",
+                backup["backup_name"].as_str().unwrap()
+            ),
+            Some(json!({})),
+        )
+        .await
+        .expect(k, "restore", 200);
         // A dry run changes nothing and announces nothing.
         send(
             &c,
@@ -424,7 +436,7 @@ async fn archive_restore_cleanup_and_backup_publish_events() {
         .await
         .expect(k, "cleanup dry run", 200);
 
-        let events = sink.events(6).await;
+        let events = sink.events(7).await;
         let types: Vec<&str> = events
             .iter()
             .map(|e| e["detail-type"].as_str().unwrap_or("?"))
@@ -437,7 +449,8 @@ async fn archive_restore_cleanup_and_backup_publish_events() {
                 "ProgramArchived",
                 "ProgramRestored",
                 "CleanupCompleted",
-                "BackupCompleted"
+                "BackupCompleted",
+                "BackupRestored"
             ],
             "{k:?}: {events:#?}"
         );
@@ -447,5 +460,7 @@ async fn archive_restore_cleanup_and_backup_publish_events() {
         assert_eq!(events[4]["detail"]["complete"], true, "{k:?}");
         assert_eq!(events[5]["detail"]["programs"], 2, "{k:?}");
         assert_eq!(events[5]["detail"]["status"], "ok", "{k:?}");
+        assert_eq!(events[6]["detail"]["already_present_programs"], 2, "{k:?}");
+        assert_eq!(events[6]["detail"]["restored_programs"], 0, "{k:?}");
     }
 }

@@ -106,6 +106,12 @@ pub async fn restore(
     lease.release(storage).await;
     let mut report = result?;
     report.restore_time = started.elapsed().as_secs_f64();
+    storage
+        .emit(vec![crate::events::Event::new(
+            crate::events::EventType::BackupRestored,
+            serde_json::to_value(&report).expect("serializable"),
+        )])
+        .await;
     Ok(report)
 }
 
