@@ -75,12 +75,7 @@ pub struct ImportArgs {
 
 async fn location(storage: &Storage, place: &BackupPlace) -> BackupLocation {
     match &place.backup_bucket {
-        Some(bucket) if !bucket.trim().is_empty() => {
-            use dspy_storage_core::backend::aws::{clients, load_sdk_config, S3BlobStore};
-            let sdk = load_sdk_config().await;
-            let (_, s3) = clients(&sdk, None);
-            BackupLocation::new(Arc::new(S3BlobStore::new(s3, bucket.trim())))
-        }
+        Some(bucket) if !bucket.trim().is_empty() => BackupLocation::s3_bucket(bucket.trim()).await,
         _ => BackupLocation::new(storage.blobs().clone()),
     }
 }

@@ -221,19 +221,19 @@ enum AliasAction {
     },
 }
 
-fn project_arg(p: &Option<String>) -> Result<Project, AnyError> {
+pub(crate) fn project_arg(p: &Option<String>) -> Result<Project, AnyError> {
     Ok(match p {
         Some(p) => Project::parse(p)?,
         None => Project::default_project(),
     })
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-type AnyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl BackendArgs {
     fn config(&self) -> Result<StorageConfig, AnyError> {
@@ -293,14 +293,18 @@ impl BackendArgs {
     }
 }
 
-fn parse_meta(pairs: &[String]) -> Result<Map<String, Value>, AnyError> {
+/// `KEY=VALUE` pairs (a value that parses as JSON is kept as JSON, else as a string); `what`
+/// names the flag in the error.
+pub(crate) fn key_values(list: &[String], what: &str) -> Result<Map<String, Value>, AnyError> {
     let mut map = Map::new();
-    for pair in pairs {
-        let (k, v) = pair
+    for p in list {
+        let (k, v) = p
             .split_once('=')
-            .ok_or_else(|| format!("--meta {pair:?} is not KEY=VALUE"))?;
-        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
-        map.insert(k.to_owned(), value);
+            .ok_or_else(|| format!("{what} {p:?} is not KEY=VALUE"))?;
+        map.insert(
+            k.to_owned(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
+        );
     }
     Ok(map)
 }
@@ -352,7 +356,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let program = serde_json::value::RawValue::from_string(text)
                 .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
-            let mut map = parse_meta(&meta)?;
+            let mut map = key_values(&meta, "--meta")?;
             map.insert("signature".into(), Value::String(signature));
             if let Some(v) = version {
                 map.insert("version".into(), Value::String(v));

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use dspy_storage_core::chart;
-use dspy_storage_core::domain::{ProgramId, Project, Signature};
+use dspy_storage_core::domain::{ProgramId, Signature};
 use dspy_storage_core::service::Storage;
 use serde_json::{Map, Value};
 
-type AnyError = Box<dyn std::error::Error + Send + Sync>;
+use crate::{key_values, print_json, project_arg, AnyError};
 
 #[derive(Subcommand, Debug)]
 pub enum PerfCommand {
@@ -64,25 +64,6 @@ pub enum MetricsAction {
     },
 }
 
-fn pairs(list: &[String], what: &str) -> Result<Map<String, Value>, AnyError> {
-    let mut map = Map::new();
-    for p in list {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| format!("{what} {p:?} is not KEY=VALUE"))?;
-        map.insert(
-            k.to_owned(),
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
-        );
-    }
-    Ok(map)
-}
-
-fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
     match cmd {
         PerfCommand::Metrics { action } => match action {
@@ -103,13 +84,16 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                         let mut rec = Map::new();
                         rec.insert(
                             "metrics".into(),
-                            Value::Object(pairs(&metrics, "--metric")?),
+                            Value::Object(key_values(&metrics, "--metric")?),
                         );
                         if let Some(t) = timestamp {
                             rec.insert("timestamp".into(), Value::String(t));
                         }
                         if !env.is_empty() {
-                            rec.insert("environment".into(), Value::Object(pairs(&env, "--env")?));
+                            rec.insert(
+                                "environment".into(),
+                                Value::Object(key_values(&env, "--env")?),
+                            );
                         }
                         Value::Object(rec)
                     }
@@ -155,17 +139,14 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
             svg,
         } => {
             let (answer, title) = if signature {
-                let project = match project {
-                    Some(p) => Project::parse(&p)?,
-                    None => Project::default_project(),
-                };
+                let project = project_arg(&project)?;
                 let sig = Signature::parse(&id)?;
                 let t = storage.signature_trends(&project, &sig, Some(days)).await?;
                 (t, format!("{sig} — all versions"))
             } else {
                 let id = ProgramId::parse(&id)?;
                 let record = storage.get_record(&id).await?;
-                let t = storage.program_trends(&id, Some(days)).await?;
+                let t = storage.program_trends_of(&record, Some(days)).await?;
                 (
                     t,
                     format!("{} {} — program {id}", record.signature, record.version),

@@ -36,7 +36,7 @@ pub async fn run(
     storage: &Storage,
     args: SearchArgs,
     project: dspy_storage_core::domain::Project,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), crate::AnyError> {
     let mut cursor = args.cursor.clone();
     let mut results = Vec::new();
     loop {

@@ -130,19 +130,6 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 10] = [
-        EntityKind::Program,
-        EntityKind::VersionClaim,
-        EntityKind::SignatureHead,
-        EntityKind::Tag,
-        EntityKind::Metric,
-        EntityKind::OptimizationRun,
-        EntityKind::Idempotency,
-        EntityKind::Status,
-        EntityKind::Counter,
-        EntityKind::Other,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Program => "programs",

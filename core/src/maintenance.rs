@@ -177,17 +177,6 @@ fn decode_scan_cursor(cursor: &str) -> Result<PageKey> {
     Ok(key)
 }
 
-/// A time strictly after `prev` (stored times have millisecond precision).
-fn after(prev: DateTime<Utc>) -> DateTime<Utc> {
-    let now = crate::domain::now();
-    let min = prev + Duration::milliseconds(1);
-    if now >= min {
-        now
-    } else {
-        min
-    }
-}
-
 /// The program id in a blob key (`…/<id>.json[.ext]`), if it is one of ours.
 fn id_of_blob_key(key: &str) -> Option<ProgramId> {
     let name = key.rsplit('/').next()?;
@@ -196,32 +185,12 @@ fn id_of_blob_key(key: &str) -> Option<ProgramId> {
 }
 
 impl Storage {
-    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T>
+    async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            match op().await {
-                Err(e) if e.is_transient() && n < self.config.max_write_attempts.min(8) => {
-                    backoff(n).await
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn head_of(&self, record: &ProgramRecord) -> Result<Option<(SignatureHead, Item)>> {
-        match self
-            .items
-            .get(&record.signature_pk(), keys::HEAD_SK)
-            .await?
-        {
-            Some(item) => Ok(Some((from_item(&item)?, item))),
-            None => Ok(None),
-        }
+        crate::service::retry_transient(self.config.max_write_attempts.min(8), op).await
     }
 
     /// Writes a record changed from `old` (status, restore time), conditioned on `old`'s
@@ -240,7 +209,7 @@ impl Storage {
             ops.push(WriteOp::Check {
                 pk: old.signature_pk(),
                 sk: keys::HEAD_SK.into(),
-                condition: Condition::AttrEquals(attr::REV.into(), h.rev.to_string()),
+                condition: crate::registry::rev_of(h),
             });
         }
         self.items.transact(ops).await?;
@@ -277,7 +246,7 @@ impl Storage {
             return Ok(rec);
         }
         let head = if planned.is_some() {
-            let head = self.head_of(&rec).await?.map(|(h, _)| h);
+            let head = self.read_head(&rec.project, &rec.signature).await?;
             if let Some(h) = &head {
                 if h.latest_id == *id || h.aliases.values().any(|t| t.id == *id) {
                     return Err(Error::Precondition(format!(
@@ -297,7 +266,7 @@ impl Storage {
         }
         let mut new = rec.clone();
         new.status = ProgramStatus::Archived;
-        new.updated_at = after(rec.updated_at);
+        new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
         match self.put_record_change(&rec, &new, head.as_ref()).await {
             Ok(()) => {
                 self.emit(vec![tier_event(EventType::ProgramArchived, &new)])
@@ -328,7 +297,7 @@ impl Storage {
             if self.blobs.tier(&rec.blob_key).await? != BlobTier::Standard {
                 let mut new = rec.clone();
                 new.status = ProgramStatus::Restoring;
-                new.updated_at = after(rec.updated_at);
+                new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
                 self.put_record_change(&rec, &new, None).await?;
             }
             Ok(())
@@ -421,7 +390,7 @@ impl Storage {
         }
         let mut new = rec.clone();
         new.status = status;
-        new.updated_at = after(rec.updated_at);
+        new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
         if status == ProgramStatus::Active {
             new.restored_at = Some(new.updated_at);
         }
@@ -474,12 +443,16 @@ impl Storage {
                 .with_retries(|| self.items.scan(start.clone(), SCAN_PAGE))
                 .await?;
             for item in &page.items {
-                if item.sk == keys::HEAD_SK && item.pk.starts_with("SIG#") {
-                    let head: SignatureHead = from_item(item)?;
-                    self.clean_signature(&head, opts, &mut report).await?;
-                } else if item.sk == keys::IDEM_SK && item.pk.starts_with("IDEM#") {
-                    self.collect_idempotency(item, now, opts.dry_run, &mut report)
-                        .await?;
+                match keys::entity_kind(&item.pk, &item.sk) {
+                    keys::EntityKind::SignatureHead => {
+                        let head: SignatureHead = from_item(item)?;
+                        self.clean_signature(&head, opts, &mut report).await?;
+                    }
+                    keys::EntityKind::Idempotency => {
+                        self.collect_idempotency(item, now, opts.dry_run, &mut report)
+                            .await?;
+                    }
+                    _ => {}
                 }
                 if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                     let key = page_key_of(item, Index::Table);

@@ -34,7 +34,7 @@ pub use crate::backend::{BATCH_ATTEMPTS, BATCH_CHUNK};
 /// Clock skew tolerated between a client's timestamps and the server's.
 pub const SKEW: Duration = Duration::minutes(5);
 /// Largest page of history.
-pub const MAX_HISTORY_PAGE: usize = 1000;
+pub const MAX_HISTORY_PAGE: usize = crate::service::MAX_PAGE;
 
 /// One metric record as stored and answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,17 +359,7 @@ impl Storage {
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<History> {
-        let limit = match limit {
-            None => 100,
-            Some(0) => return Err(Error::invalid("limit", "limit must be at least 1")),
-            Some(n) if n > MAX_HISTORY_PAGE => {
-                return Err(Error::invalid(
-                    "limit",
-                    format!("limit must be at most {MAX_HISTORY_PAGE}"),
-                ))
-            }
-            Some(n) => n,
-        };
+        let limit = crate::service::page_limit(limit)?;
         let after = cursor.map(|c| decode_history_cursor(c, id)).transpose()?;
         let program = self.get_record(id).await?;
         let window = Self::metric_window(&program, from, to)?;

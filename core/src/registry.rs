@@ -79,12 +79,12 @@ const PROTECTED_KEYS: [&str; 11] = [
     "previous_version",
 ];
 
-fn rev_of(head: &SignatureHead) -> Condition {
+pub(crate) fn rev_of(head: &SignatureHead) -> Condition {
     Condition::AttrEquals(attr::REV.into(), head.rev.to_string())
 }
 
 impl Storage {
-    async fn read_head(
+    pub(crate) async fn read_head(
         &self,
         project: &Project,
         signature: &Signature,
@@ -709,7 +709,7 @@ fn apply_patch(record: &ProgramRecord, patch: &MetadataPatch) -> Result<ProgramR
 }
 
 /// A time strictly after `prev` at millisecond precision (the precision of stored times).
-fn next_time(prev: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn next_time(prev: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     let min = prev + chrono::Duration::milliseconds(1);
     if now >= min {
         now

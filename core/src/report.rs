@@ -156,7 +156,7 @@ async fn write_loads(
             add: vec![("n_loads".into(), n)],
             set: counter_set(&project, &signature, keys::LOADS_SK),
         };
-        if let Err(e) = add_with_retry(items, op).await {
+        if let Err(e) = transact_with_retry(items, vec![op]).await {
             tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");
             failed.insert((project, signature), n);
         }
@@ -164,22 +164,9 @@ async fn write_loads(
     failed
 }
 
-/// One counter update on its own, retried on conflicts and throttling.
-async fn add_with_retry(items: &dyn ItemStore, op: WriteOp) -> Result<()> {
-    transact_with_retry(items, vec![op]).await
-}
-
 /// A transaction of unconditional counter updates, retried on conflicts and throttling.
 pub(crate) async fn transact_with_retry(items: &dyn ItemStore, ops: Vec<WriteOp>) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match items.transact(ops.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < 8 => crate::service::backoff(attempt).await,
-            Err(e) => return Err(e),
-        }
-    }
+    crate::service::retry_transient(8, || items.transact(ops.clone())).await
 }
 
 fn num(item: &Item, name: &str) -> i64 {
@@ -357,22 +344,32 @@ impl Storage {
     pub async fn program_trends(&self, id: &ProgramId, days: Option<i64>) -> Result<TrendAnswer> {
         let (days, window) = trend_window(days)?;
         let program = self.get_record(id).await?;
+        self.trends_over(&program, days, window).await
+    }
+
+    /// [`Self::program_trends`] of a program whose record is in hand.
+    pub async fn program_trends_of(
+        &self,
+        program: &ProgramRecord,
+        days: Option<i64>,
+    ) -> Result<TrendAnswer> {
+        let (days, window) = trend_window(days)?;
+        self.trends_over(program, days, window).await
+    }
+
+    async fn trends_over(
+        &self,
+        program: &ProgramRecord,
+        days: i64,
+        window: Window,
+    ) -> Result<TrendAnswer> {
         let mut acc = DailyAccumulator::default();
-        self.accumulate(&program, window, &mut acc).await?;
+        self.accumulate_days(program, window, &mut acc).await?;
         Ok(TrendAnswer {
             window: window_view(days, &window),
             trends: acc.finish(),
             programs: Vec::new(),
         })
-    }
-
-    async fn accumulate(
-        &self,
-        program: &ProgramRecord,
-        window: Window,
-        acc: &mut DailyAccumulator,
-    ) -> Result<u64> {
-        self.accumulate_days(program, window, acc).await
     }
 
     /// Trends across a signature's versions: every version's records merged by day. Reads the
@@ -393,7 +390,7 @@ impl Storage {
         let mut acc = DailyAccumulator::default();
         let mut views = Vec::new();
         for p in &programs {
-            let n = self.accumulate(p, window, &mut acc).await?;
+            let n = self.accumulate_days(p, window, &mut acc).await?;
             views.push(json!({"id": p.id, "version": p.version, "records": n}));
         }
         Ok(TrendAnswer {
@@ -439,7 +436,7 @@ impl Storage {
             return Ok(());
         }
         let stored = self.blobs.get(&record.blob_key).await?;
-        self.codec.decode(&stored, &record.blob).map(|_| ())
+        self.decode_blob(&stored, &record.blob).await.map(|_| ())
     }
 
     /// The monitoring report (see the module doc for what it costs).

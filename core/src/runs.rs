@@ -362,12 +362,7 @@ impl Storage {
                 ));
             }
         }
-        self.items
-            .transact(vec![WriteOp::put(
-                run.to_item(),
-                crate::backend::Condition::NotExists,
-            )])
-            .await?;
+        self.put_run(&run).await?;
         for id in &run.program_ids {
             self.link_program_to_run(id, &run.id).await?;
         }

@@ -156,7 +156,7 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 impl Storage {
     pub fn new(
@@ -503,9 +503,7 @@ impl Storage {
             };
             let head_condition = match &head {
                 None => Condition::NotExists,
-                Some(h) => {
-                    Condition::AttrEquals(crate::backend::attr::REV.into(), h.rev.to_string())
-                }
+                Some(h) => crate::registry::rev_of(h),
             };
             let mut ops = vec![
                 WriteOp::put(record.to_item(), Condition::NotExists),
@@ -617,7 +615,7 @@ impl Storage {
         Ok(loaded)
     }
 
-    async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {
+    pub(crate) async fn load_blob(&self, record: ProgramRecord) -> Result<LoadedProgram> {
         let record = match record.status {
             ProgramStatus::Active => record,
             // A restore under way: finished here when its copy is ready (maintenance.rs).
@@ -779,7 +777,7 @@ impl Storage {
     }
 }
 
-fn max_score(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(crate) fn max_score(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, None) => x,
@@ -796,6 +794,23 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize> {
             format!("limit must be at most {MAX_PAGE}"),
         )),
         Some(n) => Ok(n),
+    }
+}
+
+/// Runs `op` until it succeeds or fails otherwise than transiently (throttled or unavailable),
+/// at most `max_attempts` times, with [`backoff`] between attempts.
+pub(crate) async fn retry_transient<T, F, Fut>(max_attempts: u32, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        match op().await {
+            Err(e) if e.is_transient() && n < max_attempts => backoff(n).await,
+            other => return other,
+        }
     }
 }
 

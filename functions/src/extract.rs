@@ -44,6 +44,28 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> ApiResult<T
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Reads a body ([`read_body`]) and parses it as JSON ([`parse_json`]).
+pub async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> ApiResult<T> {
+    parse_json(&read_body(headers, body, limit).await?)
+}
+
+/// [`json_body`], where an empty (or all-whitespace) body means `T::default()`.
+pub async fn json_body_or_default<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> ApiResult<T> {
+    let bytes = read_body(headers, body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
 /// Parses an owned JSON value (for bodies that hold no borrowed parts).
 pub fn parse_json_owned<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     parse_json(bytes)

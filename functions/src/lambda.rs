@@ -92,15 +92,18 @@ pub fn is_scheduled_event(event: &Value) -> bool {
 /// The instant to stop scheduled work before: the context's deadline (milliseconds since the
 /// epoch) less [`DEADLINE_MARGIN`].
 fn deadline_of(context: &Context) -> Option<Instant> {
-    if context.deadline == 0 {
-        return None;
-    }
-    let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
+    (context.deadline != 0)
+        .then(|| stop_before(UNIX_EPOCH + Duration::from_millis(context.deadline)))
+}
+
+/// The instant to stop work that must end by `deadline`: [`DEADLINE_MARGIN`] before it (now,
+/// when that has passed).
+pub(crate) fn stop_before(deadline: SystemTime) -> Instant {
     let left = deadline
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .saturating_sub(DEADLINE_MARGIN);
-    Some(Instant::now() + left)
+    Instant::now() + left
 }
 
 /// Handles one invocation of a function that serves HTTP routes AND runs on a schedule: an
@@ -126,7 +129,7 @@ pub async fn handle_event(
             }
         };
     }
-    let request: LambdaRequest = serde_json::from_str(&payload.to_string())
+    let request: LambdaRequest = serde_json::from_value(payload)
         .map_err(|e| format!("not an API Gateway, ALB or scheduled event: {e}"))?;
     let adapter = lambda_http::Adapter::from(router);
     let response = adapter

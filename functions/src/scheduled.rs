@@ -6,35 +6,16 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use dspy_storage_core::backup::BackupRun;
+
 use crate::AppState;
 
-/// The daily backup: a new backup (or the rest of an unfinished one), then retention.
+/// The daily backup: a new backup (or the rest of an unfinished one), then retention; its
+/// summary (status `complete`, `in_progress` or `failed`), logged.
 pub async fn backup_job(state: AppState, deadline: Option<Instant>) -> Value {
-    let options = dspy_storage_core::backup::BackupOptions {
-        retain: Some(state.backup_retain),
-        deadline,
-        ..Default::default()
-    };
-    let location = crate::routes::backup_location(&state);
-    let started = Instant::now();
-    let result =
-        dspy_storage_core::backup::create_backup(&state.storage, &location, &options).await;
-    let summary = match result {
-        Ok(dspy_storage_core::backup::BackupRun::Finished(m)) => json!({
-            "job": "backup", "status": "complete", "backup_name": m.name,
-            "backup_id": m.backup_id, "size": m.size, "counts": m.counts,
-            "retain": state.backup_retain,
-            "duration_s": started.elapsed().as_secs_f64(),
-        }),
-        Ok(dspy_storage_core::backup::BackupRun::Suspended { name, pass }) => json!({
-            "job": "backup", "status": "in_progress", "backup_name": name, "pass": pass,
-            "note": "stopped before the function's deadline; the next run resumes it",
-            "duration_s": started.elapsed().as_secs_f64(),
-        }),
-        Err(e) => json!({"job": "backup", "status": "failed", "error": e.to_string()}),
-    };
-    tracing::info!(summary = %summary, "scheduled backup");
-    summary
+    backup_summary(&state, deadline)
+        .await
+        .unwrap_or_else(|e| json!({"job": "backup", "status": "failed", "error": e.to_string()}))
 }
 
 /// The backup job as a scheduled handler: a failed backup is an error of the invocation (so
@@ -44,12 +25,31 @@ pub async fn backup_scheduled(
     _event: Value,
     deadline: Option<Instant>,
 ) -> dspy_storage_core::Result<Value> {
-    let summary = backup_job(state, deadline).await;
-    if summary["status"] == "failed" {
-        return Err(dspy_storage_core::Error::Unavailable(format!(
-            "scheduled backup failed: {}",
-            summary["error"].as_str().unwrap_or("unknown error")
-        )));
-    }
-    Ok(summary)
+    backup_summary(&state, deadline)
+        .await
+        .map_err(|e| dspy_storage_core::Error::Unavailable(format!("scheduled backup failed: {e}")))
+}
+
+async fn backup_summary(
+    state: &AppState,
+    deadline: Option<Instant>,
+) -> dspy_storage_core::Result<Value> {
+    let started = Instant::now();
+    let result = crate::routes::backups::run_backup(state, None, deadline).await;
+    let summary = match &result {
+        Ok(BackupRun::Finished(m)) => json!({
+            "job": "backup", "status": "complete", "backup_name": m.name,
+            "backup_id": m.backup_id, "size": m.size, "counts": m.counts,
+            "retain": state.backup_retain,
+            "duration_s": started.elapsed().as_secs_f64(),
+        }),
+        Ok(BackupRun::Suspended { name, pass }) => json!({
+            "job": "backup", "status": "in_progress", "backup_name": name, "pass": pass,
+            "note": "stopped before the function's deadline; the next run resumes it",
+            "duration_s": started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => json!({"job": "backup", "status": "failed", "error": e.to_string()}),
+    };
+    tracing::info!(summary = %summary, "scheduled backup");
+    result.map(|_| summary)
 }

@@ -57,18 +57,28 @@ pub fn clients(
     interceptor: Option<RequestCounter>,
 ) -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
     let mut ddb = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(counter) = &interceptor {
+        ddb = ddb.interceptor(counter.clone());
+    }
+    (
+        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
+        s3_client(sdk, interceptor),
+    )
+}
+
+/// The S3 client alone (path-style addressing when a custom endpoint is configured).
+pub fn s3_client(
+    sdk: &aws_config::SdkConfig,
+    interceptor: Option<RequestCounter>,
+) -> aws_sdk_s3::Client {
     let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
     if s3_endpoint_configured(sdk) {
         s3 = s3.force_path_style(true);
     }
     if let Some(counter) = interceptor {
-        ddb = ddb.interceptor(counter.clone());
         s3 = s3.interceptor(counter);
     }
-    (
-        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
-        aws_sdk_s3::Client::from_conf(s3.build()),
-    )
+    aws_sdk_s3::Client::from_conf(s3.build())
 }
 
 /// Error codes that mean "slow down" on either service.

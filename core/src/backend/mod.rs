@@ -279,7 +279,7 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn batch_put(&self, items: Vec<Item>) -> Result<()>;
     /// ONE batch write of at most 25 items, without retries: returns the items the store did not
     /// process (DynamoDB's `UnprocessedItems`), for a caller that retries them with backoff
-    /// itself. The default writes them all with [`ItemStore::batch_put`].
+    /// itself ([`put_all`]).
     async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>>;
     /// Reads one page of every item. Maintenance and backup only: never on a request path.
     async fn scan(&self, start: Option<PageKey>, limit: usize) -> Result<Page<Item>>;

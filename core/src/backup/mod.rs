@@ -89,6 +89,14 @@ impl BackupLocation {
         }
     }
 
+    /// The same layout in an S3 bucket of its own (`DSPY_STORAGE_BACKUP_BUCKET`,
+    /// `--backup-bucket`), with the environment's AWS configuration.
+    pub async fn s3_bucket(bucket: &str) -> Self {
+        use crate::backend::aws::{load_sdk_config, s3_client, S3BlobStore};
+        let s3 = s3_client(&load_sdk_config().await, None);
+        Self::new(Arc::new(S3BlobStore::new(s3, bucket)))
+    }
+
     /// The same layout in a local directory (export / import).
     pub fn directory(path: &Path) -> Result<Self> {
         Ok(Self::new(Arc::new(
@@ -803,10 +811,7 @@ impl Run<'_> {
                     continue;
                 }
                 count += 1;
-                best = match (best, claim.performance) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
+                best = crate::service::max_score(best, claim.performance);
                 if latest.as_ref().is_none_or(|l| claim.version > l.version) {
                     latest = Some(claim.clone());
                 }

@@ -8,15 +8,15 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::format::{self, BlobRef, Line, Manifest, PartInfo};
-use super::{
-    get_manifest, uuid_of, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION,
-};
+use super::{get_manifest, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION};
 use crate::backend::{attr, Condition, Index, Item, Query, SkRange, WriteOp};
 use crate::codec::Codec;
+use crate::domain::ProgramId;
 use crate::error::{Error, Result};
 use crate::keys::{self, EntityKind};
 use crate::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
-use crate::service::Storage;
+use crate::registry::rev_of;
+use crate::service::{max_score, Storage};
 
 /// How a restore runs.
 #[derive(Clone)]
@@ -72,7 +72,7 @@ struct Restorer<'a> {
     /// written with the programs it covers.
     heads: HashMap<String, (Item, SignatureHead)>,
     /// Ids of the backup's programs.
-    program_ids: HashSet<u128>,
+    program_ids: HashSet<ProgramId>,
     /// Heads this run created, and live heads it changed (each counted once).
     created_heads: HashSet<String>,
     merged_heads: HashSet<String>,
@@ -220,7 +220,7 @@ impl Restorer<'_> {
                         )));
                     }
                     self.pool_blob(blob).await?;
-                    self.program_ids.insert(record.id_u128());
+                    self.program_ids.insert(record.id);
                 }
                 if kind == EntityKind::SignatureHead {
                     let head: SignatureHead = from_item(&line.item)
@@ -514,7 +514,7 @@ impl Restorer<'_> {
         let backup = self.heads.get(pk);
         let condition = match live {
             None => Condition::NotExists,
-            Some(l) => Condition::AttrEquals(attr::REV.into(), l.rev.to_string()),
+            Some(l) => rev_of(l),
         };
         let mut head = match live {
             Some(l) => {
@@ -541,10 +541,7 @@ impl Restorer<'_> {
                 head.latest_id = r.id;
             }
             head.versions += 1;
-            head.best_performance = match (head.best_performance, r.primary_score) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
+            head.best_performance = max_score(head.best_performance, r.primary_score);
             head.updated_at = head.updated_at.max(r.created_at);
         }
         let Some((backup_item, backup)) = backup else {
@@ -590,7 +587,7 @@ impl Restorer<'_> {
                 .await?;
             for item in page.items {
                 let claim: VersionClaim = from_item(&item)?;
-                if !self.program_ids.contains(&claim.id_u128())
+                if !self.program_ids.contains(&claim.id)
                     || chunk.iter().any(|p| p.record.id == claim.id)
                 {
                     return Ok(false);
@@ -635,10 +632,7 @@ impl Restorer<'_> {
                 }
                 merged.rev = live.rev + 1;
                 merged.updated_at = live.updated_at.max(ours.updated_at);
-                let op = WriteOp::put(
-                    merged.to_item(),
-                    Condition::AttrEquals(attr::REV.into(), live.rev.to_string()),
-                );
+                let op = WriteOp::put(merged.to_item(), rev_of(&live));
                 match items.transact(vec![op]).await {
                     Ok(()) => {
                         if !self.created_heads.contains(&pk) && self.merged_heads.insert(pk.clone())
@@ -667,22 +661,6 @@ struct Pending {
 
 /// DynamoDB's limit on the actions of one transaction.
 const MAX_TRANSACTION_OPS: usize = 100;
-
-trait IdU128 {
-    fn id_u128(&self) -> u128;
-}
-
-impl IdU128 for ProgramRecord {
-    fn id_u128(&self) -> u128 {
-        uuid_of(&self.id.to_string()).unwrap_or_default()
-    }
-}
-
-impl IdU128 for VersionClaim {
-    fn id_u128(&self) -> u128 {
-        uuid_of(&self.id.to_string()).unwrap_or_default()
-    }
-}
 
 /// The counter additions a chunk's programs make, summed per signature (dated by each
 /// program's creation): one op per counter item, as a transaction allows.

@@ -47,18 +47,10 @@ pub struct SearchRequest {
 }
 
 pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = crate::service::MAX_PAGE;
 
 fn limit_of(limit: Option<usize>) -> Result<usize> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(0) => Err(Error::invalid("limit", "limit must be at least 1")),
-        Some(n) if n > MAX_LIMIT => Err(Error::invalid(
-            "limit",
-            format!("limit must be at most {MAX_LIMIT}"),
-        )),
-        Some(n) => Ok(n),
-    }
+    crate::service::page_limit(Some(limit.unwrap_or(DEFAULT_LIMIT)))
 }
 
 fn fingerprint(parts: &[&str]) -> String {

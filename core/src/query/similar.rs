@@ -142,11 +142,13 @@ pub fn instructions_of(program: &Value) -> String {
 }
 
 impl Storage {
+    /// The instructions of a program whose record is in hand (its blob read, not counted as a
+    /// load).
     async fn instructions(&self, r: &ProgramRecord) -> Result<Option<String>> {
         if r.status != ProgramStatus::Active {
             return Ok(None);
         }
-        match self.get_program(&r.id).await {
+        match self.load_blob(r.clone()).await {
             Ok(p) => {
                 let v: Value = serde_json::from_str(p.program.get())
                     .map_err(|e| Error::Integrity(format!("stored program is not JSON: {e}")))?;

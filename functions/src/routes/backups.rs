@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiResult;
-use crate::extract::{parse_json, read_body};
+use crate::extract::json_body_or_default;
 use crate::AppState;
 
 /// Where this state's backups live.
@@ -45,27 +45,20 @@ pub fn created_view(m: &Manifest) -> Value {
     })
 }
 
-/// Runs a backup with the state's location and retention. In Lambda the backup stops a minute
-/// before the invocation's deadline and the next run resumes it.
+/// Runs a backup with the state's location and retention, stopping at `deadline` (the next
+/// run resumes it).
 pub async fn run_backup(
     state: &AppState,
     name: Option<String>,
-    lambda: Option<&lambda_http::Context>,
-) -> ApiResult<BackupRun> {
-    let deadline = lambda.map(|c| {
-        let left = c
-            .deadline()
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(60))
-    });
+    deadline: Option<std::time::Instant>,
+) -> dspy_storage_core::Result<BackupRun> {
     let options = BackupOptions {
         name,
         retain: Some(state.backup_retain),
         deadline,
         ..Default::default()
     };
-    Ok(backup::create_backup(&state.storage, &location(state), &options).await?)
+    backup::create_backup(&state.storage, &location(state), &options).await
 }
 
 /// `POST /backups` body `{"name"?}` (or no body) → `201` with the new backup's summary.
@@ -75,13 +68,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let req: CreateBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CreateBody::default()
-    } else {
-        parse_json(&bytes)?
-    };
-    match run_backup(&state, req.name, lambda.as_ref().map(|e| &e.0)).await? {
+    let req: CreateBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
+    // In Lambda the backup stops a minute before the invocation's deadline.
+    let deadline = lambda.map(|c| crate::lambda::stop_before(c.0.deadline()));
+    match run_backup(&state, req.name, deadline).await? {
         BackupRun::Finished(m) => Ok((StatusCode::CREATED, Json(created_view(&m))).into_response()),
         BackupRun::Suspended { name, pass } => Ok((
             StatusCode::ACCEPTED,
@@ -117,6 +107,14 @@ fn yes() -> bool {
     true
 }
 
+impl Default for RestoreBody {
+    fn default() -> Self {
+        RestoreBody {
+            verify_compatibility: yes(),
+        }
+    }
+}
+
 /// `POST /backups/{name}/restore` body `{"verify_compatibility": true}` → the restore report.
 pub async fn restore(
     State(state): State<AppState>,
@@ -124,14 +122,7 @@ pub async fn restore(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let req: RestoreBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RestoreBody {
-            verify_compatibility: true,
-        }
-    } else {
-        parse_json(&bytes)?
-    };
+    let req: RestoreBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
     let options = RestoreOptions {
         verify_compatibility: req.verify_compatibility,
         progress: None,
@@ -143,7 +134,6 @@ pub async fn restore(
 /// Backup settings from the environment: `DSPY_STORAGE_BACKUP_BUCKET` (a bucket of its own;
 /// default the program bucket under `backups/`) and `DSPY_STORAGE_BACKUP_RETAIN` (default 30).
 pub async fn settings_from_env(state: &mut AppState) -> dspy_storage_core::Result<()> {
-    use dspy_storage_core::backend::aws::{clients, load_sdk_config, S3BlobStore};
     if let Ok(retain) = std::env::var("DSPY_STORAGE_BACKUP_RETAIN") {
         state.backup_retain = retain
             .trim()
@@ -161,12 +151,7 @@ pub async fn settings_from_env(state: &mut AppState) -> dspy_storage_core::Resul
     }
     if let Ok(bucket) = std::env::var("DSPY_STORAGE_BACKUP_BUCKET") {
         if !bucket.trim().is_empty() {
-            let sdk = load_sdk_config().await;
-            let (_, s3) = clients(&sdk, None);
-            state.backup = Some(BackupLocation::new(std::sync::Arc::new(S3BlobStore::new(
-                s3,
-                bucket.trim(),
-            ))));
+            state.backup = Some(BackupLocation::s3_bucket(bucket.trim()).await);
         }
     }
     Ok(())

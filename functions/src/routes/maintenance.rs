@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::programs::program_id;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, read_body};
+use crate::extract::json_body_or_default;
 use crate::AppState;
 
 /// How long one HTTP cleanup call works before it answers a `next_cursor` (API Gateway gives an
@@ -49,12 +49,7 @@ pub async fn cleanup(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let parsed: CleanupBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        CleanupBody::default()
-    } else {
-        parse_json(&bytes)?
-    };
+    let parsed: CleanupBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
     let dry_run = parsed.dry_run.unwrap_or(true);
     let policy = parsed
         .policy

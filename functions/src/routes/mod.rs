@@ -7,7 +7,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 
 use crate::AppState;
 
-mod backups;
+pub(crate) mod backups;
 pub use backups::{location as backup_location, settings_from_env as backup_settings_from_env};
 mod dspy;
 pub mod maintenance;

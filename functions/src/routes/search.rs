@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::programs::program_id;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, read_body, Params};
+use crate::extract::{json_body, Params};
 use crate::AppState;
 
 /// `GET /search?q=&sort=&limit=&cursor=&project=`
@@ -40,11 +40,6 @@ pub async fn search_get(State(state): State<AppState>, uri: Uri) -> ApiResult<Re
     Ok(Json(state.storage.search(&req).await?).into_response())
 }
 
-async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Value> {
-    let bytes = read_body(headers, body, state.max_body_bytes).await?;
-    parse_json(&bytes)
-}
-
 /// `POST /search` with the structured form.
 pub async fn search_post(
     State(state): State<AppState>,
@@ -53,7 +48,7 @@ pub async fn search_post(
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
-    let body = json_body(&state, &headers, body).await?;
+    let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = parse_structured(&body, params.project()?)?;
     Ok(Json(state.storage.search(&req).await?).into_response())
 }
@@ -66,7 +61,7 @@ pub async fn aggregate(
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
-    let body = json_body(&state, &headers, body).await?;
+    let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = AggregateRequest::parse(&body, params.project()?)?;
     Ok(Json(state.storage.aggregate(&req).await?).into_response())
 }
@@ -79,7 +74,7 @@ pub async fn time_series(
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
-    let body = json_body(&state, &headers, body).await?;
+    let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = TimeSeriesRequest::parse(&body, params.project()?)?;
     Ok(Json(state.storage.time_series(&req).await?).into_response())
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::programs::program_id;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, read_body, signature, Params};
+use crate::extract::{json_body, signature, Params};
 use crate::AppState;
 
 fn days(params: &Params) -> ApiResult<Option<i64>> {
@@ -38,8 +38,7 @@ pub async fn record_metrics(
     body: Body,
 ) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let value: Value = parse_json(&bytes)?;
+    let value: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let recorded = state.storage.record_metrics(&id, &value).await?;
     Ok((StatusCode::CREATED, Json(recorded)).into_response())
 }
@@ -104,7 +103,10 @@ pub async fn program_chart(
     let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let record = state.storage.get_record(&id).await?;
-    let t = state.storage.program_trends(&id, days(&params)?).await?;
+    let t = state
+        .storage
+        .program_trends_of(&record, days(&params)?)
+        .await?;
     let title = format!("{} {} — program {}", record.signature, record.version, id);
     Ok(svg(chart::render(&title, &subtitle(&t), &t.trends)))
 }
@@ -153,8 +155,7 @@ pub async fn create_run(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
-    let new: NewRun = parse_json(&bytes)?;
+    let new: NewRun = json_body(&headers, body, state.max_body_bytes).await?;
     let run = OptimizationRun::from_request(new, chrono::Utc::now())?;
     let run = state.storage.create_run(run).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": run.id, "run": run}))).into_response())

@@ -1,6 +1,6 @@
 //! [`ItemStore`] over one DynamoDB table.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,12 +15,9 @@ use aws_sdk_dynamodb::Client;
 
 use super::{build_error, dynamo_error};
 use crate::backend::{
-    attr, Condition, Index, Item, ItemStore, Page, PageKey, Query, SkRange, WriteOp,
+    attr, Condition, Index, Item, ItemStore, Page, PageKey, Query, SkRange, WriteOp, BATCH_CHUNK,
 };
 use crate::error::{Error, Result};
-
-/// DynamoDB's limit of items per BatchWriteItem.
-const BATCH_WRITE_MAX: usize = 25;
 
 type AttrMap = HashMap<String, AttributeValue>;
 
@@ -381,34 +378,6 @@ fn cancellation_error(reasons: &[Option<&str>], origin: &[usize], message: &str)
     }
 }
 
-/// Splits items into BatchWriteItem chunks of at most 25 requests, starting a new chunk when a
-/// key repeats (DynamoDB rejects duplicate keys in one batch); order, hence last-write-wins, is
-/// kept.
-fn batch_chunks(items: Vec<Item>) -> Vec<Vec<WriteRequest>> {
-    let mut chunks = Vec::new();
-    let mut chunk: Vec<WriteRequest> = Vec::new();
-    let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
-    for item in items {
-        let key = (item.pk.clone(), item.sk.clone());
-        if chunk.len() == BATCH_WRITE_MAX || keys.contains(&key) {
-            chunks.push(std::mem::take(&mut chunk));
-            keys.clear();
-        }
-        let put = PutRequest::builder()
-            .set_item(Some(item_to_map(&item)))
-            .build();
-        // PutRequest's only required field is the item, which is set.
-        if let Ok(put) = put {
-            chunk.push(WriteRequest::builder().put_request(put).build());
-            keys.insert(key);
-        }
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
-}
-
 fn clamp_limit(limit: usize) -> i32 {
     limit.clamp(1, i32::MAX as usize) as i32
 }
@@ -518,16 +487,27 @@ impl ItemStore for DynamoItemStore {
     }
 
     async fn batch_put_once(&self, items: Vec<Item>) -> Result<Vec<Item>> {
-        if items.len() > BATCH_WRITE_MAX {
+        if items.len() > BATCH_CHUNK {
             return Err(Error::Internal(format!(
-                "one BatchWriteItem takes at most {BATCH_WRITE_MAX} items, not {}",
+                "one BatchWriteItem takes at most {BATCH_CHUNK} items, not {}",
                 items.len()
             )));
         }
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let requests: Vec<WriteRequest> = batch_chunks(items).into_iter().flatten().collect();
+        // PutRequest's only required field is the item, which is set. `put_all` has already
+        // split the items where a key repeats (DynamoDB refuses a key twice in one batch).
+        let requests: Vec<WriteRequest> = items
+            .iter()
+            .filter_map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item_to_map(item)))
+                    .build()
+                    .ok()
+            })
+            .map(|put| WriteRequest::builder().put_request(put).build())
+            .collect();
         let out = self
             .client
             .batch_write_item()
@@ -569,20 +549,6 @@ impl ItemStore for DynamoItemStore {
 #[cfg(test)]
 mod unit {
     use super::*;
-
-    #[test]
-    fn chunks_respect_limit_and_duplicates() {
-        let items: Vec<Item> = (0..60).map(|i| Item::new(format!("P{i}"), "S")).collect();
-        let sizes: Vec<usize> = batch_chunks(items).iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![25, 25, 10]);
-        let items = vec![
-            Item::new("A", "1"),
-            Item::new("B", "1"),
-            Item::new("A", "1").with("x", "2"),
-        ];
-        let sizes: Vec<usize> = batch_chunks(items).iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![2, 1]);
-    }
 
     #[test]
     fn cancellation_reasons_map_to_original_indexes() {
