@@ -1,6 +1,5 @@
 //! The benchmark cases: one small function per operation, in one table, each runnable in-process
-//! and over HTTP. A case whose route answers `501` (its feature is not on this build) reports
-//! "n/a (not implemented on this build)" instead of failing.
+//! and over HTTP.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,13 +15,7 @@ use crate::env::{BackendEnv, Mode};
 use crate::stats::{percentile, sorted};
 use crate::BenchResult;
 
-/// What one operation did.
-pub enum Outcome {
-    Done,
-    NotImplemented,
-}
-
-pub type Fut<'a> = Pin<Box<dyn Future<Output = BenchResult<Outcome>> + Send + 'a>>;
+pub type Fut<'a> = Pin<Box<dyn Future<Output = BenchResult<()>> + Send + 'a>>;
 /// One operation: `i` numbers the call (picks the program, signature, …).
 pub type Op = for<'a> fn(&'a BackendEnv, Mode, u64) -> Fut<'a>;
 
@@ -206,7 +199,7 @@ fn sig(env: &BackendEnv, i: u64) -> Signature {
     Signature::parse(env.seeded.signature(i)).expect("valid signature")
 }
 
-/// A `/...` path or body call that must succeed (or answer 501).
+/// A `/...` path or body call that must succeed.
 async fn api(
     env: &BackendEnv,
     mode: Mode,
@@ -214,13 +207,10 @@ async fn api(
     method: Method,
     path: &str,
     body: Option<&Value>,
-) -> BenchResult<Outcome> {
+) -> BenchResult<()> {
     let answer = env.call(mode, cold, method.clone(), path, body).await?;
-    if answer.not_implemented() {
-        return Ok(Outcome::NotImplemented);
-    }
     answer.ok(&format!("{method} {path}"))?;
-    Ok(Outcome::Done)
+    Ok(())
 }
 
 fn store(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
@@ -231,7 +221,7 @@ fn store(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
         match mode {
             Mode::InProcess => {
                 crate::data::store(&env.storage, &signature, seed).await?;
-                Ok(Outcome::Done)
+                Ok(())
             }
             Mode::Http => {
                 let body = crate::data::store_body(&signature, seed);
@@ -241,7 +231,7 @@ fn store(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
     })
 }
 
-async fn load_id(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult<Outcome> {
+async fn load_id(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult<()> {
     let id = env.seeded.id(i);
     match mode {
         Mode::InProcess => {
@@ -249,7 +239,7 @@ async fn load_id(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResul
             let p = s.get_program(&id).await?;
             // What the route does with it: serialize the answer.
             std::hint::black_box(serde_json::to_vec(&p.program)?);
-            Ok(Outcome::Done)
+            Ok(())
         }
         Mode::Http => {
             api(
@@ -273,7 +263,7 @@ fn load_by_id_cold(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
     Box::pin(load_id(env, mode, i, true))
 }
 
-async fn latest(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult<Outcome> {
+async fn latest(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult<()> {
     let signature = sig(env, i);
     match mode {
         Mode::InProcess => {
@@ -282,7 +272,7 @@ async fn latest(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult
                 .get_version(&project(), &signature, &VersionSelector::Latest)
                 .await?;
             std::hint::black_box(serde_json::to_vec(&p.program)?);
-            Ok(Outcome::Done)
+            Ok(())
         }
         Mode::Http => {
             let path = format!("/signatures/{signature}/versions/latest");
@@ -313,7 +303,7 @@ fn load_by_alias(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                     .get_alias(&project(), &signature, &alias)
                     .await?;
                 std::hint::black_box(serde_json::to_vec(&p.program)?);
-                Ok(Outcome::Done)
+                Ok(())
             }
             Mode::Http => {
                 let path = format!("/signatures/{signature}/aliases/{ALIAS}");
@@ -344,7 +334,7 @@ fn set_alias(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                         None,
                     )
                     .await?;
-                Ok(Outcome::Done)
+                Ok(())
             }
             Mode::Http => {
                 let path = format!("/signatures/{signature}/aliases/staging");
@@ -365,7 +355,7 @@ fn list_versions(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                     .list_versions(&project(), &signature, None, None)
                     .await?;
                 std::hint::black_box(l.items.len());
-                Ok(Outcome::Done)
+                Ok(())
             }
             Mode::Http => {
                 let path = format!("/signatures/{signature}/versions");
@@ -390,7 +380,7 @@ fn diff(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                     )
                     .await?;
                 std::hint::black_box(serde_json::to_vec(&d)?);
-                Ok(Outcome::Done)
+                Ok(())
             }
             Mode::Http => {
                 let path = format!("/signatures/{signature}/diff?from=1.0.0&to=latest");
@@ -404,7 +394,7 @@ fn health(env: &BackendEnv, mode: Mode, _i: u64) -> Fut<'_> {
     Box::pin(api(env, mode, false, Method::GET, "/health", None))
 }
 
-// ----- routes of other features (API.md contract; 501 until they land) -----------------------
+// ----- search, performance tracking, backup --------------------------------------------------
 
 fn search_query(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
     Box::pin(async move {
@@ -483,9 +473,9 @@ fn metric_batch(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
     })
 }
 
-/// Reads a program's whole history page by page (1,000 per page); `None` when the route is
-/// not on this build. Returns the number of records read.
-pub async fn read_history(env: &BackendEnv, mode: Mode, id: &str) -> BenchResult<Option<usize>> {
+/// Reads a program's whole history page by page (1,000 per page). Returns the number of records
+/// read.
+pub async fn read_history(env: &BackendEnv, mode: Mode, id: &str) -> BenchResult<usize> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
     loop {
@@ -494,40 +484,32 @@ pub async fn read_history(env: &BackendEnv, mode: Mode, id: &str) -> BenchResult
             path.push_str(&format!("&cursor={c}"));
         }
         let a = env.call(mode, false, Method::GET, &path, None).await?;
-        if a.not_implemented() {
-            return Ok(None);
-        }
         let page = a.ok(&path)?.json()?;
         n += page["records"].as_array().map_or(0, Vec::len);
         match page["next_cursor"].as_str() {
             Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
-            _ => return Ok(Some(n)),
+            _ => return Ok(n),
         }
     }
 }
 
 fn history(env: &BackendEnv, mode: Mode, _i: u64) -> Fut<'_> {
     Box::pin(async move {
-        let Some(id) = env.history_program().await? else {
-            return Ok(Outcome::NotImplemented);
-        };
+        let id = env.history_program().await?;
         match read_history(env, mode, &id.to_string()).await? {
-            None => Ok(Outcome::NotImplemented),
-            Some(n) if n < crate::env::HISTORY_RECORDS => Err(format!(
+            n if n < crate::env::HISTORY_RECORDS => Err(format!(
                 "history returned {n} of {} records",
                 crate::env::HISTORY_RECORDS
             )
             .into()),
-            Some(_) => Ok(Outcome::Done),
+            _ => Ok(()),
         }
     })
 }
 
 fn trend(env: &BackendEnv, mode: Mode, _i: u64) -> Fut<'_> {
     Box::pin(async move {
-        let Some(id) = env.history_program().await? else {
-            return Ok(Outcome::NotImplemented);
-        };
+        let id = env.history_program().await?;
         let path = format!("/programs/{id}/trends?days=90");
         api(env, mode, false, Method::GET, &path, None).await
     })
@@ -543,9 +525,7 @@ fn backup(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
 
 fn restore(env: &BackendEnv, mode: Mode, _i: u64) -> Fut<'_> {
     Box::pin(async move {
-        let Some(name) = env.backup_name().await? else {
-            return Ok(Outcome::NotImplemented);
-        };
+        let name = env.backup_name().await?;
         let body = json!({ "verify_compatibility": true });
         let path = format!("/backups/{name}/restore");
         api(env, mode, false, Method::POST, &path, Some(&body)).await
@@ -602,7 +582,6 @@ pub struct Figures {
 
 pub enum CaseResult {
     Measured(Figures),
-    NotImplemented,
     Failed(String),
 }
 
@@ -652,9 +631,7 @@ async fn run_inner(
         start
     };
     if case.weight != Weight::Single {
-        if let Outcome::NotImplemented = op(env, mode, take(1)).await? {
-            return Ok(CaseResult::NotImplemented);
-        }
+        op(env, mode, take(1)).await?;
     }
     let ops = ops_for(case.weight, plan.iters);
     let mut f = Figures::default();
@@ -666,9 +643,7 @@ async fn run_inner(
         let base = take(ops);
         for k in 0..ops as u64 {
             let t = Instant::now();
-            if let Outcome::NotImplemented = op(env, mode, base + k).await? {
-                return Ok(CaseResult::NotImplemented);
-            }
+            op(env, mode, base + k).await?;
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if let Some((n, cu, snapshot)) = env.counts() {

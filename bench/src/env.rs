@@ -61,9 +61,6 @@ impl Answer {
     pub fn json(&self) -> BenchResult<Value> {
         Ok(serde_json::from_slice(&self.body)?)
     }
-    pub fn not_implemented(&self) -> bool {
-        self.status == 501
-    }
     /// `Ok` for a 2xx answer, else an error carrying the status and body.
     pub fn ok(self, what: &str) -> BenchResult<Self> {
         if (200..300).contains(&self.status) {
@@ -95,8 +92,8 @@ pub struct BackendEnv {
     http: reqwest::Client,
     pub seeded: Seeded,
     _dir: Option<tempfile::TempDir>,
-    history: tokio::sync::OnceCell<Option<ProgramId>>,
-    backup: tokio::sync::OnceCell<Option<String>>,
+    history: tokio::sync::OnceCell<ProgramId>,
+    backup: tokio::sync::OnceCell<String>,
 }
 
 /// Records in the history the history and trend cases read.
@@ -217,7 +214,7 @@ impl BackendEnv {
 
     /// The program holding [`HISTORY_RECORDS`] metric records over the last 90 days (posted on
     /// first use, 1,000 per request); `None` when the metrics route is not on this build.
-    pub async fn history_program(&self) -> BenchResult<Option<ProgramId>> {
+    pub async fn history_program(&self) -> BenchResult<ProgramId> {
         let id = self.seeded.ids[0];
         self.history
             .get_or_try_init(|| async move {
@@ -234,20 +231,16 @@ impl BackendEnv {
                             Some(&body),
                         )
                         .await?;
-                    if a.not_implemented() {
-                        return BenchResult::Ok(None);
-                    }
                     a.ok("seeding the metric history")?;
                 }
-                Ok(Some(id))
+                BenchResult::Ok(id)
             })
             .await
             .copied()
     }
 
-    /// The name of a backup of the seeded store (made on first use); `None` when the backup
-    /// route is not on this build.
-    pub async fn backup_name(&self) -> BenchResult<Option<String>> {
+    /// The name of a backup of the seeded store (made on first use).
+    pub async fn backup_name(&self) -> BenchResult<String> {
         self.backup
             .get_or_try_init(|| async move {
                 let name = format!("bench-restore-{}", uuid::Uuid::now_v7().simple());
@@ -261,16 +254,13 @@ impl BackendEnv {
                         Some(&body),
                     )
                     .await?;
-                if a.not_implemented() {
-                    return BenchResult::Ok(None);
-                }
                 let v = a.ok("making a backup to restore")?.json()?;
-                Ok(Some(
+                BenchResult::Ok(
                     v["backup_name"]
                         .as_str()
                         .unwrap_or(name.as_str())
                         .to_owned(),
-                ))
+                )
             })
             .await
             .cloned()

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use cases::{CaseResult, Plan};
 use env::{Backend, BackendEnv, Mode};
-use report::{Row, NA};
+use report::Row;
 use stats::{num, Spread};
 
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
@@ -295,7 +295,6 @@ async fn run(args: Args) -> BenchResult<()> {
                             "p50 {} ms",
                             Spread::of(&f.p50).map_or("–".into(), |s| num(s.median))
                         ),
-                        CaseResult::NotImplemented => NA.into(),
                         CaseResult::Failed(e) => format!("FAILED {e}"),
                     }
                 ));
@@ -467,7 +466,6 @@ async fn scaling(settings: &Settings, backends: &[Backend]) -> BenchResult<Strin
                         let p99 = Spread::of(&f.p99).map_or(f64::NAN, |s| s.median);
                         format!("{} ({})", num(p50), num(p99))
                     }
-                    CaseResult::NotImplemented => "n/a".into(),
                     CaseResult::Failed(e) => {
                         format!("failed: {}", e.chars().take(60).collect::<String>())
                     }
@@ -482,7 +480,7 @@ async fn scaling(settings: &Settings, backends: &[Backend]) -> BenchResult<Strin
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "In-process, one client: p50 ms (p99 ms), medians over {} repeats of {} calls (history: {} repeats of one full read). N = programs in the store (over {} signatures) or, for history, metric records of one program. \"n/a\" = {NA}.\n",
+        "In-process, one client: p50 ms (p99 ms), medians over {} repeats of {} calls (history: {} repeats of one full read). N = programs in the store (over {} signatures) or, for history, metric records of one program.\n",
         plan.repeats, plan.iters, plan.repeats, settings.signatures
     );
     let _ = write!(s, "| operation | backend |");
@@ -525,7 +523,6 @@ async fn history_at(env: &BackendEnv, n: usize) -> String {
             )
             .await
         {
-            Ok(a) if a.not_implemented() => return "n/a".into(),
             Ok(a) => {
                 if let Err(e) = a.ok("seeding records") {
                     return format!(
@@ -541,9 +538,8 @@ async fn history_at(env: &BackendEnv, n: usize) -> String {
     for _ in 0..3 {
         let t = Instant::now();
         match cases::read_history(env, Mode::InProcess, &id.to_string()).await {
-            Ok(Some(got)) if got >= n => times.push(t.elapsed().as_secs_f64() * 1e3),
-            Ok(Some(got)) => return format!("failed: read {got} of {n}"),
-            Ok(None) => return "n/a".into(),
+            Ok(got) if got >= n => times.push(t.elapsed().as_secs_f64() * 1e3),
+            Ok(got) => return format!("failed: read {got} of {n}"),
             Err(e) => return format!("failed: {e}"),
         }
     }
@@ -806,11 +802,6 @@ async fn backup_rss(n: usize, settings: &Settings) -> BenchResult<Vec<(String, S
             .await?;
         let status = r.status().as_u16();
         let secs = t.elapsed().as_secs_f64();
-        if status == 501 {
-            rows.push((format!("backup of {n} programs"), NA.to_owned()));
-            rows.push((format!("restore of {n} programs"), NA.to_owned()));
-            return Ok(rows);
-        }
         let body: serde_json::Value = r.json().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             rows.push((

@@ -7,8 +7,6 @@ use crate::env::{Backend, Mode};
 use crate::mlflow::MlflowResults;
 use crate::stats::{num, Spread};
 
-pub const NA: &str = "n/a (not implemented on this build)";
-
 fn sh(cmd: &str, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(cmd).args(args).output().ok()?;
     out.status
@@ -113,9 +111,6 @@ pub fn main_table(rows: &[Row], mlflow: Option<&MlflowResults>, concurrency: usi
             r.mode.name()
         );
         match r.result {
-            CaseResult::NotImplemented => {
-                let _ = writeln!(s, "{lead} {NA} | | | | | |");
-            }
             CaseResult::Failed(e) => {
                 let e: String = e
                     .replace('|', "/")
@@ -175,8 +170,6 @@ pub fn requests_table(rows: &[Row]) -> String {
                 by.join(", "),
                 f.capacity_per_op.map_or("–".into(), num),
             );
-        } else if let CaseResult::NotImplemented = r.result {
-            let _ = writeln!(s, "| {} | {NA} | | |", r.case.name);
         }
     }
     s
