@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use dspy_storage_core::codec::sha256_hex;
 use dspy_storage_functions::auth::{
-    AccessControl, LambdaAuth, Principal, Projects, Role, TokenTable,
+    scope_from_claim, AccessControl, LambdaAuth, Principal, Role, TokenTable,
 };
 use dspy_storage_functions::{function_router, AppState, Function};
 use dspy_storage_tests::{backends, Answer, Client, Kind, TestStore};
@@ -54,7 +54,6 @@ fn tokens() -> AccessControl {
 
 struct Ids {
     a: String,
-    a2: String,
     b: String,
 }
 
@@ -92,7 +91,7 @@ async fn setup(admin: &Client, k: Kind) -> Ids {
     .expect(k, "setup alias", 200);
     Ids {
         a: ids[0].clone(),
-        a2: ids[1].clone(),
+
         b: ids[2].clone(),
     }
 }
@@ -370,7 +369,7 @@ async fn lambda_takes_projects_and_role_from_the_authorizer() {
             .expect_error(k, "IAM reader stores", 403, "forbidden");
         let writer = LambdaAuth {
             iam_role: Role::Writer,
-            iam_projects: Projects::from_claim("a").unwrap(),
+            iam_projects: scope_from_claim("a").unwrap(),
         };
         invoke(&store, &writer, Function::Store, &e)
             .await
@@ -392,14 +391,12 @@ async fn lambda_takes_projects_and_role_from_the_authorizer() {
 
 #[test]
 fn principals_filter_projects_for_listing_handlers() {
-    let p = Principal {
-        name: "x".into(),
-        projects: Projects::from_claim("a,b").unwrap(),
-        role: Role::Reader,
-    };
+    let p = Principal::new("x", scope_from_claim("a,b").unwrap(), Role::Reader);
     assert!(p.may_see("a") && p.may_see("b") && !p.may_see("c"));
     assert_eq!(p.project_filter().unwrap().len(), 2);
-    assert!(Principal::unrestricted().project_filter().is_none());
+    assert!(dspy_storage_functions::auth::ANONYMOUS
+        .project_filter()
+        .is_none());
 }
 
 /// A `MakeWriter` into a shared buffer (the logs of one test).
@@ -805,10 +802,10 @@ fn access_table() -> Vec<Entry> {
         // ----- programs
         entry(M::POST, "/programs", Writer, vec![
             naming("body metadata.project", Alpha, 201, |t, _| {
-                (format!("/programs"), Some(json!({"program": program_json(&t.project), "metadata": {"signature": format!("{}.new", t.sig), "project": t.project}})))
+                ("/programs".to_string(), Some(json!({"program": program_json(&t.project), "metadata": {"signature": format!("{}.new", t.sig), "project": t.project}})))
             }),
             naming("the default project (no metadata.project)", Default, 201, |t, _| {
-                (format!("/programs"), Some(json!({"program": program_json(&t.project), "metadata": {"signature": format!("{}.new", t.sig)}})))
+                ("/programs".to_string(), Some(json!({"program": program_json(&t.project), "metadata": {"signature": format!("{}.new", t.sig)}})))
             }),
             naming("metadata.project of a DSPy.rb import (import_optimization=true)", Alpha, 201, |t, _| {
                 let program: Value = serde_json::from_str(&dspy_storage_tests::shared_program("dspyrb_chain_of_thought_miprov2.json")).unwrap();
@@ -1367,4 +1364,196 @@ fn error_code(a: &Answer) -> Option<String> {
     serde_json::from_slice::<Value>(&a.body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+}
+
+/// A search (aggregation, time series) runs in exactly ONE project: inputs naming two projects,
+/// a wildcard or `!=` on project are a 400 that says so, for every caller; nothing of the named
+/// projects is shown. A cursor works only for the caller it was given to.
+#[tokio::test]
+async fn a_search_names_exactly_one_project() {
+    for store in backends().await {
+        let k = store.kind;
+        let c = store.client_with_access(matrix_tokens());
+        let alpha = shared_fixture(&c, k, "alpha").await;
+        let beta = shared_fixture(&c, k, "beta").await;
+        let get = |uri: String| (Method::GET, uri, None::<Value>);
+        let post = |uri: &str, body: Value| (Method::POST, uri.to_owned(), Some(body));
+        let agg = json!({"metrics": {"n": {"count": "id"}}});
+        let with = |mut b: Value, extra: Value| {
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        let rows = vec![
+            ("q", get("/search?q=project:alpha+project:beta".into())),
+            ("q", get("/search?q=project:beta+project:alpha".into())),
+            ("q", get("/search?project=beta&q=project:alpha".into())),
+            (
+                "q",
+                get("/search?project=beta&q=signature:S+project:%22alpha%22".into()),
+            ),
+            ("q", get("/search?q=project:al*".into())),
+            ("q", get("/search?q=project:*".into())),
+            ("q", get("/search?q=project!=beta".into())),
+            ("q", get("/search?q=project%3Ea".into())),
+            (
+                "project",
+                post("/search", json!({"project": ["alpha", "beta"]})),
+            ),
+            (
+                "project",
+                post("/search", json!({"project": {"in": ["beta", "alpha"]}})),
+            ),
+            (
+                "project",
+                post("/search", json!({"project": {"ne": "beta"}})),
+            ),
+            (
+                "project",
+                post("/search", json!({"project": {"prefix": "a"}})),
+            ),
+            (
+                "project",
+                post("/search?project=beta", json!({"project": "alpha"})),
+            ),
+            (
+                "project",
+                post(
+                    "/aggregate",
+                    with(
+                        agg.clone(),
+                        json!({"project": "beta", "filters": {"project": "alpha"}}),
+                    ),
+                ),
+            ),
+            (
+                "project",
+                post(
+                    "/aggregate?project=beta",
+                    with(agg.clone(), json!({"filters": {"project": "alpha"}})),
+                ),
+            ),
+            (
+                "project",
+                post(
+                    "/aggregate",
+                    with(agg.clone(), json!({"filters": {"project": {"ne": "beta"}}})),
+                ),
+            ),
+            (
+                "project",
+                post(
+                    "/time-series",
+                    json!({"project": "beta", "filters": {"project": "alpha"}}),
+                ),
+            ),
+            (
+                "project",
+                post("/time-series?project=beta", json!({"project": "alpha"})),
+            ),
+        ];
+        for token in ["tok-beta-reader", "tok-all-reader"] {
+            for (field, (method, uri, body)) in &rows {
+                let a = call(&c, Some(token), method.clone(), uri, body.as_ref()).await;
+                let what = format!("{token} {method} {uri} {body:?}");
+                let v = a.expect_error(k, &what, 400, "invalid_request");
+                assert_eq!(v["error"]["field"], *field, "{k:?}: {what}: {v}");
+                let m = v["error"]["message"].as_str().unwrap();
+                assert!(
+                    m.contains("exactly one project") || m.contains("disagree"),
+                    "{k:?}: {what}: {m}"
+                );
+                let text = String::from_utf8_lossy(&a.body);
+                assert!(
+                    !text.contains("alpha-secret") && !text.contains("beta-secret"),
+                    "{k:?}: {what}"
+                );
+            }
+        }
+        // One project the caller may not see: 404, however it is named; its own project: 200.
+        for uri in [
+            "/search?q=project:alpha".to_string(),
+            "/search?q=signature:S+project:alpha".into(),
+            "/search?project=alpha&q=project:alpha".into(),
+            "/search?q=project:%22alpha%22+project:alpha".into(),
+        ] {
+            let a = call(&c, Some("tok-beta-reader"), Method::GET, &uri, None).await;
+            a.expect_error(k, &uri, 404, "not_found");
+            assert!(!String::from_utf8_lossy(&a.body).contains("alpha-secret"));
+            let own = uri.replace("alpha", "beta");
+            let v = call(&c, Some("tok-beta-reader"), Method::GET, &own, None)
+                .await
+                .expect(k, &own, 200);
+            let results = v["results"].as_array().unwrap();
+            assert!(
+                !results.is_empty() && results.iter().all(|r| r["project"] == "beta"),
+                "{k:?}: {own}: {v}"
+            );
+        }
+        // Cursors are bound to the caller that received them: another principal with the same
+        // projects gets a 400 saying so; a caller of another project a 404 (or, naming its own
+        // project, a 400: the cursor is not its own).
+        let listings = [
+            format!(
+                "/search?project=alpha&q=signature:S&limit=1&cursor={}",
+                alpha.cursor("search_get")
+            ),
+            format!(
+                "/signatures?project=alpha&limit=1&cursor={}",
+                alpha.cursor("signatures")
+            ),
+            format!(
+                "/signatures/S/versions?project=alpha&limit=1&cursor={}",
+                alpha.cursor("versions")
+            ),
+            format!(
+                "/programs/{}/metrics?limit=1&cursor={}",
+                alpha.id,
+                alpha.cursor("history")
+            ),
+            format!(
+                "/optimization-runs?project=alpha&limit=1&cursor={}",
+                alpha.cursor("runs")
+            ),
+        ];
+        for uri in &listings {
+            call(&c, Some("tok-alpha-reader"), Method::GET, uri, None)
+                .await
+                .expect(k, &format!("own cursor {uri}"), 200);
+            let v = call(&c, Some("tok-alpha-reader2"), Method::GET, uri, None)
+                .await
+                .expect_error(
+                    k,
+                    &format!("another principal {uri}"),
+                    400,
+                    "invalid_request",
+                );
+            assert_eq!(v["error"]["field"], "cursor", "{k:?}: {v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("another caller"),
+                "{k:?}: {v}"
+            );
+            call(&c, Some("tok-beta-reader"), Method::GET, uri, None)
+                .await
+                .expect_error(k, &format!("another project {uri}"), 404, "not_found");
+        }
+        let v = call(
+            &c,
+            Some("tok-beta-reader"),
+            Method::GET,
+            &format!(
+                "/search?project=beta&q=signature:S&limit=1&cursor={}",
+                alpha.cursor("search_get")
+            ),
+            None,
+        )
+        .await
+        .expect_error(k, "alpha's cursor in beta", 400, "invalid_request");
+        assert_eq!(v["error"]["field"], "cursor", "{k:?}: {v}");
+        let _ = beta;
+    }
 }

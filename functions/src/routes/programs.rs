@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
 use crate::AppState;
@@ -29,6 +30,7 @@ struct StoreBody<'a> {
 /// `POST /programs`
 pub async fn store(
     State(state): State<AppState>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -55,12 +57,15 @@ pub async fn store(
     let (outcome, run_id) = if import {
         let (outcome, run) = state
             .storage
-            .store_importing_run(program, metadata, idempotency)
+            .store_importing_run(&who, program, metadata, idempotency)
             .await?;
         (outcome, Some(run.id))
     } else {
         (
-            state.storage.store(program, metadata, idempotency).await?,
+            state
+                .storage
+                .store(&who, program, metadata, idempotency)
+                .await?,
             None,
         )
     };
@@ -132,18 +137,23 @@ pub(super) fn program_id(raw: &str) -> ApiResult<ProgramId> {
 }
 
 /// `GET /programs/{id}`
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    Ok(loaded(&state.storage.get_program(&id).await?))
+    Ok(loaded(&state.storage.get_program(&who, &id).await?))
 }
 
 /// `GET /programs/{id}/metadata`
 pub async fn get_metadata(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let record = state.storage.get_record(&id).await?;
+    let record = state.storage.get_record(&who, &id).await?;
     Ok(Json(ProgramView::new(&record, None)).into_response())
 }
 
@@ -160,6 +170,7 @@ struct VersionEntry<'a> {
 /// `GET /signatures/{signature}/versions?project=&limit=&cursor=`
 pub async fn list_versions(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -169,6 +180,7 @@ pub async fn list_versions(
     let listing = state
         .storage
         .list_versions(
+            &who,
             &project,
             &signature,
             params.usize("limit")?,
@@ -202,6 +214,7 @@ pub async fn list_versions(
 /// `GET /signatures/{signature}/versions/{version}` (`latest` or a semver)
 pub async fn get_version(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, version)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -212,7 +225,7 @@ pub async fn get_version(
     Ok(loaded(
         &state
             .storage
-            .get_version(&project, &signature, &selector)
+            .get_version(&who, &project, &signature, &selector)
             .await?,
     ))
 }

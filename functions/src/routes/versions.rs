@@ -11,17 +11,22 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::programs::{loaded, program_id, ProgramView};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
 use crate::AppState;
 
 /// `GET /signatures?project=&limit=&cursor=`
-pub async fn list_signatures(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+pub async fn list_signatures(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let project = params.project()?;
     let listing = state
         .storage
-        .list_signatures(&project, params.usize("limit")?, params.get("cursor"))
+        .list_signatures(&who, &project, params.usize("limit")?, params.get("cursor"))
         .await?;
     Ok(Json(json!({
         "project": project,
@@ -51,6 +56,7 @@ fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<S
 /// `PUT /signatures/{signature}/aliases/{alias}` body `{"version", "expected_version"?}`
 pub async fn put_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -68,7 +74,7 @@ pub async fn put_alias(
         .map_err(|e| ApiError::from(e).field("expected_version"))?;
     let target = state
         .storage
-        .put_alias(&project, &signature, &alias, &version, expected)
+        .put_alias(&who, &project, &signature, &alias, &version, expected)
         .await?;
     Ok(Json(json!({
         "signature": signature,
@@ -84,6 +90,7 @@ pub async fn put_alias(
 /// `GET /signatures/{signature}/aliases/{alias}` → the program, as `GET /programs/{id}`
 pub async fn get_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -92,7 +99,7 @@ pub async fn get_alias(
     Ok(loaded(
         &state
             .storage
-            .get_alias(&project, &signature, &alias)
+            .get_alias(&who, &project, &signature, &alias)
             .await?,
     ))
 }
@@ -100,6 +107,7 @@ pub async fn get_alias(
 /// `DELETE /signatures/{signature}/aliases/{alias}` → 204
 pub async fn delete_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<StatusCode> {
@@ -107,7 +115,7 @@ pub async fn delete_alias(
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
     state
         .storage
-        .delete_alias(&project, &signature, &alias)
+        .delete_alias(&who, &project, &signature, &alias)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -121,6 +129,7 @@ struct RollbackBody {
 /// `POST /signatures/{signature}/rollback` body `{"to_version"}` → 201
 pub async fn rollback(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -131,26 +140,31 @@ pub async fn rollback(
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     let body: RollbackBody = parse_json(&bytes)?;
     let to = Version::parse(&body.to_version).map_err(|e| ApiError::from(e).field("to_version"))?;
-    let stored = state.storage.rollback(&project, &signature, &to).await?;
+    let stored = state
+        .storage
+        .rollback(&who, &project, &signature, &to)
+        .await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
 /// `DELETE /programs/{id}?force=true` → 204
 pub async fn delete_program(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<StatusCode> {
     let params = Params::from_uri(&uri)?;
     let force = params.bool("force")?;
     let id = program_id(&id)?;
-    state.storage.delete_program(&id, force).await?;
+    state.storage.delete_program(&who, &id, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PATCH /programs/{id}/metadata` → the new metadata view
 pub async fn patch_metadata(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -163,6 +177,6 @@ pub async fn patch_metadata(
     }
     let patch: MetadataPatch = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("invalid metadata patch: {e}")))?;
-    let record = state.storage.update_metadata(&id, patch).await?;
+    let record = state.storage.update_metadata(&who, &id, patch).await?;
     Ok(Json(ProgramView::new(&record, None)).into_response())
 }
