@@ -222,3 +222,65 @@ async fn warm_caches_never_add_requests() {
         );
     }
 }
+
+/// The exact-bytes routes cost what their JSON siblings cost (they call the same loads): by id
+/// one item read + one object read, by version/`latest`/alias one item read more; a `304` costs
+/// the same reads (the record is read to know the current hash).
+#[tokio::test]
+async fn exact_bytes_routes_cost_what_the_loads_cost() {
+    let config = StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let Some(ts) = aws_with(config).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    let c = ts.client();
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
+    let out = ts
+        .storage
+        .store(&program, meta(json!({"signature": "Bytes"})), None)
+        .await
+        .unwrap();
+    let alias = dspy_storage_core::domain::AliasName::parse("production").unwrap();
+    ts.storage
+        .put_alias(
+            &Project::default_project(),
+            &Signature::parse("Bytes").unwrap(),
+            &alias,
+            &out.stored.version,
+            None,
+        )
+        .await
+        .unwrap();
+    counter.reset();
+    let id = out.stored.id;
+    let etag = format!("\"{}\"", out.stored.sha256);
+    for (uri, items) in [
+        (format!("/programs/{id}/program"), 1),
+        ("/signatures/Bytes/versions/latest/program".to_owned(), 2),
+        ("/signatures/Bytes/versions/1.0.0/program".to_owned(), 2),
+        ("/signatures/Bytes/aliases/production/program".to_owned(), 2),
+    ] {
+        let a = c.get(&uri).await;
+        assert_eq!(a.status, 200, "{uri}");
+        assert_eq!(&a.body[..], program.get().as_bytes(), "{uri}");
+        check(
+            &counter,
+            &uri,
+            &[("DynamoDB.GetItem", items), ("S3.GetObject", 1)],
+        );
+        let a = c
+            .request(http::Method::GET, &uri, &[("if-none-match", &etag)], "")
+            .await;
+        assert_eq!(a.status, 304, "{uri}");
+        check(
+            &counter,
+            &format!("{uri} (304)"),
+            &[("DynamoDB.GetItem", items), ("S3.GetObject", 1)],
+        );
+    }
+}
