@@ -284,3 +284,71 @@ async fn exact_bytes_routes_cost_what_the_loads_cost() {
         );
     }
 }
+
+/// A metrics request: 1 GetItem (the program) + 1 TransactWriteItems (the days' `w`) + the record
+/// writes + 1 TransactWriteItems (`done` and the report counter). Records without a record id are
+/// written by BatchWriteItem (25 a request); records with one by TransactWriteItems, each with its
+/// claim (50 records a request) — so the same number of requests for one record, half as many
+/// for a batch; a retry whose records are all claimed costs the same (its one record transaction
+/// is cancelled and nothing is written).
+#[tokio::test]
+async fn metric_appends_with_and_without_record_ids() {
+    let Some(ts) = aws_with(StorageConfig::default()).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
+    let out = ts
+        .storage
+        .store(&program, meta(json!({"signature": "Metered"})), None)
+        .await
+        .unwrap();
+    let id = out.stored.id;
+    counter.reset();
+    let record = |i: usize, rid: bool| {
+        let mut r = json!({"metrics": {"accuracy": 0.5}, "timestamp": Utc::now().to_rfc3339()});
+        if rid {
+            r["record_id"] = json!(format!("rec-{i}"));
+        }
+        r
+    };
+    ts.storage
+        .record_metrics(&id, &record(0, false))
+        .await
+        .unwrap();
+    check(
+        &counter,
+        "one record",
+        &[
+            ("DynamoDB.GetItem", 1),
+            ("DynamoDB.TransactWriteItems", 2),
+            ("DynamoDB.BatchWriteItem", 1),
+        ],
+    );
+    let one = record(1, true);
+    let single_claimed = [("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 3)];
+    ts.storage.record_metrics(&id, &one).await.unwrap();
+    check(&counter, "one record with a record id", &single_claimed);
+    let again = ts.storage.record_metrics(&id, &one).await.unwrap();
+    assert_eq!(again.already_recorded, 1);
+    check(&counter, "the same record retried", &single_claimed);
+    let batch =
+        |rid: bool| json!({"records": (0..100).map(|i| record(100 + i, rid)).collect::<Vec<_>>()});
+    ts.storage.record_metrics(&id, &batch(false)).await.unwrap();
+    check(
+        &counter,
+        "100 records",
+        &[
+            ("DynamoDB.GetItem", 1),
+            ("DynamoDB.TransactWriteItems", 2),
+            ("DynamoDB.BatchWriteItem", 4),
+        ],
+    );
+    ts.storage.record_metrics(&id, &batch(true)).await.unwrap();
+    check(
+        &counter,
+        "100 records with record ids",
+        &[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 4)],
+    );
+}
