@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         retries=args.retries,
         offline=args.offline or None,
+        refresh="inline",  # one-shot: a background refresh would never be seen
     ) as storage:
         status = 0
         for kind, name in targets:

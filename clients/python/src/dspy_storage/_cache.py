@@ -119,6 +119,9 @@ class ProgramCache:
         if blob is not None and not blob.exists():
             self._write(blob, data)
         self.put_record(record)
+        # An exact version names one program for good: a later load of it needs no request.
+        if record.get("signature") and record.get("version"):
+            self.put_version(record["signature"], record["version"], record["id"])
 
     def put_record(self, record: dict[str, Any]) -> None:
         with self._lock:

@@ -134,6 +134,7 @@ class ProgramStorage:
         self.cache = ProgramCache(directory, self.url, self.project or "default")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._refreshing: set[tuple[str, str]] = set()
+        self._unreachable: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     # ----- lifecycle ----------------------------------------------------------------------------
@@ -381,9 +382,12 @@ class ProgramStorage:
         if known and (fresh or self.offline):
             return self._from_resolution(known, stale=not fresh, into=into)
         if known and self.refresh == "background":
-            # Stale-while-revalidate: the cached target at once, refreshed in the background.
+            # Stale-while-revalidate: the cached target at once, refreshed in the background;
+            # stale while the last refresh of it found the service unreachable.
             self._refresh_later(signature, selector)
-            return self._from_resolution(known, stale=False, into=into)
+            with self._lock:
+                down = (signature, selector) in self._unreachable
+            return self._from_resolution(known, stale=down, into=into)
         if self.offline:
             raise Unavailable(
                 f"offline=True and no cached target for {signature} {selector}; prefetch it first"
@@ -424,9 +428,14 @@ class ProgramStorage:
             try:
                 known = self.cache.resolved(signature, selector)
                 self._revalidate(signature, selector, known)
+                with self._lock:
+                    self._unreachable.discard(key)
             except StorageError as e:
-                log.warning("dspy-storage: background refresh of %s %s failed: %s",
-                            signature, selector, e)
+                if isinstance(e, Unavailable):
+                    with self._lock:
+                        self._unreachable.add(key)
+                log.warning("dspy-storage: background refresh of %s %s failed (%s); answering "
+                            "the cached target", signature, selector, e)
             finally:
                 with self._lock:
                     self._refreshing.discard(key)
