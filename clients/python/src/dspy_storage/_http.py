@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -103,14 +104,28 @@ class Http:
         self.retries = max(0, int(retries))
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.client = httpx.Client(
+        self._client_args = dict(
             timeout=timeout,
             transport=transport,
             headers={"user-agent": f"dspy-storage-python/{__version__}"},
         )
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """The connection pool, made on the first request (making one costs ~25 ms, its TLS
+        context: a load answered from the cache never pays it)."""
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(**self._client_args)
+            return self._client
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def _sleep(self, attempt: int, answer: httpx.Response | None) -> None:
         delay = random.uniform(0, min(self.max_backoff, self.backoff * (2**attempt)))
