@@ -394,6 +394,9 @@ class ProgramStorage:
             )
         try:
             rec, data = self._revalidate(signature, selector, known)
+        except NotFound:
+            self.cache.forget_resolved(signature, selector)  # removed meanwhile: forget it
+            raise
         except Unavailable as e:
             if not known:
                 raise
