@@ -104,6 +104,10 @@ class Http:
         self.retries = max(0, int(retries))
         self.backoff = backoff
         self.max_backoff = max_backoff
+        if transport is None and self.base.startswith("http://"):
+            # Plain HTTP never does TLS: skip loading the CA bundle (most of a client's start-up).
+            # Redirects are not followed, so no request can move to https with this transport.
+            transport = httpx.HTTPTransport(verify=False)
         self._client_args = dict(
             timeout=timeout,
             transport=transport,
@@ -114,8 +118,8 @@ class Http:
 
     @property
     def client(self) -> httpx.Client:
-        """The connection pool, made on the first request (making one costs ~25 ms, its TLS
-        context: a load answered from the cache never pays it)."""
+        """The connection pool, made on the first request (for https, loading the CA bundle
+        costs ~25 ms: a load answered from the cache never pays it)."""
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(**self._client_args)
