@@ -149,6 +149,8 @@ def mlflow_side(iters: int, work: Path) -> None:
     uri = f"sqlite:///{work / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # Artifacts under the temporary work dir (MLflow's default is ./mlruns in the current directory).
+    mlflow.create_experiment("bench", artifact_location=(work / "mlflow-artifacts").as_uri())
     mlflow.set_experiment("bench")
     client = mlflow.MlflowClient()
     with mlflow.start_run():
