@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Ruby client's test command:  bash clients/ruby/test.sh [minitest args...]
 #
-# Installs Debian's Ruby (with minitest) and ruby-aws-sigv4 when missing, builds the workspace's
+# Installs Debian's Ruby (with minitest), ruby-aws-sigv4 and ruby-activesupport (to run the
+# documentation's `30.days` forms as written too) when missing, builds the workspace's
 # dspy-storage binary (unless DSPY_STORAGE_BIN names one), and runs the minitest suite of
 # clients/ruby/test once per backend: each run starts real `dspy-storage serve` processes on free
 # ports — embedded (a temporary data directory), and `--backend aws --create` (a unique table and
@@ -26,13 +27,16 @@ ensure_ruby() {
     local need=()
     command -v ruby >/dev/null 2>&1 && ruby -e 'require "minitest"' 2>/dev/null || need+=(ruby)
     command -v ruby >/dev/null 2>&1 && ruby -e 'require "aws-sigv4"' 2>/dev/null || need+=(ruby-aws-sigv4)
+    command -v ruby >/dev/null 2>&1 && ruby -e 'require "active_support"' 2>/dev/null || need+=(ruby-activesupport)
     if ((${#need[@]})); then
         log "installing Debian packages: ${need[*]}"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" ||
             { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; }
     fi
     ruby --version
-    ruby -e 'require "minitest"; require "aws-sigv4"; puts "minitest #{Minitest::VERSION}, aws-sigv4 #{Aws::Sigv4::VERSION}"'
+    ruby -e 'require "minitest"; require "aws-sigv4"; require "active_support"
+             puts "minitest #{Minitest::VERSION}, aws-sigv4 #{Aws::Sigv4::VERSION}, activesupport #{ActiveSupport::VERSION::STRING}"'
+    export DSPY_STORAGE_RUBY_ACTIVESUPPORT=1
 }
 
 ensure_binary() {

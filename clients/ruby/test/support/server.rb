@@ -26,9 +26,17 @@ class TestServer
   class << self
     attr_reader :all
 
-    # One server for the tests that share a store (each of them works in its own project).
+    # One server for the tests that share a store (each of them works in its own project); a
+    # child test process attaches to its parent's ($DSPY_STORAGE_TEST_SERVER_URL).
     def shared
-      @shared ||= new.start
+      @shared ||= ENV["DSPY_STORAGE_TEST_SERVER_URL"] ? attach(ENV["DSPY_STORAGE_TEST_SERVER_URL"]) : new.start
+    end
+
+    def attach(url)
+      server = allocate
+      server.instance_variable_set(:@url, url)
+      server.instance_variable_set(:@backend, BACKEND)
+      server
     end
 
     def stop_all
