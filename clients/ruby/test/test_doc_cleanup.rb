@@ -25,21 +25,20 @@ class TestDocCleanup < StorageTest
 
   # ClassifyText 1.0.0 .. 1.0.7: 1.0.0 is 400 days old, 1.0.1 200 days old but production,
   # 1.0.2 100 days old, the rest recent; the best score is the latest's.
-  def seed(storage)
+  # The page's argument-less storage, the seeded ids and a StorageManager of that storage.
+  def seeded_manager
+    configure_default
+    storage = DSPy::Storage::ProgramStorage.new
     ages = [400, 200, 100, 3, 2, 1, 0, 0]
-    ages.each_with_index.map do |age, i|
-      metadata = { signature: "ClassifyText", version: "1.0.#{i}", performance: 0.70 + 0.02 * i }
-      metadata[:created_at] = Time.now - age * DAY if age.positive?
-      metadata[:environment] = "production" if i == 1
-      storage.store(program: ClassifyTextPredictor.new(instruction: "v1.0.#{i}").to_h, metadata: metadata)
+    ids = ages.each_with_index.map do |age, i|
+      store_aged(storage, "v1.0.#{i}", age, signature: "ClassifyText", version: "1.0.#{i}", performance: 0.70 + 0.02 * i,
+                                            environment: i == 1 ? "production" : "staging")
     end
+    [storage, ids, DSPy::Storage::StorageManager.new(storage)]
   end
 
   def test_cleanup_old_versions
-    configure_default
-    storage = DSPy::Storage::ProgramStorage.new
-    ids = seed(storage)
-    manager = DSPy::Storage::StorageManager.new(storage)
+    storage, ids, manager = seeded_manager
 
     # The plan first (dry_run: true changes nothing), equal to the server's plan of the same policy.
     plan = manager.cleanup_old_versions(retention_policy: { archive_threshold: 90 * 86_400 }, dry_run: true)
@@ -73,10 +72,7 @@ class TestDocCleanup < StorageTest
   end
 
   def test_archive_and_restore
-    configure_default
-    storage = DSPy::Storage::ProgramStorage.new
-    ids = seed(storage)
-    manager = DSPy::Storage::StorageManager.new(storage)
+    storage, ids, manager = seeded_manager
     before = storage.load(ids[4]).bytes
 
     # archive_to_cold_storage(program_ids)

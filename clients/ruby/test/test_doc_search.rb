@@ -18,11 +18,9 @@ class TestDocSearch < StorageTest
 
   def seed(storage)
     PROGRAMS.to_h do |name, (sig, version, method, score, examples, age)|
-      metadata = { signature: sig, version: version, optimization_method: method, performance: score,
-                   examples_count: examples, description: name == :a ? "sentiment classifier" : "program #{name}" }
-      metadata[:created_at] = Time.now - age * DAY if age.positive?
-      program = ClassifyTextPredictor.new(instruction: "Classify the text (#{name}).").to_h
-      [name, storage.store(program: program, metadata: metadata)]
+      [name, store_aged(storage, "Classify the text (#{name}).", age,
+                        signature: sig, version: version, optimization_method: method, performance: score,
+                        examples_count: examples, description: name == :a ? "sentiment classifier" : "program #{name}")]
     end
   end
 

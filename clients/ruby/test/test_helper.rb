@@ -156,6 +156,12 @@ class StorageTest < Minitest::Test
     [body, headers]
   end
 
+  # Stores a stand-in predictor created +age+ days ago (the service takes created_at from metadata).
+  def store_aged(storage, instruction, age, **metadata)
+    metadata[:created_at] = Time.now - age * DAY if age.positive?
+    storage.store(program: ClassifyTextPredictor.new(instruction: instruction).to_h, metadata: metadata)
+  end
+
   def store_raw(program, metadata)
     server.json(:post, "/programs", body: { program: program, metadata: { project: @project }.merge(metadata) })
   end

@@ -105,7 +105,7 @@ module DSPyStorage
     def forget_program(id)
       @lock.synchronize do
         @records.delete(id)
-        @versions.delete_if { |_, v| v == id }
+        @versions.delete_if { |_, v| v["id"] == id }
         @resolved.delete_if { |_, v| v["id"] == id }
       end
       %w[versions resolved].each do |folder|
@@ -131,44 +131,22 @@ module DSPyStorage
     # --- exact versions (immutable) ---------------------------------------------------------------
 
     def put_version(signature, version, id)
-      k = Cache.key(signature, version)
-      @lock.synchronize { @versions[k] = id }
-      file = path("versions", "#{k}.json")
-      write_json(file, { "signature" => signature, "version" => version, "id" => id }) if file
+      put_entry("versions", @versions, { "signature" => signature, "version" => version, "id" => id })
     end
 
     def version(signature, version)
-      k = Cache.key(signature, version)
-      hit = @lock.synchronize { @versions[k] }
-      return hit if hit
-
-      file = path("versions", "#{k}.json")
-      v = file && read_json(file)
-      return nil unless v.is_a?(Hash) && v["signature"] == signature && v["version"] == version && v["id"]
-
-      @lock.synchronize { @versions[k] = v["id"] }
+      entry("versions", @versions, { "signature" => signature, "version" => version })&.fetch("id")
     end
 
     # --- latest / alias resolutions -----------------------------------------------------------------
 
     def put_resolved(signature, selector, id, sha, at)
-      k = Cache.key(signature, selector)
-      entry = { "signature" => signature, "selector" => selector, "id" => id, "sha256" => sha, "resolved_at" => at }
-      @lock.synchronize { @resolved[k] = entry }
-      file = path("resolved", "#{k}.json")
-      write_json(file, entry) if file
+      put_entry("resolved", @resolved, { "signature" => signature, "selector" => selector, "id" => id,
+                                         "sha256" => sha, "resolved_at" => at })
     end
 
     def resolved(signature, selector)
-      k = Cache.key(signature, selector)
-      hit = @lock.synchronize { @resolved[k] }
-      return hit if hit
-
-      file = path("resolved", "#{k}.json")
-      v = file && read_json(file)
-      return nil unless v.is_a?(Hash) && v["signature"] == signature && v["selector"] == selector && v["id"]
-
-      @lock.synchronize { @resolved[k] = v }
+      entry("resolved", @resolved, { "signature" => signature, "selector" => selector })
     end
 
     # Marks a resolution as due for a refresh (the client's own write moved it) but keeps it as
@@ -192,6 +170,27 @@ module DSPyStorage
     end
 
     private
+
+    # An entry of +folder+ named by its signature and version/selector, in +table+ and on disk.
+    def put_entry(folder, table, entry)
+      key = Cache.key(entry["signature"], entry["version"] || entry["selector"])
+      @lock.synchronize { table[key] = entry }
+      file = path(folder, "#{key}.json")
+      write_json(file, entry) if file
+    end
+
+    # The entry whose fields include +naming+ (from memory, else from disk), or nil.
+    def entry(folder, table, naming)
+      key = Cache.key(*naming.values)
+      hit = @lock.synchronize { table[key] }
+      return hit if hit
+
+      file = path(folder, "#{key}.json")
+      found = file && read_json(file)
+      return nil unless found.is_a?(Hash) && found["id"] && naming.all? { |k, v| found[k] == v }
+
+      @lock.synchronize { table[key] = found }
+    end
 
     def path(*parts)
       @root && File.join(@root, *parts)
