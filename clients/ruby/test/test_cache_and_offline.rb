@@ -101,6 +101,11 @@ class TestCacheAndOffline < StorageTest
     live = s.load_alias("ClassifyText", "production")
     latest = s.load_version("ClassifyText", "latest")
     assert_equal false, live.stale
+    # An alias the service says is gone is forgotten: not answered while the service is down.
+    s.set_alias("ClassifyText", "canary", "1.1.0")
+    s.load_alias("ClassifyText", "canary")
+    srv.json(:delete, "/signatures/ClassifyText/aliases/canary?#{q(project: @project)}")
+    assert_raises(DSPyStorage::NotFound) { s.load_alias("ClassifyText", "canary") }
 
     srv.stop
     down, warning = capture_stderr { s.load_alias("ClassifyText", "production") }
@@ -112,6 +117,7 @@ class TestCacheAndOffline < StorageTest
     assert_equal [ids["1.1.0"], true], [down_latest.id, down_latest.stale]
     assert_equal latest.bytes, down_latest.bytes
 
+    assert_raises(DSPyStorage::Unavailable) { s.load_alias("ClassifyText", "canary") }
     # A new process (nothing in memory) answers the same from disk.
     fresh = client(srv, cache_ttl: 0)
     from_disk, = capture_stderr { fresh.load_alias("ClassifyText", "production", into: ClassifyTextPredictor) }

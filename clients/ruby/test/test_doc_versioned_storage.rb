@@ -82,6 +82,7 @@ class TestDocVersionedStorage < StorageTest
     assert_equal new_id, after.id
     assert_equal predictor("v1.0.0"), after.program.then { |h| ClassifyTextPredictor.from_h(h) }
     assert_equal "2.0.1", versioned.get_latest_version("ClassifyText")
+    assert_nil versioned.get_latest_version("NoSuchSignature")
   end
 
   # Aliases on the storage (set_alias / load_alias / remove_alias), against the server's.

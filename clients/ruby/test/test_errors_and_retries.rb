@@ -117,7 +117,7 @@ class TestErrorsAndRetries < StorageTest
     lost = Hash.new(0)
     proxy = StubHTTP.proxy(server.url) do |req, _res|
       key = [req.method, req.path.sub(/[0-9a-f-]{36}/, "ID")]
-      drop = req.method == "POST" && lost[key].zero?
+      drop = %w[POST PUT].include?(req.method) && lost[key].zero?
       lost[key] += 1
       drop
     end
@@ -131,6 +131,16 @@ class TestErrorsAndRetries < StorageTest
     assert_equal 2, lost[["POST", "/programs/ID/metrics"]]
     assert_equal 1, answer[:already_recorded], "the retry found the record written"
     assert_equal 1, server.get("/programs/#{id}/metrics")["records"].size
+
+    # A compare-and-set alias move whose answer is lost is not sent again (by the client or by
+    # Net::HTTP's own retry of PUTs): the caller sees Unavailable and decides.
+    s.set_alias("Lossy", "production", "1.0.0") # a plain PUT: its lost answer is retried
+    assert_equal 2, lost[["PUT", "/signatures/Lossy/aliases/production"]]
+    s.store(program: { a: 2 }, metadata: { signature: "Lossy", version: "1.0.1" })
+    lost.delete(["PUT", "/signatures/Lossy/aliases/production"])
+    assert_raises(DSPyStorage::Unavailable) { s.set_alias("Lossy", "production", "1.0.1", expected_version: "1.0.0") }
+    assert_equal 1, lost[["PUT", "/signatures/Lossy/aliases/production"]]
+    assert_equal "1.0.1", server.get("/signatures/Lossy/aliases/production?#{q(project: @project)}")["version"]
   ensure
     proxy&.close
   end

@@ -149,6 +149,14 @@ module DSPyStorage
       entry("resolved", @resolved, { "signature" => signature, "selector" => selector })
     end
 
+    # Forgets a resolution (the service said the alias or signature is gone).
+    def forget_resolved(signature, selector)
+      key = Cache.key(signature, selector)
+      @lock.synchronize { @resolved.delete(key) }
+      file = path("resolved", "#{key}.json")
+      FileUtils.rm_f(file) if file
+    end
+
     # Marks a resolution as due for a refresh (the client's own write moved it) but keeps it as
     # the fallback for when the service is down.
     def expire_resolved(signature, selector)

@@ -143,9 +143,16 @@ module DSPyStorage
       details ? list : list.map { |s| s[:signature] }
     end
 
-    # The latest version of a signature (nil when it has none).
+    # The latest version of a signature (nil when it has none): one request, no program bytes
+    # (If-None-Match: * answers 304 with the target's headers).
     def latest_version(signature)
-      list_signatures(details: true).find { |s| s[:signature] == signature.to_s }&.fetch(:latest_version, nil)
+      online!("latest version of #{signature}")
+      res = @transport.request(:get, "/signatures/#{seg(signature)}/versions/latest/program", query: sig_query,
+                                                                                              headers: { "if-none-match" => "*" }, idempotent: true)
+      return nil if res.status == 404
+      raise error_of(res) unless res.status == 304 || res.status == 200
+
+      res.header("x-dspy-version")
     end
 
     # Points an alias at a version. With `expected_version:` a compare-and-set (nil: the alias must
@@ -551,6 +558,9 @@ module DSPyStorage
       end
       begin
         refresh(signature, selector, entry, into, now)
+      rescue NotFound
+        @cache.forget_resolved(signature, selector) # gone: never answered again while the service is down
+        raise
       rescue Error => e
         raise unless e.is_a?(Unavailable) || e.status.to_i >= 500
 

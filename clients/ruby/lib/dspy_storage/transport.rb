@@ -22,10 +22,10 @@ module DSPyStorage
   # 429/503 answers and connection failures for requests that are safe to send twice.
   class Transport
     RETRY_STATUSES = [429, 502, 503, 504].freeze
+    # No answer arrived: refused, reset, timed out, closed early, or not HTTP.
     NETWORK_ERRORS = [
-      Errno::ECONNREFUSED, Errno::ECONNRESET, Errno::EHOSTUNREACH, Errno::ENETUNREACH,
-      Errno::ETIMEDOUT, Errno::EPIPE, Errno::ECONNABORTED, Net::OpenTimeout, Net::ReadTimeout,
-      Net::WriteTimeout, EOFError, IOError, SocketError, OpenSSL::SSL::SSLError
+      SystemCallError, Net::OpenTimeout, Net::ReadTimeout, Net::WriteTimeout, Net::HTTPBadResponse,
+      EOFError, IOError, SocketError, OpenSSL::SSL::SSLError
     ].freeze
 
     attr_reader :base_url, :retries
@@ -133,7 +133,8 @@ module DSPyStorage
       http.open_timeout = @timeout
       http.read_timeout = @timeout
       http.write_timeout = @timeout
-      http.keep_alive_timeout = 15
+      http.keep_alive_timeout = 2
+      http.max_retries = 0 # Net::HTTP would resend PUT/DELETE by itself; retries are decided above
       http.start
       http
     end
