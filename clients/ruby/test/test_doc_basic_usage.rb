@@ -160,6 +160,13 @@ class TestDocBasicUsage < StorageTest
     run = server.get("/optimization-runs/#{run_id}")
     assert_equal 1.0, run["best_score"]
 
+    # Non-ASCII text in a binary-read program and in the metadata.
+    unicode = %({"instruction": "Classez le sentiment \u2192 r\u00e9ponse", "raw": "日本語 ✓"}).b
+    id3 = s.store(program: unicode, metadata: { signature: "Unicode", description: "étiquettes ✓" })
+    assert_equal unicode, raw_bytes(id3).first.b
+    assert_equal "日本語 ✓", s.load(id3).program[:raw]
+    assert_equal "étiquettes ✓", raw_metadata(id3)["metadata"]["description"]
+
     # As DSPy.rb hands it over (a Hash): stored as that Hash's JSON; loads back equal.
     hash = JSON.parse(text, symbolize_names: true)
     id2 = s.store(program: hash, metadata: { signature: "ManageExtractionConversation", version: "2.0.0" })

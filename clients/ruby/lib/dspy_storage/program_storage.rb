@@ -70,8 +70,8 @@ module DSPyStorage
 
       meta["signature"] ||= derived_signature(program, bytes)
       meta["project"] ||= @project if @project
-      body = +"{\"program\": "
-      body << bytes << ", \"metadata\": " << JSON.generate(meta) << "}"
+      body = "{\"program\": ".b
+      body << bytes.b << ", \"metadata\": " << JSON.generate(meta).b << "}"
       answer = call(:post, "/programs", body: body, idempotent: true,
                                         query: import_optimization ? { import_optimization: "true" } : nil,
                                         headers: { "idempotency-key" => idempotency_key || "rb-#{SecureRandom.uuid}" })
@@ -113,7 +113,7 @@ module DSPyStorage
     end
 
     # Fills the cache with a target so that a process started while the service is down can load
-    # it (`selector`: "latest", an exact version or `alias: "production"`).
+    # it: "latest" (the default), an exact version, or `alias_name: "production"`.
     def prefetch(signature, version = "latest", alias_name: nil)
       alias_name ? load_alias(signature, alias_name) : load_version(signature, version)
     end
@@ -455,7 +455,9 @@ module DSPyStorage
     def program_bytes(program)
       case program
       when String
-        text = program.strip
+        text = program.dup.force_encoding(Encoding::UTF_8).strip
+        raise ArgumentError, "program is a String but not UTF-8 JSON" unless text.valid_encoding?
+
         begin
           JSON.parse(text)
         rescue JSON::ParserError => e
