@@ -32,10 +32,9 @@ fn check(counter: &RequestCounter, what: &str, expected: &[(&str, u64)]) {
     counter.reset();
 }
 
-#[tokio::test]
-async fn request_counts_follow_the_contract() {
-    // The contract is about a cold process: the in-process caches are off here (see the end for
-    // what a warm cache saves).
+/// A fresh AWS store with the in-process caches off (the contract is about a cold process) and
+/// its request counter, or `None` (skipped) without an AWS endpoint.
+async fn cold_aws() -> Option<(dspy_storage_tests::TestStore, RequestCounter)> {
     let config = StorageConfig {
         program_cache_bytes: 0,
         resolve_cache_ttl: Duration::ZERO,
@@ -43,9 +42,18 @@ async fn request_counts_follow_the_contract() {
     };
     let Some(ts) = aws_with(config).await else {
         eprintln!("request_counts: no AWS endpoint configured; skipped");
-        return;
+        return None;
     };
     let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    Some((ts, counter))
+}
+
+#[tokio::test]
+async fn request_counts_follow_the_contract() {
+    // The in-process caches are off here (see the end for what a warm cache saves).
+    let Some((ts, counter)) = cold_aws().await else {
+        return;
+    };
     let storage = ts.storage.clone();
     let project = Project::default_project();
     let signature = Signature::parse("Counted").unwrap();
@@ -228,16 +236,9 @@ async fn warm_caches_never_add_requests() {
 /// the same reads (the record is read to know the current hash).
 #[tokio::test]
 async fn exact_bytes_routes_cost_what_the_loads_cost() {
-    let config = StorageConfig {
-        program_cache_bytes: 0,
-        resolve_cache_ttl: Duration::ZERO,
-        ..StorageConfig::default()
-    };
-    let Some(ts) = aws_with(config).await else {
-        eprintln!("request_counts: no AWS endpoint configured; skipped");
+    let Some((ts, counter)) = cold_aws().await else {
         return;
     };
-    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
     let c = ts.client();
     let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
     let out = ts
