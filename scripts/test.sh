@@ -8,6 +8,8 @@
 #   bash scripts/check-infra.sh        (cfn-lint, sam validate --lint)
 #   bash scripts/build-lambdas.sh      (cargo lambda build --release --arm64, sizes printed)
 #   cargo test --workspace [extra args]
+#   bash clients/python/test.sh        (the Python client's pytest suite, both backends)
+#   bash clients/ruby/test.sh          (Ruby client: minitest on the embedded and the aws backend)
 #   cargo run -p dspy-storage-bench -- --quick   (benchmark smoke: prints the table, asserts no time)
 # AWS tests are required to run (DSPY_STORAGE_REQUIRE_AWS=1): they fail instead of skipping.
 set -euo pipefail
@@ -97,4 +99,10 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "infra lint (cfn-lint, sam validate)" bash scripts/check-infra.sh
 step "cargo lambda build --release --arm64 (six functions)" bash scripts/build-lambdas.sh
 step "cargo test" cargo test --workspace "$@"
+# ---- Python client (clients/python): pytest against real `serve` processes, both backends ----
+step "python client (pytest, embedded + aws)" bash clients/python/test.sh
+
+# --- Ruby client (clients/ruby): installs Debian's ruby if missing, runs its minitest suite against
+# --- a real `dspy-storage serve`, embedded and --backend aws on the local AWS started above.
+step "Ruby client (minitest, embedded + aws)" bash clients/ruby/test.sh
 step "benchmarks (--quick)" cargo run -q -p dspy-storage-bench -- --quick

@@ -5,6 +5,15 @@
 //! history read is one range query per page per month touched: its cost grows with the records
 //! returned (and the months spanned), never with the length of the whole history.
 //!
+//! A record may carry a client-generated `record_id` (1–64 characters of `A-Za-z0-9_-`): the
+//! program keeps each record id once. Such a record is written in one transaction with its claim
+//! `MET#<program id>#RID` / `<record_id>` (conditioned on the claim not existing), so a retried
+//! append — same ids, whatever timestamps the server assigned the first time — writes nothing
+//! twice and answers as the first did: the record's `id` is derived from the program and the
+//! record id. The claim is keyed by the record id alone, not by where the record lives, so a
+//! layout that keeps records elsewhere (blocks of records) keeps the guarantee by writing the
+//! claims in the transaction that appends to the block.
+//!
 //! Each request first marks the days it touches (see [`crate::rollup`]), then writes its
 //! records, then marks those days done. Batches are written with [`ItemStore::batch_put_once`] in chunks of 25; every item the store
 //! leaves unprocessed is retried with exponential backoff (full jitter) until written or the
@@ -17,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::access::Principal;
-use crate::backend::{attr, Item, Query, SkRange, WriteOp};
+use crate::backend::{attr, Condition, Item, Query, SkRange, WriteOp};
 use crate::cursor::Kind;
 use crate::domain::{format_time, parse_time, ProgramId};
 use crate::error::{Error, Result};
@@ -46,11 +55,20 @@ pub fn earliest() -> DateTime<Utc> {
 }
 /// Largest page of history.
 pub const MAX_HISTORY_PAGE: usize = crate::service::MAX_PAGE;
+/// Longest client record id.
+pub const MAX_RECORD_ID: usize = 64;
+/// Records with a record id per transaction (each is two writes: the claim and the record).
+const CLAIMED_CHUNK: usize = 50;
+/// Attempts of one chunk of claimed records (each attempt leaves out the records found claimed).
+const CLAIMED_ATTEMPTS: u32 = 8;
 
 /// One metric record as stored and answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRecord {
     pub id: uuid::Uuid,
+    /// The client's id of the record (kept once per program), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
     pub program_id: ProgramId,
     /// When the metrics were measured (the client's `timestamp`, default the receive time).
     #[serde(with = "time_millis")]
@@ -89,6 +107,33 @@ impl MetricRecord {
             attr::DATA,
             serde_json::to_string(self).expect("records serialize"),
         )
+    }
+}
+
+/// The stored id of a record with a client record id: derived from the program and the record
+/// id, so that every attempt of one append names the same records.
+fn claimed_uuid(program: &ProgramId, record_id: &str) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("metric record\n{program}\n{record_id}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// A client record id: 1-64 characters of `A-Za-z0-9_-`.
+fn parse_record_id(value: &Value, field: &str) -> Result<String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_RECORD_ID
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    };
+    match value {
+        Value::String(s) if ok(s) => Ok(s.clone()),
+        _ => Err(Error::invalid(
+            field,
+            format!("{field} must be a string of 1-{MAX_RECORD_ID} characters of A-Za-z0-9_-"),
+        )),
     }
 }
 
@@ -160,13 +205,22 @@ fn parse_record(
         }
     };
     for k in obj.keys() {
-        if !matches!(k.as_str(), "metrics" | "timestamp" | "environment") {
+        if !matches!(
+            k.as_str(),
+            "metrics" | "timestamp" | "environment" | "record_id"
+        ) {
             return Err(Error::invalid(
                 sub(k),
-                format!("unknown field {k:?}; a record has metrics, timestamp and environment"),
+                format!(
+                    "unknown field {k:?}; a record has metrics, timestamp, environment and record_id"
+                ),
             ));
         }
     }
+    let record_id = obj
+        .get("record_id")
+        .map(|v| parse_record_id(v, &sub("record_id")))
+        .transpose()?;
     let mfield = sub("metrics");
     let metrics_obj = match obj.get("metrics") {
         Some(Value::Object(m)) => m,
@@ -249,7 +303,10 @@ fn parse_record(
         }
     };
     Ok(MetricRecord {
-        id: uuid::Uuid::now_v7(),
+        id: record_id
+            .as_deref()
+            .map_or_else(uuid::Uuid::now_v7, |r| claimed_uuid(&program.id, r)),
+        record_id,
         program_id: program.id,
         timestamp,
         metrics,
@@ -262,8 +319,12 @@ fn parse_record(
 #[derive(Debug, Clone, Serialize)]
 pub struct Recorded {
     pub program_id: ProgramId,
+    /// Records of the request, all stored now (those already stored included).
     pub recorded: usize,
     pub ids: Vec<uuid::Uuid>,
+    /// Records whose `record_id` the program already had (an earlier attempt, or twice in this
+    /// request): not written again.
+    pub already_recorded: usize,
 }
 
 /// A page of history.
@@ -322,11 +383,22 @@ impl Storage {
             Value::Object(_) => vec![parse_record(body, "", &program, now)?],
             _ => return Err(Error::invalid_request("the body must be a JSON object")),
         };
-        let items: Vec<Item> = records.iter().map(MetricRecord::to_item).collect();
+        // A record id twice in one request is one record (the first).
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut plain, mut claimed) = (Vec::new(), Vec::new());
+        let mut repeated = 0usize;
+        for r in &records {
+            match &r.record_id {
+                None => plain.push(r.to_item()),
+                Some(rid) if seen.insert(rid.as_str()) => claimed.push(r),
+                Some(_) => repeated += 1,
+            }
+        }
         // Days touched: marked before the records are written and after (see `crate::rollup`).
         let days: std::collections::BTreeSet<NaiveDate> =
             records.iter().map(|r| r.timestamp.date_naive()).collect();
-        // Months before the program's are listed in its month index (see `history_months`).
+        // Months before the program's are listed in its month index (see `history_months`;
+        // a retried record id counts again there: the index only says which months to read).
         let mut early: BTreeMap<String, i64> = BTreeMap::new();
         let created_month = month_of(&program.created_at);
         for r in &records {
@@ -345,10 +417,16 @@ impl Storage {
             })
             .collect();
         self.mark_days(id, &days, "n_w", index_ops).await?;
-        let written = self.put_all(items).await;
+        let written = async {
+            let already = self.put_claimed(id, &claimed).await?;
+            self.put_all(plain).await?;
+            Ok::<_, Error>(already)
+        }
+        .await;
+        let already = written.as_ref().map_or(0, |a| *a) + repeated;
         let counter = written
             .is_ok()
-            .then(|| Self::metric_counter_op(&program, records.len()))
+            .then(|| Self::metric_counter_op(&program, records.len() - already))
             .into_iter()
             .collect();
         let closed = self.mark_days(id, &days, "n_done", counter).await;
@@ -358,7 +436,68 @@ impl Storage {
             program_id: program.id,
             recorded: records.len(),
             ids: records.iter().map(|r| r.id).collect(),
+            already_recorded: already,
         })
+    }
+
+    /// Writes records that carry a record id, each in one transaction with its claim (the
+    /// claim conditioned on not existing), [`CLAIMED_CHUNK`] records a transaction. A record
+    /// whose claim exists is left out of the retried transaction. Returns how many were claimed
+    /// already.
+    async fn put_claimed(&self, id: &ProgramId, records: &[&MetricRecord]) -> Result<usize> {
+        let claim_pk = keys::metric_record_ids_pk(id);
+        let claim = |r: &MetricRecord| {
+            let rid = r.record_id.as_deref().unwrap_or_default();
+            WriteOp::put(
+                Item::new(claim_pk.clone(), rid).with(attr::DATA, r.id.to_string()),
+                Condition::NotExists,
+            )
+        };
+        let mut already = 0usize;
+        for chunk in records.chunks(CLAIMED_CHUNK) {
+            let mut pending: Vec<&MetricRecord> = chunk.to_vec();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                attempt += 1;
+                let ops: Vec<WriteOp> = pending
+                    .iter()
+                    .flat_map(|r| [claim(r), WriteOp::put(r.to_item(), Condition::None)])
+                    .collect();
+                let taken: std::collections::BTreeSet<usize> =
+                    match crate::report::transact_with_retry(self.items.as_ref(), ops).await {
+                        Ok(()) => break,
+                        Err(Error::ConditionFailed { ops }) if !ops.is_empty() => {
+                            ops.iter().map(|op| op / 2).collect()
+                        }
+                        Err(Error::ConditionFailed { .. }) => {
+                            // The backend could not tell which claims exist: read them.
+                            let mut taken = std::collections::BTreeSet::new();
+                            for (i, r) in pending.iter().enumerate() {
+                                let rid = r.record_id.as_deref().unwrap_or_default();
+                                if self.items.get(&claim_pk, rid).await?.is_some() {
+                                    taken.insert(i);
+                                }
+                            }
+                            taken
+                        }
+                        Err(e) => return Err(e),
+                    };
+                if taken.is_empty() || attempt >= CLAIMED_ATTEMPTS {
+                    return Err(Error::Unavailable(format!(
+                        "{} metric record(s) with record ids could not be written; retry them",
+                        pending.len()
+                    )));
+                }
+                already += taken.len();
+                pending = pending
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !taken.contains(i))
+                    .map(|(_, r)| r)
+                    .collect();
+            }
+        }
+        Ok(already)
     }
 
     /// Writes items in chunks of 25, retrying every unprocessed item with backoff (see

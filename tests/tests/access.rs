@@ -813,6 +813,7 @@ fn access_table() -> Vec<Entry> {
             }),
         ]),
         entry(M::GET, "/programs/{id}", Reader, id_naming(200, "", None)),
+        entry(M::GET, "/programs/{id}/program", Reader, id_naming(200, "/program", None)),
         entry(M::GET, "/programs/{id}/metadata", Reader, id_naming(200, "/metadata", None)),
         entry(M::PATCH, "/programs/{id}/metadata", Writer, id_naming(200, "/metadata", Some(patch))),
         entry(M::DELETE, "/programs/{id}", Writer, vec![
@@ -839,10 +840,17 @@ fn access_table() -> Vec<Entry> {
             v.extend(signature_namings(200, "/signatures/{sig}/versions/1.0.0", "", None));
             v
         }),
+        entry(M::GET, "/signatures/{signature}/versions/{version}/program", Reader, {
+            let mut v = signature_namings(200, "/signatures/{sig}/versions/latest/program", "", None);
+            v.extend(signature_namings(200, "/signatures/{sig}/versions/1.0.0/program", "", None));
+            v
+        }),
         entry(M::PUT, "/signatures/{signature}/aliases/{alias}", Writer,
             signature_namings(200, "/signatures/{sig}/aliases/staging", "", Some(alias))),
         entry(M::GET, "/signatures/{signature}/aliases/{alias}", Reader,
             signature_namings(200, "/signatures/{sig}/aliases/production", "", None)),
+        entry(M::GET, "/signatures/{signature}/aliases/{alias}/program", Reader,
+            signature_namings(200, "/signatures/{sig}/aliases/production/program", "", None)),
         entry(M::DELETE, "/signatures/{signature}/aliases/{alias}", Writer,
             signature_namings(204, "/signatures/{sig}/aliases/production", "", None)),
         entry(M::POST, "/signatures/{signature}/rollback", Writer,

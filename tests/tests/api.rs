@@ -897,3 +897,270 @@ async fn openapi_lists_exactly_the_route_table() {
         assert!(doc["components"]["schemas"]["Error"].is_object(), "{k:?}");
     }
 }
+
+/// A program whose text no re-serialization reproduces: odd whitespace, escapes (`\u00e9`, `\/`,
+/// `\n`, a surrogate pair) and number forms (`1.0`, `1e3`, `-0`, `1E-2`, `0.10`).
+const ODD_PROGRAM: &str = "{ \"predict\" :\t{\"demos\":[ ],\n  \"signature\": {\"instructions\": \"caf\\u00e9 \\/ \\n \\ud83d\\ude00\"}},\r\n \"n\": [1.0, 1e3, -0, 1E-2, 0.10, 12345678901234567890],\"z\":{\"b\":1 , \"a\":2}   }";
+
+/// `GET …/program` (by id, by version or `latest`, by alias, with `?project=`): exactly the
+/// stored bytes, their SHA-256 in `ETag` and `X-Dspy-Sha256`, the record's facts in headers,
+/// `304` for a matching `If-None-Match`, and the sibling routes' errors (404, 400, 409 archived,
+/// 422 for a corrupted blob), on both backends through the router.
+#[tokio::test]
+async fn exact_bytes_routes_answer_the_stored_program_and_its_hash() {
+    // The in-process program cache off: every load reads and verifies the stored bytes.
+    let config = dspy_storage_core::config::StorageConfig {
+        program_cache_bytes: 0,
+        ..Default::default()
+    };
+    for store_ in dspy_storage_tests::backends_with(config).await {
+        let k = store_.kind;
+        let c = store_.client();
+        assert!(
+            serde_json::from_str::<Value>(ODD_PROGRAM).is_ok(),
+            "the odd program is JSON"
+        );
+        let reserialized =
+            serde_json::to_string(&serde_json::from_str::<Value>(ODD_PROGRAM).unwrap()).unwrap();
+        assert_ne!(reserialized, ODD_PROGRAM, "re-serializing changes the text");
+        let first = store(
+            k,
+            &c,
+            SMALL_PROGRAM,
+            json!({"signature": "Exact", "version": "1.0.0"}),
+        )
+        .await;
+        let stored = store(
+            k,
+            &c,
+            ODD_PROGRAM,
+            json!({"signature": "Exact", "version": "1.1.0", "project": "default"}),
+        )
+        .await;
+        let id = stored["id"].as_str().unwrap().to_owned();
+        let sha = sha256_hex(ODD_PROGRAM.as_bytes());
+        assert_eq!(
+            stored["sha256"],
+            sha.as_str(),
+            "{k:?}: the record's hash is of the text"
+        );
+        let other = store(
+            k,
+            &c,
+            r#"{"other":  true}"#,
+            json!({"signature": "Exact", "project": "p2"}),
+        )
+        .await;
+        c.request(
+            Method::PUT,
+            "/signatures/Exact/aliases/production",
+            &[("content-type", "application/json")],
+            r#"{"version": "1.1.0"}"#,
+        )
+        .await
+        .expect(k, "set alias", 200);
+        let meta = c
+            .get(&format!("/programs/{id}/metadata"))
+            .await
+            .expect(k, "metadata", 200);
+
+        let header = |a: &dspy_storage_tests::Answer, name: &str| {
+            a.headers
+                .get(name)
+                .unwrap_or_else(|| panic!("{k:?}: no {name} header: {:?}", a.headers))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        for uri in [
+            format!("/programs/{id}/program"),
+            "/signatures/Exact/versions/1.1.0/program".to_owned(),
+            "/signatures/Exact/versions/latest/program".to_owned(),
+            "/signatures/Exact/versions/latest/program?project=default".to_owned(),
+            "/signatures/Exact/aliases/production/program".to_owned(),
+        ] {
+            let a = c.get(&uri).await;
+            a.expect_status(k, &uri, 200);
+            assert_eq!(
+                &a.body[..],
+                ODD_PROGRAM.as_bytes(),
+                "{k:?}: {uri}: the stored bytes"
+            );
+            assert_eq!(
+                sha256_hex(&a.body),
+                sha,
+                "{k:?}: {uri}: the bytes hash to the record's sha256"
+            );
+            assert_eq!(
+                header(&a, "content-type"),
+                "application/json",
+                "{k:?}: {uri}"
+            );
+            assert_eq!(header(&a, "etag"), format!("\"{sha}\""), "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-sha256"), sha, "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-program-id"), id, "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-signature"), "Exact", "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-version"), "1.1.0", "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-project"), "default", "{k:?}: {uri}");
+            assert_eq!(header(&a, "x-dspy-status"), "active", "{k:?}: {uri}");
+            assert_eq!(
+                header(&a, "x-dspy-created-at"),
+                meta["created_at"].as_str().unwrap(),
+                "{k:?}: {uri}"
+            );
+            assert_eq!(
+                header(&a, "content-length"),
+                ODD_PROGRAM.len().to_string(),
+                "{k:?}: {uri}"
+            );
+
+            // Conditional reads: the same ETag (strong, weak, in a list, `*`) → 304 and no body.
+            let etag = format!("\"{sha}\"");
+            for inm in [
+                etag.clone(),
+                format!("W/{etag}"),
+                format!("\"0000\", {etag}"),
+                "*".to_owned(),
+            ] {
+                let a = c
+                    .request(Method::GET, &uri, &[("if-none-match", &inm)], "")
+                    .await;
+                a.expect_status(k, &format!("{uri} If-None-Match {inm}"), 304);
+                assert!(a.body.is_empty(), "{k:?}: {uri}: a 304 has no body");
+                assert_eq!(header(&a, "etag"), etag, "{k:?}: {uri}: 304 keeps the ETag");
+                assert_eq!(header(&a, "x-dspy-program-id"), id, "{k:?}: {uri}");
+            }
+            let a = c
+                .request(
+                    Method::GET,
+                    &uri,
+                    &[("if-none-match", &format!("\"{}\"", "0".repeat(64)))],
+                    "",
+                )
+                .await;
+            a.expect_status(k, &format!("{uri} other ETag"), 200);
+            assert_eq!(&a.body[..], ODD_PROGRAM.as_bytes(), "{k:?}: {uri}");
+        }
+        // The JSON answer embeds the same text, but only this route hands back bytes that hash.
+        let a = c.get("/signatures/Exact/versions/1.0.0/program").await;
+        assert_eq!(&a.body[..], SMALL_PROGRAM.as_bytes(), "{k:?}: 1.0.0");
+        assert_eq!(
+            a.headers["x-dspy-program-id"],
+            first["id"].as_str().unwrap(),
+            "{k:?}"
+        );
+        let a = c
+            .get("/signatures/Exact/versions/latest/program?project=p2")
+            .await;
+        a.expect_status(k, "p2 latest", 200);
+        assert_eq!(
+            &a.body[..],
+            br#"{"other":  true}"#,
+            "{k:?}: the project's own history"
+        );
+        assert_eq!(a.headers["x-dspy-project"], "p2", "{k:?}");
+        assert_eq!(
+            a.headers["x-dspy-program-id"],
+            other["id"].as_str().unwrap(),
+            "{k:?}"
+        );
+
+        // Errors as the sibling routes.
+        for (uri, status, code) in [
+            (
+                "/programs/0190a5c2-7b1e-7c3d-8e4f-123456789abc/program",
+                404,
+                "not_found",
+            ),
+            ("/programs/not-an-id/program", 404, "not_found"),
+            ("/signatures/Exact/versions/9.9.9/program", 404, "not_found"),
+            (
+                "/signatures/Exact/versions/latest/program?project=nobody",
+                404,
+                "not_found",
+            ),
+            (
+                "/signatures/Exact/aliases/staging/program",
+                404,
+                "not_found",
+            ),
+            (
+                "/signatures/NoSuch/versions/latest/program",
+                404,
+                "not_found",
+            ),
+            (
+                "/signatures/Exact/versions/1.x/program",
+                400,
+                "invalid_request",
+            ),
+            (
+                "/signatures/bad%20sig/versions/latest/program",
+                400,
+                "invalid_request",
+            ),
+        ] {
+            let sibling = uri.trim_end_matches("/program").replace("/program?", "?");
+            let a = c.get(uri).await;
+            a.expect_error(k, uri, status, code);
+            let b = c.get(&sibling).await;
+            assert_eq!(b.status, a.status, "{k:?}: {uri} answers as {sibling}");
+            assert_eq!(
+                b.json(),
+                a.json(),
+                "{k:?}: {uri}: the same error as {sibling}"
+            );
+        }
+
+        // Archived: 409 archived, as the JSON load.
+        let first_id = first["id"].as_str().unwrap();
+        c.post_json(&format!("/programs/{first_id}/archive"), &json!({}))
+            .await
+            .expect(k, "archive 1.0.0", 200);
+        for uri in [
+            format!("/programs/{first_id}/program"),
+            "/signatures/Exact/versions/1.0.0/program".to_owned(),
+        ] {
+            c.get(&uri).await.expect_error(k, &uri, 409, "archived");
+        }
+        let etag = format!("\"{}\"", sha256_hex(SMALL_PROGRAM.as_bytes()));
+        c.request(
+            Method::GET,
+            &format!("/programs/{first_id}/program"),
+            &[("if-none-match", &etag)],
+            "",
+        )
+        .await
+        .expect_error(k, "archived with its ETag", 409, "archived");
+
+        // A corrupted blob: 422 integrity_error, never the wrong bytes.
+        let record = store_
+            .storage
+            .get_record(
+                &dspy_storage_core::access::OPERATOR,
+                &dspy_storage_core::domain::ProgramId::parse(&id).unwrap(),
+            )
+            .await
+            .unwrap();
+        let tampered = b"{\"predict\": 1}";
+        store_
+            .storage
+            .blobs()
+            .put(
+                &record.blob_key,
+                bytes::Bytes::from_static(tampered),
+                &sha256_hex(tampered),
+            )
+            .await
+            .unwrap();
+        for uri in [
+            format!("/programs/{id}/program"),
+            "/signatures/Exact/versions/latest/program".to_owned(),
+            "/signatures/Exact/aliases/production/program".to_owned(),
+        ] {
+            c.get(&uri)
+                .await
+                .expect_error(k, &uri, 422, "integrity_error");
+        }
+    }
+}

@@ -33,10 +33,9 @@ fn check(counter: &RequestCounter, what: &str, expected: &[(&str, u64)]) {
     counter.reset();
 }
 
-#[tokio::test]
-async fn request_counts_follow_the_contract() {
-    // The contract is about a cold process: the in-process caches are off here (see the end for
-    // what a warm cache saves).
+/// A fresh AWS store with the in-process caches off (the contract is about a cold process) and
+/// its request counter, or `None` (skipped) without an AWS endpoint.
+async fn cold_aws() -> Option<(dspy_storage_tests::TestStore, RequestCounter)> {
     let config = StorageConfig {
         program_cache_bytes: 0,
         resolve_cache_ttl: Duration::ZERO,
@@ -44,9 +43,18 @@ async fn request_counts_follow_the_contract() {
     };
     let Some(ts) = aws_with(config).await else {
         eprintln!("request_counts: no AWS endpoint configured; skipped");
-        return;
+        return None;
     };
     let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    Some((ts, counter))
+}
+
+#[tokio::test]
+async fn request_counts_follow_the_contract() {
+    // The in-process caches are off here (see the end for what a warm cache saves).
+    let Some((ts, counter)) = cold_aws().await else {
+        return;
+    };
     let storage = ts.storage.clone();
     let project = Project::default_project();
     let signature = Signature::parse("Counted").unwrap();
@@ -378,4 +386,151 @@ async fn deciding_the_scope_costs_no_request() {
             check(&counter, &format!("GET {uri} ({who})"), &expected);
         }
     }
+}
+
+/// The exact-bytes routes cost what their JSON siblings cost (they call the same loads): by id
+/// one item read + one object read, by version/`latest`/alias one item read more; a `304` costs
+/// the same reads (the record is read to know the current hash).
+#[tokio::test]
+async fn exact_bytes_routes_cost_what_the_loads_cost() {
+    let Some((ts, counter)) = cold_aws().await else {
+        return;
+    };
+    let c = ts.client();
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
+    let out = ts
+        .storage
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Bytes"})),
+            None,
+        )
+        .await
+        .unwrap();
+    let alias = dspy_storage_core::domain::AliasName::parse("production").unwrap();
+    ts.storage
+        .put_alias(
+            &OPERATOR,
+            &Project::default_project(),
+            &Signature::parse("Bytes").unwrap(),
+            &alias,
+            &out.stored.version,
+            None,
+        )
+        .await
+        .unwrap();
+    counter.reset();
+    let id = out.stored.id;
+    let etag = format!("\"{}\"", out.stored.sha256);
+    for (uri, items) in [
+        (format!("/programs/{id}/program"), 1),
+        ("/signatures/Bytes/versions/latest/program".to_owned(), 2),
+        ("/signatures/Bytes/versions/1.0.0/program".to_owned(), 2),
+        ("/signatures/Bytes/aliases/production/program".to_owned(), 2),
+    ] {
+        let a = c.get(&uri).await;
+        assert_eq!(a.status, 200, "{uri}");
+        assert_eq!(&a.body[..], program.get().as_bytes(), "{uri}");
+        check(
+            &counter,
+            &uri,
+            &[("DynamoDB.GetItem", items), ("S3.GetObject", 1)],
+        );
+        let a = c
+            .request(http::Method::GET, &uri, &[("if-none-match", &etag)], "")
+            .await;
+        assert_eq!(a.status, 304, "{uri}");
+        check(
+            &counter,
+            &format!("{uri} (304)"),
+            &[("DynamoDB.GetItem", items), ("S3.GetObject", 1)],
+        );
+    }
+}
+
+/// A metrics request: 1 GetItem (the program) + 1 TransactWriteItems (the days' `w`) + the record
+/// writes + 1 TransactWriteItems (`done` and the report counter). Records without a record id are
+/// written by BatchWriteItem (25 a request); records with one by TransactWriteItems, each with its
+/// claim (50 records a request) — so the same number of requests for one record, half as many
+/// for a batch; a retry whose records are all claimed costs the same (its one record transaction
+/// is cancelled and nothing is written).
+#[tokio::test]
+async fn metric_appends_with_and_without_record_ids() {
+    let Some(ts) = aws_with(StorageConfig::default()).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
+    let out = ts
+        .storage
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Metered"})),
+            None,
+        )
+        .await
+        .unwrap();
+    let id = out.stored.id;
+    counter.reset();
+    let record = |i: usize, rid: bool| {
+        let mut r = json!({"metrics": {"accuracy": 0.5}, "timestamp": Utc::now().to_rfc3339()});
+        if rid {
+            r["record_id"] = json!(format!("rec-{i}"));
+        }
+        r
+    };
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &record(0, false))
+        .await
+        .unwrap();
+    check(
+        &counter,
+        "one record",
+        &[
+            ("DynamoDB.GetItem", 1),
+            ("DynamoDB.TransactWriteItems", 2),
+            ("DynamoDB.BatchWriteItem", 1),
+        ],
+    );
+    let one = record(1, true);
+    let single_claimed = [("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 3)];
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &one)
+        .await
+        .unwrap();
+    check(&counter, "one record with a record id", &single_claimed);
+    let again = ts
+        .storage
+        .record_metrics(&OPERATOR, &id, &one)
+        .await
+        .unwrap();
+    assert_eq!(again.already_recorded, 1);
+    check(&counter, "the same record retried", &single_claimed);
+    let batch =
+        |rid: bool| json!({"records": (0..100).map(|i| record(100 + i, rid)).collect::<Vec<_>>()});
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &batch(false))
+        .await
+        .unwrap();
+    check(
+        &counter,
+        "100 records",
+        &[
+            ("DynamoDB.GetItem", 1),
+            ("DynamoDB.TransactWriteItems", 2),
+            ("DynamoDB.BatchWriteItem", 4),
+        ],
+    );
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &batch(true))
+        .await
+        .unwrap();
+    check(
+        &counter,
+        "100 records with record ids",
+        &[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 4)],
+    );
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::backend::{Item, ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::service::Storage;
@@ -1032,5 +1033,201 @@ async fn backfilled_history_is_stored_read_and_counted() {
             .await
             .expect(k, "restored trends", 200);
         assert_eq!(v["records"], 80, "{k:?}");
+    }
+}
+
+// ----- idempotent appends (client record ids) -------------------------------------------------
+
+/// Every record of the program's history, oldest first (all pages).
+async fn all_history(c: &Client, k: Kind, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut uri = format!("/programs/{id}/metrics?limit=3");
+    loop {
+        let v = c.get(&uri).await.expect(k, "history", 200);
+        out.extend(v["records"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(cur) => uri = format!("/programs/{id}/metrics?limit=3&cursor={cur}"),
+            None => return out,
+        }
+    }
+}
+
+/// A record carrying a `record_id` is stored once per program: a retried append (single or
+/// batch, whatever timestamp the server gave it the first time) writes nothing again and answers
+/// `201` with the same ids; a record id twice in one batch is one record; bad record ids are a
+/// `400` naming the field; history, trends and the report count each record once; a backup
+/// restored into a fresh store keeps the record ids and their guarantee.
+#[tokio::test]
+async fn record_ids_make_appends_idempotent() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "rid.Sig", 0).await;
+        let uri = format!("/programs/{id}/metrics");
+        // No timestamp: the server assigns the receive time, differently on the retry.
+        let one = json!({"metrics": {"accuracy": 0.5}, "record_id": "r-1"});
+        let first = c.post_json(&uri, &one).await.expect(k, "single", 201);
+        assert_eq!(first["recorded"], 1, "{k:?}: {first}");
+        assert_eq!(first["already_recorded"], 0, "{k:?}: {first}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let again = c
+            .post_json(&uri, &one)
+            .await
+            .expect(k, "single retried", 201);
+        assert_eq!(again["ids"], first["ids"], "{k:?}: the same record");
+        assert_eq!(again["already_recorded"], 1, "{k:?}: {again}");
+
+        let ts_of = |s: i64| t(Utc::now() - Duration::seconds(60 - s));
+        let batch = json!({"records": [
+            {"metrics": {"accuracy": 0.6}, "record_id": "r-2", "timestamp": ts_of(1)},
+            {"metrics": {"accuracy": 0.7}, "record_id": "r-3", "timestamp": ts_of(2)},
+            {"metrics": {"accuracy": 0.1}, "timestamp": ts_of(3)},
+            {"metrics": {"accuracy": 0.8}, "record_id": "r_4", "timestamp": ts_of(4)},
+            {"metrics": {"accuracy": 0.6}, "record_id": "r-2", "timestamp": ts_of(5)},
+        ]});
+        let b1 = c.post_json(&uri, &batch).await.expect(k, "batch", 201);
+        assert_eq!(b1["recorded"], 5, "{k:?}: {b1}");
+        assert_eq!(
+            b1["already_recorded"], 1,
+            "{k:?}: r-2 twice is one record: {b1}"
+        );
+        assert_eq!(b1["ids"][0], b1["ids"][4], "{k:?}: r-2 names one record");
+        let b2 = c
+            .post_json(&uri, &batch)
+            .await
+            .expect(k, "batch retried", 201);
+        for i in [0, 1, 3, 4] {
+            assert_eq!(
+                b2["ids"][i], b1["ids"][i],
+                "{k:?}: record {i} is the same record"
+            );
+        }
+        // The record without an id has no guarantee: written again (what the client asked for).
+        assert_eq!(b2["already_recorded"], 4, "{k:?}: {b2}");
+        assert_ne!(
+            b2["ids"][2], b1["ids"][2],
+            "{k:?}: a record without an id is new"
+        );
+        // A retry that overlaps: one claimed already, one new.
+        let mixed = json!({"records": [
+            {"metrics": {"accuracy": 0.7}, "record_id": "r-3", "timestamp": ts_of(2)},
+            {"metrics": {"accuracy": 0.9}, "record_id": "r-5", "timestamp": ts_of(6)},
+        ]});
+        let m = c
+            .post_json(&uri, &mixed)
+            .await
+            .expect(k, "overlapping", 201);
+        assert_eq!(m["already_recorded"], 1, "{k:?}: {m}");
+        assert_eq!(
+            m["ids"][0], b1["ids"][1],
+            "{k:?}: r-3 is the record stored before"
+        );
+
+        // Bad record ids: 400 naming the field, nothing written.
+        let before = all_history(&c, k, &id).await;
+        for (body, field) in [
+            (json!({"metrics": {"a": 1}, "record_id": ""}), "record_id"),
+            (
+                json!({"metrics": {"a": 1}, "record_id": "x".repeat(65)}),
+                "record_id",
+            ),
+            (
+                json!({"metrics": {"a": 1}, "record_id": "a b"}),
+                "record_id",
+            ),
+            (
+                json!({"metrics": {"a": 1}, "record_id": "caf\u{e9}"}),
+                "record_id",
+            ),
+            (
+                json!({"metrics": {"a": 1}, "record_id": "a/b"}),
+                "record_id",
+            ),
+            (json!({"metrics": {"a": 1}, "record_id": 7}), "record_id"),
+            (json!({"metrics": {"a": 1}, "record_id": null}), "record_id"),
+            (
+                json!({"records": [{"metrics": {"a": 1}, "record_id": "ok-1"}, {"metrics": {"a": 1}, "record_id": "no.dots"}]}),
+                "records[1].record_id",
+            ),
+        ] {
+            let e = c.post_json(&uri, &body).await.expect_error(
+                k,
+                &format!("record id in {body}"),
+                400,
+                "invalid_request",
+            );
+            assert_eq!(e["error"]["field"], field, "{k:?}: {e}");
+        }
+        let longest = json!({"metrics": {"accuracy": 0.4}, "record_id": "Z".repeat(64)});
+        c.post_json(&uri, &longest)
+            .await
+            .expect(k, "64-character record id", 201);
+        let after = all_history(&c, k, &id).await;
+        assert_eq!(
+            after.len(),
+            before.len() + 1,
+            "{k:?}: the bad ones wrote nothing"
+        );
+
+        // History: each record id once, carried in the record; the id-less record twice.
+        let rids: Vec<Option<&str>> = after.iter().map(|r| r["record_id"].as_str()).collect();
+        let mut named: Vec<&str> = rids.iter().flatten().copied().collect();
+        named.sort_unstable();
+        let sixty_four = "Z".repeat(64);
+        assert_eq!(
+            named,
+            [sixty_four.as_str(), "r-1", "r-2", "r-3", "r-5", "r_4"],
+            "{k:?}: {rids:?}"
+        );
+        assert_eq!(rids.iter().filter(|r| r.is_none()).count(), 2, "{k:?}");
+        assert_eq!(after.len(), 8, "{k:?}");
+        let trends = c
+            .get(&format!("/programs/{id}/trends?days=7"))
+            .await
+            .expect(k, "trends", 200);
+        assert_eq!(
+            trends["records"], 8,
+            "{k:?}: trends count each record once: {trends}"
+        );
+        let report = c.get("/report").await.expect(k, "report", 200);
+        assert_eq!(
+            report["recent_activity"]["metric_records"], 8,
+            "{k:?}: the report's counter counts records written, not attempts: {}",
+            report["recent_activity"]
+        );
+
+        // Backup and restore keep the record ids and the claims behind them.
+        let loc = dspy_storage_core::backup::BackupLocation::new(ts.storage.blobs().clone());
+        let opts = dspy_storage_core::backup::BackupOptions {
+            name: Some("rid".into()),
+            ..Default::default()
+        };
+        dspy_storage_core::backup::create_backup(&OPERATOR, &ts.storage, &loc, &opts)
+            .await
+            .unwrap();
+        let fresh = dspy_storage_tests::embedded().await;
+        dspy_storage_core::backup::restore(
+            &OPERATOR,
+            &fresh.storage,
+            &loc,
+            "rid",
+            &dspy_storage_core::backup::RestoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let fc = fresh.client();
+        let restored = all_history(&fc, k, &id).await;
+        assert_eq!(
+            restored, after,
+            "{k:?}: restored history, record ids included"
+        );
+        let r = fc
+            .post_json(&uri, &batch)
+            .await
+            .expect(k, "retry after restore", 201);
+        assert_eq!(
+            r["already_recorded"], 4,
+            "{k:?}: the claims were restored: {r}"
+        );
+        assert_eq!(r["ids"][0], b1["ids"][0], "{k:?}");
     }
 }

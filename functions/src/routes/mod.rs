@@ -117,6 +117,13 @@ pub fn all_routes() -> Vec<Route> {
             programs::get_metadata,
         ),
         r(
+            Load,
+            M::GET,
+            "/programs/{id}/program",
+            "The program's stored bytes exactly (ETag = sha256; If-None-Match → 304)",
+            programs::get_bytes,
+        ),
+        r(
             Store,
             M::PATCH,
             "/programs/{id}/metadata",
@@ -153,6 +160,13 @@ pub fn all_routes() -> Vec<Route> {
             programs::get_version,
         ),
         r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/versions/{version}/program",
+            "A version's stored program bytes exactly (ETag = sha256)",
+            programs::get_version_bytes,
+        ),
+        r(
             Store,
             M::PUT,
             "/signatures/{signature}/aliases/{alias}",
@@ -165,6 +179,13 @@ pub fn all_routes() -> Vec<Route> {
             "/signatures/{signature}/aliases/{alias}",
             "Load the program an alias points at",
             versions::get_alias,
+        ),
+        r(
+            Load,
+            M::GET,
+            "/signatures/{signature}/aliases/{alias}/program",
+            "The stored program bytes an alias points at, exactly (ETag = sha256)",
+            versions::get_alias_bytes,
         ),
         r(
             Store,

@@ -2,10 +2,11 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use dspy_storage_core::access::Principal;
 use dspy_storage_core::codec::sha256_hex;
 use dspy_storage_core::domain::{format_time, NewMetadata, ProgramId, VersionSelector};
 use dspy_storage_core::record::ProgramRecord;
@@ -131,9 +132,67 @@ pub(super) fn loaded(p: &LoadedProgram) -> Response {
     Json(ProgramView::new(&p.record, Some(&p.program))).into_response()
 }
 
+/// The `…/program` answer: exactly the stored program bytes (what the record's `sha256`
+/// covers), the record's facts in headers, and `304` when `If-None-Match` names its ETag.
+pub(super) fn exact_bytes(p: &LoadedProgram, request: &HeaderMap) -> Response {
+    let r = &p.record;
+    let etag = format!("\"{}\"", r.blob.sha256);
+    let facts: [(&'static str, String); 8] = [
+        ("etag", etag.clone()),
+        ("x-dspy-program-id", r.id.to_string()),
+        ("x-dspy-signature", r.signature.to_string()),
+        ("x-dspy-version", r.version.to_string()),
+        ("x-dspy-project", r.project.to_string()),
+        ("x-dspy-status", status_name(r.status)),
+        ("x-dspy-sha256", r.blob.sha256.clone()),
+        ("x-dspy-created-at", format_time(&r.created_at)),
+    ];
+    let mut response = if if_none_match(request, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            p.program.get().to_owned(),
+        )
+            .into_response()
+    };
+    for (name, value) in facts {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    response
+}
+
+/// `active` | `archived` | `restoring`, as in the JSON answers.
+fn status_name(status: dspy_storage_core::domain::ProgramStatus) -> String {
+    match serde_json::to_value(status) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Whether `If-None-Match` (`*` or a list of entity tags, weak comparison) names `etag`.
+fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
 pub(super) fn program_id(raw: &str) -> ApiResult<ProgramId> {
     // A malformed id can name no program: 404 like any unknown id.
     ProgramId::parse(raw).map_err(|_| ApiError::not_found(format!("no program with id {raw:?}")))
+}
+
+async fn by_id(state: &AppState, who: &Principal, id: &str) -> ApiResult<LoadedProgram> {
+    let id = program_id(id)?;
+    Ok(state.storage.get_program(who, &id).await?)
 }
 
 /// `GET /programs/{id}`
@@ -142,8 +201,17 @@ pub async fn get(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = program_id(&id)?;
-    Ok(loaded(&state.storage.get_program(&who, &id).await?))
+    Ok(loaded(&by_id(&state, &who, &id).await?))
+}
+
+/// `GET /programs/{id}/program` → exactly the stored bytes (see [`exact_bytes`])
+pub async fn get_bytes(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    Ok(exact_bytes(&by_id(&state, &who, &id).await?, &headers))
 }
 
 /// `GET /programs/{id}/metadata`
@@ -211,6 +279,23 @@ pub async fn list_versions(
     .into_response())
 }
 
+async fn by_version(
+    state: &AppState,
+    who: &Principal,
+    sig: &str,
+    version: &str,
+    uri: &Uri,
+) -> ApiResult<LoadedProgram> {
+    let params = Params::from_uri(uri)?;
+    let signature = signature(sig)?;
+    let project = params.project()?;
+    let selector = VersionSelector::parse(version)?;
+    Ok(state
+        .storage
+        .get_version(who, &project, &signature, &selector)
+        .await?)
+}
+
 /// `GET /signatures/{signature}/versions/{version}` (`latest` or a semver)
 pub async fn get_version(
     State(state): State<AppState>,
@@ -218,15 +303,22 @@ pub async fn get_version(
     Path((sig, version)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
-    let signature = signature(&sig)?;
-    let project = params.project()?;
-    let selector = VersionSelector::parse(&version)?;
     Ok(loaded(
-        &state
-            .storage
-            .get_version(&who, &project, &signature, &selector)
-            .await?,
+        &by_version(&state, &who, &sig, &version, &uri).await?,
+    ))
+}
+
+/// `GET /signatures/{signature}/versions/{version}/program` → exactly the stored bytes
+pub async fn get_version_bytes(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, version)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    Ok(exact_bytes(
+        &by_version(&state, &who, &sig, &version, &uri).await?,
+        &headers,
     ))
 }
 

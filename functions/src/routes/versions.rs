@@ -10,7 +10,10 @@ use dspy_storage_core::registry::MetadataPatch;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::programs::{loaded, program_id, ProgramView};
+use dspy_storage_core::access::Principal;
+use dspy_storage_core::service::LoadedProgram;
+
+use super::programs::{exact_bytes, loaded, program_id, ProgramView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
@@ -87,6 +90,21 @@ pub async fn put_alias(
     .into_response())
 }
 
+async fn by_alias(
+    state: &AppState,
+    who: &Principal,
+    sig: &str,
+    name: &str,
+    uri: &Uri,
+) -> ApiResult<LoadedProgram> {
+    let params = Params::from_uri(uri)?;
+    let (signature, alias, project) = (signature(sig)?, alias(name)?, params.project()?);
+    Ok(state
+        .storage
+        .get_alias(who, &project, &signature, &alias)
+        .await?)
+}
+
 /// `GET /signatures/{signature}/aliases/{alias}` → the program, as `GET /programs/{id}`
 pub async fn get_alias(
     State(state): State<AppState>,
@@ -94,13 +112,20 @@ pub async fn get_alias(
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
-    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
-    Ok(loaded(
-        &state
-            .storage
-            .get_alias(&who, &project, &signature, &alias)
-            .await?,
+    Ok(loaded(&by_alias(&state, &who, &sig, &name, &uri).await?))
+}
+
+/// `GET /signatures/{signature}/aliases/{alias}/program` → exactly the stored bytes
+pub async fn get_alias_bytes(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    Ok(exact_bytes(
+        &by_alias(&state, &who, &sig, &name, &uri).await?,
+        &headers,
     ))
 }
 
