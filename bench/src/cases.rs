@@ -1,6 +1,7 @@
 //! The benchmark cases: one small function per operation, in one table, each runnable in-process
 //! and over HTTP.
 
+use dspy_storage_core::access::OPERATOR;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -236,7 +237,7 @@ async fn load_id(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResul
     match mode {
         Mode::InProcess => {
             let s = if cold { &env.cold } else { &env.storage };
-            let p = s.get_program(&id).await?;
+            let p = s.get_program(&OPERATOR, &id).await?;
             // What the route does with it: serialize the answer.
             std::hint::black_box(serde_json::to_vec(&p.program)?);
             Ok(())
@@ -269,7 +270,7 @@ async fn latest(env: &BackendEnv, mode: Mode, i: u64, cold: bool) -> BenchResult
         Mode::InProcess => {
             let s = if cold { &env.cold } else { &env.storage };
             let p = s
-                .get_version(&project(), &signature, &VersionSelector::Latest)
+                .get_version(&OPERATOR, &project(), &signature, &VersionSelector::Latest)
                 .await?;
             std::hint::black_box(serde_json::to_vec(&p.program)?);
             Ok(())
@@ -300,7 +301,7 @@ fn load_by_alias(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                 let alias = AliasName::parse(ALIAS)?;
                 let p = env
                     .storage
-                    .get_alias(&project(), &signature, &alias)
+                    .get_alias(&OPERATOR, &project(), &signature, &alias)
                     .await?;
                 std::hint::black_box(serde_json::to_vec(&p.program)?);
                 Ok(())
@@ -327,6 +328,7 @@ fn set_alias(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                 let alias = AliasName::parse("staging")?;
                 env.storage
                     .put_alias(
+                        &OPERATOR,
                         &project(),
                         &signature,
                         &alias,
@@ -352,7 +354,7 @@ fn list_versions(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
             Mode::InProcess => {
                 let l = env
                     .storage
-                    .list_versions(&project(), &signature, None, None)
+                    .list_versions(&OPERATOR, &project(), &signature, None, None)
                     .await?;
                 std::hint::black_box(l.items.len());
                 Ok(())
@@ -373,6 +375,7 @@ fn diff(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                 let d = env
                     .storage
                     .diff_versions(
+                        &OPERATOR,
                         &project(),
                         &signature,
                         &VersionSelector::Exact(Version::parse("1.0.0")?),
@@ -539,6 +542,7 @@ pub async fn prepare(env: &BackendEnv) -> BenchResult<()> {
     for s in &env.seeded.signatures {
         env.storage
             .put_alias(
+                &OPERATOR,
                 &project(),
                 &Signature::parse(s)?,
                 &alias,
@@ -550,7 +554,7 @@ pub async fn prepare(env: &BackendEnv) -> BenchResult<()> {
     // Every program read once, so the default store's program cache is warm (the steady state
     // of a long-running server); the "caches off" cases read through a store without caches.
     for id in &env.seeded.ids {
-        env.storage.get_program(id).await?;
+        env.storage.get_program(&OPERATOR, id).await?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The work: synthetic DSPy programs of about 8 KB (the shape `module.save()` writes, the size
 //! the MLflow side uses), their metadata, and seeding a store with them.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
 use dspy_storage_core::domain::{NewMetadata, ProgramId};
@@ -116,9 +117,9 @@ pub fn program(seed: u64) -> Value {
     })
 }
 
-/// The metadata of a program of `signature` (version chosen by the store: next patch). Dated
-/// 120 days back (an import), so that the 90-day metric histories posted to it are not earlier
-/// than the program itself (which the metrics route refuses).
+/// The metadata of a program of `signature` (version chosen by the store: next patch). Stored
+/// now: the 90-day metric histories posted to it are backfilled records, which the metrics route
+/// accepts (any time from 2000 on).
 pub fn metadata(signature: &str, seed: u64) -> Value {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
     let a = rng.gen_range(0..TAGS.len());
@@ -131,9 +132,6 @@ pub fn metadata(signature: &str, seed: u64) -> Value {
         "tags": [TAGS[a], TAGS[b]],
         "team": "bench",
         "description": "a synthetic benchmark program",
-        "created_at": dspy_storage_core::domain::format_time(
-            &(dspy_storage_core::domain::now() - chrono::Duration::days(120))
-        ),
     })
 }
 
@@ -146,7 +144,7 @@ pub fn store_body(signature: &str, seed: u64) -> Value {
 pub async fn store(storage: &Storage, signature: &str, seed: u64) -> BenchResult<ProgramId> {
     let raw = RawValue::from_string(program(seed).to_string())?;
     let meta = NewMetadata::parse(metadata(signature, seed), dspy_storage_core::domain::now())?;
-    Ok(storage.store(&raw, meta, None).await?.stored.id)
+    Ok(storage.store(&OPERATOR, &raw, meta, None).await?.stored.id)
 }
 
 /// What a seeded store holds.

@@ -2,6 +2,7 @@
 //! of the core with progress bars. `export` writes a backup (the same format) into one tar file,
 //! `import` restores such a file, so a laptop store (embedded) moves to AWS and back.
 
+use dspy_storage_core::access::OPERATOR;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +117,7 @@ async fn run_create(
 ) -> Result<backup::Manifest, AnyError> {
     let (pb, progress) = bar("backup");
     options.progress = Some(progress);
-    let result = backup::create_backup(storage, loc, &options).await;
+    let result = backup::create_backup(&OPERATOR, storage, loc, &options).await;
     pb.finish_and_clear();
     match result? {
         BackupRun::Finished(m) => Ok(*m),
@@ -137,7 +138,7 @@ async fn run_restore(
         verify_compatibility,
         progress: Some(progress),
     };
-    let result = backup::restore(storage, loc, name, &options).await;
+    let result = backup::restore(&OPERATOR, storage, loc, name, &options).await;
     pb.finish_and_clear();
     Ok(result?)
 }
@@ -165,11 +166,11 @@ pub async fn run(storage: Storage, action: BackupAction) -> Result<(), AnyError>
         }
         BackupAction::List { place } => {
             let loc = location(&storage, &place).await;
-            crate::print_json(&backup::list_backups(&loc).await?)
+            crate::print_json(&backup::list_backups(&OPERATOR, &loc).await?)
         }
         BackupAction::Show { name, place } => {
             let loc = location(&storage, &place).await;
-            crate::print_json(&backup::get_manifest(&loc, &name).await?)
+            crate::print_json(&backup::get_manifest(&OPERATOR, &loc, &name).await?)
         }
         BackupAction::Restore {
             name,
@@ -247,7 +248,7 @@ pub async fn import(storage: Storage, args: ImportArgs) -> Result<(), AnyError> 
     })
     .await??;
     let loc = BackupLocation::directory(work.path())?;
-    let complete: Vec<_> = backup::list_backups(&loc)
+    let complete: Vec<_> = backup::list_backups(&OPERATOR, &loc)
         .await?
         .into_iter()
         .filter(|e| e.status == "complete")

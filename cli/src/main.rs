@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::codec::Compression;
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::{
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 mod backup;
 mod maintenance;
 mod metrics;
+mod out;
 mod search;
 
 #[derive(Parser, Debug)]
@@ -98,6 +100,14 @@ struct BackendArgs {
     /// Append change events as JSON lines to this file (when no bus is given).
     #[arg(long, global = true, env = "DSPY_STORAGE_EVENTS_FILE")]
     events_file: Option<PathBuf>,
+    /// The file holding the secret cursors are signed with (default with the embedded backend:
+    /// `<data-dir>/cursor-secret`, created with mode 0600 when missing).
+    #[arg(long, global = true, env = "DSPY_STORAGE_CURSOR_SECRET_FILE")]
+    cursor_secret_file: Option<PathBuf>,
+    /// A Secrets Manager secret (ARN or name) holding the cursor secret, as the Lambda functions
+    /// read it (wins over --cursor-secret-file).
+    #[arg(long, global = true, env = "DSPY_STORAGE_CURSOR_SECRET_ARN")]
+    cursor_secret_arn: Option<String>,
     /// S3 storage class of archived blobs (aws backend): GLACIER or DEEP_ARCHIVE.
     #[arg(
         long,
@@ -191,6 +201,9 @@ enum Command {
     Export(backup::ExportArgs),
     /// Restore a file written by `export` into the store.
     Import(backup::ImportArgs),
+    /// Rotate the cursor secret file: a new secret signs cursors from now on, the previous one
+    /// still opens cursors for 24 hours (servers pick the new secret up when they restart).
+    RotateCursorSecret,
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,7 +242,7 @@ pub(crate) fn project_arg(p: &Option<String>) -> Result<Project, AnyError> {
 }
 
 pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out::line(&serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -262,6 +275,9 @@ impl BackendArgs {
                 .await,
             );
         }
+        if let Some(keys) = self.cursor_keys().await? {
+            storage = storage.with_cursor_keys(keys);
+        }
         let target = open::EventsTarget::from_settings(
             self.event_bus.as_deref(),
             self.events_file.as_deref(),
@@ -270,6 +286,32 @@ impl BackendArgs {
             Some(t) => storage.with_events(open::event_publisher(&t, None).await),
             None => storage,
         })
+    }
+
+    /// The cursor secret file of this backend: `--cursor-secret-file`, else the embedded data
+    /// directory's.
+    fn cursor_secret_path(&self) -> Option<PathBuf> {
+        self.cursor_secret_file.clone().or_else(|| {
+            (self.backend == BackendKind::Embedded)
+                .then(|| self.data_dir.join(dspy_storage_core::cursor::SECRET_FILE))
+        })
+    }
+
+    /// The secret cursors are signed with (none: an ephemeral one, so cursors printed by one
+    /// command do not work in the next — only with the aws backend and no secret configured).
+    async fn cursor_keys(&self) -> Result<Option<dspy_storage_core::cursor::CursorKeys>, AnyError> {
+        use dspy_storage_core::cursor::CursorKeys;
+        if let Some(arn) = self
+            .cursor_secret_arn
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+        {
+            return Ok(Some(CursorKeys::from_secrets_manager(arn.trim()).await?));
+        }
+        match self.cursor_secret_path() {
+            Some(path) => Ok(Some(CursorKeys::load_or_create(&path)?)),
+            None => Ok(None),
+        }
     }
 
     async fn open_backend(&self) -> Result<Storage, AnyError> {
@@ -366,8 +408,8 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             }
             let metadata = NewMetadata::parse(Value::Object(map), chrono::Utc::now())?;
             let storage = cli.backend.open().await?;
-            let outcome = storage.store(&program, metadata, None).await?;
-            println!("{}", serde_json::to_string_pretty(&outcome.stored)?);
+            let outcome = storage.store(&OPERATOR, &program, metadata, None).await?;
+            print_json(&outcome.stored)?;
         }
         Command::Versions { signature, project } => {
             let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
@@ -376,7 +418,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let mut rows = Vec::new();
             loop {
                 let page = storage
-                    .list_versions(&project, &sig, Some(1000), cursor.as_deref())
+                    .list_versions(&OPERATOR, &project, &sig, Some(1000), cursor.as_deref())
                     .await?;
                 for c in &page.items {
                     let aliases = page
@@ -410,6 +452,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                     let expected = expect.map(|v| Version::parse(&v)).transpose()?.map(Some);
                     let target = storage
                         .put_alias(
+                            &OPERATOR,
                             &project,
                             &sig,
                             &AliasName::parse(&alias)?,
@@ -425,7 +468,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                     project,
                 } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
-                    let head = storage.get_head(&project, &sig).await?;
+                    let head = storage.get_head(&OPERATOR, &project, &sig).await?;
                     let target = head
                         .aliases
                         .get(AliasName::parse(&alias)?.as_str())
@@ -439,7 +482,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
                     storage
-                        .delete_alias(&project, &sig, &AliasName::parse(&alias)?)
+                        .delete_alias(&OPERATOR, &project, &sig, &AliasName::parse(&alias)?)
                         .await?;
                     eprintln!("alias {alias} removed");
                 }
@@ -453,18 +496,18 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
             let storage = cli.backend.open().await?;
             let stored = storage
-                .rollback(&project, &sig, &Version::parse(&to)?)
+                .rollback(&OPERATOR, &project, &sig, &Version::parse(&to)?)
                 .await?;
             print_json(&stored)?;
         }
         Command::Load { id, output } => {
             let id = ProgramId::parse(&id)?;
             let storage = cli.backend.open().await?;
-            let loaded = storage.get_program(&id).await?;
+            let loaded = storage.get_program(&OPERATOR, &id).await?;
             match output {
                 Some(path) => std::fs::write(&path, loaded.program.get())
                     .map_err(|e| format!("{}: {e}", path.display()))?,
-                None => println!("{}", loaded.program.get()),
+                None => out::line(loaded.program.get()),
             }
         }
         Command::Diff {
@@ -477,10 +520,14 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let from = dspy_storage_core::domain::VersionSelector::parse(&from)?;
             let to = dspy_storage_core::domain::VersionSelector::parse(&to)?;
             let storage = cli.backend.open().await?;
-            print_json(&storage.diff_versions(&project, &sig, &from, &to).await?)?;
+            print_json(
+                &storage
+                    .diff_versions(&OPERATOR, &project, &sig, &from, &to)
+                    .await?,
+            )?;
         }
         Command::Search(args) => {
-            let project = project_arg(&args.project)?;
+            let project = args.project.as_deref().map(Project::parse).transpose()?;
             let storage = cli.backend.open().await?;
             search::run(&storage, args, project).await?;
         }
@@ -488,9 +535,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             let id = ProgramId::parse(&id)?;
             let storage = cli.backend.open().await?;
             if prompt {
-                println!("{}", storage.prompt(&id).await?);
+                out::line(&storage.prompt(&OPERATOR, &id).await?);
             } else {
-                print_json(&storage.get_record(&id).await?)?;
+                print_json(&storage.get_record(&OPERATOR, &id).await?)?;
             }
         }
         Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
@@ -498,6 +545,23 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         Command::Backup { action } => backup::run(cli.backend.open().await?, action).await?,
         Command::Export(args) => backup::export(cli.backend.open().await?, args).await?,
         Command::Import(args) => backup::import(cli.backend.open().await?, args).await?,
+        Command::RotateCursorSecret => {
+            if cli.backend.cursor_secret_arn.is_some() {
+                return Err("the cursor secret is a Secrets Manager secret: rotate it there (aws secretsmanager put-secret-value or rotate-secret); AWSPREVIOUS stays valid for 24 hours".into());
+            }
+            let path = cli.backend.cursor_secret_path().ok_or(
+                "no cursor secret file: give --cursor-secret-file (the aws backend has none by default)",
+            )?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            dspy_storage_core::cursor::CursorKeys::load_or_create(&path)?;
+            dspy_storage_core::cursor::CursorKeys::rotate_file(&path)?;
+            eprintln!(
+                "rotated {}: servers sign with the new secret once they restart; cursors signed with the previous one work for 24 hours",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -514,4 +578,5 @@ async fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    out::flush();
 }

@@ -2,6 +2,7 @@
 //! operations of the cleanup function, run directly over the core.
 
 use clap::Subcommand;
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::domain::{parse_time, ProgramId};
 use dspy_storage_core::maintenance::CleanupOptions;
 use dspy_storage_core::retention::{Policy, PolicyInput};
@@ -79,17 +80,17 @@ pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError
                 as_of,
                 ..CleanupOptions::new(policy, dry_run)
             };
-            print_json(&storage.cleanup(&opts).await?)?;
+            print_json(&storage.cleanup(&OPERATOR, &opts).await?)?;
         }
         Command::Archive { id } => {
             let id = ProgramId::parse(&id)?;
             let storage = backend.open().await?;
-            print_json(&storage.archive_program(&id).await?)?;
+            print_json(&storage.archive_program(&OPERATOR, &id).await?)?;
         }
         Command::Restore { id } => {
             let id = ProgramId::parse(&id)?;
             let storage = backend.open().await?;
-            print_json(&storage.restore_program(&id).await?)?;
+            print_json(&storage.restore_program(&OPERATOR, &id).await?)?;
         }
     }
     Ok(())

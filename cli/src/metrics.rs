@@ -1,5 +1,6 @@
 //! CLI commands of performance tracking: `metrics record|history`, `trend ID`, `report`.
 
+use dspy_storage_core::access::OPERATOR;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -98,7 +99,7 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                         Value::Object(rec)
                     }
                 };
-                print_json(&storage.record_metrics(&id, &body).await?)?;
+                print_json(&storage.record_metrics(&OPERATOR, &id, &body).await?)?;
             }
             MetricsAction::History {
                 id,
@@ -112,6 +113,7 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
                 loop {
                     let page = storage
                         .metric_history(
+                            &OPERATOR,
                             &id,
                             from.as_deref(),
                             to.as_deref(),
@@ -141,12 +143,16 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
             let (answer, title) = if signature {
                 let project = project_arg(&project)?;
                 let sig = Signature::parse(&id)?;
-                let t = storage.signature_trends(&project, &sig, Some(days)).await?;
+                let t = storage
+                    .signature_trends(&OPERATOR, &project, &sig, Some(days))
+                    .await?;
                 (t, format!("{sig} — all versions"))
             } else {
                 let id = ProgramId::parse(&id)?;
-                let record = storage.get_record(&id).await?;
-                let t = storage.program_trends_of(&record, Some(days)).await?;
+                let record = storage.get_record(&OPERATOR, &id).await?;
+                let t = storage
+                    .program_trends_of(&OPERATOR, &record, Some(days))
+                    .await?;
                 (
                     t,
                     format!("{} {} — program {id}", record.signature, record.version),
@@ -163,7 +169,7 @@ pub async fn run(cmd: PerfCommand, storage: &Storage) -> Result<(), AnyError> {
             }
             print_json(&answer)?;
         }
-        PerfCommand::Report => print_json(&storage.report().await?)?,
+        PerfCommand::Report => print_json(&storage.report(&OPERATOR).await?)?,
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub struct SearchArgs {
 pub async fn run(
     storage: &Storage,
     args: SearchArgs,
-    project: dspy_storage_core::domain::Project,
+    project: Option<dspy_storage_core::domain::Project>,
 ) -> Result<(), crate::AnyError> {
     let mut cursor = args.cursor.clone();
     let mut results = Vec::new();
@@ -48,7 +48,9 @@ pub async fn run(
             cursor.as_deref(),
             Utc::now(),
         )?;
-        let page = storage.search(&req).await?;
+        let page = storage
+            .search(&dspy_storage_core::access::OPERATOR, &req)
+            .await?;
         results.extend(page.results);
         cursor = page.next_cursor;
         if !args.all || cursor.is_none() {
@@ -58,13 +60,13 @@ pub async fn run(
     if args.brief {
         for r in &results {
             let status = serde_json::to_value(r.status)?;
-            println!(
+            crate::out::line(&format!(
                 "{}  {:.3}  {}  [{}]",
                 r.id,
                 r.relevance_score,
                 r.summary,
                 status.as_str().unwrap_or_default()
-            );
+            ));
         }
         if let Some(c) = &cursor {
             eprintln!("next cursor: {c}");
@@ -72,6 +74,5 @@ pub async fn run(
         return Ok(());
     }
     let out = serde_json::json!({"results": results, "next_cursor": cursor});
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    crate::print_json(&out)
 }

@@ -840,3 +840,120 @@ role = "reader"
         server.log()
     );
 }
+
+/// Runs the CLI with stdout a pipe whose reader reads `keep` bytes and closes it (`| head -c
+/// keep`); the command must end quietly: status 0, no panic, nothing about the pipe on stderr.
+fn closed_pipe(dir: &Path, args: &[&str], keep: usize) -> (Vec<u8>, String) {
+    use std::io::Read;
+    let mut cmd = command();
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn dspy-storage");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut head = vec![0u8; keep];
+    stdout.read_exact(&mut head).expect("the first bytes");
+    drop(stdout); // the reader is gone
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?} | head -c {keep}: exit {} with stderr {stderr}",
+        out.status
+    );
+    for bad in ["panicked", "Broken pipe", "broken pipe", "failed printing"] {
+        assert!(
+            !stderr.contains(bad),
+            "{args:?} | head -c {keep}: stderr {stderr}"
+        );
+    }
+    (head, stderr)
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cli = |args: &[&str]| {
+        let mut cmd = command();
+        cmd.arg("--data-dir").arg(dir.path()).args(args);
+        expect_success(&format!("{args:?}"), &run(&mut cmd))
+    };
+    // A program over 64 KiB (more than a pipe holds), with predictors for the prompt command.
+    let big = json!({"predict": {"demos": [], "signature": {"instructions": "x".repeat(200_000), "fields": []}}});
+    let path = dir.path().join("big.json");
+    std::fs::write(&path, big.to_string()).unwrap();
+    let stored: Value = serde_json::from_str(&cli(&[
+        "store",
+        path.to_str().unwrap(),
+        "--signature",
+        "pipe.Big",
+    ]))
+    .unwrap();
+    let id = stored["id"].as_str().unwrap().to_owned();
+    cli(&["store", path.to_str().unwrap(), "--signature", "pipe.Big"]);
+    for i in 0..50 {
+        cli(&[
+            "metrics",
+            "record",
+            &id,
+            "--metric",
+            &format!("accuracy=0.{i:02}"),
+        ]);
+    }
+    let (head, _) = closed_pipe(dir.path(), &["load", &id], 10);
+    assert_eq!(head, br#"{"predict""#, "the program's first bytes");
+    // Every command that prints, its reader gone after one byte (their output may fit in the
+    // pipe; a reader that closes at once is the race-free case of the same thing).
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["load", &id],
+        vec!["show", &id],
+        vec!["show", &id, "--prompt"],
+        vec!["versions", "pipe.Big"],
+        vec!["alias", "set", "pipe.Big", "production", "1.0.0"],
+        vec!["alias", "get", "pipe.Big", "production"],
+        vec!["diff", "pipe.Big", "1.0.0", "1.0.1"],
+        vec!["search", "signature:pipe.Big"],
+        vec!["search", "signature:pipe.Big", "--brief"],
+        vec!["metrics", "history", &id],
+        vec!["metrics", "record", &id, "--metric", "accuracy=0.5"],
+        vec!["trend", &id],
+        vec!["trend", "pipe.Big", "--signature"],
+        vec!["report"],
+        vec!["cleanup", "--dry-run"],
+        vec!["backup", "create", "--name", "pipe"],
+        vec!["backup", "list"],
+        vec!["backup", "show", "pipe"],
+    ];
+    for args in &commands {
+        closed_pipe(dir.path(), args, 1);
+    }
+    // And a reader that is gone before the command writes anything (race-free: every write
+    // fails), for every command that changes nothing.
+    let read_only = commands.iter().filter(|a| {
+        !matches!(
+            a.get(..2),
+            Some(["alias", "set"] | ["metrics", "record"] | ["backup", "create"])
+        )
+    });
+    for args in read_only {
+        let mut cmd = command();
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "{args:?}: {} {stderr}",
+            out.status
+        );
+    }
+}

@@ -16,6 +16,10 @@ pub enum Error {
     /// Unknown id, signature, version or alias.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this (a whole-store operation by a caller restricted to some
+    /// projects). A project outside the caller's scope is [`Error::NotFound`], never this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing to create already exists (e.g. a version that is taken).
     #[error("{0}")]
     AlreadyExists(String),

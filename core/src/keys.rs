@@ -8,6 +8,7 @@
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
 //! | metric record | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (one partition per program and month: a busy program spreads over months, as DynamoDB's time-series guidance buckets by period)
+//! | metric month index (months before the program's own with backfilled records) | `MET#<program id>#months` | `<YYYY-MM>` | | (`n_records`: records of that month)
 //! | metric record id (a client's `record_id`, claimed once per program) | `MET#<program id>#RID` | `<record_id>` | | (written in the same transaction as its record, conditioned on not existing: a retried append stores nothing twice, wherever the record itself lives)
 //! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (sorts after the month's records; `n_w`/`n_done` count metric writes started/finished, `cached_w` + `data` a day's sums valid while `n_w = n_done = cached_w`)
 //! | optimization run | `RUN#<run id>`          | `RUN`                    | GSI1 `RUNSIG#<project>#<sig>` / `<started>#<id>`; GSI3 `RUNMETHOD#<project>#<method>` / `<started>#<id>`; GSI4 `RUNS#<project>` / `<started>#<id>` |
@@ -59,6 +60,14 @@ pub fn metric_sk(timestamp: &DateTime<Utc>, record_id: &uuid::Uuid) -> String {
         crate::domain::format_time(timestamp),
         record_id.hyphenated()
     )
+}
+
+/// Partition of a program's month index: one item per month BEFORE the program's own month that
+/// holds records (backfilled history), sort key `YYYY-MM`, `n_records` its record count. A history
+/// read reaching back before the program lists the months to read here instead of trying every
+/// month since 2000.
+pub fn metric_months_pk(id: &ProgramId) -> String {
+    format!("MET#{id}#months")
 }
 
 /// Partition of a program's claimed metric record ids (never a month: `RID` is no `YYYY-MM`).

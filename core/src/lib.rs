@@ -4,12 +4,14 @@
 //! CLI and the tests use; it runs over any pair of [`backend::ItemStore`] and
 //! [`backend::BlobStore`].
 
+pub mod access;
 pub mod backend;
 pub mod backup;
 pub mod cache;
 pub mod chart;
 pub mod codec;
 pub mod config;
+pub mod cursor;
 pub mod domain;
 pub mod dspy;
 pub mod envelope;

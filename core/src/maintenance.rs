@@ -26,15 +26,16 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::access::Principal;
 use crate::backend::{
     attr, page_key_of, BlobTier, Condition, Index, Item, PageKey, Query, WriteOp,
 };
+use crate::cursor::Kind;
 use crate::domain::{format_time, ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
@@ -63,8 +64,11 @@ pub struct CleanupOptions {
     pub as_of: DateTime<Utc>,
     /// Plan only: nothing changes.
     pub dry_run: bool,
-    /// Where an earlier slice stopped.
+    /// Where an earlier slice stopped (the `next_cursor` it answered).
     pub cursor: Option<String>,
+    /// Where an earlier run stopped, as kept in the status item (the scheduled run; `cursor`
+    /// wins when both are given).
+    pub resume: Option<PageKey>,
     /// Stop (and answer a cursor) once this instant has passed.
     pub deadline: Option<Instant>,
     /// Keep every decision in the report (the HTTP answer). Off: counts only (scheduled runs).
@@ -78,6 +82,7 @@ impl CleanupOptions {
             as_of: crate::domain::now(),
             dry_run,
             cursor: None,
+            resume: None,
             deadline: None,
             list_decisions: true,
         }
@@ -125,6 +130,9 @@ pub struct CleanupReport {
     /// False when the run stopped at its deadline; `next_cursor` then continues it.
     pub complete: bool,
     pub next_cursor: Option<String>,
+    /// Where the run stopped (what `next_cursor` holds), for the status item.
+    #[serde(skip)]
+    pub resume_key: Option<PageKey>,
 }
 
 /// The answer of an archive or restore call.
@@ -149,32 +157,36 @@ impl TierChange {
     }
 }
 
-fn encode_scan_cursor(key: &PageKey) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&json!({ "scan": key })).expect("serializable"))
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScanCursor {
+    scan: PageKey,
 }
 
-fn decode_scan_cursor(cursor: &str) -> Result<PageKey> {
-    let bad = || {
-        Error::invalid(
-            "cursor",
-            "the cursor is invalid or belongs to another listing",
-        )
-    };
-    if cursor.len() > 4096 {
-        return Err(bad());
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    let key: PageKey =
-        serde_json::from_value(v.get("scan").cloned().ok_or_else(bad)?).map_err(|_| bad())?;
+/// Where a cleanup slice stopped, as a cursor for `who` (signed: see [`crate::cursor`]).
+fn encode_scan_cursor(storage: &Storage, who: &Principal, key: &PageKey) -> String {
+    crate::cursor::seal(
+        &storage.cursors,
+        Kind::Cleanup,
+        who,
+        &ScanCursor { scan: key.clone() },
+    )
+}
+
+fn decode_scan_cursor(storage: &Storage, who: &Principal, cursor: &str) -> Result<PageKey> {
+    let c: ScanCursor = crate::cursor::open(&storage.cursors, Kind::Cleanup, who, cursor)?;
+    check_scan_key(&c.scan)?;
+    Ok(c.scan)
+}
+
+fn check_scan_key(key: &PageKey) -> Result<()> {
     let names: Vec<&str> = key.keys().map(String::as_str).collect();
     if names != [attr::PK, attr::SK] {
-        return Err(bad());
+        return Err(Error::invalid(
+            "cursor",
+            "the cursor belongs to another listing",
+        ));
     }
-    Ok(key)
+    Ok(())
 }
 
 /// The program id in a blob key (`…/<id>.json[.ext]`), if it is one of ours.
@@ -221,8 +233,8 @@ impl Storage {
 
     /// `POST /programs/{id}/archive`: moves the program's blob to the archive tier and marks it
     /// `archived`. Archiving an archived program is a no-op.
-    pub async fn archive_program(&self, id: &ProgramId) -> Result<TierChange> {
-        self.archive_guarded(id, None)
+    pub async fn archive_program(&self, who: &Principal, id: &ProgramId) -> Result<TierChange> {
+        self.archive_guarded(who, id, None)
             .await
             .map(|r| TierChange::of(&r))
     }
@@ -231,10 +243,11 @@ impl Storage {
     /// and it is neither the signature's latest version nor an alias target.
     async fn archive_guarded(
         &self,
+        who: &Principal,
         id: &ProgramId,
         planned: Option<DateTime<Utc>>,
     ) -> Result<ProgramRecord> {
-        let rec = self.get_record(id).await?;
+        let rec = self.get_record(who, id).await?;
         if let Some(p) = planned {
             if rec.updated_at != p {
                 return Err(Error::Precondition(format!(
@@ -289,7 +302,7 @@ impl Storage {
     /// when that is not instant, the record marked `restoring` so a load finishes it).
     async fn undo_archive(&self, id: &ProgramId) {
         let result: Result<()> = async {
-            let rec = self.get_record(id).await?;
+            let rec = self.record(id).await?;
             if rec.status != ProgramStatus::Active {
                 return Ok(());
             }
@@ -318,11 +331,11 @@ impl Storage {
     /// `POST /programs/{id}/restore`: asks for the blob back. The answer's status is `active`
     /// when it is readable again (at once on the embedded backend), else `restoring` (a later
     /// load, restore call or cleanup run finishes it). Restoring an active program is a no-op.
-    pub async fn restore_program(&self, id: &ProgramId) -> Result<TierChange> {
+    pub async fn restore_program(&self, who: &Principal, id: &ProgramId) -> Result<TierChange> {
         let mut n = 0u32;
         loop {
             n += 1;
-            let rec = self.get_record(id).await?;
+            let rec = self.get_record(who, id).await?;
             let result = match rec.status {
                 // Normally a no-op; but an archive cut short after its blob moved leaves an
                 // active record over an archived blob (loads answer 409): bring that back too.
@@ -408,7 +421,7 @@ impl Storage {
         let id = rec.id;
         let new = match self.finish_restore(rec).await {
             Ok(r) => r,
-            Err(Error::ConditionFailed { .. }) => self.get_record(&id).await?,
+            Err(Error::ConditionFailed { .. }) => self.record(&id).await?,
             Err(e) => return Err(e),
         };
         if new.status == ProgramStatus::Active {
@@ -422,8 +435,10 @@ impl Storage {
 
     // ----- cleanup run -------------------------------------------------------------------------
 
-    /// Runs (or dry-runs) the retention policy over every signature, then collects garbage.
-    pub async fn cleanup(&self, opts: &CleanupOptions) -> Result<CleanupReport> {
+    /// Runs (or dry-runs) the retention policy over every signature, then collects garbage: a
+    /// whole-store operation (`who` must see every project).
+    pub async fn cleanup(&self, who: &Principal, opts: &CleanupOptions) -> Result<CleanupReport> {
+        who.whole_store("cleanup")?;
         let now = crate::domain::now();
         let mut report = CleanupReport {
             dry_run: opts.dry_run,
@@ -436,8 +451,16 @@ impl Storage {
             summary: CleanupSummary::default(),
             complete: false,
             next_cursor: None,
+            resume_key: None,
         };
-        let mut start = opts.cursor.as_deref().map(decode_scan_cursor).transpose()?;
+        let mut start = match (&opts.cursor, &opts.resume) {
+            (Some(c), _) => Some(decode_scan_cursor(self, who, c)?),
+            (None, Some(k)) => {
+                check_scan_key(k)?;
+                Some(k.clone())
+            }
+            (None, None) => None,
+        };
         'scan: loop {
             let page = self
                 .with_retries(|| self.items.scan(start.clone(), SCAN_PAGE))
@@ -446,7 +469,7 @@ impl Storage {
                 match keys::entity_kind(&item.pk, &item.sk) {
                     keys::EntityKind::SignatureHead => {
                         let head: SignatureHead = from_item(item)?;
-                        self.clean_signature(&head, opts, &mut report).await?;
+                        self.clean_signature(who, &head, opts, &mut report).await?;
                     }
                     keys::EntityKind::Idempotency => {
                         self.collect_idempotency(item, now, opts.dry_run, &mut report)
@@ -456,7 +479,8 @@ impl Storage {
                 }
                 if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                     let key = page_key_of(item, Index::Table);
-                    report.next_cursor = Some(encode_scan_cursor(&key));
+                    report.next_cursor = Some(encode_scan_cursor(self, who, &key));
+                    report.resume_key = Some(key);
                     break 'scan;
                 }
             }
@@ -481,6 +505,7 @@ impl Storage {
     /// Plans one signature and applies the plan.
     async fn clean_signature(
         &self,
+        who: &Principal,
         head: &SignatureHead,
         opts: &CleanupOptions,
         report: &mut CleanupReport,
@@ -534,11 +559,11 @@ impl Storage {
                 let planned = revisions.get(&decision.id).copied();
                 match decision.action {
                     Action::Archive => self
-                        .archive_guarded(&decision.id, planned)
+                        .archive_guarded(who, &decision.id, planned)
                         .await
                         .map(|_| ()),
                     Action::Delete => {
-                        self.delete_program_guarded(&decision.id, false, planned)
+                        self.delete_program_guarded(who, &decision.id, false, planned)
                             .await
                     }
                     Action::Keep => Ok(()),
@@ -575,7 +600,7 @@ impl Storage {
         if !opts.dry_run {
             for id in restoring.iter().filter(|id| !deleted.contains(id)) {
                 let done = async {
-                    let rec = self.get_record(id).await?;
+                    let rec = self.record(id).await?;
                     if rec.status != ProgramStatus::Restoring {
                         return Ok(false);
                     }
@@ -690,6 +715,7 @@ impl Storage {
             "policy": report.policy,
             "complete": report.complete,
             "next_cursor": report.next_cursor,
+            "resume_key": report.resume_key,
             "summary": report.summary,
         });
         let item =
@@ -724,30 +750,36 @@ impl Storage {
     }
 
     /// The scheduled run: the configured policy, counts only, resuming where the last run
-    /// stopped at its deadline.
+    /// stopped at its deadline (the status item's `resume_key`: a position kept in the store, not
+    /// a cursor handed to a client, so it does not expire).
     pub async fn scheduled_cleanup(
         &self,
+        who: &Principal,
         policy: Policy,
         deadline: Option<Instant>,
     ) -> Result<CleanupReport> {
-        let cursor = self.last_cleanup_status().await?.and_then(|s| {
-            s.get("next_cursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+        who.whole_store("cleanup")?;
+        let resume = self
+            .last_cleanup_status()
+            .await?
+            .and_then(|s| s.get("resume_key").cloned())
+            .and_then(|k| serde_json::from_value::<PageKey>(k).ok());
         let opts = CleanupOptions {
-            cursor,
+            resume,
             deadline,
             list_decisions: false,
             ..CleanupOptions::new(policy, false)
         };
-        match self.cleanup(&opts).await {
-            // A stale cursor (state rewritten by hand): start over.
-            Err(Error::InvalidInput { .. }) if opts.cursor.is_some() => {
-                self.cleanup(&CleanupOptions {
-                    cursor: None,
-                    ..opts
-                })
+        match self.cleanup(who, &opts).await {
+            // A position that is not one (state rewritten by hand): start over.
+            Err(Error::InvalidInput { .. }) if opts.resume.is_some() => {
+                self.cleanup(
+                    who,
+                    &CleanupOptions {
+                        resume: None,
+                        ..opts
+                    },
+                )
                 .await
             }
             other => other,
@@ -772,6 +804,7 @@ fn tier_event(kind: EventType, r: &ProgramRecord) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::OPERATOR;
     use crate::domain::{AliasName, NewMetadata, Project, Signature, Version};
     use proptest::prelude::*;
 
@@ -829,7 +862,12 @@ mod tests {
                 let program =
                     serde_json::value::RawValue::from_string(format!("{{\"n\": {i}}}")).unwrap();
                 storage
-                    .store(&program, NewMetadata::parse(meta, now).unwrap(), None)
+                    .store(
+                        &OPERATOR,
+                        &program,
+                        NewMetadata::parse(meta, now).unwrap(),
+                        None,
+                    )
                     .await
                     .unwrap();
             }
@@ -837,6 +875,7 @@ mod tests {
             if pick < versions.len() {
                 storage
                     .put_alias(
+                        &OPERATOR,
                         &Project::default_project(),
                         &Signature::parse(&sig).unwrap(),
                         &AliasName::parse("staging").unwrap(),
@@ -864,8 +903,8 @@ mod tests {
                 dataset(&storage, &sigs, alias_pick).await;
                 let as_of = crate::domain::now();
                 let opts = |dry_run| CleanupOptions { as_of, ..CleanupOptions::new(policy.clone(), dry_run) };
-                let dry = storage.cleanup(&opts(true)).await.unwrap();
-                let real = storage.cleanup(&opts(false)).await.unwrap();
+                let dry = storage.cleanup(&OPERATOR, &opts(true)).await.unwrap();
+                let real = storage.cleanup(&OPERATOR, &opts(false)).await.unwrap();
                 assert_eq!(dry.kept, real.kept);
                 assert_eq!(dry.archived, real.archived);
                 assert_eq!(dry.deleted, real.deleted);
@@ -874,31 +913,31 @@ mod tests {
                 assert_eq!(real.kept.len() + real.archived.len() + real.deleted.len(), total);
                 for d in &real.kept {
                     if d.protected {
-                        let rec = storage.get_record(&d.id).await.unwrap();
+                        let rec = storage.get_record(&OPERATOR, &d.id).await.unwrap();
                         assert_eq!(rec.status, ProgramStatus::Active, "{d:?}");
-                        storage.get_program(&d.id).await.unwrap();
+                        storage.get_program(&OPERATOR, &d.id).await.unwrap();
                     }
                 }
                 for d in &real.archived {
                     assert!(!d.protected);
-                    let rec = storage.get_record(&d.id).await.unwrap();
+                    let rec = storage.get_record(&OPERATOR, &d.id).await.unwrap();
                     assert_eq!(rec.status, ProgramStatus::Archived, "{d:?}");
-                    assert!(matches!(storage.get_program(&d.id).await, Err(Error::Archived(_))));
+                    assert!(matches!(storage.get_program(&OPERATOR, &d.id).await, Err(Error::Archived(_))));
                 }
                 for d in &real.deleted {
                     assert!(!d.protected);
-                    assert!(matches!(storage.get_record(&d.id).await, Err(Error::NotFound(_))));
+                    assert!(matches!(storage.get_record(&OPERATOR, &d.id).await, Err(Error::NotFound(_))));
                 }
                 // Every signature still loads its latest version.
                 for s in 0..sigs.len() {
                     let sig = Signature::parse(&format!("prop.S{s}")).unwrap();
                     storage
-                        .get_version(&Project::default_project(), &sig, &crate::domain::VersionSelector::Latest)
+                        .get_version(&OPERATOR, &Project::default_project(), &sig, &crate::domain::VersionSelector::Latest)
                         .await
                         .unwrap();
                 }
                 // A second run has nothing left to do.
-                let again = storage.cleanup(&opts(false)).await.unwrap();
+                let again = storage.cleanup(&OPERATOR, &opts(false)).await.unwrap();
                 assert!(again.archived.is_empty() && again.deleted.is_empty());
             });
         }
@@ -924,10 +963,21 @@ mod tests {
         let mut k = PageKey::new();
         k.insert("PK".into(), "SIG#default#A".into());
         k.insert("SK".into(), "HEAD".into());
-        assert_eq!(decode_scan_cursor(&encode_scan_cursor(&k)).unwrap(), k);
-        assert!(decode_scan_cursor("nope").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::open::embedded(dir.path(), Default::default()).unwrap();
+        let who = &*OPERATOR;
+        let c = encode_scan_cursor(&s, who, &k);
+        assert_eq!(decode_scan_cursor(&s, who, &c).unwrap(), k);
+        assert!(decode_scan_cursor(&s, who, "nope").is_err());
+        let other = crate::access::Principal::new(
+            "someone",
+            crate::access::Scope::All,
+            crate::access::Role::Admin,
+        );
+        let e = decode_scan_cursor(&s, &other, &c).unwrap_err().to_string();
+        assert!(e.contains("another caller"), "{e}");
         let mut extra = k.clone();
         extra.insert("GSI1PK".into(), "x".into());
-        assert!(decode_scan_cursor(&encode_scan_cursor(&extra)).is_err());
+        assert!(decode_scan_cursor(&s, who, &encode_scan_cursor(&s, who, &extra)).is_err());
     }
 }

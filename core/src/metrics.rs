@@ -21,12 +21,13 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::access::Principal;
 use crate::backend::{attr, Condition, Item, Query, SkRange, WriteOp};
+use crate::cursor::Kind;
 use crate::domain::{format_time, parse_time, ProgramId};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -42,6 +43,16 @@ pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
 pub use crate::backend::{BATCH_ATTEMPTS, BATCH_CHUNK};
 /// Clock skew tolerated between a client's timestamps and the server's.
 pub const SKEW: Duration = Duration::minutes(5);
+/// The earliest timestamp a record may carry (backfilled history from before the program was
+/// stored is welcome; a time before this is a mistake).
+pub const EARLIEST: &str = "2000-01-01T00:00:00Z";
+
+/// [`EARLIEST`] as a time.
+pub fn earliest() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(EARLIEST)
+        .expect("a valid time")
+        .with_timezone(&Utc)
+}
 /// Largest page of history.
 pub const MAX_HISTORY_PAGE: usize = crate::service::MAX_PAGE;
 /// Longest client record id.
@@ -182,6 +193,7 @@ fn parse_record(
     program: &ProgramRecord,
     now: DateTime<Utc>,
 ) -> Result<MetricRecord> {
+    let earliest = earliest();
     let obj = value.as_object().ok_or_else(|| {
         Error::invalid(field, format!("{field} must be an object with \"metrics\""))
     })?;
@@ -257,16 +269,17 @@ fn parse_record(
     if timestamp > now + SKEW {
         return Err(Error::invalid(
             &tfield,
-            format!("{tfield} is in the future"),
+            format!(
+                "{tfield} is in the future (more than {} minutes after the server's clock, {})",
+                SKEW.num_minutes(),
+                format_time(&now)
+            ),
         ));
     }
-    if timestamp < program.created_at - SKEW {
+    if timestamp < earliest {
         return Err(Error::invalid(
             &tfield,
-            format!(
-                "{tfield} is before the program was stored ({}); metrics describe a stored program",
-                format_time(&program.created_at)
-            ),
+            format!("{tfield} is before {EARLIEST}, the earliest time a record may carry"),
         ));
     }
     let efield = sub("environment");
@@ -337,10 +350,16 @@ pub struct Window {
 }
 
 impl Storage {
-    /// Records metrics for a program: `body` is one record or `{"records": [...]}`. All records
-    /// are validated before anything is written.
-    pub async fn record_metrics(&self, id: &ProgramId, body: &Value) -> Result<Recorded> {
-        let program = self.get_record(id).await?;
+    /// Records metrics for a program `who` may see: `body` is one record or `{"records":
+    /// [...]}`, each timestamped from [`EARLIEST`] to now (+ [`SKEW`]) — history from before the
+    /// program was stored included. All records are validated before anything is written.
+    pub async fn record_metrics(
+        &self,
+        who: &Principal,
+        id: &ProgramId,
+        body: &Value,
+    ) -> Result<Recorded> {
+        let program = self.get_record(who, id).await?;
         let now = crate::domain::now();
         let records: Vec<MetricRecord> = match body {
             Value::Object(o) if o.contains_key("records") => {
@@ -378,7 +397,26 @@ impl Storage {
         // Days touched: marked before the records are written and after (see `crate::rollup`).
         let days: std::collections::BTreeSet<NaiveDate> =
             records.iter().map(|r| r.timestamp.date_naive()).collect();
-        self.mark_days(id, &days, "n_w", None).await?;
+        // Months before the program's are listed in its month index (see `history_months`;
+        // a retried record id counts again there: the index only says which months to read).
+        let mut early: BTreeMap<String, i64> = BTreeMap::new();
+        let created_month = month_of(&program.created_at);
+        for r in &records {
+            let m = month_of(&r.timestamp);
+            if m < created_month {
+                *early.entry(m).or_default() += 1;
+            }
+        }
+        let index_ops = early
+            .into_iter()
+            .map(|(m, n)| WriteOp::Add {
+                pk: keys::metric_months_pk(id),
+                sk: m,
+                add: vec![("n_records".into(), n)],
+                set: Vec::new(),
+            })
+            .collect();
+        self.mark_days(id, &days, "n_w", index_ops).await?;
         let written = async {
             let already = self.put_claimed(id, &claimed).await?;
             self.put_all(plain).await?;
@@ -388,7 +426,9 @@ impl Storage {
         let already = written.as_ref().map_or(0, |a| *a) + repeated;
         let counter = written
             .is_ok()
-            .then(|| Self::metric_counter_op(&program, records.len() - already));
+            .then(|| Self::metric_counter_op(&program, records.len() - already))
+            .into_iter()
+            .collect();
         let closed = self.mark_days(id, &days, "n_done", counter).await;
         written?;
         closed?;
@@ -466,12 +506,8 @@ impl Storage {
         crate::backend::put_all(self.items.as_ref(), items).await
     }
 
-    /// Parses the `from`/`to` of a history read, bounded by the program's lifetime.
-    pub fn metric_window(
-        program: &ProgramRecord,
-        from: Option<&str>,
-        to: Option<&str>,
-    ) -> Result<Window> {
+    /// Parses the `from`/`to` of a history read, bounded by [`EARLIEST`] and now.
+    pub fn metric_window(from: Option<&str>, to: Option<&str>) -> Result<Window> {
         let now = crate::domain::now();
         let from = from.map(|s| parse_time("from", s)).transpose()?;
         let to = to.map(|s| parse_time("to", s)).transpose()?;
@@ -480,17 +516,19 @@ impl Storage {
                 return Err(Error::invalid("from", "from must not be after to"));
             }
         }
-        let floor = program.created_at - SKEW;
+        let floor = earliest();
         Ok(Window {
             from: from.map_or(floor, |f| f.max(floor)),
             to: to.map_or(now + SKEW, |t| t.min(now + SKEW)),
         })
     }
 
-    /// One page of a program's history, oldest first: one item read (the program), then one
-    /// range query per month partition touched.
+    /// One page of the history of a program `who` may see, oldest first: one item read (the
+    /// program), one query of its month index when the window reaches before the program's month
+    /// (backfilled records), then one range query per month partition touched.
     pub async fn metric_history(
         &self,
+        who: &Principal,
         id: &ProgramId,
         from: Option<&str>,
         to: Option<&str>,
@@ -498,19 +536,22 @@ impl Storage {
         cursor: Option<&str>,
     ) -> Result<History> {
         let limit = crate::service::page_limit(limit)?;
-        let after = cursor.map(|c| decode_history_cursor(c, id)).transpose()?;
-        let program = self.get_record(id).await?;
-        let window = Self::metric_window(&program, from, to)?;
+        let program = self.get_record(who, id).await?;
+        let after = cursor
+            .map(|c| decode_history_cursor(self, who, c, id))
+            .transpose()?;
+        let window = Self::metric_window(from, to)?;
+        let months = self.history_months(&program, window).await?;
         let mut records = Vec::with_capacity(limit.min(MAX_HISTORY_PAGE));
         let (_, more) = self
-            .read_metrics(id, window, after.as_deref(), Some(limit), |r| {
+            .read_metrics_in(id, months, window, after.as_deref(), Some(limit), |r| {
                 records.push(r)
             })
             .await?;
         let next_cursor = if more {
-            records
-                .last()
-                .map(|r| encode_history_cursor(id, &keys::metric_sk(&r.timestamp, &r.id)))
+            records.last().map(|r| {
+                encode_history_cursor(self, who, id, &keys::metric_sk(&r.timestamp, &r.id))
+            })
         } else {
             None
         };
@@ -520,12 +561,61 @@ impl Storage {
         })
     }
 
+    /// The month partitions of a history window that may hold records: every month from the
+    /// program's (less the clock skew) to the window's end, and before it only the months its
+    /// month index lists (records backfilled from before the program was stored; one query, made
+    /// only when the window reaches back that far).
+    async fn history_months(&self, program: &ProgramRecord, window: Window) -> Result<Vec<String>> {
+        let stored = program.created_at - SKEW;
+        let mut months: Vec<String> = Vec::new();
+        if window.from < stored {
+            let (lo, hi) = (month_of(&window.from), month_of(&stored.min(window.to)));
+            let mut start = None;
+            loop {
+                let q = Query::new(
+                    crate::backend::Index::Table,
+                    keys::metric_months_pk(&program.id),
+                )
+                .sk(SkRange::Between(lo.clone(), hi.clone()))
+                .limit(1000)
+                .start(start.take());
+                let page = self.items.query(&q).await?;
+                months.extend(page.items.into_iter().map(|i| i.sk));
+                match page.next {
+                    Some(n) => start = Some(n),
+                    None => break,
+                }
+            }
+        }
+        if stored.max(window.from) <= window.to {
+            months.extend(months_between(&stored.max(window.from), &window.to));
+        }
+        months.sort();
+        months.dedup();
+        Ok(months)
+    }
+
     /// Reads a program's records in a window (after the sort key `after`, if any), oldest first,
     /// at most `limit` (all when `None`), handing each to `sink` page by page (memory does not
     /// grow with the records read). Returns how many were read and whether more may follow.
     pub(crate) async fn read_metrics(
         &self,
         id: &ProgramId,
+        window: Window,
+        after: Option<&str>,
+        limit: Option<usize>,
+        sink: impl FnMut(MetricRecord) + Send,
+    ) -> Result<(usize, bool)> {
+        let months = months_between(&window.from, &window.to);
+        self.read_metrics_in(id, months, window, after, limit, sink)
+            .await
+    }
+
+    /// [`Self::read_metrics`] over the month partitions `months` (oldest first) only.
+    async fn read_metrics_in(
+        &self,
+        id: &ProgramId,
+        months: Vec<String>,
         window: Window,
         after: Option<&str>,
         limit: Option<usize>,
@@ -542,7 +632,8 @@ impl Storage {
             None => window.from,
         };
         let mut read = 0usize;
-        let months = months_between(&start_time, &window.to);
+        let first = month_of(&start_time);
+        let months: Vec<String> = months.into_iter().filter(|m| *m >= first).collect();
         for (mi, month) in months.iter().enumerate() {
             let pk = keys::metric_pk(id, month);
             let mut start = after
@@ -583,35 +674,31 @@ fn month_of_sk(sk: &str) -> Option<&str> {
     sk.get(0..7)
 }
 
-fn encode_history_cursor(id: &ProgramId, sk: &str) -> String {
+fn encode_history_cursor(storage: &Storage, who: &Principal, id: &ProgramId, sk: &str) -> String {
     let body = HistoryCursor {
         p: id.to_string(),
         s: sk.to_owned(),
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&body).expect("serializable"))
+    crate::cursor::seal(&storage.cursors, Kind::History, who, &body)
 }
 
-fn decode_history_cursor(cursor: &str, id: &ProgramId) -> Result<String> {
-    let bad = || {
-        Error::invalid(
-            "cursor",
-            "the cursor is invalid or belongs to another listing",
-        )
-    };
-    if cursor.len() > 1024 {
-        return Err(bad());
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let body: HistoryCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+fn decode_history_cursor(
+    storage: &Storage,
+    who: &Principal,
+    cursor: &str,
+    id: &ProgramId,
+) -> Result<String> {
+    let body: HistoryCursor = crate::cursor::open(&storage.cursors, Kind::History, who, cursor)?;
     if body.p != id.to_string() {
-        return Err(bad());
+        return Err(Error::invalid(
+            "cursor",
+            "the cursor belongs to another program's history",
+        ));
     }
-    let (time, rid) = body.s.split_once('#').ok_or_else(bad)?;
-    parse_time("cursor", time).map_err(|_| bad())?;
-    uuid::Uuid::parse_str(rid).map_err(|_| bad())?;
+    let malformed = || Error::invalid("cursor", "the cursor is malformed");
+    let (time, rid) = body.s.split_once('#').ok_or_else(malformed)?;
+    parse_time("cursor", time).map_err(|_| malformed())?;
+    uuid::Uuid::parse_str(rid).map_err(|_| malformed())?;
     Ok(body.s)
 }
 
@@ -637,12 +724,15 @@ mod tests {
 
     #[test]
     fn cursors_belong_to_their_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::open::embedded(dir.path(), Default::default()).unwrap();
+        let who = &*crate::access::OPERATOR;
         let a = ProgramId::new();
         let b = ProgramId::new();
         let sk = keys::metric_sk(&t("2026-03-05T00:00:00Z"), &uuid::Uuid::now_v7());
-        let c = encode_history_cursor(&a, &sk);
-        assert_eq!(decode_history_cursor(&c, &a).unwrap(), sk);
-        assert!(decode_history_cursor(&c, &b).is_err());
-        assert!(decode_history_cursor("nope", &a).is_err());
+        let c = encode_history_cursor(&s, who, &a, &sk);
+        assert_eq!(decode_history_cursor(&s, who, &c, &a).unwrap(), sk);
+        assert!(decode_history_cursor(&s, who, &c, &b).is_err());
+        assert!(decode_history_cursor(&s, who, "nope", &a).is_err());
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::access::Principal;
 use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
 use crate::domain::{
     format_time, validate_tag, AliasName, ProgramId, Project, Signature, Version,
@@ -18,7 +19,8 @@ use crate::events::{Event, EventType};
 use crate::keys;
 use crate::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
 use crate::service::{
-    backoff, decode_cursor, encode_cursor, Draft, Listing, LoadedProgram, Storage, StoredProgram,
+    backoff, decode_cursor, encode_cursor, no_version, no_versions, Draft, Listing, LoadedProgram,
+    Storage, StoredProgram,
 };
 
 /// A signature in a project listing.
@@ -110,11 +112,7 @@ impl Storage {
                 &keys::version_sk(version),
             )
             .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "signature {signature} has no version {version} in project {project}"
-                ))
-            })?;
+            .ok_or_else(|| no_version(project, signature, version))?;
         from_item(&item)
     }
 
@@ -149,13 +147,15 @@ impl Storage {
     /// `GET /signatures`: the signatures of a project, one index range read per page.
     pub async fn list_signatures(
         &self,
+        who: &Principal,
         project: &Project,
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<Listing<SignatureSummary>> {
+        who.see_project(project)?;
         let pk = keys::project_signatures_pk(project);
         let start = cursor
-            .map(|c| decode_cursor(c, Index::Gsi4, &pk))
+            .map(|c| decode_cursor(&self.cursors, who, c, Index::Gsi4, &pk))
             .transpose()?;
         let query = Query::new(Index::Gsi4, pk.clone())
             .limit(crate::service::page_limit(limit)?)
@@ -177,7 +177,9 @@ impl Storage {
             .collect::<Result<Vec<_>>>()?;
         Ok(Listing {
             items,
-            next_cursor: page.next.map(|k| encode_cursor(Index::Gsi4, &pk, &k)),
+            next_cursor: page
+                .next
+                .map(|k| encode_cursor(&self.cursors, who, Index::Gsi4, &pk, &k)),
         })
     }
 
@@ -186,19 +188,22 @@ impl Storage {
     /// alias must not exist yet).
     pub async fn put_alias(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         alias: &AliasName,
         version: &Version,
         expected: Option<Option<Version>>,
     ) -> Result<AliasTarget> {
+        who.see(project, || no_version(project, signature, version))?;
         let claim = self.read_claim(project, signature, version).await?;
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
             .retry_conflicts("alias update", || async {
-                let head = self.read_head(project, signature).await?.ok_or_else(|| {
-                    Error::NotFound(format!("signature {signature} has no versions"))
-                })?;
+                let head = self
+                    .read_head(project, signature)
+                    .await?
+                    .ok_or_else(|| no_versions(project, signature))?;
                 let current = head.aliases.get(alias.as_str()).map(|t| t.version.clone());
                 if let Some(expected) = &expected {
                     if *expected != current {
@@ -257,8 +262,20 @@ impl Storage {
         result
     }
 
-    /// Resolves an alias to its program id: one item read (cached for the resolve TTL).
+    /// Resolves an alias to its program id: one item read (cached for the resolve TTL), if `who`
+    /// may see `project`.
     pub async fn resolve_alias(
+        &self,
+        who: &Principal,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+    ) -> Result<ProgramId> {
+        who.see(project, || no_versions(project, signature))?;
+        self.resolve_alias_in(project, signature, alias).await
+    }
+
+    async fn resolve_alias_in(
         &self,
         project: &Project,
         signature: &Signature,
@@ -270,7 +287,7 @@ impl Storage {
             return Ok(id);
         }
         let generation = self.resolved.generation();
-        let head = self.get_head(project, signature).await?;
+        let head = self.head(project, signature).await?;
         let id = head
             .aliases
             .get(alias.as_str())
@@ -285,17 +302,19 @@ impl Storage {
     /// Loads the program an alias points at: one more item read than by id.
     pub async fn get_alias(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         alias: &AliasName,
     ) -> Result<LoadedProgram> {
-        let id = self.resolve_alias(project, signature, alias).await?;
-        match self.get_program(&id).await {
+        who.see(project, || no_versions(project, signature))?;
+        let id = self.resolve_alias_in(project, signature, alias).await?;
+        match self.program(&id).await {
             Err(Error::NotFound(_)) => {
                 self.resolved
                     .invalidate(&keys::signature_pk(project, signature));
-                let id = self.resolve_alias(project, signature, alias).await?;
-                self.get_program(&id).await
+                let id = self.resolve_alias_in(project, signature, alias).await?;
+                self.program(&id).await
             }
             other => other,
         }
@@ -304,14 +323,16 @@ impl Storage {
     /// Removes an alias (`NotFound` when it does not exist).
     pub async fn delete_alias(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         alias: &AliasName,
     ) -> Result<()> {
+        who.see(project, || no_versions(project, signature))?;
         let sig_pk = keys::signature_pk(project, signature);
         let result = self
             .retry_conflicts("alias removal", || async {
-                let head = self.get_head(project, signature).await?;
+                let head = self.head(project, signature).await?;
                 if !head.aliases.contains_key(alias.as_str()) {
                     return Err(Error::NotFound(format!(
                         "signature {signature} has no alias {alias}"
@@ -345,12 +366,14 @@ impl Storage {
     /// `rollback_to` and `rollback_timestamp`. It becomes latest.
     pub async fn rollback(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         to: &Version,
     ) -> Result<StoredProgram> {
+        who.see(project, || no_version(project, signature, to))?;
         let claim = self.read_claim(project, signature, to).await?;
-        let target = self.get_record(&claim.id).await?;
+        let target = self.record(&claim.id).await?;
         if target.status != crate::domain::ProgramStatus::Active {
             return Err(Error::Archived(format!(
                 "version {to} is in cold storage; restore it before rolling back to it"
@@ -403,8 +426,8 @@ impl Storage {
     /// Deletes a program: record, version claim, tag entries and (if it is the latest) the
     /// head's latest, in one conditional transaction; then its blob. An alias target is refused
     /// unless `force`, which removes the aliases too. No alias ever dangles.
-    pub async fn delete_program(&self, id: &ProgramId, force: bool) -> Result<()> {
-        self.delete_program_guarded(id, force, None).await
+    pub async fn delete_program(&self, who: &Principal, id: &ProgramId, force: bool) -> Result<()> {
+        self.delete_program_guarded(who, id, force, None).await
     }
 
     /// [`Self::delete_program`] with retention's guard: with `planned`, the record must still
@@ -412,11 +435,12 @@ impl Storage {
     /// the head the transaction is conditioned on).
     pub(crate) async fn delete_program_guarded(
         &self,
+        who: &Principal,
         id: &ProgramId,
         force: bool,
         planned: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let record = self.get_record(id).await?;
+        let record = self.get_record(who, id).await?;
         if planned.is_some_and(|p| p != record.updated_at) {
             return Err(Error::Precondition(format!(
                 "program {id} changed since the plan was made"
@@ -483,7 +507,7 @@ impl Storage {
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {
                         // Gone already: an earlier attempt of ours that timed out but committed
                         // (or a concurrent delete) did the work.
-                        if let Err(Error::NotFound(_)) = self.get_record(id).await {
+                        if let Err(Error::NotFound(_)) = self.record(id).await {
                             return Ok(());
                         }
                         Err(Error::Precondition(format!("program {id} changed or was deleted meanwhile")))
@@ -549,6 +573,7 @@ impl Storage {
     /// signature, version, project or content. With `expected_updated_at` it is a compare-and-set.
     pub async fn update_metadata(
         &self,
+        who: &Principal,
         id: &ProgramId,
         patch: MetadataPatch,
     ) -> Result<ProgramRecord> {
@@ -560,7 +585,7 @@ impl Storage {
         validate_patch(&patch)?;
         let updated = self
             .retry_conflicts("metadata update", || async {
-                let record = self.get_record(id).await?;
+                let record = self.get_record(who, id).await?;
                 if let Some(exp) = expected {
                     if format_time(&exp) != format_time(&record.updated_at) {
                         return Err(Error::Precondition(format!(

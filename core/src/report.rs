@@ -27,12 +27,14 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::access::Principal;
 use crate::backend::{Index, Item, ItemStore, Query, SkRange, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::metrics::Window;
 use crate::record::{from_item, ProgramRecord};
+use crate::service::no_versions;
 use crate::service::Storage;
 use crate::trend::{DailyAccumulator, Trends};
 
@@ -288,7 +290,7 @@ impl Storage {
     }
 
     /// Every signature's counters: one GSI3 query per page of the `STATS` partition.
-    pub async fn signature_counters(&self) -> Result<Vec<SignatureCounters>> {
+    pub(crate) async fn signature_counters(&self) -> Result<Vec<SignatureCounters>> {
         let mut by_sig: BTreeMap<(String, String), SignatureCounters> = BTreeMap::new();
         let mut start = None;
         loop {
@@ -340,19 +342,27 @@ impl Storage {
         Ok(by_sig.into_values().collect())
     }
 
-    /// Trends of one program over the last `days` days.
-    pub async fn program_trends(&self, id: &ProgramId, days: Option<i64>) -> Result<TrendAnswer> {
+    /// Trends of one program `who` may see over the last `days` days.
+    pub async fn program_trends(
+        &self,
+        who: &Principal,
+        id: &ProgramId,
+        days: Option<i64>,
+    ) -> Result<TrendAnswer> {
         let (days, window) = trend_window(days)?;
-        let program = self.get_record(id).await?;
+        let program = self.get_record(who, id).await?;
         self.trends_over(&program, days, window).await
     }
 
-    /// [`Self::program_trends`] of a program whose record is in hand.
+    /// [`Self::program_trends`] of a program whose record is in hand (read with
+    /// [`Self::get_record`]; checked against `who` again, which costs no request).
     pub async fn program_trends_of(
         &self,
+        who: &Principal,
         program: &ProgramRecord,
         days: Option<i64>,
     ) -> Result<TrendAnswer> {
+        who.see_record(program)?;
         let (days, window) = trend_window(days)?;
         self.trends_over(program, days, window).await
     }
@@ -372,9 +382,21 @@ impl Storage {
         })
     }
 
-    /// Trends across a signature's versions: every version's records merged by day. Reads the
-    /// signature's programs (one GSI1 query per page), then each one's records in the window.
+    /// Trends across a signature's versions (in a project `who` may see): every version's
+    /// records merged by day. Reads the signature's programs (one GSI1 query per page), then each
+    /// one's records in the window.
     pub async fn signature_trends(
+        &self,
+        who: &Principal,
+        project: &Project,
+        signature: &Signature,
+        days: Option<i64>,
+    ) -> Result<TrendAnswer> {
+        who.see(project, || no_versions(project, signature))?;
+        self.signature_trends_in(project, signature, days).await
+    }
+
+    async fn signature_trends_in(
         &self,
         project: &Project,
         signature: &Signature,
@@ -383,9 +405,7 @@ impl Storage {
         let (days, window) = trend_window(days)?;
         let programs = self.signature_programs(project, signature).await?;
         if programs.is_empty() {
-            return Err(Error::NotFound(format!(
-                "signature {signature} has no versions in project {project}"
-            )));
+            return Err(no_versions(project, signature));
         }
         let mut acc = DailyAccumulator::default();
         let mut views = Vec::new();
@@ -431,7 +451,7 @@ impl Storage {
 
     /// Reads and verifies a program's blob without the program cache.
     async fn check_blob(&self, id: &ProgramId) -> Result<()> {
-        let record = self.get_record(id).await?;
+        let record = self.record(id).await?;
         if record.status != ProgramStatus::Active {
             return Ok(());
         }
@@ -439,24 +459,14 @@ impl Storage {
         self.decode_blob(&stored, &record.blob).await.map(|_| ())
     }
 
-    /// The monitoring report (see the module doc for what it costs).
-    pub async fn report(&self) -> Result<Value> {
-        self.report_for(None).await
-    }
-
-    /// The monitoring report over only `projects` (`None`: every project) — what a caller
-    /// restricted to some projects sees. Storage health (orphans, last backup and cleanup) is
-    /// store-wide and shown to every caller; the integrity sample is drawn from those projects.
-    pub async fn report_for(
-        &self,
-        projects: Option<&std::collections::BTreeSet<String>>,
-    ) -> Result<Value> {
+    /// The monitoring report (see the module doc for what it costs) over the projects `who` may
+    /// see: every count, list, trend and integrity sample covers those projects only. Storage
+    /// health (orphans, last backup and cleanup) is store-wide and shown to every caller.
+    pub async fn report(&self, who: &Principal) -> Result<Value> {
         self.flush_load_counts().await;
         let now = crate::domain::now();
         let mut counters = self.signature_counters().await?;
-        if let Some(allowed) = projects {
-            counters.retain(|c| allowed.contains(&c.project));
-        }
+        counters.retain(|c| who.may_see(&c.project));
         let total_programs: i64 = counters.iter().map(|c| c.programs).sum();
         let storage_size: i64 = counters.iter().map(|c| c.bytes).sum();
 
@@ -506,7 +516,7 @@ impl Storage {
             else {
                 continue;
             };
-            match self.signature_trends(&p, &s, Some(30)).await {
+            match self.signature_trends_in(&p, &s, Some(30)).await {
                 Ok(t) => {
                     let metrics: BTreeMap<&String, Value> = t
                         .trends
@@ -532,7 +542,7 @@ impl Storage {
             else {
                 continue;
             };
-            let Ok(head) = self.get_head(&p, &s).await else {
+            let Ok(head) = self.head(&p, &s).await else {
                 continue;
             };
             let result = self.check_blob(&head.latest_id).await;

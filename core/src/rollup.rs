@@ -82,16 +82,22 @@ impl DayState {
 
 impl Storage {
     /// Adds 1 to counter `name` (`w` or `done`) of each day, in transactions of ≤ 100 writes
-    /// (`extra` rides in the first one).
+    /// (`extra` rides in the first ones).
     pub(crate) async fn mark_days(
         &self,
         id: &ProgramId,
         days: &BTreeSet<NaiveDate>,
         name: &str,
-        extra: Option<WriteOp>,
+        extra: Vec<WriteOp>,
     ) -> Result<()> {
-        let mut ops: Vec<WriteOp> = extra.into_iter().collect();
+        let mut ops: Vec<WriteOp> = Vec::new();
         let mut batches = Vec::new();
+        for op in extra {
+            if ops.len() == MAX_OPS {
+                batches.push(std::mem::take(&mut ops));
+            }
+            ops.push(op);
+        }
         for d in days {
             if ops.len() == MAX_OPS {
                 batches.push(std::mem::take(&mut ops));

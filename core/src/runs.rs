@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::access::{no_project, Principal};
 use crate::backend::{attr, Index, Item, Query, WriteOp};
 use crate::domain::{format_time, parse_time, ProgramId, Project, Signature};
 use crate::error::{Error, Result};
@@ -338,11 +339,17 @@ pub struct RunFilter {
 }
 
 impl Storage {
-    /// Records a run: checks every program it names exists in the run's project and signature,
+    /// Records a run in a project `who` may see: checks every program it names exists in the
+    /// run's project and signature (a program `who` may not see is as unknown as a missing one),
     /// writes the run, then links each program (`optimization_run_id` in its metadata).
-    pub async fn create_run(&self, run: OptimizationRun) -> Result<OptimizationRun> {
+    pub async fn create_run(
+        &self,
+        who: &Principal,
+        run: OptimizationRun,
+    ) -> Result<OptimizationRun> {
+        who.see_project(&run.project)?;
         for (i, id) in run.program_ids.iter().enumerate() {
-            let rec = match self.get_record(id).await {
+            let rec = match self.get_record(who, id).await {
                 Ok(r) => r,
                 Err(Error::NotFound(_)) => {
                     return Err(Error::invalid(
@@ -364,15 +371,21 @@ impl Storage {
         }
         self.put_run(&run).await?;
         for id in &run.program_ids {
-            self.link_program_to_run(id, &run.id).await?;
+            self.link_program_to_run(who, id, &run.id).await?;
         }
         Ok(run)
     }
 
-    async fn link_program_to_run(&self, program: &ProgramId, run: &uuid::Uuid) -> Result<()> {
+    async fn link_program_to_run(
+        &self,
+        who: &Principal,
+        program: &ProgramId,
+        run: &uuid::Uuid,
+    ) -> Result<()> {
         let mut set = Map::new();
         set.insert("optimization_run_id".into(), Value::String(run.to_string()));
         self.update_metadata(
+            who,
             program,
             MetadataPatch {
                 set: Some(set),
@@ -384,7 +397,7 @@ impl Storage {
     }
 
     /// Adds a program to an imported run (after the program was stored with the run's id).
-    pub async fn add_program_to_run(
+    pub(crate) async fn add_program_to_run(
         &self,
         run: &OptimizationRun,
         program: ProgramId,
@@ -401,7 +414,7 @@ impl Storage {
     }
 
     /// Writes a run without programs (the import path, before the program is stored).
-    pub async fn put_run(&self, run: &OptimizationRun) -> Result<()> {
+    pub(crate) async fn put_run(&self, run: &OptimizationRun) -> Result<()> {
         self.items
             .transact(vec![WriteOp::put(
                 run.to_item(),
@@ -410,19 +423,28 @@ impl Storage {
             .await
     }
 
-    pub async fn get_run(&self, id: &str) -> Result<OptimizationRun> {
+    /// A run by id, if `who` may see its project (another project's run is as unknown as a
+    /// missing one).
+    pub async fn get_run(&self, who: &Principal, id: &str) -> Result<OptimizationRun> {
         let not_found = || Error::NotFound(format!("no optimization run with id {id:?}"));
         let uuid = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
-        match self.items.get(&keys::run_pk(&uuid), keys::RUN_SK).await? {
-            Some(item) => from_item(&item),
-            None => Err(not_found()),
-        }
+        let run: OptimizationRun = match self.items.get(&keys::run_pk(&uuid), keys::RUN_SK).await? {
+            Some(item) => from_item(&item)?,
+            None => return Err(not_found()),
+        };
+        who.see(&run.project, not_found)?;
+        Ok(run)
     }
 
     /// Lists runs newest first: by signature (and method, filtered), by method, or every run of
     /// the project — one index query per page.
-    pub async fn list_runs(&self, filter: RunFilter) -> Result<Listing<OptimizationRun>> {
+    pub async fn list_runs(
+        &self,
+        who: &Principal,
+        filter: RunFilter,
+    ) -> Result<Listing<OptimizationRun>> {
         let project = filter.project.unwrap_or_else(Project::default_project);
+        who.see(&project, || no_project(&project))?;
         if let Some(m) = &filter.method {
             validate_method(m)?;
         }
@@ -435,7 +457,7 @@ impl Storage {
         let start = filter
             .cursor
             .as_deref()
-            .map(|c| decode_cursor(c, index, &pk))
+            .map(|c| decode_cursor(&self.cursors, who, c, index, &pk))
             .transpose()?;
         let page = self
             .items
@@ -455,7 +477,9 @@ impl Storage {
         }
         Ok(Listing {
             items,
-            next_cursor: page.next.map(|k| encode_cursor(index, &pk, &k)),
+            next_cursor: page
+                .next
+                .map(|k| encode_cursor(&self.cursors, who, index, &pk, &k)),
         })
     }
 }
@@ -467,10 +491,12 @@ impl Storage {
     /// program list. A program that is not such an envelope is a `400`.
     pub async fn store_importing_run(
         &self,
+        who: &Principal,
         program: &serde_json::value::RawValue,
         mut metadata: crate::domain::NewMetadata,
         idempotency: Option<crate::service::Idempotency>,
     ) -> Result<(crate::service::StoreOutcome, OptimizationRun)> {
+        who.see_project(&metadata.project)?;
         let value: Value = serde_json::from_str(program.get())
             .map_err(|e| Error::invalid("program", format!("program is not valid JSON: {e}")))?;
         let run = OptimizationRun::from_dspyrb(
@@ -503,7 +529,7 @@ impl Storage {
             );
         }
         self.put_run(&run).await?;
-        let outcome = match self.store(program, metadata, idempotency).await {
+        let outcome = match self.store(who, program, metadata, idempotency).await {
             Ok(o) => o,
             Err(e) => {
                 // No program refers to the run: remove it (best effort).

@@ -8,16 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
 
+use crate::access::{no_program, Principal};
 use crate::backend::{BlobStore, Condition, Index, ItemStore, PageKey, Query, SkRange, WriteOp};
 use crate::codec::Codec;
 use crate::config::StorageConfig;
+use crate::cursor::{CursorKeys, Kind};
 use crate::domain::{
     format_time, NewMetadata, ProgramId, ProgramStatus, Project, Signature, Version,
     VersionSelector,
@@ -125,6 +126,8 @@ pub struct Storage {
     pub(crate) loads: crate::report::LoadCounter,
     /// Envelope encryption with data keys from a key service (see [`crate::envelope`]).
     pub(crate) data_keys: Option<Arc<dyn crate::envelope::DataKeyProvider>>,
+    /// The secrets every cursor is signed with (see [`crate::cursor`]).
+    pub(crate) cursors: CursorKeys,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -179,7 +182,19 @@ impl Storage {
             backend: backend.into(),
             events: None,
             data_keys: None,
+            cursors: CursorKeys::ephemeral(),
         }
+    }
+
+    /// Signs and verifies cursors with `keys` (default: an ephemeral secret of this process, so
+    /// cursors work only within it).
+    pub fn with_cursor_keys(mut self, keys: CursorKeys) -> Self {
+        self.cursors = keys;
+        self
+    }
+
+    pub fn cursor_keys(&self) -> &CursorKeys {
+        &self.cursors
     }
 
     /// Seals new blobs with data keys from `provider` (KMS) and reads envelope-encrypted blobs
@@ -253,13 +268,16 @@ impl Storage {
 
     // ----- store -------------------------------------------------------------------------------
 
-    /// Stores a program. `program` is the program's JSON text exactly as received.
+    /// Stores a program. `program` is the program's JSON text exactly as received; it goes into
+    /// `metadata.project`, which `who` must see.
     pub async fn store(
         &self,
+        who: &Principal,
         program: &RawValue,
         metadata: NewMetadata,
         idempotency: Option<Idempotency>,
     ) -> Result<StoreOutcome> {
+        who.see_project(&metadata.project)?;
         let now = crate::domain::now();
         let mut idempotency = idempotency;
         if let Some(idem) = &mut idempotency {
@@ -353,7 +371,7 @@ impl Storage {
         if !err.is_transient() {
             return None;
         }
-        match self.get_record(id).await {
+        match self.record(id).await {
             Ok(record) => Some(Ok(StoredProgram {
                 id: record.id,
                 signature: record.signature.clone(),
@@ -563,7 +581,7 @@ impl Storage {
                     // Our own earlier attempt may have committed: the record of our (fresh) id
                     // exists only then.
                     if maybe_committed && ops.contains(&0) {
-                        if let Ok(rec) = self.get_record(&id).await {
+                        if let Ok(rec) = self.record(&id).await {
                             self.resolved.invalidate(&sig_pk);
                             return Ok(StoredProgram {
                                 version: rec.version,
@@ -599,17 +617,34 @@ impl Storage {
 
     // ----- load --------------------------------------------------------------------------------
 
-    /// Reads a program's record (no blob).
-    pub async fn get_record(&self, id: &ProgramId) -> Result<ProgramRecord> {
+    /// Reads a program's record (no blob), if `who` may see its project: one item read.
+    pub async fn get_record(&self, who: &Principal, id: &ProgramId) -> Result<ProgramRecord> {
+        let record = self.record(id).await?;
+        who.see_record(&record)?;
+        Ok(record)
+    }
+
+    /// Reads a program's record, whoever asks (the callers decide the scope).
+    pub(crate) async fn record(&self, id: &ProgramId) -> Result<ProgramRecord> {
         match self.items.get(&keys::program_pk(id), keys::PROG_SK).await? {
             Some(item) => from_item(&item),
-            None => Err(Error::NotFound(format!("no program with id {id}"))),
+            None => Err(no_program(id)),
         }
     }
 
-    /// Reads a program: one item read, one blob read, verified.
-    pub async fn get_program(&self, id: &ProgramId) -> Result<LoadedProgram> {
-        let record = self.get_record(id).await?;
+    /// Reads a program, if `who` may see its project: one item read, one blob read, verified.
+    pub async fn get_program(&self, who: &Principal, id: &ProgramId) -> Result<LoadedProgram> {
+        let record = self.get_record(who, id).await?;
+        self.loaded(record).await
+    }
+
+    /// Reads a program whoever asks (its signature's project was checked by the caller).
+    pub(crate) async fn program(&self, id: &ProgramId) -> Result<LoadedProgram> {
+        let record = self.record(id).await?;
+        self.loaded(record).await
+    }
+
+    async fn loaded(&self, record: ProgramRecord) -> Result<LoadedProgram> {
         let loaded = self.load_blob(record).await?;
         self.count_load(&loaded.record);
         Ok(loaded)
@@ -650,8 +685,19 @@ impl Storage {
         Ok(LoadedProgram { record, program })
     }
 
-    /// The head of a signature: latest version, counts, aliases.
+    /// The head of a signature (latest version, counts, aliases), if `who` may see `project`.
     pub async fn get_head(
+        &self,
+        who: &Principal,
+        project: &Project,
+        signature: &Signature,
+    ) -> Result<SignatureHead> {
+        who.see(project, || no_versions(project, signature))?;
+        self.head(project, signature).await
+    }
+
+    /// The head of a signature, whoever asks.
+    pub(crate) async fn head(
         &self,
         project: &Project,
         signature: &Signature,
@@ -662,14 +708,24 @@ impl Storage {
             .await?
         {
             Some(item) => from_item(&item),
-            None => Err(Error::NotFound(format!(
-                "signature {signature} has no versions in project {project}"
-            ))),
+            None => Err(no_versions(project, signature)),
         }
     }
 
-    /// Resolves `latest` or an exact version to a program id: one item read.
+    /// Resolves `latest` or an exact version to a program id (one item read), if `who` may see
+    /// `project`.
     pub async fn resolve_version(
+        &self,
+        who: &Principal,
+        project: &Project,
+        signature: &Signature,
+        selector: &VersionSelector,
+    ) -> Result<ProgramId> {
+        who.see(project, || no_selected(project, signature, selector))?;
+        self.resolve(project, signature, selector).await
+    }
+
+    async fn resolve(
         &self,
         project: &Project,
         signature: &Signature,
@@ -682,7 +738,7 @@ impl Storage {
                     return Ok(id);
                 }
                 let generation = self.resolved.generation();
-                let id = self.get_head(project, signature).await?.latest_id;
+                let id = self.head(project, signature).await?.latest_id;
                 self.resolved.insert(&pk, "latest", id, generation);
                 Ok(id)
             }
@@ -694,11 +750,7 @@ impl Storage {
                         &keys::version_sk(v),
                     )
                     .await?
-                    .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "signature {signature} has no version {v} in project {project}"
-                        ))
-                    })?;
+                    .ok_or_else(|| no_version(project, signature, v))?;
                 Ok(from_item::<VersionClaim>(&item)?.id)
             }
         }
@@ -709,17 +761,19 @@ impl Storage {
     /// again rather than answered with 404.
     pub async fn get_version(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         selector: &VersionSelector,
     ) -> Result<LoadedProgram> {
-        let id = self.resolve_version(project, signature, selector).await?;
-        match self.get_program(&id).await {
+        who.see(project, || no_selected(project, signature, selector))?;
+        let id = self.resolve(project, signature, selector).await?;
+        match self.program(&id).await {
             Err(Error::NotFound(_)) if *selector == VersionSelector::Latest => {
                 self.resolved
                     .invalidate(&keys::signature_pk(project, signature));
-                let id = self.resolve_version(project, signature, selector).await?;
-                self.get_program(&id).await
+                let id = self.resolve(project, signature, selector).await?;
+                self.program(&id).await
             }
             other => other,
         }
@@ -730,15 +784,17 @@ impl Storage {
     /// version claims; later pages read the head separately).
     pub async fn list_versions(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<VersionListing> {
+        who.see(project, || no_versions(project, signature))?;
         let pk = keys::signature_pk(project, signature);
         let limit = page_limit(limit)?;
         let start = cursor
-            .map(|c| decode_cursor(c, Index::Table, &pk))
+            .map(|c| decode_cursor(&self.cursors, who, c, Index::Table, &pk))
             .transpose()?;
         let query = match &start {
             None => Query::new(Index::Table, pk.clone()).limit(limit + 1),
@@ -758,12 +814,10 @@ impl Storage {
             }
         }
         if items.is_empty() && cursor.is_none() {
-            return Err(Error::NotFound(format!(
-                "signature {signature} has no versions in project {project}"
-            )));
+            return Err(no_versions(project, signature));
         }
         if cursor.is_some() {
-            head = match self.get_head(project, signature).await {
+            head = match self.head(project, signature).await {
                 Ok(h) => Some(h),
                 Err(Error::NotFound(_)) => None,
                 Err(e) => return Err(e),
@@ -772,8 +826,32 @@ impl Storage {
         Ok(VersionListing {
             items,
             aliases: crate::registry::aliases_by_version(head.as_ref()),
-            next_cursor: page.next.map(|k| encode_cursor(Index::Table, &pk, &k)),
+            next_cursor: page
+                .next
+                .map(|k| encode_cursor(&self.cursors, who, Index::Table, &pk, &k)),
         })
+    }
+}
+
+/// The answer for a signature without versions in a project — or in a project outside the
+/// caller's scope.
+pub(crate) fn no_versions(project: &Project, signature: &Signature) -> Error {
+    Error::NotFound(format!(
+        "signature {signature} has no versions in project {project}"
+    ))
+}
+
+/// The answer for a missing version of a signature (or one outside the caller's scope).
+pub(crate) fn no_version(project: &Project, signature: &Signature, version: &Version) -> Error {
+    Error::NotFound(format!(
+        "signature {signature} has no version {version} in project {project}"
+    ))
+}
+
+fn no_selected(project: &Project, signature: &Signature, selector: &VersionSelector) -> Error {
+    match selector {
+        VersionSelector::Latest => no_versions(project, signature),
+        VersionSelector::Exact(v) => no_version(project, signature, v),
     }
 }
 
@@ -831,34 +909,36 @@ struct CursorBody {
     k: PageKey,
 }
 
-/// Encodes where a listing stopped as an opaque URL-safe token.
-pub fn encode_cursor(index: Index, pk: &str, key: &PageKey) -> String {
+/// Where a listing of one index partition stopped, as a cursor for `who` (signed: see
+/// [`crate::cursor`]).
+pub fn encode_cursor(
+    keys: &CursorKeys,
+    who: &Principal,
+    index: Index,
+    pk: &str,
+    key: &PageKey,
+) -> String {
     let body = CursorBody {
         i: index.name().into(),
         p: pk.into(),
         k: key.clone(),
     };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&body).expect("serializable"))
+    crate::cursor::seal(keys, Kind::Listing, who, &body)
 }
 
-/// Decodes a cursor, refusing one that was not made for this listing (`400`).
-pub fn decode_cursor(cursor: &str, index: Index, pk: &str) -> Result<PageKey> {
-    let bad = || {
-        Error::invalid(
-            "cursor",
-            "the cursor is invalid or belongs to another listing",
-        )
-    };
-    if cursor.len() > 4096 {
-        return Err(bad());
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let body: CursorBody = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+/// Opens a listing cursor presented by `who`, refusing one that was not made for this listing
+/// (`400`).
+pub fn decode_cursor(
+    keys: &CursorKeys,
+    who: &Principal,
+    cursor: &str,
+    index: Index,
+    pk: &str,
+) -> Result<PageKey> {
+    let other = || Error::invalid("cursor", "the cursor belongs to another listing");
+    let body: CursorBody = crate::cursor::open(keys, Kind::Listing, who, cursor)?;
     if body.i != index.name() || body.p != pk {
-        return Err(bad());
+        return Err(other());
     }
     let mut expected = vec![crate::backend::attr::PK, crate::backend::attr::SK];
     if index != Index::Table {
@@ -868,7 +948,7 @@ pub fn decode_cursor(cursor: &str, index: Index, pk: &str) -> Result<PageKey> {
     let mut expected_sorted = expected.clone();
     expected_sorted.sort_unstable();
     if names != expected_sorted {
-        return Err(bad());
+        return Err(other());
     }
     let key_pk = if index == Index::Table {
         crate::backend::attr::PK
@@ -876,7 +956,7 @@ pub fn decode_cursor(cursor: &str, index: Index, pk: &str) -> Result<PageKey> {
         index.pk_attr()
     };
     if body.k.get(key_pk).map(String::as_str) != Some(pk) {
-        return Err(bad());
+        return Err(other());
     }
     Ok(body.k)
 }

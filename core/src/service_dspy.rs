@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::access::Principal;
 use crate::domain::{ProgramId, Project, Signature, Version, VersionSelector};
 use crate::dspy::{self, Compatibility, ProgramDiff};
 use crate::error::{Error, Result};
@@ -42,14 +43,15 @@ impl Storage {
     /// programs, as JSON otherwise. Reads both programs.
     pub async fn diff_versions(
         &self,
+        who: &Principal,
         project: &Project,
         signature: &Signature,
         from: &VersionSelector,
         to: &VersionSelector,
     ) -> Result<VersionsDiff> {
         let (a, b) = tokio::try_join!(
-            self.get_version(project, signature, from),
-            self.get_version(project, signature, to)
+            self.get_version(who, project, signature, from),
+            self.get_version(who, project, signature, to)
         )?;
         let (va, vb) = (program_value(&a)?, program_value(&b)?);
         let diff = dspy::diff_labeled(
@@ -74,8 +76,8 @@ impl Storage {
     }
 
     /// A program's prompts as Markdown, titled with its signature and version.
-    pub async fn prompt(&self, id: &ProgramId) -> Result<String> {
-        let loaded = self.get_program(id).await?;
+    pub async fn prompt(&self, who: &Principal, id: &ProgramId) -> Result<String> {
+        let loaded = self.get_program(who, id).await?;
         let value = program_value(&loaded)?;
         let title = format!(
             "{} {} (project {})",
@@ -87,8 +89,13 @@ impl Storage {
     /// Whether program `id` (A) and program `other` (B) can replace each other, from the
     /// predictor layouts recorded when they were stored: reads the two records, no blobs. See
     /// [`dspy::compatibility`] for what is compared, and for programs without a layout.
-    pub async fn compatibility(&self, id: &ProgramId, other: &ProgramId) -> Result<Compatibility> {
-        let (a, b) = tokio::try_join!(self.get_record(id), self.get_record(other))?;
+    pub async fn compatibility(
+        &self,
+        who: &Principal,
+        id: &ProgramId,
+        other: &ProgramId,
+    ) -> Result<Compatibility> {
+        let (a, b) = tokio::try_join!(self.get_record(who, id), self.get_record(who, other))?;
         Ok(dspy::compatibility(a.layout.as_ref(), b.layout.as_ref()))
     }
 }

@@ -46,6 +46,7 @@ impl From<Error> for ApiError {
         let (status, code, field) = match e {
             Error::InvalidInput { field, .. } => (S::BAD_REQUEST, "invalid_request", field),
             Error::NotFound(_) => (S::NOT_FOUND, "not_found", None),
+            Error::Forbidden(_) => (S::FORBIDDEN, "forbidden", None),
             Error::AlreadyExists(_) | Error::Precondition(_) | Error::ConditionFailed { .. } => {
                 (S::CONFLICT, "conflict", None)
             }

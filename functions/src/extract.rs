@@ -93,11 +93,19 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// `?project=`, default `default`.
     pub fn project(&self) -> ApiResult<Project> {
-        match self.get("project") {
-            None => Ok(Project::default_project()),
-            Some(p) => Project::parse(p).map_err(ApiError::from),
-        }
+        Ok(self
+            .explicit_project()?
+            .unwrap_or_else(Project::default_project))
+    }
+
+    /// `?project=` when given (a search must know whether it was: see
+    /// `dspy_storage_core::query::parse::search_project`).
+    pub fn explicit_project(&self) -> ApiResult<Option<Project>> {
+        self.get("project")
+            .map(|p| Project::parse(p).map_err(ApiError::from))
+            .transpose()
     }
 
     pub fn usize(&self, name: &str) -> ApiResult<Option<usize>> {

@@ -44,6 +44,16 @@ pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
     if let Some(target) = events_target_from_env() {
         storage = storage.with_events(event_publisher(&target, None).await);
     }
+    // Read once per cold start (functions that issue no cursors get no secret: an ephemeral one).
+    match crate::cursor_keys_from_env().await? {
+        Some(keys) => {
+            tracing::info!(source = keys.source(), "cursor secret loaded");
+            storage = storage.with_cursor_keys(keys);
+        }
+        None => tracing::info!(
+            "no cursor secret configured: cursors of this function work within one instance only"
+        ),
+    }
     // Lambda checks access, from the API Gateway authorizer context (see `auth`) — unless
     // DSPY_STORAGE_ACCESS_CONTROL=off, meant only for the local Lambda loop (`cargo lambda watch`
     // sends no authorizer context); the stack never sets it.

@@ -147,6 +147,24 @@ pub async fn data_keys_from_env(
     ))
 }
 
+/// The secret cursors are signed with (see `dspy_storage_core::cursor`), read once: the Secrets
+/// Manager secret `DSPY_STORAGE_CURSOR_SECRET_ARN` (the Lambda functions that issue or read
+/// cursors; the SAM template creates it), else the file `DSPY_STORAGE_CURSOR_SECRET_FILE`
+/// (created, mode 0600, when missing); `None` when neither is set (an ephemeral secret: cursors
+/// then work within this process only).
+pub async fn cursor_keys_from_env(
+) -> dspy_storage_core::Result<Option<dspy_storage_core::cursor::CursorKeys>> {
+    use dspy_storage_core::cursor::CursorKeys;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(arn) = var("DSPY_STORAGE_CURSOR_SECRET_ARN") {
+        return CursorKeys::from_secrets_manager(arn.trim()).await.map(Some);
+    }
+    if let Some(path) = var("DSPY_STORAGE_CURSOR_SECRET_FILE") {
+        return CursorKeys::load_or_create(std::path::Path::new(path.trim())).map(Some);
+    }
+    Ok(None)
+}
+
 /// Where change events go, from `DSPY_STORAGE_EVENT_BUS` (an EventBridge bus name or ARN) or
 /// `DSPY_STORAGE_EVENTS_FILE` (a JSON Lines file); none when both are unset or empty.
 pub fn events_target_from_env() -> Option<dspy_storage_core::open::EventsTarget> {

@@ -35,7 +35,13 @@ async fn backup_summary(
     deadline: Option<Instant>,
 ) -> dspy_storage_core::Result<Value> {
     let started = Instant::now();
-    let result = crate::routes::backups::run_backup(state, None, deadline).await;
+    let result = crate::routes::backups::run_backup(
+        state,
+        &dspy_storage_core::access::SCHEDULER,
+        None,
+        deadline,
+    )
+    .await;
     let summary = match &result {
         Ok(BackupRun::Finished(m)) => json!({
             "job": "backup", "status": "complete", "backup_name": m.name,

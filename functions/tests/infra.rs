@@ -1,7 +1,8 @@
 //! The AWS deployment (infra/template.yaml) against the code: every route of the route table is an
 //! HttpApi event of exactly the function that serves it (and nothing else is), every function's
 //! role grants exactly the actions infra/iam-actions.json lists for it, the six functions are
-//! arm64/provided.al2023 with their cargo-lambda binary, and the two schedules exist.
+//! arm64/provided.al2023 with their cargo-lambda binary, the two schedules exist, and only the
+//! functions that issue cursors read the cursor secret.
 //!
 //! The template uses long-form intrinsics (`Ref`, `Fn::Sub`, `Fn::GetAtt`), so it parses as plain
 //! YAML; it is converted to JSON values to walk it.
@@ -297,6 +298,75 @@ fn each_role_grants_exactly_the_actions_iam_actions_json_lists() {
             "{role_id}: granted vs infra/iam-actions.json ({})",
             f.name()
         );
+    }
+}
+
+/// The cursor secret: a Secrets Manager secret of the stack, its ARN in
+/// `DSPY_STORAGE_CURSOR_SECRET_ARN` of exactly the functions that issue or read cursors, each of
+/// which may `GetSecretValue` on that secret and nothing else; no other function may read it.
+#[test]
+fn the_cursor_secret_is_read_by_the_functions_that_issue_cursors_only() {
+    let t = template();
+    let secret = resource(&t, "CursorSecret");
+    assert_eq!(secret["Type"], "AWS::SecretsManager::Secret");
+    let generated = &secret["Properties"]["GenerateSecretString"];
+    assert!(
+        generated["PasswordLength"].as_u64().unwrap_or(0) >= 32,
+        "a long random secret: {generated}"
+    );
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["DSPY_STORAGE_CURSOR_SECRET_ARN"]
+            .is_null(),
+        "not global: only the functions that issue cursors get it"
+    );
+    let readers = [
+        Function::Load,
+        Function::Query,
+        Function::Trend,
+        Function::Cleanup,
+    ];
+    for f in Function::ALL {
+        let id = logical_id(f);
+        let env = &resource(&t, &id)["Properties"]["Environment"]["Variables"]
+            ["DSPY_STORAGE_CURSOR_SECRET_ARN"];
+        let role_id = resource(&t, &id)["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut grants = Vec::new();
+        for policy in resource(&t, &role_id)["Properties"]["Policies"]
+            .as_array()
+            .unwrap()
+        {
+            for st in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+                if strings(&st["Action"])
+                    .iter()
+                    .any(|a| a.starts_with("secretsmanager:"))
+                {
+                    assert_eq!(
+                        strings(&st["Action"]),
+                        ["secretsmanager:GetSecretValue"],
+                        "{role_id}: only GetSecretValue"
+                    );
+                    grants.push(st["Resource"].clone());
+                }
+            }
+        }
+        if readers.contains(&f) {
+            assert_eq!(
+                *env,
+                serde_json::json!({"Ref": "CursorSecret"}),
+                "{id}: DSPY_STORAGE_CURSOR_SECRET_ARN"
+            );
+            assert_eq!(
+                grants,
+                [serde_json::json!([{"Fn::Sub": "${CursorSecret}"}])],
+                "{role_id}: GetSecretValue on the cursor secret only"
+            );
+        } else {
+            assert!(env.is_null(), "{id} issues no cursors: no secret");
+            assert!(grants.is_empty(), "{role_id} issues no cursors: no secret");
+        }
     }
 }
 

@@ -193,9 +193,22 @@ fn binary(name: &str) -> PathBuf {
 
 /// Starts a function the way the Lambda service does and waits until it asks for its first event.
 async fn start_function(name: &str, location: &AwsLocation) -> FunctionProcess {
+    start_function_with(name, location, &[]).await
+}
+
+/// [`start_function`] with more environment variables.
+async fn start_function_with(
+    name: &str,
+    location: &AwsLocation,
+    env: &[(&str, &str)],
+) -> FunctionProcess {
     let api = RuntimeApi::start().await;
     let spawned = Instant::now();
-    let child = std::process::Command::new(binary(name))
+    let mut cmd = std::process::Command::new(binary(name));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", format!("dspy-storage-{name}"))
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -210,6 +223,7 @@ async fn start_function(name: &str, location: &AwsLocation) -> FunctionProcess {
         .env("RUST_LOG", "warn")
         .env_remove("DSPY_STORAGE_EVENT_BUS")
         .env_remove("DSPY_STORAGE_EVENTS_FILE")
+        .env_remove("DSPY_STORAGE_CURSOR_SECRET_FILE")
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
@@ -439,4 +453,87 @@ async fn every_function_binary_serves_api_gateway_events_through_the_runtime_api
     for (name, d) in &cold {
         println!("| {name} | {:.1} ms |", d.as_secs_f64() * 1000.0);
     }
+}
+
+/// The load function reads its cursor secret from Secrets Manager once per cold start
+/// (`DSPY_STORAGE_CURSOR_SECRET_ARN`): a cursor one instance hands out works in another instance,
+/// also one started after the secret was rotated (AWSPREVIOUS); an instance without the secret
+/// refuses it, saying why.
+#[tokio::test]
+async fn cursors_survive_cold_starts_and_a_rotation_of_the_secrets_manager_secret() {
+    if !aws_configured() {
+        return;
+    }
+    let location = fresh_location().await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let arn = sm
+        .create_secret()
+        .name(format!("dspy-runtime-cursor-{}", uuid_like()))
+        .secret_string(format!("first-{}", uuid_like()))
+        .send()
+        .await
+        .expect("CreateSecret")
+        .arn()
+        .unwrap()
+        .to_owned();
+    let store = start_function("store", &location).await;
+    for _ in 0..2 {
+        let body = serde_json::json!({"program": {"x": 1}, "metadata": {"signature": "rt.Cursor"}});
+        let (status, v) = http_answer(
+            "store",
+            store
+                .api
+                .invoke(&http_event("POST", "/programs", Some(&body)))
+                .await,
+        );
+        assert_eq!(status, 201, "store: {v}");
+    }
+    let env = [("DSPY_STORAGE_CURSOR_SECRET_ARN", arn.as_str())];
+    let first = start_function_with("load", &location, &env).await;
+    let (status, page) = http_answer(
+        "load",
+        first
+            .api
+            .invoke(&http_event(
+                "GET",
+                "/signatures/rt.Cursor/versions?limit=1",
+                None,
+            ))
+            .await,
+    );
+    assert_eq!(status, 200, "load: {page}");
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let next = format!("/signatures/rt.Cursor/versions?limit=1&cursor={cursor}");
+    let second = start_function_with("load", &location, &env).await;
+    let (status, body) = http_answer(
+        "load",
+        second.api.invoke(&http_event("GET", &next, None)).await,
+    );
+    assert_eq!(status, 200, "another cold start, same secret: {body}");
+    assert_eq!(body["versions"][0]["version"], "1.0.1", "{body}");
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(format!("second-{}", uuid_like()))
+        .send()
+        .await
+        .expect("PutSecretValue");
+    let rotated = start_function_with("load", &location, &env).await;
+    let (status, body) = http_answer(
+        "load",
+        rotated.api.invoke(&http_event("GET", &next, None)).await,
+    );
+    assert_eq!(status, 200, "after a rotation (AWSPREVIOUS): {body}");
+    let without = start_function("load", &location).await;
+    let (status, body) = http_answer(
+        "load",
+        without.api.invoke(&http_event("GET", &next, None)).await,
+    );
+    assert_eq!(status, 400, "an instance without the secret: {body}");
+    assert_eq!(body["error"]["field"], "cursor", "{body}");
 }

@@ -1136,7 +1136,10 @@ async fn exact_bytes_routes_answer_the_stored_program_and_its_hash() {
         // A corrupted blob: 422 integrity_error, never the wrong bytes.
         let record = store_
             .storage
-            .get_record(&dspy_storage_core::domain::ProgramId::parse(&id).unwrap())
+            .get_record(
+                &dspy_storage_core::access::OPERATOR,
+                &dspy_storage_core::domain::ProgramId::parse(&id).unwrap(),
+            )
             .await
             .unwrap();
         let tampered = b"{\"predict\": 1}";

@@ -5,6 +5,7 @@
 //! newer format before any write, an interrupted restore run again, restoring twice, merging
 //! into a live store, and multipart uploads on both blob stores.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -384,14 +385,14 @@ async fn routes_list_manifest_status_increments_and_retention() {
             ..Default::default()
         };
         // Delete a program so that only b-1 and b-2 hold its blob... it is held by b-2 (kept).
-        match backup::create_backup(&store.storage, &loc, &opts)
+        match backup::create_backup(&OPERATOR, &store.storage, &loc, &opts)
             .await
             .unwrap()
         {
             BackupRun::Finished(m) => assert_eq!(m.counts.blobs_copied, 0),
             other => panic!("{other:?}"),
         }
-        let names: Vec<String> = backup::list_backups(&loc)
+        let names: Vec<String> = backup::list_backups(&OPERATOR, &loc)
             .await
             .unwrap()
             .into_iter()
@@ -423,6 +424,7 @@ async fn a_program_without_its_blob_is_left_out_and_heads_point_only_at_backed_u
         let rec = store
             .storage
             .get_record(
+                &OPERATOR,
                 &dspy_storage_core::domain::ProgramId::parse(v2["id"].as_str().unwrap()).unwrap(),
             )
             .await
@@ -479,7 +481,7 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         let manifest = loop {
             slices += 1;
             assert!(slices < 100, "{k:?}: never finished");
-            let run = backup::create_backup(&store.storage, &loc, &opts)
+            let run = backup::create_backup(&OPERATOR, &store.storage, &loc, &opts)
                 .await
                 .unwrap();
             // Later runs name no backup: the unfinished one is resumed, no other is begun.
@@ -488,7 +490,7 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
                 BackupRun::Finished(m) => break m,
                 BackupRun::Suspended { name, .. } => {
                     assert_eq!(name, "sliced");
-                    let listed = backup::list_backups(&loc).await.unwrap();
+                    let listed = backup::list_backups(&OPERATOR, &loc).await.unwrap();
                     assert_eq!(listed[0].status, "in_progress", "{k:?}");
                 }
             }
@@ -496,7 +498,11 @@ async fn a_sliced_backup_resumes_from_its_cursor() {
         assert!(slices > 3, "{k:?}: {slices} slices");
         assert_eq!(manifest.counts.programs, 30);
         assert_eq!(manifest.name, "sliced");
-        assert_eq!(backup::list_backups(&loc).await.unwrap().len(), 1, "{k:?}");
+        assert_eq!(
+            backup::list_backups(&OPERATOR, &loc).await.unwrap().len(),
+            1,
+            "{k:?}"
+        );
         let fresh = embedded().await;
         restore(
             &client_with(&fresh, Some(loc.clone())),
@@ -515,7 +521,7 @@ async fn corrupted_parts_blobs_and_newer_formats_are_refused_before_any_write() 
         populate(&store, 5).await;
         create_backup(&c, k, "good").await;
         let loc = location_of(&store);
-        let manifest = backup::get_manifest(&loc, "good").await.unwrap();
+        let manifest = backup::get_manifest(&OPERATOR, &loc, "good").await.unwrap();
 
         // Copy it as three damaged backups.
         for (name, damage) in [("bad-part", 0), ("bad-blob", 1), ("future", 2)] {
@@ -690,7 +696,7 @@ async fn an_interrupted_restore_run_again_completes_and_restoring_twice_is_harml
             target.storage.config().clone(),
             "failing",
         );
-        let err = backup::restore(&failing, &loc, "r", &RestoreOptions::default())
+        let err = backup::restore(&OPERATOR, &failing, &loc, "r", &RestoreOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
@@ -850,7 +856,7 @@ async fn large_parts_go_up_in_multipart_chunks() {
             chunk_bytes: MIN_MULTIPART_PART,
             ..Default::default()
         };
-        let BackupRun::Finished(m) = backup::create_backup(&store.storage, &loc, &opts)
+        let BackupRun::Finished(m) = backup::create_backup(&OPERATOR, &store.storage, &loc, &opts)
             .await
             .unwrap()
         else {
@@ -868,9 +874,15 @@ async fn large_parts_go_up_in_multipart_chunks() {
         );
         assert_eq!(part.records, 4000);
         let fresh = embedded().await;
-        let r = backup::restore(&fresh.storage, &loc, "big", &RestoreOptions::default())
-            .await
-            .unwrap();
+        let r = backup::restore(
+            &OPERATOR,
+            &fresh.storage,
+            &loc,
+            "big",
+            &RestoreOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.restored_metrics, 4000);
         assert_eq!(
             dump(&fresh.storage).await,
@@ -892,7 +904,9 @@ async fn the_scheduled_job_backs_up_with_its_retain_count() {
         assert_eq!(summary["counts"]["programs"], 3, "{summary}");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let list = backup::list_backups(&location_of(&store)).await.unwrap();
+    let list = backup::list_backups(&OPERATOR, &location_of(&store))
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1, "retain 1");
 }
 

@@ -10,6 +10,7 @@
 //! by writing `5` to /proc/self/clear_refs, so each figure is that phase's own peak resident
 //! set (the store's population is not counted).
 
+use dspy_storage_core::access::OPERATOR;
 use std::time::Instant;
 
 use dspy_storage_core::backup::{self, BackupLocation, BackupOptions, BackupRun, RestoreOptions};
@@ -50,7 +51,7 @@ async fn populate(store: &TestStore, n: usize) {
                     chrono::Utc::now(),
                 )
                 .unwrap();
-                storage.store(&program, meta, None).await.unwrap();
+                storage.store(&OPERATOR, &program, meta, None).await.unwrap();
             }
         }));
     }
@@ -69,6 +70,7 @@ async fn bench(label: &str, source: TestStore, target: TestStore, n: usize) {
     let base = status_kb("VmRSS:");
     let t = Instant::now();
     let run = backup::create_backup(
+        &OPERATOR,
         &source.storage,
         &loc,
         &BackupOptions {
@@ -88,9 +90,15 @@ async fn bench(label: &str, source: TestStore, target: TestStore, n: usize) {
     reset_peak();
     let restore_base = status_kb("VmRSS:");
     let t = Instant::now();
-    let report = backup::restore(&target.storage, &loc, "bench", &RestoreOptions::default())
-        .await
-        .unwrap();
+    let report = backup::restore(
+        &OPERATOR,
+        &target.storage,
+        &loc,
+        "bench",
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let restore_s = t.elapsed().as_secs_f64();
     let restore_peak = status_kb("VmHWM:");
     assert_eq!(report.restored_programs, n as u64);
@@ -146,7 +154,7 @@ async fn bench_backup_request_counts() {
             name: Some(name.into()),
             ..Default::default()
         };
-        backup::create_backup(&source.storage, &loc, &opts)
+        backup::create_backup(&OPERATOR, &source.storage, &loc, &opts)
             .await
             .unwrap();
         println!("COUNTS backup {name}: {:?}", counter.snapshot());
@@ -154,9 +162,15 @@ async fn bench_backup_request_counts() {
     counter.reset();
     let tc = target.counter.clone().unwrap();
     tc.reset();
-    backup::restore(&target.storage, &loc, "first", &RestoreOptions::default())
-        .await
-        .unwrap();
+    backup::restore(
+        &OPERATOR,
+        &target.storage,
+        &loc,
+        "first",
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
     println!(
         "COUNTS restore: backup store {:?} target {:?}",
         counter.snapshot(),

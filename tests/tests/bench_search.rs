@@ -12,6 +12,7 @@
 //! cloned from it with new ids, versions and times and written with `ItemStore::batch_put`,
 //! sharing the first version's (verified) blob.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -49,7 +50,7 @@ async fn seed(
         return;
     }
     let id = ProgramId::parse(first["id"].as_str().unwrap()).unwrap();
-    let template = ts.storage.get_record(&id).await.unwrap();
+    let template = ts.storage.get_record(&OPERATOR, &id).await.unwrap();
     let project = Project::default_project();
     let sig = Signature::parse(signature).unwrap();
     let mut items: Vec<Item> = Vec::new();
@@ -70,7 +71,11 @@ async fn seed(
         items.push(r.version_claim().to_item(&project, &sig));
         last = Some(r);
     }
-    let mut head = ts.storage.get_head(&project, &sig).await.unwrap();
+    let mut head = ts
+        .storage
+        .get_head(&OPERATOR, &project, &sig)
+        .await
+        .unwrap();
     let last = last.unwrap();
     head.versions = count as u64;
     head.latest_version = last.version.clone();

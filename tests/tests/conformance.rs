@@ -6,6 +6,7 @@
 //! writes, scans), the `BlobStore` primitives, and the `Storage` service on top of them
 //! (round trips, versions, cursors, idempotency, integrity, encryption, compression, concurrency).
 
+use dspy_storage_core::access::OPERATOR;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ async fn store(
     idempotency: Option<Idempotency>,
 ) -> Result<StoreOutcome> {
     storage
-        .store(&raw(program), meta(metadata), idempotency)
+        .store(&OPERATOR, &raw(program), meta(metadata), idempotency)
         .await
 }
 
@@ -126,7 +127,7 @@ async fn all_versions(
     let mut cursor: Option<String> = None;
     for _ in 0..1000 {
         let page = storage
-            .list_versions(project, signature, limit, cursor.as_deref())
+            .list_versions(&OPERATOR, project, signature, limit, cursor.as_deref())
             .await?;
         pages.push(page.items.len());
         out.extend(page.items);
@@ -1083,7 +1084,7 @@ async fn storage_round_trips_real_programs() {
             });
             let out = ts
                 .storage
-                .store(&program, meta(metadata.clone()), None)
+                .store(&OPERATOR, &program, meta(metadata.clone()), None)
                 .await
                 .unwrap_or_else(|e| panic!("{w} store {name}: {e:?}"));
             assert!(!out.replayed, "{w}");
@@ -1096,7 +1097,7 @@ async fn storage_round_trips_real_programs() {
 
             let loaded = ts
                 .storage
-                .get_program(&stored.id)
+                .get_program(&OPERATOR, &stored.id)
                 .await
                 .unwrap_or_else(|e| panic!("{w} load {name}: {e:?}"));
             assert!(
@@ -1130,7 +1131,11 @@ async fn storage_round_trips_real_programs() {
                 dspy_storage_core::domain::format_time(&r.created_at),
                 "{w}"
             );
-            assert_eq!(ts.storage.get_record(&stored.id).await.unwrap(), *r, "{w}");
+            assert_eq!(
+                ts.storage.get_record(&OPERATOR, &stored.id).await.unwrap(),
+                *r,
+                "{w}"
+            );
 
             for selector in [
                 VersionSelector::Latest,
@@ -1138,7 +1143,7 @@ async fn storage_round_trips_real_programs() {
             ] {
                 let by_version = ts
                     .storage
-                    .get_version(&default_project(), &sig(&signature), &selector)
+                    .get_version(&OPERATOR, &default_project(), &sig(&signature), &selector)
                     .await
                     .unwrap_or_else(|e| panic!("{w} {selector:?}: {e:?}"));
                 assert_eq!(by_version.record.id, stored.id, "{w} {selector:?}");
@@ -1194,12 +1199,21 @@ async fn storage_explicit_version_taken_leaves_nothing() {
 
         let loaded = ts
             .storage
-            .get_version(&project, &signature, &VersionSelector::Exact(ver("1.2.0")))
+            .get_version(
+                &OPERATOR,
+                &project,
+                &signature,
+                &VersionSelector::Exact(ver("1.2.0")),
+            )
             .await
             .unwrap();
         assert_eq!(loaded.record.id, first.stored.id, "{w} the first one stays");
         assert_eq!(loaded.program.get(), small_program(1), "{w}");
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.versions, 1, "{w} head counts");
         assert_eq!(head.latest_id, first.stored.id, "{w}");
         let (versions, _) = all_versions(&ts.storage, &project, &signature, None)
@@ -1229,7 +1243,7 @@ async fn storage_explicit_version_taken_leaves_nothing() {
 
 async fn first_blob_key(ts: &TestStore, out: &StoreOutcome) -> String {
     ts.storage
-        .get_record(&out.stored.id)
+        .get_record(&OPERATOR, &out.stored.id)
         .await
         .unwrap()
         .blob_key
@@ -1258,7 +1272,7 @@ async fn storage_auto_versions_and_previous_version() {
         let prev: Vec<Option<String>> = {
             let mut v = Vec::new();
             for id in &ids {
-                let r = ts.storage.get_record(id).await.unwrap();
+                let r = ts.storage.get_record(&OPERATOR, id).await.unwrap();
                 v.push(r.previous_version.map(|p| p.to_string()));
             }
             v
@@ -1268,7 +1282,11 @@ async fn storage_auto_versions_and_previous_version() {
             vec![None, Some("1.0.0".to_owned()), Some("1.0.1".to_owned())],
             "{w} previous_version"
         );
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.latest_version, ver("1.0.2"), "{w}");
         assert_eq!(head.latest_id, ids[2], "{w}");
         assert_eq!(head.versions, 3, "{w}");
@@ -1276,14 +1294,19 @@ async fn storage_auto_versions_and_previous_version() {
         for (i, v) in ["1.0.0", "1.0.1", "1.0.2"].iter().enumerate() {
             let id = ts
                 .storage
-                .resolve_version(&project, &signature, &VersionSelector::Exact(ver(v)))
+                .resolve_version(
+                    &OPERATOR,
+                    &project,
+                    &signature,
+                    &VersionSelector::Exact(ver(v)),
+                )
                 .await
                 .unwrap();
             assert_eq!(id, ids[i], "{w} resolve {v}");
         }
         let latest = ts
             .storage
-            .get_version(&project, &signature, &VersionSelector::Latest)
+            .get_version(&OPERATOR, &project, &signature, &VersionSelector::Latest)
             .await
             .unwrap();
         assert_eq!(latest.program.get(), small_program(2), "{w} latest program");
@@ -1335,13 +1358,13 @@ async fn storage_projects_are_independent() {
         assert_eq!(version_strings(&vb), vec!["1.0.0"], "{w}");
         let lb = ts
             .storage
-            .get_version(&beta, &s, &VersionSelector::Latest)
+            .get_version(&OPERATOR, &beta, &s, &VersionSelector::Latest)
             .await
             .unwrap();
         assert_eq!(lb.program.get(), small_program(3), "{w}");
         expect_err(
             &format!("{w} the default project has no such signature"),
-            ts.storage.get_head(&default_project(), &s).await,
+            ts.storage.get_head(&OPERATOR, &default_project(), &s).await,
             |e| matches!(e, Error::NotFound(_)),
             "NotFound",
         );
@@ -1385,13 +1408,17 @@ async fn storage_prerelease_ordering_and_latest() {
             );
         }
         // latest is the highest version (stored first), not the newest (1.0.0).
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.latest_version, ver("2.0.0"), "{w} latest");
         assert_eq!(head.latest_id, ids["2.0.0"].0, "{w}");
         assert_eq!(head.versions, 5, "{w}");
         let latest = ts
             .storage
-            .get_version(&project, &signature, &VersionSelector::Latest)
+            .get_version(&OPERATOR, &project, &signature, &VersionSelector::Latest)
             .await
             .unwrap();
         assert_eq!(latest.record.version, ver("2.0.0"), "{w}");
@@ -1399,6 +1426,7 @@ async fn storage_prerelease_ordering_and_latest() {
         let rc = ts
             .storage
             .get_version(
+                &OPERATOR,
                 &project,
                 &signature,
                 &VersionSelector::Exact(ver("2.0.0-rc.1")),
@@ -1427,7 +1455,7 @@ async fn storage_list_versions_paging() {
         }
         let first = ts
             .storage
-            .list_versions(&project, &signature, None, None)
+            .list_versions(&OPERATOR, &project, &signature, None, None)
             .await
             .unwrap();
         assert_eq!(version_strings(&first.items), want, "{w} default page");
@@ -1453,7 +1481,7 @@ async fn storage_list_versions_paging() {
             expect_err(
                 &format!("{w} limit {bad}"),
                 ts.storage
-                    .list_versions(&project, &signature, Some(bad), None)
+                    .list_versions(&OPERATOR, &project, &signature, Some(bad), None)
                     .await,
                 |e| matches!(e, Error::InvalidInput { .. }),
                 "InvalidInput",
@@ -1475,20 +1503,20 @@ async fn storage_forged_cursors_are_refused() {
         let (mine, theirs) = (sig("Mine"), sig("Theirs"));
         let page = ts
             .storage
-            .list_versions(&project, &mine, Some(1), None)
+            .list_versions(&OPERATOR, &project, &mine, Some(1), None)
             .await
             .unwrap();
         let good = page.next_cursor.expect("a next cursor");
         let rest = ts
             .storage
-            .list_versions(&project, &mine, Some(10), Some(&good))
+            .list_versions(&OPERATOR, &project, &mine, Some(10), Some(&good))
             .await
             .unwrap_or_else(|e| panic!("{w} own cursor: {e:?}"));
         assert_eq!(version_strings(&rest.items), vec!["1.0.1", "1.0.2"], "{w}");
 
         let theirs_cursor = ts
             .storage
-            .list_versions(&project, &theirs, Some(1), None)
+            .list_versions(&OPERATOR, &project, &theirs, Some(1), None)
             .await
             .unwrap()
             .next_cursor
@@ -1521,26 +1549,50 @@ async fn storage_forged_cursors_are_refused() {
             ("another signature's cursor", theirs_cursor.clone()),
             (
                 "own partition, key of another signature",
-                encode_cursor(Index::Table, &mine_pk, &key(&theirs_pk)),
+                encode_cursor(
+                    ts.storage.cursor_keys(),
+                    &OPERATOR,
+                    Index::Table,
+                    &mine_pk,
+                    &key(&theirs_pk),
+                ),
             ),
             (
                 "another partition with its own key",
-                encode_cursor(Index::Table, &theirs_pk, &key(&theirs_pk)),
+                encode_cursor(
+                    ts.storage.cursor_keys(),
+                    &OPERATOR,
+                    Index::Table,
+                    &theirs_pk,
+                    &key(&theirs_pk),
+                ),
             ),
             (
                 "another index",
-                encode_cursor(Index::Gsi1, &mine_pk, &key(&mine_pk)),
+                encode_cursor(
+                    ts.storage.cursor_keys(),
+                    &OPERATOR,
+                    Index::Gsi1,
+                    &mine_pk,
+                    &key(&mine_pk),
+                ),
             ),
             (
                 "extra key attributes",
-                encode_cursor(Index::Table, &mine_pk, &extra),
+                encode_cursor(
+                    ts.storage.cursor_keys(),
+                    &OPERATOR,
+                    Index::Table,
+                    &mine_pk,
+                    &extra,
+                ),
             ),
             ("oversized", b64(&vec![b'a'; 5000])),
         ];
         for (what, cursor) in forged {
             let result = ts
                 .storage
-                .list_versions(&project, &mine, Some(10), Some(&cursor))
+                .list_versions(&OPERATOR, &project, &mine, Some(10), Some(&cursor))
                 .await;
             match result {
                 Err(Error::InvalidInput { .. }) => {}
@@ -1550,7 +1602,7 @@ async fn storage_forged_cursors_are_refused() {
         // The other listing's own cursor works there, so it was refused only here.
         let rest_theirs = ts
             .storage
-            .list_versions(&project, &theirs, Some(10), Some(&theirs_cursor))
+            .list_versions(&OPERATOR, &project, &theirs, Some(10), Some(&theirs_cursor))
             .await
             .unwrap();
         assert_eq!(
@@ -1573,14 +1625,14 @@ async fn storage_unknown_signature_version_and_id() {
         expect_err(
             &format!("{w} list_versions of an unknown signature"),
             ts.storage
-                .list_versions(&project, &unknown, None, None)
+                .list_versions(&OPERATOR, &project, &unknown, None, None)
                 .await,
             nf,
             "NotFound",
         );
         expect_err(
             &format!("{w} head of an unknown signature"),
-            ts.storage.get_head(&project, &unknown).await,
+            ts.storage.get_head(&OPERATOR, &project, &unknown).await,
             nf,
             "NotFound",
         );
@@ -1590,7 +1642,9 @@ async fn storage_unknown_signature_version_and_id() {
         ] {
             expect_err(
                 &format!("{w} {selector:?} of an unknown signature"),
-                ts.storage.get_version(&project, &unknown, &selector).await,
+                ts.storage
+                    .get_version(&OPERATOR, &project, &unknown, &selector)
+                    .await,
                 nf,
                 "NotFound",
             );
@@ -1599,6 +1653,7 @@ async fn storage_unknown_signature_version_and_id() {
             &format!("{w} unknown version of a known signature"),
             ts.storage
                 .get_version(
+                    &OPERATOR,
                     &project,
                     &sig("Known"),
                     &VersionSelector::Exact(ver("9.9.9")),
@@ -1611,6 +1666,7 @@ async fn storage_unknown_signature_version_and_id() {
             &format!("{w} known signature in another project"),
             ts.storage
                 .get_version(
+                    &OPERATOR,
                     &Project::parse("elsewhere").unwrap(),
                     &sig("Known"),
                     &VersionSelector::Latest,
@@ -1622,18 +1678,21 @@ async fn storage_unknown_signature_version_and_id() {
         let missing = ProgramId::new();
         expect_err(
             &format!("{w} unknown program id"),
-            ts.storage.get_program(&missing).await,
+            ts.storage.get_program(&OPERATOR, &missing).await,
             nf,
             "NotFound",
         );
         expect_err(
             &format!("{w} unknown program id (record)"),
-            ts.storage.get_record(&missing).await,
+            ts.storage.get_record(&OPERATOR, &missing).await,
             nf,
             "NotFound",
         );
         assert!(
-            ts.storage.get_program(&known.stored.id).await.is_ok(),
+            ts.storage
+                .get_program(&OPERATOR, &known.stored.id)
+                .await
+                .is_ok(),
             "{w}"
         );
     })
@@ -1654,7 +1713,11 @@ async fn storage_created_at_import() {
         .await;
         let t: DateTime<Utc> = past.parse().unwrap();
         assert_eq!(out.stored.created_at, "2021-03-04T05:06:07.000Z", "{w}");
-        let r = ts.storage.get_record(&out.stored.id).await.unwrap();
+        let r = ts
+            .storage
+            .get_record(&OPERATOR, &out.stored.id)
+            .await
+            .unwrap();
         assert_eq!(r.created_at, t, "{w} created_at kept");
         assert!(
             r.updated_at >= before - chrono::Duration::seconds(5),
@@ -1684,7 +1747,7 @@ async fn storage_created_at_import() {
         assert_eq!(versions[0].created_at, t, "{w} claim carries created_at");
         assert_eq!(
             ts.storage
-                .get_program(&out.stored.id)
+                .get_program(&OPERATOR, &out.stored.id)
                 .await
                 .unwrap()
                 .program
@@ -1695,7 +1758,11 @@ async fn storage_created_at_import() {
 
         // Without created_at: now, and the blob is dated by it.
         let now_out = store_ok(&ts, &small_program(2), json!({"signature": "Imported"})).await;
-        let r2 = ts.storage.get_record(&now_out.stored.id).await.unwrap();
+        let r2 = ts
+            .storage
+            .get_record(&OPERATOR, &now_out.stored.id)
+            .await
+            .unwrap();
         assert!(
             r2.created_at >= before - chrono::Duration::seconds(5)
                 && r2.created_at <= Utc::now() + chrono::Duration::seconds(5),
@@ -1783,7 +1850,11 @@ async fn storage_idempotency() {
             "{w} nothing stored for the refused request"
         );
         assert_eq!(program_blobs(&ts.storage).await.len(), 1, "{w}");
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.versions, 1, "{w}");
 
         // Another key stores anew; without a key, every store is new.
@@ -1839,7 +1910,7 @@ async fn storage_corrupted_blob_is_an_integrity_error() {
             let program = r#"{"a": 1, "b": "some text"}"#;
             let out = store_ok(&ts, program, json!({"signature": "Corrupt"})).await;
             let id = out.stored.id;
-            let record = ts.storage.get_record(&id).await.unwrap();
+            let record = ts.storage.get_record(&OPERATOR, &id).await.unwrap();
             let key = record.blob_key.clone();
             let blobs = ts.storage.blobs().as_ref();
             let original = blobs.get(&key).await.unwrap();
@@ -1861,7 +1932,7 @@ async fn storage_corrupted_blob_is_an_integrity_error() {
                 put_blob(blobs, &key, &bytes).await;
                 expect_err(
                     &format!("{w} {what}: get_program"),
-                    ts.storage.get_program(&id).await,
+                    ts.storage.get_program(&OPERATOR, &id).await,
                     is_integrity,
                     "Integrity",
                 );
@@ -1869,6 +1940,7 @@ async fn storage_corrupted_blob_is_an_integrity_error() {
                     &format!("{w} {what}: get_version latest"),
                     ts.storage
                         .get_version(
+                            &OPERATOR,
                             &default_project(),
                             &sig("Corrupt"),
                             &VersionSelector::Latest,
@@ -1881,7 +1953,12 @@ async fn storage_corrupted_blob_is_an_integrity_error() {
             // The original bytes read fine again: it was the bytes that were refused.
             put_blob(blobs, &key, &original).await;
             assert_eq!(
-                ts.storage.get_program(&id).await.unwrap().program.get(),
+                ts.storage
+                    .get_program(&OPERATOR, &id)
+                    .await
+                    .unwrap()
+                    .program
+                    .get(),
                 program,
                 "{w}"
             );
@@ -1889,7 +1966,7 @@ async fn storage_corrupted_blob_is_an_integrity_error() {
             blobs.delete(&key).await.unwrap();
             expect_err(
                 &format!("{w} missing blob"),
-                ts.storage.get_program(&id).await,
+                ts.storage.get_program(&OPERATOR, &id).await,
                 is_integrity,
                 "Integrity",
             );
@@ -1918,7 +1995,12 @@ async fn storage_encryption_round_trip_and_wrong_key() {
                 let program = raw(&text);
                 let out = ts
                     .storage
-                    .store(&program, meta(json!({"signature": "Sealed"})), None)
+                    .store(
+                        &OPERATOR,
+                        &program,
+                        meta(json!({"signature": "Sealed"})),
+                        None,
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("{w} encrypted store: {e:?}"));
                 let id = out.stored.id;
@@ -1927,7 +2009,7 @@ async fn storage_encryption_round_trip_and_wrong_key() {
                     sha256_hex(program.get().as_bytes()),
                     "{w}"
                 );
-                let loaded = ts.storage.get_program(&id).await.unwrap();
+                let loaded = ts.storage.get_program(&OPERATOR, &id).await.unwrap();
                 assert!(loaded.program.get() == program.get(), "{w} round trip");
                 let record = loaded.record;
                 assert!(record.blob.key_id.is_some(), "{w} key id recorded");
@@ -1950,7 +2032,7 @@ async fn storage_encryption_round_trip_and_wrong_key() {
                 .await;
                 expect_err(
                     &format!("{w} read with another key"),
-                    other_key.get_program(&id).await,
+                    other_key.get_program(&OPERATOR, &id).await,
                     is_integrity,
                     "Integrity",
                 );
@@ -1961,36 +2043,50 @@ async fn storage_encryption_round_trip_and_wrong_key() {
                 forged.encrypt = true;
                 expect_err(
                     &format!("{w} read with a forged key of the same id"),
-                    reopen(&ts, forged).await.get_program(&id).await,
+                    reopen(&ts, forged).await.get_program(&OPERATOR, &id).await,
                     is_integrity,
                     "Integrity",
                 );
                 let plain = reopen(&ts, StorageConfig::default()).await;
                 expect_err(
                     &format!("{w} read without a key"),
-                    plain.get_program(&id).await,
+                    plain.get_program(&OPERATOR, &id).await,
                     is_integrity,
                     "Integrity",
                 );
                 // The metadata stays readable without the key.
-                assert_eq!(plain.get_record(&id).await.unwrap().id, id, "{w}");
+                assert_eq!(
+                    plain.get_record(&OPERATOR, &id).await.unwrap().id,
+                    id,
+                    "{w}"
+                );
 
                 // The same key in a new instance reads it; an unencrypted program stored without a
                 // key is read by the encrypting instance as well.
                 let same = reopen(&ts, encrypted(Compression::Gzip)).await;
                 assert!(
-                    same.get_program(&id).await.unwrap().program.get() == program.get(),
+                    same.get_program(&OPERATOR, &id)
+                        .await
+                        .unwrap()
+                        .program
+                        .get()
+                        == program.get(),
                     "{w}"
                 );
                 let clear = plain
                     .store(
+                        &OPERATOR,
                         &raw(&small_program(7)),
                         meta(json!({"signature": "Clear"})),
                         None,
                     )
                     .await
                     .unwrap();
-                let clear_loaded = ts.storage.get_program(&clear.stored.id).await.unwrap();
+                let clear_loaded = ts
+                    .storage
+                    .get_program(&OPERATOR, &clear.stored.id)
+                    .await
+                    .unwrap();
                 assert_eq!(clear_loaded.program.get(), small_program(7), "{w}");
                 assert_eq!(clear_loaded.record.blob.key_id, None, "{w}");
             },
@@ -2020,10 +2116,19 @@ async fn storage_every_compression_round_trips() {
                 let program = raw(&text);
                 let out = ts
                     .storage
-                    .store(&program, meta(json!({"signature": "Packed"})), None)
+                    .store(
+                        &OPERATOR,
+                        &program,
+                        meta(json!({"signature": "Packed"})),
+                        None,
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("{w} store {name}: {e:?}"));
-                let loaded = ts.storage.get_program(&out.stored.id).await.unwrap();
+                let loaded = ts
+                    .storage
+                    .get_program(&OPERATOR, &out.stored.id)
+                    .await
+                    .unwrap();
                 assert!(
                     loaded.program.get() == program.get(),
                     "{w} {name} round trip"
@@ -2072,7 +2177,13 @@ async fn storage_every_compression_round_trips() {
             .await;
             for (id, text) in ids {
                 assert!(
-                    reader.get_program(&id).await.unwrap().program.get() == text,
+                    reader
+                        .get_program(&OPERATOR, &id)
+                        .await
+                        .unwrap()
+                        .program
+                        .get()
+                        == text,
                     "{w}"
                 );
             }
@@ -2092,6 +2203,7 @@ async fn storage_concurrent_auto_versions() {
                 tokio::spawn(async move {
                     let out = storage
                         .store(
+                            &OPERATOR,
                             &raw(&small_program(i)),
                             meta(json!({"signature": "Busy"})),
                             None,
@@ -2122,7 +2234,11 @@ async fn storage_concurrent_auto_versions() {
         let ids: BTreeSet<ProgramId> = by_version.values().map(|(_, id)| *id).collect();
         assert_eq!(ids.len(), 20, "{w} distinct ids");
 
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.latest_version, ver("1.0.19"), "{w} latest");
         assert_eq!(head.latest_id, by_version[&ver("1.0.19")].1, "{w}");
         assert_eq!(head.versions, 20, "{w} count");
@@ -2137,7 +2253,7 @@ async fn storage_concurrent_auto_versions() {
         for c in &claims {
             let (i, id) = by_version[&c.version];
             assert_eq!(c.id, id, "{w} claim of {}", c.version);
-            let loaded = ts.storage.get_program(&id).await.unwrap();
+            let loaded = ts.storage.get_program(&OPERATOR, &id).await.unwrap();
             assert_eq!(
                 loaded.program.get(),
                 small_program(i),
@@ -2173,6 +2289,7 @@ async fn storage_concurrent_same_explicit_version() {
                 tokio::spawn(async move {
                     let out = storage
                         .store(
+                            &OPERATOR,
                             &raw(&small_program(i)),
                             meta(json!({"signature": "Race", "version": "3.1.4"})),
                             None,
@@ -2195,12 +2312,21 @@ async fn storage_concurrent_same_explicit_version() {
         assert_eq!(winners.len(), 1, "{w} exactly one winner: {winners:?}");
         assert_eq!(losers, 19, "{w} the rest AlreadyExists");
         let (i, id) = winners[0];
-        let head = ts.storage.get_head(&project, &signature).await.unwrap();
+        let head = ts
+            .storage
+            .get_head(&OPERATOR, &project, &signature)
+            .await
+            .unwrap();
         assert_eq!(head.versions, 1, "{w}");
         assert_eq!(head.latest_id, id, "{w}");
         let latest = ts
             .storage
-            .get_version(&project, &signature, &VersionSelector::Exact(ver("3.1.4")))
+            .get_version(
+                &OPERATOR,
+                &project,
+                &signature,
+                &VersionSelector::Exact(ver("3.1.4")),
+            )
             .await
             .unwrap();
         assert_eq!(latest.record.id, id, "{w}");

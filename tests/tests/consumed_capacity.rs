@@ -3,6 +3,7 @@
 //! prints per operation. AWS backend only (the embedded backend has no counter).
 
 use chrono::Utc;
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::NewMetadata;
 use dspy_storage_tests::aws_with;
@@ -21,7 +22,11 @@ async fn counter_reports_consumed_capacity_per_operation() {
     let counter = store.counter.clone().expect("the AWS fixture counts");
     let program = RawValue::from_string(r#"{"p": "x"}"#.to_owned()).unwrap();
     let meta = NewMetadata::parse(json!({"signature": "cap.Sig"}), Utc::now()).unwrap();
-    let stored = store.storage.store(&program, meta, None).await.unwrap();
+    let stored = store
+        .storage
+        .store(&OPERATOR, &program, meta, None)
+        .await
+        .unwrap();
 
     // A store writes in one transaction: write capacity, reported under its operation's name;
     // reading the signature head first costs a read. S3 reports no capacity.
@@ -37,7 +42,11 @@ async fn counter_reports_consumed_capacity_per_operation() {
 
     counter.reset();
     assert_eq!(counter.capacity("DynamoDB"), 0.0);
-    let loaded = store.storage.get_program(&stored.stored.id).await.unwrap();
+    let loaded = store
+        .storage
+        .get_program(&OPERATOR, &stored.stored.id)
+        .await
+        .unwrap();
     assert_eq!(loaded.program.get(), program.get());
     // One read of one small item: more than nothing, at most one unit.
     let read = counter.capacity("DynamoDB.GetItem");

@@ -3,6 +3,7 @@
 //! with KMS data keys (moto's KMS; skipped without an AWS endpoint). Old blobs stay readable
 //! after a rotation; a wrong or missing key is `422 integrity_error`, never garbage.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
 use dspy_storage_core::config::StorageConfig;
@@ -64,7 +65,7 @@ async fn store_program(c: &Client, k: Kind, version: &str) -> String {
 async fn raw_blob(store: &TestStore, id: &str) -> (Vec<u8>, dspy_storage_core::codec::BlobInfo) {
     let rec = store
         .storage
-        .get_record(&ProgramId::parse(id).unwrap())
+        .get_record(&OPERATOR, &ProgramId::parse(id).unwrap())
         .await
         .unwrap();
     (
@@ -233,7 +234,7 @@ async fn kms_envelope_encryption_survives_new_processes_and_key_rotation() {
             .await
             .expect_error(k, "no key service", 422, "integrity_error");
         let id = ProgramId::parse(&p1).unwrap();
-        let mut rec = store.storage.get_record(&id).await.unwrap();
+        let mut rec = store.storage.get_record(&OPERATOR, &id).await.unwrap();
         rec.blob.wrapped_key = Some("AAAA".into());
         store
             .storage

@@ -2,6 +2,7 @@
 //! store to an EventBridge custom bus (moto's EventBridge here; a rule forwards the bus's events to
 //! an SQS queue, which the test reads). Same sequence of operations, same events, on both.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -355,7 +356,10 @@ async fn a_store_with_events_costs_one_put_events_more_and_survives_a_missing_bu
     )
     .unwrap();
     let program = serde_json::value::RawValue::from_string("{\"a\":1}".into()).unwrap();
-    storage.store(&program, metadata, None).await.unwrap();
+    storage
+        .store(&OPERATOR, &program, metadata, None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let snapshot = counter.snapshot();
     println!("store with events: {snapshot:?}");

@@ -12,6 +12,7 @@
 //! Operations are rows of [`cases`]: setup requests, the request, what a retry may answer. Adding
 //! an operation (archive, restore, backup, restore-from-backup) is one row.
 
+use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -522,7 +523,10 @@ async fn a_corrupted_or_missing_blob_is_a_422_never_wrong_data() {
         let id = s["id"].as_str().unwrap().to_owned();
         let key = store
             .storage
-            .get_record(&dspy_storage_core::domain::ProgramId::parse(&id).unwrap())
+            .get_record(
+                &OPERATOR,
+                &dspy_storage_core::domain::ProgramId::parse(&id).unwrap(),
+            )
             .await
             .unwrap()
             .blob_key;

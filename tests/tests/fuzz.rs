@@ -15,10 +15,15 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::backend::{Index, PageKey};
 use dspy_storage_core::codec::{sha256_hex, BlobInfo, Codec, Compression};
+use dspy_storage_core::cursor::CursorKeys;
 use dspy_storage_core::domain::NewMetadata;
 use dspy_storage_core::service::{decode_cursor, encode_cursor};
+
+/// The secret of the cursors these targets make (one per test process).
+static KEYS: std::sync::LazyLock<CursorKeys> = std::sync::LazyLock::new(CursorKeys::ephemeral);
 use dspy_storage_core::Error;
 use dspy_storage_functions::extract::{check_json, check_uri};
 use dspy_storage_tests::Client;
@@ -137,7 +142,7 @@ fn cursor_property(bytes: &[u8]) {
         (Index::Table, "SIG#default#S"),
         (Index::Gsi4, "PROJ#default"),
     ] {
-        match decode_cursor(&text, index, pk) {
+        match decode_cursor(&KEYS, &OPERATOR, &text, index, pk) {
             Ok(key) => {
                 // Accepted only for this listing: its partition, its key attributes.
                 let pk_attr = if index == Index::Table {
@@ -147,7 +152,14 @@ fn cursor_property(bytes: &[u8]) {
                 };
                 assert_eq!(key.get(pk_attr).map(String::as_str), Some(pk));
                 assert_eq!(
-                    decode_cursor(&encode_cursor(index, pk, &key), index, pk).unwrap(),
+                    decode_cursor(
+                        &KEYS,
+                        &OPERATOR,
+                        &encode_cursor(&KEYS, &OPERATOR, index, pk, &key),
+                        index,
+                        pk
+                    )
+                    .unwrap(),
                     key
                 );
             }
@@ -320,13 +332,32 @@ fn a_valid_cursor_round_trips() {
     let mut key = PageKey::new();
     key.insert("PK".into(), "SIG#default#S".into());
     key.insert("SK".into(), "VER#1".into());
-    let c = encode_cursor(Index::Table, "SIG#default#S", &key);
+    let c = encode_cursor(&KEYS, &OPERATOR, Index::Table, "SIG#default#S", &key);
     assert_eq!(
-        decode_cursor(&c, Index::Table, "SIG#default#S").unwrap(),
+        decode_cursor(&KEYS, &OPERATOR, &c, Index::Table, "SIG#default#S").unwrap(),
         key
     );
-    assert!(decode_cursor(&c, Index::Table, "SIG#other#S").is_err());
-    assert!(decode_cursor(&c, Index::Gsi1, "SIG#default#S").is_err());
+    assert!(decode_cursor(&KEYS, &OPERATOR, &c, Index::Table, "SIG#other#S").is_err());
+    assert!(decode_cursor(&KEYS, &OPERATOR, &c, Index::Gsi1, "SIG#default#S").is_err());
+    // Signed: the same cursor under another secret, or one byte changed, is refused.
+    assert!(decode_cursor(
+        &CursorKeys::ephemeral(),
+        &OPERATOR,
+        &c,
+        Index::Table,
+        "SIG#default#S"
+    )
+    .is_err());
+    let mut b = c.clone().into_bytes();
+    b[3] ^= 1;
+    assert!(decode_cursor(
+        &KEYS,
+        &OPERATOR,
+        &String::from_utf8_lossy(&b),
+        Index::Table,
+        "SIG#default#S"
+    )
+    .is_err());
 }
 
 proptest! {

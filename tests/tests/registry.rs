@@ -4,6 +4,7 @@
 //! patches, `previous_version`, concurrency, the resolve cache and request counts.
 //! Every failure names the backend it happened on.
 
+use dspy_storage_core::access::OPERATOR;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -747,7 +748,7 @@ async fn delete_keeps_aliases_latest_and_best_consistent() {
         let id120 = s(&v120["id"]);
         let record = store
             .storage
-            .get_record(&ProgramId::parse(&id120).unwrap())
+            .get_record(&OPERATOR, &ProgramId::parse(&id120).unwrap())
             .await
             .expect("record of 1.2.0");
         let blobs = blob_keys(&store).await;
@@ -868,8 +869,7 @@ async fn metadata_patch_merges_and_compares_and_sets() {
         let api = Api::new(&store);
         let k = api.k;
         let stored = api
-            .store(
-                "qa.Patch",
+            .store("qa.Patch",
                 Some("1.0.0"),
                 json!({"tags": ["a", "b"], "environment": "dev", "description": "first", "owner": "x"}),
             )

@@ -5,6 +5,7 @@
 //!
 //! Skipped (with a message) when no AWS endpoint is configured.
 
+use dspy_storage_core::access::OPERATOR;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -60,7 +61,10 @@ async fn request_counts_follow_the_contract() {
     counter.reset();
 
     // The names the counter uses, seen on one plain read.
-    storage.get_head(&project, &signature).await.unwrap_err();
+    storage
+        .get_head(&OPERATOR, &project, &signature)
+        .await
+        .unwrap_err();
     println!("names, one GetItem: {:?}", counter.snapshot());
     check(&counter, "get_head (missing)", &[("DynamoDB.GetItem", 1)]);
 
@@ -73,12 +77,18 @@ async fn request_counts_follow_the_contract() {
         ("S3.PutObject", 1),
     ];
     let first = storage
-        .store(&program, meta(json!({"signature": "Counted"})), None)
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Counted"})),
+            None,
+        )
         .await
         .unwrap();
     check(&counter, "store (first version)", &store_counts);
     let second = storage
         .store(
+            &OPERATOR,
             &program,
             meta(json!({"signature": "Counted", "performance": 0.9})),
             None,
@@ -89,6 +99,7 @@ async fn request_counts_follow_the_contract() {
     check(&counter, "store (next version)", &store_counts);
     storage
         .store(
+            &OPERATOR,
             &program,
             meta(json!({
                 "signature": "Counted",
@@ -107,26 +118,33 @@ async fn request_counts_follow_the_contract() {
     );
 
     // Load by id: one item read, one object read.
-    let loaded = storage.get_program(&first.stored.id).await.unwrap();
+    let loaded = storage
+        .get_program(&OPERATOR, &first.stored.id)
+        .await
+        .unwrap();
     assert_eq!(loaded.program.get(), program.get());
     check(
         &counter,
         "get_program by id",
         &[("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
     );
-    storage.get_record(&first.stored.id).await.unwrap();
+    storage
+        .get_record(&OPERATOR, &first.stored.id)
+        .await
+        .unwrap();
     check(&counter, "get_record by id", &[("DynamoDB.GetItem", 1)]);
 
     // By version: one more item read (the head or the version claim).
     let by_version = [("DynamoDB.GetItem", 2), ("S3.GetObject", 1)];
     let latest = storage
-        .get_version(&project, &signature, &VersionSelector::Latest)
+        .get_version(&OPERATOR, &project, &signature, &VersionSelector::Latest)
         .await
         .unwrap();
     assert_eq!(latest.record.version, Version::parse("2.0.0").unwrap());
     check(&counter, "get_version latest", &by_version);
     let exact = storage
         .get_version(
+            &OPERATOR,
             &project,
             &signature,
             &VersionSelector::Exact(Version::parse("1.0.1").unwrap()),
@@ -138,7 +156,7 @@ async fn request_counts_follow_the_contract() {
 
     // Listing the versions of a small signature: one query.
     let listing = storage
-        .list_versions(&project, &signature, None, None)
+        .list_versions(&OPERATOR, &project, &signature, None, None)
         .await
         .unwrap();
     assert_eq!(listing.items.len(), 3);
@@ -149,6 +167,7 @@ async fn request_counts_follow_the_contract() {
     let idem = || Idempotency::parse("count-key", "hash".to_owned()).unwrap();
     storage
         .store(
+            &OPERATOR,
             &program,
             meta(json!({"signature": "Counted"})),
             Some(idem()),
@@ -164,6 +183,7 @@ async fn request_counts_follow_the_contract() {
     counter.reset();
     let replay = storage
         .store(
+            &OPERATOR,
             &program,
             meta(json!({"signature": "Counted"})),
             Some(idem()),
@@ -196,7 +216,12 @@ async fn warm_caches_never_add_requests() {
     let signature = Signature::parse("Warm").unwrap();
     let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[1])).unwrap();
     let out = storage
-        .store(&program, meta(json!({"signature": "Warm"})), None)
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Warm"})),
+            None,
+        )
         .await
         .unwrap();
     counter.reset();
@@ -213,14 +238,17 @@ async fn warm_caches_never_add_requests() {
         counter.reset();
     };
     for round in 0..2 {
-        let loaded = storage.get_program(&out.stored.id).await.unwrap();
+        let loaded = storage
+            .get_program(&OPERATOR, &out.stored.id)
+            .await
+            .unwrap();
         assert!(loaded.program.get() == program.get());
         within(
             &format!("get_program by id, round {round}"),
             &[("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
         );
         let latest = storage
-            .get_version(&project, &signature, &VersionSelector::Latest)
+            .get_version(&OPERATOR, &project, &signature, &VersionSelector::Latest)
             .await
             .unwrap();
         assert_eq!(latest.record.id, out.stored.id);
@@ -228,6 +256,135 @@ async fn warm_caches_never_add_requests() {
             &format!("get_version latest, round {round}"),
             &[("DynamoDB.GetItem", 2), ("S3.GetObject", 1)],
         );
+    }
+}
+
+/// Deciding the scope costs no request: the core reads the program (or signature) anyway and
+/// checks its project there. Through the router, on every `{id}` route and a signature route,
+/// a caller restricted to one project, an unrestricted one and access control off cost the same;
+/// another project's program costs its one record read and nothing more; a project outside the
+/// caller's scope on a signature route costs nothing.
+#[tokio::test]
+async fn deciding_the_scope_costs_no_request() {
+    let config = StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: Duration::ZERO,
+        ..StorageConfig::default()
+    };
+    let Some(ts) = aws_with(config).await else {
+        eprintln!("request_counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    use dspy_storage_functions::auth::{AccessControl, TokenTable};
+    let entry = |token: &str, projects: &str| {
+        format!(
+            "[[token]]\nname = \"{token}\"\nsha256 = \"{}\"\nprojects = {projects}\nrole = \"admin\"\n\n",
+            dspy_storage_core::codec::sha256_hex(token.as_bytes())
+        )
+    };
+    let file = entry("restricted", r#"["a"]"#) + &entry("everything", r#"["*"]"#);
+    let table = TokenTable::from_toml(&file).unwrap();
+    let on = ts.client_with_access(AccessControl::Tokens(std::sync::Arc::new(table)));
+    let off = ts.client();
+    let counter = ts.counter.clone().unwrap();
+    let mut ids = Vec::new();
+    for p in ["a", "a", "b"] {
+        let v = off
+            .post_json(
+                "/programs",
+                &json!({"program": {"predict": {"demos": [], "signature": {"instructions": "x"}}}, "metadata": {"signature": "S", "project": p}}),
+            )
+            .await;
+        ids.push(v.json()["id"].as_str().unwrap().to_owned());
+    }
+    let (a, a2, b) = (&ids[0], &ids[1], &ids[2]);
+    let call = |client: &dspy_storage_tests::Client, token: Option<&str>, uri: String| {
+        let client = client.clone();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        async move {
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            client
+                .request(http::Method::GET, &uri, &headers, axum::body::Body::empty())
+                .await
+        }
+    };
+    // (route, status, AWS requests by operation)
+    type Row = (String, u16, Vec<(&'static str, u64)>);
+    let routes: Vec<Row> = vec![
+        (
+            format!("/programs/{a}"),
+            200,
+            vec![("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
+        ),
+        (
+            format!("/programs/{a}/metadata"),
+            200,
+            vec![("DynamoDB.GetItem", 1)],
+        ),
+        (
+            format!("/programs/{a}/prompt"),
+            200,
+            vec![("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
+        ),
+        (
+            format!("/programs/{a}/compatibility?with={a2}"),
+            200,
+            vec![("DynamoDB.GetItem", 2)],
+        ),
+        (format!("/programs/{b}"), 404, vec![("DynamoDB.GetItem", 1)]),
+        (
+            format!("/programs/{b}/metadata"),
+            404,
+            vec![("DynamoDB.GetItem", 1)],
+        ),
+        (
+            format!("/programs/{a}/compatibility?with={b}"),
+            404,
+            vec![("DynamoDB.GetItem", 2)],
+        ),
+        (
+            "/signatures/S/versions?project=a".into(),
+            200,
+            vec![("DynamoDB.Query", 1)],
+        ),
+        ("/signatures/S/versions?project=b".into(), 404, vec![]),
+        ("/search?q=project:b".into(), 404, vec![]),
+    ];
+    for (uri, status, expected) in &routes {
+        for (who, client, token) in [
+            ("restricted to a", &on, Some("restricted")),
+            ("every project", &on, Some("everything")),
+            ("access control off", &off, None),
+        ] {
+            let restricted = token == Some("restricted");
+            // Unrestricted callers see b: its program reads, its listing is a query.
+            let (status, expected): (u16, Vec<(&str, u64)>) = match (restricted, *status) {
+                (false, 404) if uri.contains("project=b") => (200, vec![("DynamoDB.Query", 1)]),
+                (false, 404) if uri.starts_with("/search") => (200, vec![("DynamoDB.Query", 1)]),
+                (false, 404) if uri.contains("compatibility") => (200, expected.clone()),
+                (false, 404) => (
+                    200,
+                    if uri.ends_with("metadata") {
+                        vec![("DynamoDB.GetItem", 1)]
+                    } else {
+                        vec![("DynamoDB.GetItem", 1), ("S3.GetObject", 1)]
+                    },
+                ),
+                _ => (*status, expected.clone()),
+            };
+            counter.reset();
+            let answer = call(client, token, uri.clone()).await;
+            assert_eq!(
+                answer.status.as_u16(),
+                status,
+                "{uri} ({who}): {:?}",
+                answer.body
+            );
+            check(&counter, &format!("GET {uri} ({who})"), &expected);
+        }
     }
 }
 
@@ -243,12 +400,18 @@ async fn exact_bytes_routes_cost_what_the_loads_cost() {
     let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
     let out = ts
         .storage
-        .store(&program, meta(json!({"signature": "Bytes"})), None)
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Bytes"})),
+            None,
+        )
         .await
         .unwrap();
     let alias = dspy_storage_core::domain::AliasName::parse("production").unwrap();
     ts.storage
         .put_alias(
+            &OPERATOR,
             &Project::default_project(),
             &Signature::parse("Bytes").unwrap(),
             &alias,
@@ -302,7 +465,12 @@ async fn metric_appends_with_and_without_record_ids() {
     let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
     let out = ts
         .storage
-        .store(&program, meta(json!({"signature": "Metered"})), None)
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "Metered"})),
+            None,
+        )
         .await
         .unwrap();
     let id = out.stored.id;
@@ -315,7 +483,7 @@ async fn metric_appends_with_and_without_record_ids() {
         r
     };
     ts.storage
-        .record_metrics(&id, &record(0, false))
+        .record_metrics(&OPERATOR, &id, &record(0, false))
         .await
         .unwrap();
     check(
@@ -329,14 +497,24 @@ async fn metric_appends_with_and_without_record_ids() {
     );
     let one = record(1, true);
     let single_claimed = [("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 3)];
-    ts.storage.record_metrics(&id, &one).await.unwrap();
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &one)
+        .await
+        .unwrap();
     check(&counter, "one record with a record id", &single_claimed);
-    let again = ts.storage.record_metrics(&id, &one).await.unwrap();
+    let again = ts
+        .storage
+        .record_metrics(&OPERATOR, &id, &one)
+        .await
+        .unwrap();
     assert_eq!(again.already_recorded, 1);
     check(&counter, "the same record retried", &single_claimed);
     let batch =
         |rid: bool| json!({"records": (0..100).map(|i| record(100 + i, rid)).collect::<Vec<_>>()});
-    ts.storage.record_metrics(&id, &batch(false)).await.unwrap();
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &batch(false))
+        .await
+        .unwrap();
     check(
         &counter,
         "100 records",
@@ -346,7 +524,10 @@ async fn metric_appends_with_and_without_record_ids() {
             ("DynamoDB.BatchWriteItem", 4),
         ],
     );
-    ts.storage.record_metrics(&id, &batch(true)).await.unwrap();
+    ts.storage
+        .record_metrics(&OPERATOR, &id, &batch(true))
+        .await
+        .unwrap();
     check(
         &counter,
         "100 records with record ids",

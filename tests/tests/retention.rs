@@ -4,6 +4,7 @@
 //! a fake archive), garbage collection, resumable slices, and the cleanup Lambda function fed a
 //! real EventBridge scheduled event and an API Gateway event.
 
+use dspy_storage_core::access::OPERATOR;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -267,7 +268,7 @@ async fn two_years_of_versions_dry_run_real_run_archive_and_restore() {
             let s3 = s3_client().await;
             let rec = store
                 .storage
-                .get_record(&ProgramId::parse(archived_id).unwrap())
+                .get_record(&OPERATOR, &ProgramId::parse(archived_id).unwrap())
                 .await
                 .unwrap();
             let head = s3
@@ -307,7 +308,7 @@ async fn two_years_of_versions_dry_run_real_run_archive_and_restore() {
             let location = store.location.as_ref().unwrap();
             let rec = store
                 .storage
-                .get_record(&ProgramId::parse(archived_id).unwrap())
+                .get_record(&OPERATOR, &ProgramId::parse(archived_id).unwrap())
                 .await
                 .unwrap();
             let head = s3_client()
@@ -672,7 +673,7 @@ async fn garbage_orphan_blobs_and_expired_idempotency_records() {
             .unwrap();
         let report = store
             .storage
-            .cleanup(&CleanupOptions::new(Policy::default(), false))
+            .cleanup(&OPERATOR, &CleanupOptions::new(Policy::default(), false))
             .await
             .unwrap();
         assert_eq!(report.summary.orphan_blobs_collected, 0, "{k:?}");
@@ -705,7 +706,7 @@ async fn interrupted_runs_are_completed_by_the_next() {
         };
         let dry = store
             .storage
-            .cleanup(&CleanupOptions::new(policy.clone(), true))
+            .cleanup(&OPERATOR, &CleanupOptions::new(policy.clone(), true))
             .await
             .unwrap();
 
@@ -713,7 +714,7 @@ async fn interrupted_runs_are_completed_by_the_next() {
         // wrong data.
         let rec = store
             .storage
-            .get_record(&ProgramId::parse(&ids[8]).unwrap())
+            .get_record(&OPERATOR, &ProgramId::parse(&ids[8]).unwrap())
             .await
             .unwrap();
         store.storage.blobs().archive(&rec.blob_key).await.unwrap();
@@ -731,7 +732,7 @@ async fn interrupted_runs_are_completed_by_the_next() {
                 deadline: Some(Instant::now()),
                 ..CleanupOptions::new(policy.clone(), false)
             };
-            let r = store.storage.cleanup(&opts).await.unwrap();
+            let r = store.storage.cleanup(&OPERATOR, &opts).await.unwrap();
             assert!(r.skipped.is_empty(), "{k:?}: {:?}", r.skipped);
             archived.extend(r.archived);
             deleted.extend(r.deleted);
@@ -761,7 +762,7 @@ async fn interrupted_runs_are_completed_by_the_next() {
         // latest): the restore call brings it back.
         let rec = store
             .storage
-            .get_record(&ProgramId::parse(&ids[10]).unwrap())
+            .get_record(&OPERATOR, &ProgramId::parse(&ids[10]).unwrap())
             .await
             .unwrap();
         store.storage.blobs().archive(&rec.blob_key).await.unwrap();
@@ -780,7 +781,7 @@ async fn interrupted_runs_are_completed_by_the_next() {
         // Nothing left to do.
         let again = store
             .storage
-            .cleanup(&CleanupOptions::new(policy, false))
+            .cleanup(&OPERATOR, &CleanupOptions::new(policy, false))
             .await
             .unwrap();
         assert!(
@@ -913,7 +914,7 @@ async fn request_counts_of_a_run() {
     counter.reset();
     store
         .storage
-        .cleanup(&CleanupOptions::new(policy.clone(), true))
+        .cleanup(&OPERATOR, &CleanupOptions::new(policy.clone(), true))
         .await
         .unwrap();
     let dry = counter.snapshot();
@@ -921,7 +922,7 @@ async fn request_counts_of_a_run() {
     counter.reset();
     let r = store
         .storage
-        .cleanup(&CleanupOptions::new(policy, false))
+        .cleanup(&OPERATOR, &CleanupOptions::new(policy, false))
         .await
         .unwrap();
     let real = counter.snapshot();
@@ -971,7 +972,7 @@ async fn scheduled_runs_resume_from_the_status_item() {
             assert!(runs < 50, "{k:?}: never completes");
             let r = store
                 .storage
-                .scheduled_cleanup(Policy::default(), Some(Instant::now()))
+                .scheduled_cleanup(&OPERATOR, Policy::default(), Some(Instant::now()))
                 .await
                 .unwrap();
             assert!(
@@ -999,7 +1000,7 @@ async fn scheduled_runs_resume_from_the_status_item() {
         // The next run starts a new pass from the beginning and finds nothing to do.
         let r = store
             .storage
-            .scheduled_cleanup(Policy::default(), None)
+            .scheduled_cleanup(&OPERATOR, Policy::default(), None)
             .await
             .unwrap();
         assert!(
@@ -1045,6 +1046,7 @@ async fn bench_cleanup_scale() {
             store
                 .storage
                 .store(
+                    &OPERATOR,
                     &program,
                     dspy_storage_core::domain::NewMetadata::parse(meta, now).unwrap(),
                     None,
@@ -1059,10 +1061,18 @@ async fn bench_cleanup_scale() {
             ..CleanupOptions::new(Policy::default(), dry_run)
         };
         let t1 = Instant::now();
-        let dry = store.storage.cleanup(&quiet(true)).await.unwrap();
+        let dry = store
+            .storage
+            .cleanup(&OPERATOR, &quiet(true))
+            .await
+            .unwrap();
         let dry_time = t1.elapsed();
         let t2 = Instant::now();
-        let real = store.storage.cleanup(&quiet(false)).await.unwrap();
+        let real = store
+            .storage
+            .cleanup(&OPERATOR, &quiet(false))
+            .await
+            .unwrap();
         let real_time = t2.elapsed();
         assert_eq!(dry.summary.deleted, real.summary.deleted);
         println!(

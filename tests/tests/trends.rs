@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::backend::{Item, ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::service::Storage;
@@ -81,7 +82,8 @@ async fn records_history_and_trends() {
             json!({"metrics": {}}),
             json!({"metrics": {"bad name": 1}}),
             json!({"metrics": {"a": 1}, "timestamp": t(Utc::now() + Duration::days(1))}),
-            json!({"metrics": {"a": 1}, "timestamp": t(Utc::now() - Duration::days(60))}),
+            json!({"metrics": {"a": 1}, "timestamp": t(Utc::now() + Duration::hours(1))}),
+            json!({"metrics": {"a": 1}, "timestamp": "1999-12-31T23:59:59.999Z"}),
             json!({"metrics": {"a": 1}, "timestamp": "yesterday"}),
             json!({"metrics": {"a": 1}, "extra": 1}),
             json!({"metrics": {"a": 1}, "environment": "x"}),
@@ -899,6 +901,141 @@ async fn report_of_an_empty_store() {
     }
 }
 
+// ----- backfilled history ----------------------------------------------------------------------
+
+/// Records from before the program was stored (history moved from DSPy.rb's files or MLflow,
+/// offline evaluations) are accepted from 2000-01-01 to now + the clock skew: 80 records over the
+/// last 40 days, posted to a program stored a minute ago, are stored, read back oldest first
+/// (paged, and by time range), counted by the trends, and survive a backup and restore.
+#[tokio::test]
+async fn backfilled_history_is_stored_read_and_counted() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "qa.Backfill", 0).await;
+        let now = Utc::now();
+        // Two records a day, for each of the last 40 days (the newest an hour ago), shuffled.
+        let mut records: Vec<Value> = (0..80)
+            .map(|i| {
+                let at = now - Duration::hours(1) - Duration::hours(12 * i);
+                json!({"metrics": {"accuracy": 0.5 + (80 - i) as f64 / 200.0}, "timestamp": t(at)})
+            })
+            .collect();
+        records.reverse();
+        records.swap(3, 70);
+        let v = c
+            .post_json(
+                &format!("/programs/{id}/metrics"),
+                &json!({"records": records}),
+            )
+            .await
+            .expect(k, "80 backfilled records", 201);
+        assert_eq!(v["recorded"], 80, "{k:?}: {v}");
+        // Oldest first, every record once, over pages and months.
+        let mut seen: Vec<String> = Vec::new();
+        let mut uri = format!("/programs/{id}/metrics?limit=30");
+        loop {
+            let page = c.get(&uri).await.expect(k, "history page", 200);
+            for r in page["records"].as_array().unwrap() {
+                seen.push(r["timestamp"].as_str().unwrap().to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(cur) => uri = format!("/programs/{id}/metrics?limit=30&cursor={cur}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 80, "{k:?}: {seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "{k:?}: oldest first");
+        let from = t(now - Duration::days(20));
+        let v = c
+            .get(&format!("/programs/{id}/metrics?limit=1000&from={from}"))
+            .await
+            .expect(k, "history from 20 days ago", 200);
+        let n = v["records"].as_array().unwrap().len();
+        assert!(
+            (39..=41).contains(&n),
+            "{k:?}: {n} records in the last 20 days"
+        );
+        // The trends count them (90 days: all of them; 30 days: the last month's).
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "trends", 200);
+        assert_eq!(v["records"], 80, "{k:?}: {v}");
+        assert_eq!(v["metrics"]["accuracy"]["trend"], "improving", "{k:?}");
+        assert!(
+            v["metrics"]["accuracy"]["points"].as_array().unwrap().len() >= 40,
+            "{k:?}"
+        );
+        let v = c
+            .get("/signatures/qa.Backfill/trends?days=90")
+            .await
+            .expect(k, "signature trends", 200);
+        assert_eq!(v["records"], 80, "{k:?}");
+        // Still refused: the future (an hour ahead) and before 2000, naming the field.
+        for (body, field) in [
+            (
+                json!({"metrics": {"a": 1}, "timestamp": t(now + Duration::hours(1))}),
+                "timestamp",
+            ),
+            (
+                json!({"records": [{"metrics": {"a": 1}}, {"metrics": {"a": 1}, "timestamp": "1999-12-31T23:59:59Z"}]}),
+                "records[1].timestamp",
+            ),
+        ] {
+            let v = c
+                .post_json(&format!("/programs/{id}/metrics"), &body)
+                .await
+                .expect_error(k, &format!("refused {body}"), 400, "invalid_request");
+            assert_eq!(v["error"]["field"], field, "{k:?}: {v}");
+        }
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "trends after refusals", 200);
+        assert_eq!(
+            v["records"], 80,
+            "{k:?}: nothing of a refused request was written"
+        );
+        // A backup restored into an empty store has the same history.
+        c.post_json("/backups", &json!({"name": "backfill"}))
+            .await
+            .expect(k, "backup", 201);
+        let fresh = if k == Kind::Aws {
+            dspy_storage_tests::aws().await.expect("AWS")
+        } else {
+            dspy_storage_tests::embedded().await
+        };
+        let mut state = AppState::new(fresh.storage.clone());
+        state.backup = Some(dspy_storage_core::backup::BackupLocation::new(
+            ts.storage.blobs().clone(),
+        ));
+        let restored = Client {
+            router: dspy_storage_functions::app(state),
+        };
+        restored
+            .post_json("/backups/backfill/restore", &json!({}))
+            .await
+            .expect(k, "restore", 200);
+        let a = c
+            .get(&format!("/programs/{id}/metrics?limit=1000"))
+            .await
+            .expect(k, "history", 200);
+        let b = restored
+            .get(&format!("/programs/{id}/metrics?limit=1000"))
+            .await
+            .expect(k, "restored history", 200);
+        assert_eq!(a["records"], b["records"], "{k:?}: restored history");
+        assert_eq!(b["records"].as_array().unwrap().len(), 80, "{k:?}");
+        let v = restored
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "restored trends", 200);
+        assert_eq!(v["records"], 80, "{k:?}");
+    }
+}
+
 // ----- idempotent appends (client record ids) -------------------------------------------------
 
 /// Every record of the program's history, oldest first (all pages).
@@ -1064,11 +1201,12 @@ async fn record_ids_make_appends_idempotent() {
             name: Some("rid".into()),
             ..Default::default()
         };
-        dspy_storage_core::backup::create_backup(&ts.storage, &loc, &opts)
+        dspy_storage_core::backup::create_backup(&OPERATOR, &ts.storage, &loc, &opts)
             .await
             .unwrap();
         let fresh = dspy_storage_tests::embedded().await;
         dspy_storage_core::backup::restore(
+            &OPERATOR,
             &fresh.storage,
             &loc,
             "rid",

@@ -160,6 +160,18 @@ where
     classify_common("KMS", op, err)
 }
 
+/// Maps a Secrets Manager operation error (throttling → `Throttled`, anything else →
+/// `Unavailable`).
+pub(crate) fn classify_secrets<E>(
+    op: &str,
+    err: &aws_sdk_secretsmanager::error::SdkError<E>,
+) -> Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    classify_common("SecretsManager", op, err)
+}
+
 /// Maps any DynamoDB operation error to the core's error.
 ///
 /// `ConditionalCheckFailedException` → `ConditionFailed { ops: [0] }`; throttling codes and HTTP

@@ -36,6 +36,7 @@
 pub mod format;
 mod restore;
 
+use crate::access::Principal;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -242,7 +243,16 @@ async fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a backup's manifest (`NotFound` when there is no complete backup of that name).
-pub async fn get_manifest(location: &BackupLocation, name: &str) -> Result<Manifest> {
+pub async fn get_manifest(
+    who: &Principal,
+    location: &BackupLocation,
+    name: &str,
+) -> Result<Manifest> {
+    who.whole_store("reading a backup")?;
+    manifest_of(location, name).await
+}
+
+pub(crate) async fn manifest_of(location: &BackupLocation, name: &str) -> Result<Manifest> {
     format::validate_name(name)?;
     get_json(
         location.store.as_ref(),
@@ -253,7 +263,12 @@ pub async fn get_manifest(location: &BackupLocation, name: &str) -> Result<Manif
 }
 
 /// Every backup, newest first (complete ones and unfinished ones).
-pub async fn list_backups(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
+pub async fn list_backups(who: &Principal, location: &BackupLocation) -> Result<Vec<BackupEntry>> {
+    who.whole_store("listing backups")?;
+    backups_in(location).await
+}
+
+async fn backups_in(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
     let mut complete = Vec::new();
     let mut unfinished = Vec::new();
     let mut start = None;
@@ -277,7 +292,7 @@ pub async fn list_backups(location: &BackupLocation) -> Result<Vec<BackupEntry>>
     }
     let mut out = Vec::new();
     for name in &complete {
-        let m = get_manifest(location, name).await?;
+        let m = manifest_of(location, name).await?;
         out.push(BackupEntry {
             backup_name: m.name,
             backup_id: m.backup_id,
@@ -447,10 +462,12 @@ impl Lease {
 
 /// Runs (or resumes) a backup of `storage` into `location`.
 pub async fn create_backup(
+    who: &Principal,
     storage: &Storage,
     location: &BackupLocation,
     options: &BackupOptions,
 ) -> Result<BackupRun> {
+    who.whole_store("a backup")?;
     if let Some(name) = &options.name {
         format::validate_name(name)?;
     }
@@ -501,7 +518,7 @@ async fn record_status(storage: &Storage, manifest: &Manifest) -> Result<()> {
 
 /// The name of an unfinished backup, if any (the oldest).
 async fn unfinished_backup(location: &BackupLocation) -> Result<Option<String>> {
-    Ok(list_backups(location)
+    Ok(backups_in(location)
         .await?
         .into_iter()
         .rev()
@@ -918,8 +935,8 @@ impl Run<'_> {
 /// Keeps the newest `retain` complete backups: older ones are removed (manifest first, so a
 /// half-removed backup is never taken for a complete one), then every pool blob that no
 /// remaining backup (complete or in progress) references.
-pub async fn prune(location: &BackupLocation, retain: usize) -> Result<Vec<String>> {
-    let all = list_backups(location).await?;
+pub(crate) async fn prune(location: &BackupLocation, retain: usize) -> Result<Vec<String>> {
+    let all = backups_in(location).await?;
     let complete: Vec<&BackupEntry> = all.iter().filter(|e| e.status == "complete").collect();
     let removed: Vec<String> = complete
         .iter()
@@ -950,7 +967,7 @@ pub async fn prune(location: &BackupLocation, retain: usize) -> Result<Vec<Strin
     for entry in all.iter().filter(|e| !removed.contains(&e.backup_name)) {
         let folder = location.folder(&entry.backup_name);
         let parts = if entry.status == "complete" {
-            get_manifest(location, &entry.backup_name).await?.parts
+            manifest_of(location, &entry.backup_name).await?.parts
         } else {
             match get_json::<Checkpoint>(store, &format!("{folder}checkpoint.json")).await? {
                 Some(c) => c.parts,

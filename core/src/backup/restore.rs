@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::format::{self, BlobRef, Line, Manifest, PartInfo};
-use super::{get_manifest, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION};
+use super::{manifest_of, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION};
 use crate::backend::{attr, Condition, Index, Item, Query, SkRange, WriteOp};
 use crate::codec::Codec;
 use crate::domain::ProgramId;
@@ -84,13 +84,15 @@ struct Restorer<'a> {
 /// Restores a backup into `storage` (empty or live). Everything is verified before the first
 /// write; see the module documentation for the order and the merge rules.
 pub async fn restore(
+    who: &crate::access::Principal,
     storage: &Storage,
     location: &BackupLocation,
     name: &str,
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    who.whole_store("a restore")?;
     let started = Instant::now();
-    let manifest = get_manifest(location, name).await?;
+    let manifest = manifest_of(location, name).await?;
     if options.verify_compatibility {
         manifest.check_compatible()?;
     } else if manifest.format_version != FORMAT_VERSION {

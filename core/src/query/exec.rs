@@ -3,16 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::parse::{parse_duration, parse_filters, SearchRequest};
 use super::plan::{plan, Plan, Source};
 use super::{compare_sort, relevance, sort_values, summary, Cond, Field, Op, SortVal};
+use crate::access::Principal;
 use crate::backend::{page_key_of, Item, PageKey, Query};
+use crate::cursor::{CursorKeys, Kind};
 use crate::domain::{format_time, ProgramStatus, Project};
 use crate::error::{Error, Result};
 use crate::record::{from_item, ProgramRecord};
@@ -60,16 +60,11 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
-/// Cursors older than this are refused as stale.
-const CURSOR_TTL_SECS: i64 = 24 * 3600;
-const CURSOR_TAG: &[u8] = b"dspy-storage search cursor v1";
-
+/// What a search cursor holds (sealed by [`crate::cursor`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     /// The search's fingerprint.
     f: String,
-    /// Issued at (unix seconds).
-    t: i64,
     /// Streaming: the index position of the last result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     k: Option<PageKey>,
@@ -78,48 +73,28 @@ struct Cursor {
     a: Option<Vec<SortVal>>,
 }
 
-fn checksum(payload: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(CURSOR_TAG);
-    h.update(payload.as_bytes());
-    hex::encode(&h.finalize()[..8])
+fn encode_cursor(keys: &CursorKeys, who: &Principal, c: &Cursor) -> String {
+    crate::cursor::seal(keys, Kind::Search, who, c)
 }
 
-fn encode_cursor(c: &Cursor) -> String {
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(c).expect("cursor serializes"));
-    let sum = checksum(&payload);
-    format!("{payload}.{sum}")
+fn another_search() -> Error {
+    Error::invalid("cursor", "the cursor belongs to another search")
 }
 
-fn bad_cursor(why: &str) -> Error {
-    Error::invalid("cursor", format!("the cursor is invalid: {why}"))
-}
-
-/// Decodes and validates a search cursor against the plan it must continue.
-fn decode_cursor(s: &str, fingerprint: &str, plan: &Plan) -> Result<Cursor> {
-    if s.len() > 8192 {
-        return Err(bad_cursor("too long"));
-    }
-    let (payload, sum) = s.rsplit_once('.').ok_or_else(|| bad_cursor("malformed"))?;
-    if checksum(payload) != sum {
-        return Err(bad_cursor("it was altered or not issued by this service"));
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| bad_cursor("malformed"))?;
-    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad_cursor("malformed"))?;
+/// Opens a search cursor presented by `who` and checks it continues this search and plan.
+fn decode_cursor(
+    keys: &CursorKeys,
+    who: &Principal,
+    s: &str,
+    fingerprint: &str,
+    plan: &Plan,
+) -> Result<Cursor> {
+    let c: Cursor = crate::cursor::open(keys, Kind::Search, who, s)?;
     if c.f != fingerprint {
-        return Err(bad_cursor("it belongs to another search"));
-    }
-    let age = Utc::now().timestamp() - c.t;
-    if !(-300..=CURSOR_TTL_SECS).contains(&age) {
-        return Err(bad_cursor("it is stale; start the search again"));
+        return Err(another_search());
     }
     if plan.streaming {
-        let k =
-            c.k.as_ref()
-                .ok_or_else(|| bad_cursor("it belongs to another search"))?;
+        let k = c.k.as_ref().ok_or_else(another_search)?;
         let index = plan.source.index();
         let mut expected = vec![crate::backend::attr::PK, crate::backend::attr::SK];
         if index != crate::backend::Index::Table {
@@ -128,14 +103,12 @@ fn decode_cursor(s: &str, fingerprint: &str, plan: &Plan) -> Result<Cursor> {
         expected.sort_unstable();
         let names: Vec<&str> = k.keys().map(String::as_str).collect();
         if names != expected || k.get(index.pk_attr()).map(String::as_str) != Some(&plan.pk()) {
-            return Err(bad_cursor("it belongs to another search"));
+            return Err(another_search());
         }
     } else {
-        let a =
-            c.a.as_ref()
-                .ok_or_else(|| bad_cursor("it belongs to another search"))?;
+        let a = c.a.as_ref().ok_or_else(another_search)?;
         if a.len() != plan.sort.len() + 1 {
-            return Err(bad_cursor("it belongs to another search"));
+            return Err(another_search());
         }
     }
     Ok(c)
@@ -144,7 +117,6 @@ fn decode_cursor(s: &str, fingerprint: &str, plan: &Plan) -> Result<Cursor> {
 fn new_cursor(fingerprint: &str) -> Cursor {
     Cursor {
         f: fingerprint.to_owned(),
-        t: Utc::now().timestamp(),
         k: None,
         a: None,
     }
@@ -162,7 +134,7 @@ impl Storage {
                 return Ok(None);
             };
             let id = crate::domain::ProgramId::parse(id)?;
-            return match self.get_record(&id).await {
+            return match self.record(&id).await {
                 Ok(r) => Ok(Some(r)),
                 Err(Error::NotFound(_)) => Ok(None),
                 Err(e) => Err(e),
@@ -205,13 +177,15 @@ impl Storage {
         }
     }
 
-    /// Runs a search: one page of results and the cursor of the next.
-    pub async fn search(&self, req: &SearchRequest) -> Result<SearchPage> {
+    /// Runs a search in the one project of `req` (a project `who` may not see is `NotFound`):
+    /// one page of results and the cursor of the next.
+    pub async fn search(&self, who: &Principal, req: &SearchRequest) -> Result<SearchPage> {
+        who.see_project(&req.project)?;
         let plan = plan(req);
         let cursor = req
             .cursor
             .as_deref()
-            .map(|c| decode_cursor(c, &req.fingerprint, &plan))
+            .map(|c| decode_cursor(&self.cursors, who, c, &req.fingerprint, &plan))
             .transpose()?;
         let limit = plan.limit;
         if plan.streaming {
@@ -250,7 +224,7 @@ impl Storage {
                 hits.truncate(limit);
                 let mut c = new_cursor(&req.fingerprint);
                 c.k = hits.last().map(|h| h.2.clone());
-                Some(encode_cursor(&c))
+                Some(encode_cursor(&self.cursors, who, &c))
             } else {
                 None
             };
@@ -278,7 +252,7 @@ impl Storage {
             rows.truncate(limit);
             let mut c = new_cursor(&req.fingerprint);
             c.a = rows.last().map(|r| r.0.clone());
-            Some(encode_cursor(&c))
+            Some(encode_cursor(&self.cursors, who, &c))
         } else {
             None
         };
@@ -291,8 +265,14 @@ impl Storage {
         })
     }
 
-    /// Aggregates metrics over the programs matching a filter, grouped by a field.
-    pub async fn aggregate(&self, req: &AggregateRequest) -> Result<AggregateResult> {
+    /// Aggregates metrics over the programs matching a filter (in its one project, which `who`
+    /// must see), grouped by a field.
+    pub async fn aggregate(
+        &self,
+        who: &Principal,
+        req: &AggregateRequest,
+    ) -> Result<AggregateResult> {
+        who.see_project(&req.filter.project)?;
         let plan = plan(&req.search());
         let matches = self.collect_matches(&plan).await?;
         let mut groups: Vec<(SortVal, Vec<&ProgramRecord>)> = Vec::new();
@@ -334,8 +314,14 @@ impl Storage {
         Ok(AggregateResult { groups: out })
     }
 
-    /// A metric bucketed by creation time, empty buckets included.
-    pub async fn time_series(&self, req: &TimeSeriesRequest) -> Result<TimeSeries> {
+    /// A metric bucketed by creation time, empty buckets included (in the filter's one project,
+    /// which `who` must see).
+    pub async fn time_series(
+        &self,
+        who: &Principal,
+        req: &TimeSeriesRequest,
+    ) -> Result<TimeSeries> {
+        who.see_project(&req.filter.project)?;
         let now = Utc::now();
         let from = req.interval.floor(now - req.range);
         let step = req.interval.length();
@@ -475,8 +461,9 @@ fn filter_request(project: Project, conds: Vec<Cond>, text: Vec<String>) -> Sear
 }
 
 /// The filter of an aggregate or time-series body: `filters` (as a search body) plus the
-/// top-level `signature` and `project`.
-fn body_filter(map: &Map<String, Value>, fallback: Project) -> Result<SearchRequest> {
+/// top-level `signature` and `project` (which must agree with the same keys of `filters` when
+/// both are given); `explicit` is the request's `?project=`.
+fn body_filter(map: &Map<String, Value>, explicit: Option<Project>) -> Result<SearchRequest> {
     let mut filters = match map.get("filters") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(f)) => f.clone(),
@@ -484,10 +471,20 @@ fn body_filter(map: &Map<String, Value>, fallback: Project) -> Result<SearchRequ
     };
     for key in ["signature", "project"] {
         if let Some(v) = map.get(key) {
-            filters.insert(key.to_owned(), v.clone());
+            match filters.get(key) {
+                Some(f) if f != v => {
+                    return Err(Error::invalid(
+                        key,
+                        format!("{key} and filters.{key} disagree; name it once"),
+                    ))
+                }
+                _ => {
+                    filters.insert(key.to_owned(), v.clone());
+                }
+            }
         }
     }
-    let (project, conds, text) = parse_filters(&filters, fallback, &[])?;
+    let (project, conds, text) = parse_filters(&filters, explicit, &[])?;
     Ok(filter_request(project, conds, text))
 }
 
@@ -504,7 +501,8 @@ fn deny_unknown(map: &Map<String, Value>, known: &[&str]) -> Result<()> {
 }
 
 impl AggregateRequest {
-    pub fn parse(body: &Value, fallback: Project) -> Result<Self> {
+    /// `explicit`: the request's `?project=`, if any.
+    pub fn parse(body: &Value, explicit: Option<Project>) -> Result<Self> {
         let map = body
             .as_object()
             .ok_or_else(|| Error::invalid_request("the body must be a JSON object"))?;
@@ -512,7 +510,7 @@ impl AggregateRequest {
             map,
             &["signature", "project", "filters", "group_by", "metrics"],
         )?;
-        let filter = body_filter(map, fallback)?;
+        let filter = body_filter(map, explicit)?;
         let group_by = match map.get("group_by") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(
@@ -636,7 +634,8 @@ pub struct TimeSeriesRequest {
 }
 
 impl TimeSeriesRequest {
-    pub fn parse(body: &Value, fallback: Project) -> Result<Self> {
+    /// `explicit`: the request's `?project=`, if any.
+    pub fn parse(body: &Value, explicit: Option<Project>) -> Result<Self> {
         let map = body
             .as_object()
             .ok_or_else(|| Error::invalid_request("the body must be a JSON object"))?;
@@ -651,7 +650,7 @@ impl TimeSeriesRequest {
                 "time_range",
             ],
         )?;
-        let filter = body_filter(map, fallback)?;
+        let filter = body_filter(map, explicit)?;
         let metric = match map.get("metric") {
             None | Some(Value::Null) => Field::Performance,
             Some(Value::String(s)) => Field::from_key(s)
@@ -726,10 +725,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_are_checked_for_search_tampering_and_age() {
+    fn cursors_are_checked_for_their_search() {
         let req = crate::query::parse_query(
             "signature:S",
-            Project::default_project(),
+            None,
             Some("version"),
             Some(5),
             None,
@@ -738,21 +737,76 @@ mod tests {
         .unwrap();
         let p = plan(&req);
         assert!(!p.streaming);
+        let keys = CursorKeys::ephemeral();
+        let who = &*crate::access::OPERATOR;
         let mut c = new_cursor(&req.fingerprint);
         c.a = Some(vec![SortVal::Str("x".into()), SortVal::Str("id".into())]);
-        let good = encode_cursor(&c);
-        assert!(decode_cursor(&good, &req.fingerprint, &p).is_ok());
-        assert!(decode_cursor(&good, "other", &p).is_err());
-        c.t -= 2 * CURSOR_TTL_SECS;
-        let stale = decode_cursor(&encode_cursor(&c), &req.fingerprint, &p).unwrap_err();
-        assert!(stale.to_string().contains("stale"), "{stale}");
-        c.t = Utc::now().timestamp();
+        let good = encode_cursor(&keys, who, &c);
+        assert!(decode_cursor(&keys, who, &good, &req.fingerprint, &p).is_ok());
+        let e = decode_cursor(&keys, who, &good, "other", &p).unwrap_err();
+        assert!(e.to_string().contains("another search"), "{e}");
         c.a = Some(vec![SortVal::Missing]);
-        assert!(decode_cursor(&encode_cursor(&c), &req.fingerprint, &p).is_err());
+        assert!(decode_cursor(
+            &keys,
+            who,
+            &encode_cursor(&keys, who, &c),
+            &req.fingerprint,
+            &p
+        )
+        .is_err());
         let (payload, _) = good.rsplit_once('.').unwrap();
         let forged = format!("{payload}.0123456789abcdef");
-        let e = decode_cursor(&forged, &req.fingerprint, &p).unwrap_err();
+        let e = decode_cursor(&keys, who, &forged, &req.fingerprint, &p).unwrap_err();
         assert!(e.to_string().contains("altered"), "{e}");
+    }
+
+    #[test]
+    fn a_search_runs_in_one_project() {
+        let now = Utc::now();
+        let q = |q: &str, p: Option<&str>| {
+            crate::query::parse_query(
+                q,
+                p.map(|p| Project::parse(p).unwrap()),
+                None,
+                None,
+                None,
+                now,
+            )
+        };
+        assert_eq!(q("project:a", None).unwrap().project.as_str(), "a");
+        assert_eq!(
+            q("project:\"a\" project:a x", Some("a"))
+                .unwrap()
+                .project
+                .as_str(),
+            "a"
+        );
+        assert_eq!(q("x", None).unwrap().project.as_str(), "default");
+        for (bad, p) in [
+            ("project:a project:b", None),
+            ("project:a", Some("b")),
+            ("project:a*", None),
+            ("project!=a", None),
+            ("project>a", None),
+        ] {
+            let e = q(bad, p).unwrap_err().to_string();
+            assert!(e.contains("exactly one project"), "{bad}: {e}");
+        }
+        let s = |b: serde_json::Value| crate::query::parse_structured(&b, None);
+        assert_eq!(
+            s(serde_json::json!({"project": ["a"]}))
+                .unwrap()
+                .project
+                .as_str(),
+            "a"
+        );
+        assert!(s(serde_json::json!({"project": ["a", "b"]})).is_err());
+        assert!(s(serde_json::json!({"project": {"prefix": "a"}})).is_err());
+        assert!(AggregateRequest::parse(
+            &serde_json::json!({"project": "a", "filters": {"project": "b"}, "metrics": {"n": {"count": "id"}}}),
+            None
+        )
+        .is_err());
     }
 
     #[test]

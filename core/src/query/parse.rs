@@ -398,10 +398,11 @@ fn direction(d: &str) -> Result<bool> {
     }
 }
 
-/// A search in the query language (`GET /search`).
+/// A search in the query language (`GET /search`). `project` is the request's `?project=`, if
+/// any (see [`search_project`]).
 pub fn parse_query(
     q: &str,
-    project: Project,
+    project: Option<Project>,
     sort: Option<&str>,
     limit: Option<usize>,
     cursor: Option<&str>,
@@ -409,7 +410,7 @@ pub fn parse_query(
 ) -> Result<SearchRequest> {
     let (conds, text) = parse_terms(q, now)?;
     let sort_keys = sort.map(parse_sort_param).transpose()?.unwrap_or_default();
-    let project = scoped_project(&conds, project)?;
+    let project = search_project(&conds, project, "q")?;
     Ok(SearchRequest {
         fingerprint: fingerprint(&["q", project.as_str(), q.trim(), sort.unwrap_or("")]),
         project,
@@ -421,15 +422,61 @@ pub fn parse_query(
     })
 }
 
-/// The project a search runs in: a `project` equality condition, else the request's.
-fn scoped_project(conds: &[Cond], fallback: Project) -> Result<Project> {
-    match conds
-        .iter()
-        .find(|c| c.field == Field::Project && c.op == Op::Eq)
-    {
-        Some(c) => Project::parse(c.value.as_str().unwrap_or_default())
-            .map_err(|e| Error::invalid("project", e.to_string())),
-        None => Ok(fallback),
+/// The ONE project a search (and an aggregation, a time series) runs in. Every input naming a
+/// project must name the same one: the request's `?project=` (`explicit`) and each `project`
+/// condition — an equality (`project:P`, quoted or not, as often as it is repeated; `"project":
+/// "P"`, `{"eq": "P"}`) or an `in` list of that one name. Two different names, a wildcard, `!=`
+/// or any other operator on `project` are a `400` on `field` saying so; naming none is the
+/// default project. Whether the caller may see the project is the search's to decide.
+pub fn search_project(conds: &[Cond], explicit: Option<Project>, field: &str) -> Result<Project> {
+    let one = "a search runs in exactly one project";
+    let mut named: Option<String> = explicit.map(|p| p.to_string());
+    for c in conds.iter().filter(|c| c.field == Field::Project) {
+        let names: Vec<&Value> = match c.op {
+            Op::Eq => vec![&c.value],
+            Op::In => c
+                .value
+                .as_array()
+                .map(|l| l.iter().collect())
+                .unwrap_or_default(),
+            Op::Glob | Op::NotGlob => {
+                return Err(Error::invalid(
+                    field,
+                    format!("{one}: project takes one exact name, not a wildcard pattern"),
+                ))
+            }
+            Op::Ne => {
+                return Err(Error::invalid(
+                    field,
+                    format!("{one}: project takes one exact name; != on project is not allowed"),
+                ))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    format!("{one}: project takes one exact name, not a comparison or a prefix"),
+                ))
+            }
+        };
+        if names.is_empty() {
+            return Err(Error::invalid(field, format!("{one}: name it")));
+        }
+        for v in names {
+            let name = v.as_str().unwrap_or_default();
+            match &named {
+                Some(prev) if prev != name => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{one}: the request names project {prev:?} and project {name:?}"),
+                    ))
+                }
+                _ => named = Some(name.to_owned()),
+            }
+        }
+    }
+    match named {
+        Some(p) => Project::parse(&p).map_err(|e| Error::invalid(field, e.to_string())),
+        None => Ok(Project::default_project()),
     }
 }
 
@@ -559,10 +606,11 @@ fn metadata_conditions(
 }
 
 /// The filter part of a structured body (everything but `sort`, `limit`, `cursor`): conditions,
-/// free-text words (`text`) and the project (`project`, else `fallback`). Unknown keys are a 400.
+/// free-text words (`text`) and the project (see [`search_project`]; `explicit` is the request's
+/// `?project=`). Unknown keys are a 400.
 pub fn parse_filters(
     body: &Map<String, Value>,
-    fallback: Project,
+    explicit: Option<Project>,
     extra_keys: &[&str],
 ) -> Result<(Project, Vec<Cond>, Vec<String>)> {
     let (mut conds, mut text) = (Vec::new(), Vec::new());
@@ -595,7 +643,7 @@ pub fn parse_filters(
             }
         }
     }
-    let project = scoped_project(&conds, fallback)?;
+    let project = search_project(&conds, explicit, "project")?;
     Ok((project, conds, text))
 }
 
@@ -628,12 +676,12 @@ pub fn parse_sort_json(v: &Value) -> Result<Vec<SortKey>> {
     Ok(out)
 }
 
-/// A structured search (`POST /search`).
-pub fn parse_structured(body: &Value, fallback: Project) -> Result<SearchRequest> {
+/// A structured search (`POST /search`); `explicit` is the request's `?project=`, if any.
+pub fn parse_structured(body: &Value, explicit: Option<Project>) -> Result<SearchRequest> {
     let map = body
         .as_object()
         .ok_or_else(|| Error::invalid_request("the search body must be a JSON object"))?;
-    let (project, conds, text) = parse_filters(map, fallback, &["sort", "limit", "cursor"])?;
+    let (project, conds, text) = parse_filters(map, explicit, &["sort", "limit", "cursor"])?;
     let sort = parse_sort_json(map.get("sort").unwrap_or(&Value::Null))?;
     let limit = match map.get("limit") {
         None | Some(Value::Null) => None,
@@ -762,7 +810,7 @@ mod tests {
             "limit": 10,
             "cursor": null
         });
-        let r = parse_structured(&body, Project::default_project()).unwrap();
+        let r = parse_structured(&body, None).unwrap();
         assert_eq!(r.conds.len(), 6);
         assert_eq!(r.sort.len(), 2);
         assert_eq!(r.limit, 10);
@@ -781,10 +829,7 @@ mod tests {
             json!({"limit": 0}),
             json!([1]),
         ] {
-            assert!(
-                parse_structured(&bad, Project::default_project()).is_err(),
-                "{bad}"
-            );
+            assert!(parse_structured(&bad, None).is_err(), "{bad}");
         }
     }
 

@@ -220,17 +220,7 @@ mod tests {
     use serde_json::json;
 
     fn q(s: &str, sort: Option<&str>) -> Plan {
-        plan(
-            &parse_query(
-                s,
-                Project::default_project(),
-                sort,
-                Some(10),
-                None,
-                Utc::now(),
-            )
-            .unwrap(),
-        )
+        plan(&parse_query(s, None, sort, Some(10), None, Utc::now()).unwrap())
     }
 
     #[test]
@@ -261,7 +251,7 @@ mod tests {
         let b = plan(
             &parse_structured(
                 &json!({"signature": "S", "performance": {"gte": 0.8}, "sort": [{"performance": "desc"}]}),
-                Project::default_project(),
+                None,
             )
             .unwrap(),
         );

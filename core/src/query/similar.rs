@@ -163,6 +163,7 @@ impl Storage {
     /// (see the module doc for the formula). The program itself is never among them.
     pub async fn similar(
         &self,
+        who: &crate::access::Principal,
         id: &ProgramId,
         threshold: f64,
         limit: usize,
@@ -173,7 +174,7 @@ impl Storage {
                 "threshold must be between 0 and 1",
             ));
         }
-        let target = self.get_record(id).await?;
+        let target = self.get_record(who, id).await?;
         let mut candidates = Vec::new();
         let mut start = None;
         loop {

@@ -11,9 +11,11 @@ use dspy_storage_core::backup::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::extract::json_body_or_default;
 use crate::AppState;
+use dspy_storage_core::access::Principal;
 
 /// Where this state's backups live.
 pub fn location(state: &AppState) -> BackupLocation {
@@ -49,6 +51,7 @@ pub fn created_view(m: &Manifest) -> Value {
 /// run resumes it).
 pub async fn run_backup(
     state: &AppState,
+    who: &Principal,
     name: Option<String>,
     deadline: Option<std::time::Instant>,
 ) -> dspy_storage_core::Result<BackupRun> {
@@ -58,12 +61,13 @@ pub async fn run_backup(
         deadline,
         ..Default::default()
     };
-    backup::create_backup(&state.storage, &location(state), &options).await
+    backup::create_backup(who, &state.storage, &location(state), &options).await
 }
 
 /// `POST /backups` body `{"name"?}` (or no body) → `201` with the new backup's summary.
 pub async fn create(
     State(state): State<AppState>,
+    Caller(who): Caller,
     lambda: Option<axum::Extension<lambda_http::Context>>,
     headers: HeaderMap,
     body: Body,
@@ -71,7 +75,7 @@ pub async fn create(
     let req: CreateBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
     // In Lambda the backup stops a minute before the invocation's deadline.
     let deadline = lambda.map(|c| crate::lambda::stop_before(c.0.deadline()));
-    match run_backup(&state, req.name, deadline).await? {
+    match run_backup(&state, &who, req.name, deadline).await? {
         BackupRun::Finished(m) => Ok((StatusCode::CREATED, Json(created_view(&m))).into_response()),
         BackupRun::Suspended { name, pass } => Ok((
             StatusCode::ACCEPTED,
@@ -82,17 +86,18 @@ pub async fn create(
 }
 
 /// `GET /backups` → `{"backups": [...]}`, newest first.
-pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
-    let backups = backup::list_backups(&location(&state)).await?;
+pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Response> {
+    let backups = backup::list_backups(&who, &location(&state)).await?;
     Ok(Json(json!({ "backups": backups })).into_response())
 }
 
 /// `GET /backups/{name}` → the manifest.
 pub async fn manifest(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let m = backup::get_manifest(&location(&state), &name).await?;
+    let m = backup::get_manifest(&who, &location(&state), &name).await?;
     Ok(Json(m).into_response())
 }
 
@@ -118,6 +123,7 @@ impl Default for RestoreBody {
 /// `POST /backups/{name}/restore` body `{"verify_compatibility": true}` → the restore report.
 pub async fn restore(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -127,7 +133,7 @@ pub async fn restore(
         verify_compatibility: req.verify_compatibility,
         progress: None,
     };
-    let report = backup::restore(&state.storage, &location(&state), &name, &options).await?;
+    let report = backup::restore(&who, &state.storage, &location(&state), &name, &options).await?;
     Ok(Json(report).into_response())
 }
 

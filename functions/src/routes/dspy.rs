@@ -7,6 +7,7 @@ use axum::Json;
 use dspy_storage_core::domain::{ProgramId, VersionSelector};
 
 use super::programs::program_id;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{signature, Params};
 use crate::AppState;
@@ -30,6 +31,7 @@ fn selector(params: &Params, name: &str) -> ApiResult<VersionSelector> {
 /// `GET /signatures/{signature}/diff?from=A&to=B&project=`
 pub async fn diff(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -40,15 +42,19 @@ pub async fn diff(
     let to = selector(&params, "to")?;
     let diff = state
         .storage
-        .diff_versions(&project, &signature, &from, &to)
+        .diff_versions(&who, &project, &signature, &from, &to)
         .await?;
     Ok(Json(diff).into_response())
 }
 
 /// `GET /programs/{id}/prompt` (`text/markdown`)
-pub async fn prompt(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn prompt(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let markdown = state.storage.prompt(&id).await?;
+    let markdown = state.storage.prompt(&who, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         markdown,
@@ -59,6 +65,7 @@ pub async fn prompt(State(state): State<AppState>, Path(id): Path<String>) -> Ap
 /// `GET /programs/{id}/compatibility?with={other_id}`
 pub async fn compatibility(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -76,7 +83,7 @@ pub async fn compatibility(
                 .field("with")
         })?,
     };
-    let answer = state.storage.compatibility(&id, &other).await?;
+    let answer = state.storage.compatibility(&who, &id, &other).await?;
     Ok(Json(serde_json::json!({
         "id": id,
         "with": other,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::programs::program_id;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::json_body_or_default;
 use crate::AppState;
@@ -46,6 +47,7 @@ struct CleanupBody {
 /// `POST /maintenance/cleanup` body `{"dry_run", "policy"?, "as_of"?, "cursor"?}`
 pub async fn cleanup(
     State(state): State<AppState>,
+    Caller(who): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -75,7 +77,7 @@ pub async fn cleanup(
         deadline: Some(Instant::now() + HTTP_BUDGET),
         ..CleanupOptions::new(policy, dry_run)
     };
-    let report = state.storage.cleanup(&opts).await?;
+    let report = state.storage.cleanup(&who, &opts).await?;
     log_summary("http", &report);
     Ok(Json(report).into_response())
 }
@@ -99,7 +101,10 @@ pub async fn scheduled(
     deadline: Option<Instant>,
 ) -> dspy_storage_core::Result<Value> {
     let policy = configured_policy()?;
-    let report = state.storage.scheduled_cleanup(policy, deadline).await?;
+    let report = state
+        .storage
+        .scheduled_cleanup(&dspy_storage_core::access::SCHEDULER, policy, deadline)
+        .await?;
     log_summary("schedule", &report);
     Ok(json!({
         "event_id": event.get("id"),
@@ -112,17 +117,25 @@ pub async fn scheduled(
 }
 
 /// `POST /programs/{id}/archive` → `200 {"id", "signature", "version", "status": "archived", "updated_at"}`
-pub async fn archive(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn archive(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let change = state.storage.archive_program(&id).await?;
+    let change = state.storage.archive_program(&who, &id).await?;
     Ok(Json(change).into_response())
 }
 
 /// `POST /programs/{id}/restore` → `200` with status `active` when the program is readable
 /// again, `202` with status `restoring` while the archive retrieves it.
-pub async fn restore(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn restore(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let change = state.storage.restore_program(&id).await?;
+    let change = state.storage.restore_program(&who, &id).await?;
     let status = if change.status == ProgramStatus::Active {
         StatusCode::OK
     } else {

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use dspy_storage_core::access::Principal;
 use dspy_storage_core::codec::sha256_hex;
 use dspy_storage_core::domain::{format_time, NewMetadata, ProgramId, VersionSelector};
 use dspy_storage_core::record::ProgramRecord;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
 use crate::AppState;
@@ -29,6 +31,7 @@ struct StoreBody<'a> {
 /// `POST /programs`
 pub async fn store(
     State(state): State<AppState>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -55,12 +58,15 @@ pub async fn store(
     let (outcome, run_id) = if import {
         let (outcome, run) = state
             .storage
-            .store_importing_run(program, metadata, idempotency)
+            .store_importing_run(&who, program, metadata, idempotency)
             .await?;
         (outcome, Some(run.id))
     } else {
         (
-            state.storage.store(program, metadata, idempotency).await?,
+            state
+                .storage
+                .store(&who, program, metadata, idempotency)
+                .await?,
             None,
         )
     };
@@ -184,32 +190,38 @@ pub(super) fn program_id(raw: &str) -> ApiResult<ProgramId> {
     ProgramId::parse(raw).map_err(|_| ApiError::not_found(format!("no program with id {raw:?}")))
 }
 
-async fn by_id(state: &AppState, id: &str) -> ApiResult<LoadedProgram> {
+async fn by_id(state: &AppState, who: &Principal, id: &str) -> ApiResult<LoadedProgram> {
     let id = program_id(id)?;
-    Ok(state.storage.get_program(&id).await?)
+    Ok(state.storage.get_program(who, &id).await?)
 }
 
 /// `GET /programs/{id}`
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(loaded(&by_id(&state, &id).await?))
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(loaded(&by_id(&state, &who, &id).await?))
 }
 
 /// `GET /programs/{id}/program` → exactly the stored bytes (see [`exact_bytes`])
 pub async fn get_bytes(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    Ok(exact_bytes(&by_id(&state, &id).await?, &headers))
+    Ok(exact_bytes(&by_id(&state, &who, &id).await?, &headers))
 }
 
 /// `GET /programs/{id}/metadata`
 pub async fn get_metadata(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = program_id(&id)?;
-    let record = state.storage.get_record(&id).await?;
+    let record = state.storage.get_record(&who, &id).await?;
     Ok(Json(ProgramView::new(&record, None)).into_response())
 }
 
@@ -226,6 +238,7 @@ struct VersionEntry<'a> {
 /// `GET /signatures/{signature}/versions?project=&limit=&cursor=`
 pub async fn list_versions(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -235,6 +248,7 @@ pub async fn list_versions(
     let listing = state
         .storage
         .list_versions(
+            &who,
             &project,
             &signature,
             params.usize("limit")?,
@@ -267,6 +281,7 @@ pub async fn list_versions(
 
 async fn by_version(
     state: &AppState,
+    who: &Principal,
     sig: &str,
     version: &str,
     uri: &Uri,
@@ -277,28 +292,32 @@ async fn by_version(
     let selector = VersionSelector::parse(version)?;
     Ok(state
         .storage
-        .get_version(&project, &signature, &selector)
+        .get_version(who, &project, &signature, &selector)
         .await?)
 }
 
 /// `GET /signatures/{signature}/versions/{version}` (`latest` or a semver)
 pub async fn get_version(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, version)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    Ok(loaded(&by_version(&state, &sig, &version, &uri).await?))
+    Ok(loaded(
+        &by_version(&state, &who, &sig, &version, &uri).await?,
+    ))
 }
 
 /// `GET /signatures/{signature}/versions/{version}/program` → exactly the stored bytes
 pub async fn get_version_bytes(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, version)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     Ok(exact_bytes(
-        &by_version(&state, &sig, &version, &uri).await?,
+        &by_version(&state, &who, &sig, &version, &uri).await?,
         &headers,
     ))
 }

@@ -14,12 +14,17 @@ use dspy_storage_core::query::{
 use serde_json::{json, Value};
 
 use super::programs::program_id;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, Params};
 use crate::AppState;
 
 /// `GET /search?q=&sort=&limit=&cursor=&project=`
-pub async fn search_get(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+pub async fn search_get(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     for name in params.0.keys() {
         if !["q", "sort", "limit", "cursor", "project"].contains(&name.as_str()) {
@@ -31,57 +36,61 @@ pub async fn search_get(State(state): State<AppState>, uri: Uri) -> ApiResult<Re
     }
     let req = parse_query(
         params.get("q").unwrap_or(""),
-        params.project()?,
+        params.explicit_project()?,
         params.get("sort"),
         params.usize("limit")?,
         params.get("cursor"),
         Utc::now(),
     )?;
-    Ok(Json(state.storage.search(&req).await?).into_response())
+    Ok(Json(state.storage.search(&who, &req).await?).into_response())
 }
 
 /// `POST /search` with the structured form.
 pub async fn search_post(
     State(state): State<AppState>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
-    let req = parse_structured(&body, params.project()?)?;
-    Ok(Json(state.storage.search(&req).await?).into_response())
+    let req = parse_structured(&body, params.explicit_project()?)?;
+    Ok(Json(state.storage.search(&who, &req).await?).into_response())
 }
 
 /// `POST /aggregate`
 pub async fn aggregate(
     State(state): State<AppState>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
-    let req = AggregateRequest::parse(&body, params.project()?)?;
-    Ok(Json(state.storage.aggregate(&req).await?).into_response())
+    let req = AggregateRequest::parse(&body, params.explicit_project()?)?;
+    Ok(Json(state.storage.aggregate(&who, &req).await?).into_response())
 }
 
 /// `POST /time-series`
 pub async fn time_series(
     State(state): State<AppState>,
+    Caller(who): Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
-    let req = TimeSeriesRequest::parse(&body, params.project()?)?;
-    Ok(Json(state.storage.time_series(&req).await?).into_response())
+    let req = TimeSeriesRequest::parse(&body, params.explicit_project()?)?;
+    Ok(Json(state.storage.time_series(&who, &req).await?).into_response())
 }
 
 /// `GET /programs/{id}/similar?threshold=0.8&limit=10`
 pub async fn similar(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -105,6 +114,6 @@ pub async fn similar(
             return Err(ApiError::bad_request("limit must be between 1 and 100").field("limit"))
         }
     };
-    let results = state.storage.similar(&id, threshold, limit).await?;
+    let results = state.storage.similar(&who, &id, threshold, limit).await?;
     Ok(Json(json!({ "id": id, "results": results })).into_response())
 }

@@ -2,12 +2,11 @@
 //! optimization runs, the monitoring report. The logic is in the core (`metrics`, `trend`,
 //! `chart`, `runs`, `report`).
 
-use crate::auth::Principal;
+use crate::auth::Caller;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use dspy_storage_core::chart;
 use dspy_storage_core::domain::Signature;
@@ -33,19 +32,21 @@ fn days(params: &Params) -> ApiResult<Option<i64>> {
 /// `POST /programs/{id}/metrics`
 pub async fn record_metrics(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let id = program_id(&id)?;
     let value: Value = json_body(&headers, body, state.max_body_bytes).await?;
-    let recorded = state.storage.record_metrics(&id, &value).await?;
+    let recorded = state.storage.record_metrics(&who, &id, &value).await?;
     Ok((StatusCode::CREATED, Json(recorded)).into_response())
 }
 
 /// `GET /programs/{id}/metrics?from=&to=&limit=&cursor=`
 pub async fn history(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
@@ -54,6 +55,7 @@ pub async fn history(
     let history = state
         .storage
         .metric_history(
+            &who,
             &id,
             params.get("from"),
             params.get("to"),
@@ -85,27 +87,32 @@ fn subtitle(t: &TrendAnswer) -> String {
 /// `GET /programs/{id}/trends?days=N`
 pub async fn program_trends(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
-    let t = state.storage.program_trends(&id, days(&params)?).await?;
+    let t = state
+        .storage
+        .program_trends(&who, &id, days(&params)?)
+        .await?;
     Ok(Json(json!({"program_id": id, "window": t.window, "records": t.trends.records, "metrics": t.trends.metrics, "daily": t.trends.daily})).into_response())
 }
 
 /// `GET /programs/{id}/trends.svg?days=N`
 pub async fn program_chart(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
-    let record = state.storage.get_record(&id).await?;
+    let record = state.storage.get_record(&who, &id).await?;
     let t = state
         .storage
-        .program_trends_of(&record, days(&params)?)
+        .program_trends_of(&who, &record, days(&params)?)
         .await?;
     let title = format!("{} {} — program {}", record.signature, record.version, id);
     Ok(svg(chart::render(&title, &subtitle(&t), &t.trends)))
@@ -113,6 +120,7 @@ pub async fn program_chart(
 
 async fn signature_answer(
     state: &AppState,
+    who: &dspy_storage_core::access::Principal,
     sig: &str,
     uri: &Uri,
 ) -> ApiResult<(Signature, TrendAnswer)> {
@@ -120,7 +128,7 @@ async fn signature_answer(
     let signature = signature(sig)?;
     let t = state
         .storage
-        .signature_trends(&params.project()?, &signature, days(&params)?)
+        .signature_trends(who, &params.project()?, &signature, days(&params)?)
         .await?;
     Ok((signature, t))
 }
@@ -128,20 +136,22 @@ async fn signature_answer(
 /// `GET /signatures/{signature}/trends?days=N&project=`
 pub async fn signature_trends(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let (signature, t) = signature_answer(&state, &sig, &uri).await?;
+    let (signature, t) = signature_answer(&state, &who, &sig, &uri).await?;
     Ok(Json(json!({"signature": signature, "window": t.window, "records": t.trends.records, "programs": t.programs, "metrics": t.trends.metrics, "daily": t.trends.daily})).into_response())
 }
 
 /// `GET /signatures/{signature}/trends.svg?days=N&project=`
 pub async fn signature_chart(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let (signature, t) = signature_answer(&state, &sig, &uri).await?;
+    let (signature, t) = signature_answer(&state, &who, &sig, &uri).await?;
     let title = format!(
         "{signature} — all versions ({} program(s))",
         t.programs.len()
@@ -152,31 +162,31 @@ pub async fn signature_chart(
 /// `POST /optimization-runs`
 pub async fn create_run(
     State(state): State<AppState>,
+    Caller(who): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let new: NewRun = json_body(&headers, body, state.max_body_bytes).await?;
     let run = OptimizationRun::from_request(new, chrono::Utc::now())?;
-    let run = state.storage.create_run(run).await?;
+    let run = state.storage.create_run(&who, run).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": run.id, "run": run}))).into_response())
 }
 
 /// `GET /optimization-runs/{id}`
 pub async fn get_run(
     State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = state.storage.get_run(&id).await?;
-    // Another project's run looks like a missing one.
-    if principal.is_some_and(|p| !p.may_see(run.project.as_str())) {
-        return Err(dspy_storage_core::Error::NotFound(format!("no optimization run {id}")).into());
-    }
-    Ok(Json(run).into_response())
+    Ok(Json(state.storage.get_run(&who, &id).await?).into_response())
 }
 
 /// `GET /optimization-runs?signature=&method=&project=&limit=&cursor=`
-pub async fn list_runs(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let filter = RunFilter {
         project: Some(params.project()?),
@@ -185,15 +195,11 @@ pub async fn list_runs(State(state): State<AppState>, uri: Uri) -> ApiResult<Res
         limit: params.usize("limit")?,
         cursor: params.get("cursor").map(str::to_owned),
     };
-    let listing = state.storage.list_runs(filter).await?;
+    let listing = state.storage.list_runs(&who, filter).await?;
     Ok(Json(json!({"runs": listing.items, "next_cursor": listing.next_cursor})).into_response())
 }
 
 /// `GET /report`
-pub async fn report(
-    State(state): State<AppState>,
-    principal: Option<Extension<Principal>>,
-) -> ApiResult<Response> {
-    let projects = principal.as_ref().and_then(|p| p.project_filter());
-    Ok(Json(state.storage.report_for(projects).await?).into_response())
+pub async fn report(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Response> {
+    Ok(Json(state.storage.report(&who).await?).into_response())
 }

@@ -10,20 +10,26 @@ use dspy_storage_core::registry::MetadataPatch;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use dspy_storage_core::access::Principal;
 use dspy_storage_core::service::LoadedProgram;
 
 use super::programs::{exact_bytes, loaded, program_id, ProgramView};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
 use crate::AppState;
 
 /// `GET /signatures?project=&limit=&cursor=`
-pub async fn list_signatures(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
+pub async fn list_signatures(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::from_uri(&uri)?;
     let project = params.project()?;
     let listing = state
         .storage
-        .list_signatures(&project, params.usize("limit")?, params.get("cursor"))
+        .list_signatures(&who, &project, params.usize("limit")?, params.get("cursor"))
         .await?;
     Ok(Json(json!({
         "project": project,
@@ -53,6 +59,7 @@ fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<S
 /// `PUT /signatures/{signature}/aliases/{alias}` body `{"version", "expected_version"?}`
 pub async fn put_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -70,7 +77,7 @@ pub async fn put_alias(
         .map_err(|e| ApiError::from(e).field("expected_version"))?;
     let target = state
         .storage
-        .put_alias(&project, &signature, &alias, &version, expected)
+        .put_alias(&who, &project, &signature, &alias, &version, expected)
         .await?;
     Ok(Json(json!({
         "signature": signature,
@@ -83,33 +90,41 @@ pub async fn put_alias(
     .into_response())
 }
 
-async fn by_alias(state: &AppState, sig: &str, name: &str, uri: &Uri) -> ApiResult<LoadedProgram> {
+async fn by_alias(
+    state: &AppState,
+    who: &Principal,
+    sig: &str,
+    name: &str,
+    uri: &Uri,
+) -> ApiResult<LoadedProgram> {
     let params = Params::from_uri(uri)?;
     let (signature, alias, project) = (signature(sig)?, alias(name)?, params.project()?);
     Ok(state
         .storage
-        .get_alias(&project, &signature, &alias)
+        .get_alias(who, &project, &signature, &alias)
         .await?)
 }
 
 /// `GET /signatures/{signature}/aliases/{alias}` → the program, as `GET /programs/{id}`
 pub async fn get_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<Response> {
-    Ok(loaded(&by_alias(&state, &sig, &name, &uri).await?))
+    Ok(loaded(&by_alias(&state, &who, &sig, &name, &uri).await?))
 }
 
 /// `GET /signatures/{signature}/aliases/{alias}/program` → exactly the stored bytes
 pub async fn get_alias_bytes(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     Ok(exact_bytes(
-        &by_alias(&state, &sig, &name, &uri).await?,
+        &by_alias(&state, &who, &sig, &name, &uri).await?,
         &headers,
     ))
 }
@@ -117,6 +132,7 @@ pub async fn get_alias_bytes(
 /// `DELETE /signatures/{signature}/aliases/{alias}` → 204
 pub async fn delete_alias(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
     uri: Uri,
 ) -> ApiResult<StatusCode> {
@@ -124,7 +140,7 @@ pub async fn delete_alias(
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
     state
         .storage
-        .delete_alias(&project, &signature, &alias)
+        .delete_alias(&who, &project, &signature, &alias)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -138,6 +154,7 @@ struct RollbackBody {
 /// `POST /signatures/{signature}/rollback` body `{"to_version"}` → 201
 pub async fn rollback(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(sig): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -148,26 +165,31 @@ pub async fn rollback(
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     let body: RollbackBody = parse_json(&bytes)?;
     let to = Version::parse(&body.to_version).map_err(|e| ApiError::from(e).field("to_version"))?;
-    let stored = state.storage.rollback(&project, &signature, &to).await?;
+    let stored = state
+        .storage
+        .rollback(&who, &project, &signature, &to)
+        .await?;
     Ok((StatusCode::CREATED, Json(stored)).into_response())
 }
 
 /// `DELETE /programs/{id}?force=true` → 204
 pub async fn delete_program(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult<StatusCode> {
     let params = Params::from_uri(&uri)?;
     let force = params.bool("force")?;
     let id = program_id(&id)?;
-    state.storage.delete_program(&id, force).await?;
+    state.storage.delete_program(&who, &id, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PATCH /programs/{id}/metadata` → the new metadata view
 pub async fn patch_metadata(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -180,6 +202,6 @@ pub async fn patch_metadata(
     }
     let patch: MetadataPatch = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("invalid metadata patch: {e}")))?;
-    let record = state.storage.update_metadata(&id, patch).await?;
+    let record = state.storage.update_metadata(&who, &id, patch).await?;
     Ok(Json(ProgramView::new(&record, None)).into_response())
 }
