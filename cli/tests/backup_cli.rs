@@ -105,11 +105,7 @@ fn backup_export_and_import_through_the_cli() {
     assert!(!out.status.success());
 
     // Laptop → AWS → laptop.
-    let aws = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
-    if !aws {
-        eprintln!("skipping the AWS leg: no AWS endpoint configured");
+    if !dspy_storage_core::open::aws_test_enabled("the AWS leg of export/import") {
         return;
     }
     let name = format!(

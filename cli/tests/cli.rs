@@ -437,12 +437,6 @@ async fn flags_are_read_from_the_environment() {
     );
 }
 
-fn aws_configured() -> bool {
-    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -453,13 +447,7 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::test]
 async fn serve_on_the_aws_backend() {
-    if !aws_configured() {
-        if std::env::var("DSPY_STORAGE_REQUIRE_AWS").is_ok_and(|v| v == "1") {
-            panic!("DSPY_STORAGE_REQUIRE_AWS=1 but no AWS endpoint is configured");
-        }
-        eprintln!(
-            "skipping the AWS backend: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB/_S3)"
-        );
+    if !dspy_storage_core::open::aws_test_enabled("serve --backend aws") {
         return;
     }
     let table = unique("dspy-cli");

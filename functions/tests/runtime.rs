@@ -3,7 +3,7 @@
 //! Lambda Runtime API (below), which hands it real event JSON through
 //! `GET /2018-06-01/runtime/invocation/next` and collects what it posts to
 //! `/runtime/invocation/{id}/response`. This exercises the whole `main`: tracing, the storage built
-//! from the environment once, and the runtime loop — against the local AWS (DynamoDB Local + moto).
+//! from the environment once, and the runtime loop — against the local AWS (LocalStack).
 //!
 //! Also printed: each function's cold start, from process spawn to its first `next` request (the
 //! moment it is ready to take an event).
@@ -302,16 +302,7 @@ fn http_answer(name: &str, outcome: Outcome) -> (u16, Value) {
 }
 
 fn aws_configured() -> bool {
-    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.is_empty());
-    if set("AWS_ENDPOINT_URL") || set("AWS_ENDPOINT_URL_DYNAMODB") {
-        return true;
-    }
-    assert!(
-        !std::env::var("DSPY_STORAGE_REQUIRE_AWS").is_ok_and(|v| v == "1"),
-        "DSPY_STORAGE_REQUIRE_AWS=1 but no AWS endpoint is configured"
-    );
-    eprintln!("skipped: no AWS endpoint configured");
-    false
+    dspy_storage_core::open::aws_test_enabled("the Lambda runtime on AWS")
 }
 
 async fn fresh_location() -> AwsLocation {

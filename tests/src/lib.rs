@@ -2,8 +2,8 @@
 //! data dir for the embedded one; a uniquely named table and bucket for the AWS one), the HTTP
 //! app over it, and a small client that calls the router in-process.
 //!
-//! AWS tests need a LocalStack-compatible endpoint (`AWS_ENDPOINT_URL`, or the per-service
-//! `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_S3`). Without one they are skipped with a
+//! AWS tests need a LocalStack endpoint in `AWS_ENDPOINT_URL` (`scripts/local-aws.sh` starts
+//! one). Without it they are skipped with a
 //! message — unless `DSPY_STORAGE_REQUIRE_AWS=1` (set by `scripts/test.sh`), where that is a failure.
 
 pub mod faults;
@@ -108,15 +108,10 @@ pub struct Snapshot {
     pub blobs: Vec<(String, Option<bytes::Bytes>)>,
 }
 
-/// Whether a LocalStack-compatible endpoint is configured.
+/// Whether the AWS backend is tested here: `AWS_ENDPOINT_URL` names a LocalStack (the one gate,
+/// [`dspy_storage_core::open::aws_test_enabled`]; a failure when `DSPY_STORAGE_REQUIRE_AWS=1`).
 pub fn aws_configured() -> bool {
-    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
-}
-
-fn aws_required() -> bool {
-    std::env::var("DSPY_STORAGE_REQUIRE_AWS").is_ok_and(|v| v == "1")
+    open::aws_test_enabled("the AWS backend")
 }
 
 /// A unique lowercase name usable as a DynamoDB table and an S3 bucket.
@@ -143,12 +138,6 @@ pub async fn embedded() -> TestStore {
 /// A fresh AWS store (new table and bucket), or `None` when no endpoint is configured.
 pub async fn aws_with(config: StorageConfig) -> Option<TestStore> {
     if !aws_configured() {
-        if aws_required() {
-            panic!("DSPY_STORAGE_REQUIRE_AWS=1 but no AWS endpoint is configured");
-        }
-        eprintln!(
-            "skipping the AWS backend: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB/_S3)"
-        );
         return None;
     }
     let location = AwsLocation {

@@ -214,7 +214,7 @@ async fn the_local_secret_rotates_without_breaking_cursors() {
         .expect(k, "the previous secret after the second rotation", 200);
 }
 
-/// Lambda: the secret is a Secrets Manager secret (moto or LocalStack here), read once per cold
+/// Lambda: the secret is a Secrets Manager secret (LocalStack's here), read once per cold
 /// start; after a rotation (`PutSecretValue` moves AWSCURRENT to AWSPREVIOUS) a function that
 /// starts again still opens cursors signed with the previous value.
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Client-side encryption, through the HTTP API on both backends: static local keys with
 //! rotation (a key file: the first key seals, the others still open), and envelope encryption
-//! with KMS data keys (moto's KMS; skipped without an AWS endpoint). Old blobs stay readable
+//! with KMS data keys (LocalStack's KMS; skipped without AWS_ENDPOINT_URL). Old blobs stay readable
 //! after a rotation; a wrong or missing key is `422 integrity_error`, never garbage.
 
 use dspy_storage_core::access::OPERATOR;
@@ -180,7 +180,6 @@ async fn kms_key(description: &str) -> String {
 #[tokio::test]
 async fn kms_envelope_encryption_survives_new_processes_and_key_rotation() {
     if !aws_configured() {
-        eprintln!("no AWS endpoint: the KMS test is skipped");
         return;
     }
     for store in backends().await {

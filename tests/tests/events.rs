@@ -1,5 +1,5 @@
 //! Change events through the HTTP API: the embedded store publishes to a JSON Lines file, the AWS
-//! store to an EventBridge custom bus (moto's EventBridge here; a rule forwards the bus's events to
+//! store to an EventBridge custom bus (LocalStack's EventBridge here; a rule forwards the bus's events to
 //! an SQS queue, which the test reads). Same sequence of operations, same events, on both.
 
 use dspy_storage_core::access::OPERATOR;
@@ -70,14 +70,15 @@ impl Sink {
     }
 }
 
-/// A custom bus whose events a rule forwards to a fresh queue (the default bus is avoided: moto
-/// fails `PutEvents` on it once any schedule rule exists).
+/// A custom bus whose events a rule forwards to a fresh queue. A bus of its own, as the SAM stack
+/// creates one: the default bus is shared by every test (and some emulators fail `PutEvents` on it
+/// once a schedule rule exists).
 async fn bus_with_queue() -> (String, aws_sdk_sqs::Client, String) {
     let sdk = load_sdk_config().await;
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bus = unique_name("dspy-bus");
-    // Rule names unique too: moto keys rules by name across buses.
+    // Rule names unique too: tests run in parallel on one account.
     let rule = unique_name("all-dspy-storage");
     events
         .create_event_bus()

@@ -421,7 +421,7 @@ async fn bad_cleanup_requests_are_400_and_change_nothing() {
 }
 
 /// A blob store over a backend's that (a) holds restores open until released, as S3 does for
-/// hours (moto and the embedded store restore at once), and (b) reports listed blobs two hours
+/// hours (LocalStack and the embedded store restore at once), and (b) reports listed blobs two hours
 /// older than they are, so that fresh orphans are old enough to collect.
 struct SlowArchive {
     inner: Arc<dyn BlobStore>,

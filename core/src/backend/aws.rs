@@ -39,7 +39,7 @@ pub async fn load_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// True when a custom endpoint is configured for S3 (an emulator such as LocalStack or moto).
+/// True when a custom endpoint is configured for S3 (an emulator such as LocalStack).
 fn s3_endpoint_configured(sdk: &aws_config::SdkConfig) -> bool {
     let env_set = |name: &str| {
         std::env::var(name)
