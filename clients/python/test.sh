@@ -5,8 +5,8 @@
 # with the real dspy (pinned) and pytest, installs the client into it from this checkout (as a
 # user would: pip install ./clients/python[aws]), builds the workspace's dspy-storage binary
 # (or takes $DSPY_STORAGE_BIN) and runs pytest. The tests start real `dspy-storage serve`
-# processes on free ports: embedded, and `--backend aws --create` when AWS_ENDPOINT_URL (or
-# AWS_ENDPOINT_URL_DYNAMODB) is set — required with DSPY_STORAGE_REQUIRE_AWS=1.
+# processes on free ports: embedded, and `--backend aws --create` when AWS_ENDPOINT_URL (a
+# LocalStack) is set — required with DSPY_STORAGE_REQUIRE_AWS=1.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -15,6 +15,12 @@ CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
 VENV="$CACHE/python-client-venv"
 DSPY_VERSION=3.4.1
 
+# The venv is shared by every checkout on the machine, and the client is (re)installed into it from
+# this one: one run at a time holds it, from the install to the end of pytest (fd 9 stays open
+# through the exec below).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.python-client.lock"
+flock -w 3600 9
 if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import dspy, pytest, botocore" 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip

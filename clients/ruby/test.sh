@@ -6,7 +6,7 @@
 # dspy-storage binary (unless DSPY_STORAGE_BIN names one), and runs the minitest suite of
 # clients/ruby/test once per backend: each run starts real `dspy-storage serve` processes on free
 # ports — embedded (a temporary data directory), and `--backend aws --create` (a unique table and
-# bucket, removed afterwards) against the local AWS of the environment (AWS_ENDPOINT_URL*; when
+# bucket, removed afterwards) against the local AWS of the environment (AWS_ENDPOINT_URL, a LocalStack; when
 # none is set, scripts/local-aws.sh starts one for the run and stops it after).
 #
 #   DSPY_STORAGE_RUBY_BACKENDS   backends to run (default: "embedded aws")
@@ -30,8 +30,10 @@ ensure_ruby() {
     command -v ruby >/dev/null 2>&1 && ruby -e 'require "active_support"' 2>/dev/null || need+=(ruby-activesupport)
     if ((${#need[@]})); then
         log "installing Debian packages: ${need[*]}"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" ||
-            { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; }
+        # Another run may hold dpkg's lock (two test runs at once): wait for it.
+        local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q)
+        as_root "${apt[@]}" install "${need[@]}" ||
+            { as_root "${apt[@]}" update && as_root "${apt[@]}" install "${need[@]}"; }
     fi
     ruby --version
     ruby -e 'require "minitest"; require "aws-sigv4"; require "active_support"
@@ -52,7 +54,7 @@ ensure_binary() {
 STARTED_AWS=0
 ensure_aws() {
     [[ " $BACKENDS " == *" aws "* ]] || return 0
-    if [[ -z "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_DYNAMODB:-}" ]]; then
+    if [[ -z "${AWS_ENDPOINT_URL:-}" ]]; then
         log "no AWS_ENDPOINT_URL: starting the local AWS (scripts/local-aws.sh)"
         bash "$REPO_ROOT/scripts/local-aws.sh" start >/dev/null
         STARTED_AWS=1

@@ -2,7 +2,7 @@
 and (when an AWS endpoint is configured) on ``--backend aws --create``.
 
 * ``DSPY_STORAGE_BIN``: the binary (default ``<repo>/target/debug/dspy-storage``).
-* ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_DYNAMODB``): the local AWS; without it the AWS
+* ``AWS_ENDPOINT_URL``: the local AWS (LocalStack); without it the AWS
   backend is skipped, unless ``DSPY_STORAGE_REQUIRE_AWS=1``, where that is a failure.
 """
 
@@ -33,7 +33,16 @@ def binary() -> Path:
 
 
 def aws_configured() -> bool:
-    return any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"))
+    return bool(os.environ.get("AWS_ENDPOINT_URL", "").strip())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Each AWS-backend test that ran and passed adds a line to ``DSPY_STORAGE_AWS_TEST_LOG``
+    (when set), so the test command can say how many AWS tests ran."""
+    path = os.environ.get("DSPY_STORAGE_AWS_TEST_LOG")
+    if path and report.when == "call" and report.passed and "[aws" in report.nodeid:
+        with open(path, "a") as f:
+            f.write(f"python-client\t{report.nodeid}\taws\n")
 
 
 def free_port() -> int:

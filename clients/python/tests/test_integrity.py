@@ -50,7 +50,7 @@ def _corrupt_blob(server, program_id: str, record: dict) -> None:
 
     s3 = botocore.session.get_session().create_client(
         "s3",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ["AWS_ENDPOINT_URL"],
+        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
         region_name=os.environ.get("AWS_REGION", "us-east-1"),
     )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=server.name).get("Contents", [])

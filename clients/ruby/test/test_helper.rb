@@ -13,6 +13,19 @@ require_relative "support/server"
 FIXTURE = File.join(TestServer::REPO, "tests", "fixtures", "dspyrb_chain_of_thought_miprov2.json")
 DAY = 86_400
 
+# Each test that ran and passed on the aws backend adds a line to DSPY_STORAGE_AWS_TEST_LOG (when
+# set), so the test command can say how many AWS tests ran.
+module RecordAwsTests
+  def after_teardown
+    super
+    path = ENV["DSPY_STORAGE_AWS_TEST_LOG"]
+    return unless path && ENV["DSPY_STORAGE_TEST_BACKEND"] == "aws" && passed? && !skipped?
+
+    File.open(path, "a") { |f| f.write("ruby-client\t#{self.class}##{name}\taws\n") }
+  end
+end
+Minitest::Test.prepend(RecordAwsTests)
+
 # --- stand-ins for DSPy.rb (no LLM is ever called) ---------------------------------------------
 
 # The documentation's signature (a DSPy::Signature subclass in DSPy.rb).

@@ -10,7 +10,7 @@ require_relative "aws"
 
 # A real `dspy-storage serve` for the tests: the workspace's binary ($DSPY_STORAGE_BIN, else
 # target/debug/dspy-storage), on a free port, on the backend of $DSPY_STORAGE_TEST_BACKEND
-# (`embedded`, or `aws` against the local AWS of AWS_ENDPOINT_URL*). Raw HTTP helpers read the
+# (`embedded`, or `aws` against the local AWS of AWS_ENDPOINT_URL). Raw HTTP helpers read the
 # server's own answers, independently of the client, to check the client against them.
 class TestServer
   REPO = File.expand_path("../../../..", __dir__)
@@ -60,7 +60,7 @@ class TestServer
 
   def backend_args
     if @backend == "aws"
-      raise "the aws backend needs AWS_ENDPOINT_URL (source the local AWS env)" unless ENV["AWS_ENDPOINT_URL"] || ENV["AWS_ENDPOINT_URL_DYNAMODB"]
+      raise "the aws backend needs AWS_ENDPOINT_URL (source the local AWS env)" unless ENV["AWS_ENDPOINT_URL"]
 
       ["--backend", "aws", "--table", @table, "--bucket", @bucket, "--create"]
     else
