@@ -15,19 +15,22 @@ CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
 VENV="$CACHE/lambda-venv"
 FUNCTIONS=(store load query trend cleanup backup)
 
+# Installs into the shared cache (and rustup's) are serialised: two test runs at once on one machine.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.install.lock"
+flock -w 1800 9
 if [[ ! -x "$VENV/bin/cargo-lambda" ]]; then
     echo "== installing cargo-lambda (and ziglang) into $VENV"
-    mkdir -p "$CACHE"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check cargo-lambda
 fi
-export PATH="$VENV/bin:$PATH"
-echo "== $(cargo-lambda lambda --version 2>/dev/null || cargo lambda --version)"
-
 if command -v rustup >/dev/null 2>&1; then
     rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
         rustup target add aarch64-unknown-linux-gnu
 fi
+exec 9>&-
+export PATH="$VENV/bin:$PATH"
+echo "== $(cargo-lambda lambda --version 2>/dev/null || cargo lambda --version)"
 
 bins=()
 for f in "${FUNCTIONS[@]}"; do bins+=(--bin "$f"); done
@@ -39,7 +42,7 @@ python3 - "${FUNCTIONS[@]}" <<'PY'
 import os, struct, sys
 print("\n| function | arm64 bootstrap (bytes) | MiB |\n|---|---:|---:|")
 for f in sys.argv[1:]:
-    path = f"target/lambda/{f}/bootstrap"
+    path = os.path.join(os.environ.get("CARGO_TARGET_DIR") or "target", "lambda", f, "bootstrap")
     with open(path, "rb") as fh:
         head = fh.read(20)
     machine = struct.unpack_from("<H", head, 18)[0]

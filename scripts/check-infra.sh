@@ -4,7 +4,7 @@
 #
 #   bash scripts/check-infra.sh
 #
-# The SAM CLI and cfn-lint live in their own venv (installing the SAM CLI next to moto downgrades
+# The SAM CLI and cfn-lint live in their own venv (installing the SAM CLI next to other AWS tools downgrades
 # boto3): ${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}/sam-venv, created on first use. No AWS
 # account or credentials are needed (region us-east-1, telemetry off). Exits non-zero on any error.
 set -euo pipefail
@@ -15,12 +15,16 @@ TEMPLATES=(infra/template.yaml infra/template-jwt.yaml)
 CACHE="${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}"
 VENV="$CACHE/sam-venv"
 
+# Installs into the shared cache are serialised (two test runs at once on one machine).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.install.lock"
+flock -w 1800 9
 if [[ ! -x "$VENV/bin/sam" || ! -x "$VENV/bin/cfn-lint" ]]; then
     echo "== installing aws-sam-cli and cfn-lint into $VENV"
-    mkdir -p "$CACHE"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check aws-sam-cli cfn-lint
 fi
+exec 9>&-
 echo "== $("$VENV/bin/sam" --version), cfn-lint $("$VENV/bin/cfn-lint" --version | awk '{print $NF}')"
 
 export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 SAM_CLI_TELEMETRY=0
