@@ -44,7 +44,7 @@ struct Args {
     /// Never run MLflow.
     #[arg(long)]
     no_mlflow: bool,
-    /// MLflow artifact store: file, or s3 (moto on 127.0.0.1:5566, which must be free).
+    /// MLflow artifact store: file, or s3 (LocalStack's S3 at AWS_ENDPOINT_URL, which must be set).
     #[arg(long, default_value = "file")]
     mlflow_artifacts: String,
     /// Backends: embedded, aws (aws needs a local AWS endpoint; skipped without one).

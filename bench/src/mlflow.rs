@@ -1,5 +1,5 @@
 //! MLflow side by side: runs `bench/mlflow/bench_mlflow.py` (MLflow Model Registry + tracking on
-//! SQLite, local-file or S3-on-moto artifacts) on this machine in the same run, from its own venv
+//! SQLite, local-file or S3 artifacts on LocalStack) on this machine in the same run, from its own venv
 //! under `${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}/mlflow-venv`, and reads its JSON.
 
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub fn installed() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-/// Creates the venv and installs MLflow (+ moto and boto3 for the S3 mode) from PyPI.
+/// Creates the venv and installs MLflow (+ boto3 for the S3 mode) from PyPI.
 pub fn install() -> BenchResult<()> {
     let venv = venv();
     eprintln!("installing MLflow into {} (once; large)", venv.display());
@@ -53,7 +53,6 @@ pub fn install() -> BenchResult<()> {
                 "--quiet",
                 "--disable-pip-version-check",
                 "mlflow",
-                "moto[server]",
                 "boto3",
             ])
             .status()?
@@ -75,7 +74,7 @@ pub struct MlflowPlan {
     pub metric_repeats: usize,
     /// Starts of `python -c 'import mlflow'` timed.
     pub cold_repeats: usize,
-    /// `file` or `s3` (S3 needs a moto_server on 127.0.0.1:5566, started here if the port is free).
+    /// `file` or `s3` (S3 on the LocalStack of `AWS_ENDPOINT_URL`, which must be set).
     pub artifacts: String,
 }
 
@@ -121,28 +120,13 @@ impl MlflowResults {
     }
 }
 
-fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
 /// Runs the MLflow benchmark; the script's progress goes to stderr.
 pub fn run(plan: &MlflowPlan) -> BenchResult<MlflowResults> {
     let work = tempfile::Builder::new().prefix("mlflow-bench-").tempdir()?;
     let out = work.path().join("results.json");
     let script = workspace_root().join("bench/mlflow/bench_mlflow.py");
-    let mut moto = None;
-    if plan.artifacts == "s3" {
-        if !port_free(5566) {
-            return Err("port 5566 is taken: run the MLflow S3 mode elsewhere or use --mlflow-artifacts file".into());
-        }
-        moto = Some(
-            Command::new(venv().join("bin/moto_server"))
-                .args(["-H", "127.0.0.1", "-p", "5566"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        std::thread::sleep(std::time::Duration::from_secs(3));
+    if plan.artifacts == "s3" && !crate::env::aws_configured() {
+        return Err("--mlflow-artifacts s3 needs AWS_ENDPOINT_URL (a LocalStack: bash scripts/local-aws.sh start && eval \"$(bash scripts/local-aws.sh env)\")".into());
     }
     let started = std::time::Instant::now();
     let status = Command::new(python())
@@ -162,10 +146,6 @@ pub fn run(plan: &MlflowPlan) -> BenchResult<MlflowResults> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .status();
-    if let Some(mut m) = moto {
-        let _ = m.kill();
-        let _ = m.wait();
-    }
     if !status?.success() {
         return Err("bench_mlflow.py failed".into());
     }
