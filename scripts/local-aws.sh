@@ -248,9 +248,11 @@ cmd_start() {
     printf '%s\n' "$!" >"$STATE_DIR/localstack.pid"
     printf '%s\n' "$port" >"$STATE_DIR/localstack.port"
 
-    local h
+    local h pid
+    pid="$(cat "$STATE_DIR/localstack.pid")"
     while :; do
-        if ! live_pid >/dev/null; then
+        # Alive is enough here: until the subshell has exec'd, its command line is still bash's.
+        if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 30 "$STATE_DIR/localstack.log" >&2 || true
             die "LocalStack exited during startup"
         fi
