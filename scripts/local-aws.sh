@@ -9,7 +9,8 @@
 #   scripts/local-aws.sh status    say what runs (exit 1 when nothing does)
 #   scripts/local-aws.sh env       print the export lines for the AWS SDK (AWS_ENDPOINT_URL only):
 #                                    eval "$(bash scripts/local-aws.sh env)"
-#   scripts/local-aws.sh version   print the running LocalStack's version
+#   scripts/local-aws.sh version [URL]  print the version and running services of this state dir's
+#                                  LocalStack, or of the one at URL
 #   scripts/local-aws.sh install   only install into the cache
 #
 # Settings (environment):
@@ -268,7 +269,7 @@ cmd_start() {
     done
     START_OK=1
     trap - EXIT INT TERM
-    log "LocalStack $(cmd_version) ready in $((SECONDS - t0)) s on port $port (pid $(cat "$STATE_DIR/localstack.pid")): $SERVICES running"
+    log "LocalStack ready in $((SECONDS - t0)) s on port $port (pid $(cat "$STATE_DIR/localstack.pid")): $(cmd_version)"
 }
 
 cmd_status() {
@@ -281,10 +282,17 @@ cmd_status() {
     fi
 }
 
-cmd_version() {
-    local port
-    port="$(recorded_port)" || die "no LocalStack runs from $STATE_DIR"
-    health "$port" | python3 -c 'import json, sys; print(json.load(sys.stdin).get("version", "?"))'
+cmd_version() { # [endpoint URL]: the version a LocalStack reports (default: this state dir's)
+    local url=${1:-}
+    if [[ -z "$url" ]]; then
+        url="http://127.0.0.1:$(recorded_port)" || die "no LocalStack runs from $STATE_DIR"
+    fi
+    local h
+    h="$(curl -sf -m 5 "${url%/}/_localstack/health")" || die "no LocalStack answers at $url"
+    python3 -c '
+import json, sys
+h = json.load(sys.stdin)
+print(h.get("version", "?"), "| running:", ",".join(sorted(k for k, v in h.get("services", {}).items() if v == "running")))' <<<"$h"
 }
 
 cmd_env() {
@@ -297,7 +305,7 @@ cmd_env() {
 }
 
 usage() {
-    sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -310,7 +318,7 @@ case "${1:-}" in
         ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    version) cmd_version ;;
+    version) cmd_version "${2:-}" ;;
     install) need flock "flock (util-linux) serialises installs" && with_install_lock install_localstack ;;
     *) usage ;;
 esac

@@ -122,7 +122,7 @@ env | grep -E '^(AWS_ENDPOINT_URL|AWS_REGION|DSPY_STORAGE_REQUIRE_AWS)' | sort
 printf 'AWS_ENDPOINT_URL_* variables set: %d (every service through AWS_ENDPOINT_URL)\n' \
     "$(compgen -e | grep -c '^AWS_ENDPOINT_URL_' || true)"
 printf 'LocalStack at %s: %s\n' "$AWS_ENDPOINT_URL" \
-    "$(curl -sf -m 5 "$AWS_ENDPOINT_URL/_localstack/health" | python3 -c 'import json, sys; h = json.load(sys.stdin); print("LocalStack", h.get("version"), "| running:", ",".join(sorted(k for k, v in h.get("services", {}).items() if v == "running")))' 2>/dev/null || echo "no /_localstack/health answer (not a LocalStack?)")"
+    "$("${LOCAL_AWS[@]}" version "$AWS_ENDPOINT_URL" 2>/dev/null || echo "no /_localstack/health answer (not a LocalStack?)")"
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings

@@ -110,9 +110,7 @@ pub fn uncached() -> StorageConfig {
 
 /// Whether a local AWS endpoint is configured (`eval "$(bash scripts/local-aws.sh env)"`).
 pub fn aws_configured() -> bool {
-    ["AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+    std::env::var("AWS_ENDPOINT_URL").is_ok_and(|s| !s.trim().is_empty())
 }
 
 pub fn unique_name(prefix: &str) -> String {

@@ -105,7 +105,7 @@ fn backup_export_and_import_through_the_cli() {
     assert!(!out.status.success());
 
     // Laptop → AWS → laptop.
-    if !dspy_storage_core::open::aws_test_enabled("the AWS leg of export/import") {
+    if !dspy_storage_core::testing::aws_test_enabled("the AWS leg of export/import") {
         return;
     }
     let name = format!(

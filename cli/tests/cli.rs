@@ -447,7 +447,7 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::test]
 async fn serve_on_the_aws_backend() {
-    if !dspy_storage_core::open::aws_test_enabled("serve --backend aws") {
+    if !dspy_storage_core::testing::aws_test_enabled("serve --backend aws") {
         return;
     }
     let table = unique("dspy-cli");

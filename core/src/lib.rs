@@ -30,6 +30,8 @@ pub mod rollup;
 pub mod runs;
 pub mod service;
 pub mod service_dspy;
+#[doc(hidden)]
+pub mod testing;
 pub mod trend;
 
 pub use error::{Error, Result};

@@ -302,7 +302,7 @@ fn http_answer(name: &str, outcome: Outcome) -> (u16, Value) {
 }
 
 fn aws_configured() -> bool {
-    dspy_storage_core::open::aws_test_enabled("the Lambda runtime on AWS")
+    dspy_storage_core::testing::aws_test_enabled("the Lambda runtime on AWS")
 }
 
 async fn fresh_location() -> AwsLocation {

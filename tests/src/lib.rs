@@ -109,9 +109,9 @@ pub struct Snapshot {
 }
 
 /// Whether the AWS backend is tested here: `AWS_ENDPOINT_URL` names a LocalStack (the one gate,
-/// [`dspy_storage_core::open::aws_test_enabled`]; a failure when `DSPY_STORAGE_REQUIRE_AWS=1`).
+/// [`dspy_storage_core::testing::aws_test_enabled`]; a failure when `DSPY_STORAGE_REQUIRE_AWS=1`).
 pub fn aws_configured() -> bool {
-    open::aws_test_enabled("the AWS backend")
+    dspy_storage_core::testing::aws_test_enabled("the AWS backend")
 }
 
 /// A unique lowercase name usable as a DynamoDB table and an S3 bucket.

@@ -19,8 +19,7 @@ module AwsTestApi
                            session_token: ENV["AWS_SESSION_TOKEN"])
   end
 
-  def endpoint(service)
-    _ = service # one endpoint (LocalStack) serves every service
+  def endpoint(_service) # one endpoint (LocalStack) serves every service
     (ENV["AWS_ENDPOINT_URL"] || raise("no AWS_ENDPOINT_URL in the environment")).sub(%r{/+\z}, "")
   end
 

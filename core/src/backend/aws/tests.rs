@@ -21,7 +21,7 @@ struct Env {
 }
 
 fn enabled() -> bool {
-    crate::open::aws_test_enabled("the S3 + DynamoDB backend")
+    crate::testing::aws_test_enabled("the S3 + DynamoDB backend")
 }
 
 /// Runs `body` with a fresh table and bucket, then deletes both, then re-raises a panic.
