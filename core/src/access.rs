@@ -1,7 +1,7 @@
 //! Who is asking, as the core sees it: a [`Principal`] — an id for logs and cursors (never a
 //! secret), the projects it may see ([`Scope`]) and its [`Role`].
 //!
-//! Every operation of [`crate::service::Storage`] that reaches a project takes the principal and
+//! Every operation of [`crate::storage::Storage`] that reaches a project takes the principal and
 //! decides there, where the project is read, whether the caller may see it: a program or a
 //! signature in a project outside the scope is answered exactly like a missing one
 //! ([`crate::Error::NotFound`], with the same message); whole-store operations (cleanup, backups)
@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::domain::{ProgramId, Project};
 use crate::error::{Error, Result};
-use crate::record::ProgramRecord;
+use crate::model::record::ProgramRecord;
 
 /// What a caller may do. Ordered: each role can do everything the previous one can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::codec::{Codec, Compression, Keyring};
+use crate::blob::codec::{Codec, Compression, Keyring};
 use crate::error::{Error, Result};
 
 /// Default largest program body accepted: 5 MiB.

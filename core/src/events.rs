@@ -152,30 +152,21 @@ impl EventPublisher for JsonLinesPublisher {
     }
 }
 
-/// How many times a transient publish failure is retried.
-const PUBLISH_ATTEMPTS: u32 = 3;
-
-/// Publishes through `publisher` (when configured), retrying transient failures, and logs what
+/// Publishes through `publisher` (when configured), retrying refusals (throttling), and logs what
 /// could not be delivered. Never fails: the change the events describe has already committed.
 pub async fn emit(publisher: Option<&Arc<dyn EventPublisher>>, events: Vec<Event>) {
     let Some(publisher) = publisher else { return };
     if events.is_empty() {
         return;
     }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match publisher.publish(&events).await {
-            Ok(()) => return,
-            Err(e) if e.is_transient() && attempt < PUBLISH_ATTEMPTS => {
-                crate::service::backoff(attempt).await;
-            }
-            Err(e) => {
-                let types: Vec<&str> = events.iter().map(|e| e.detail_type.name()).collect();
-                tracing::warn!(error = %e, events = ?types, attempts = attempt, "events not published");
-                return;
-            }
-        }
+    // A throttled publish was refused, so it is repeated (the retry policy's budget); a publisher
+    // repeats its own rejected entries (EventBridge's partial failures); any other failure may
+    // have delivered some events, and is logged, not repeated.
+    if let Err(e) =
+        crate::retry::retrying(crate::retry::refused, || publisher.publish(&events)).await
+    {
+        let types: Vec<&str> = events.iter().map(|e| e.detail_type.name()).collect();
+        tracing::warn!(error = %e, events = ?types, "events not published");
     }
 }
 

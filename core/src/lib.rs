@@ -1,37 +1,53 @@
 //! dspy-storage core: the storage engine for optimized DSPy programs.
 //!
-//! Knows nothing of HTTP or Lambda. The [`service::Storage`] type is the API the functions, the
-//! CLI and the tests use; it runs over any pair of [`backend::ItemStore`] and
-//! [`backend::BlobStore`].
+//! Knows nothing of HTTP or Lambda. The [`Storage`] service is the API the functions, the CLI
+//! and the tests use; it runs over any pair of [`backend::ItemStore`] and
+//! [`backend::BlobStore`]. Data flows one way: a caller → a [`Storage`] operation → backend
+//! primitives; every helper lives below its users (`bash scripts/check-modules.sh` checks it).
+//!
+//! Modules, lowest first:
+//! * [`error`], [`domain`] (validated newtypes), [`config`], [`access`] (principals and scopes),
+//!   [`retry`] (the one backoff/retry policy), [`paging`] (page limits and the one cursor codec);
+//! * [`model`] (keys, records, counters of the single-table design), [`blob`] (codec,
+//!   envelope encryption), [`backend`] (the two capability traits, the retry decorator, the
+//!   embedded and AWS backends, the conformance suite), [`events`], [`cache`], [`dspy`] (pure
+//!   functions over a program's JSON);
+//! * [`storage`] (store, load, list, the registry), [`tracking`] (metrics, rollups, trends,
+//!   report, optimization runs, charts), [`query`] (search), [`retention`] (policy, cleanup,
+//!   archive), [`backup`];
+//! * [`open`]: settings → a [`Storage`] on either backend.
 
 pub mod access;
 pub mod backend;
 pub mod backup;
+pub mod blob;
 pub mod cache;
-pub mod chart;
-pub mod codec;
 pub mod config;
-pub mod cursor;
 pub mod domain;
 pub mod dspy;
-pub mod envelope;
 pub mod error;
 pub mod events;
-pub mod keys;
-pub mod maintenance;
-pub mod metrics;
+pub mod model;
 pub mod open;
+pub mod paging;
 pub mod query;
-pub mod record;
-pub mod registry;
-pub mod report;
 pub mod retention;
-pub mod rollup;
-pub mod runs;
-pub mod service;
-pub mod service_dspy;
+pub mod retry;
+pub mod storage;
 #[doc(hidden)]
 pub mod testing;
-pub mod trend;
+pub mod tracking;
 
+pub use access::Principal;
 pub use error::{Error, Result};
+pub use storage::Storage;
+
+// The paths of the layout before the capability folders (kept for the crates of this workspace
+// until they move to the new ones).
+pub use blob::{codec, envelope};
+pub use model::{keys, record};
+pub use paging as cursor;
+pub use retention::cleanup as maintenance;
+pub use storage as service;
+pub use storage::{dspy as service_dspy, registry};
+pub use tracking::{chart, metrics, report, rollup, runs, trend};

@@ -7,7 +7,7 @@ use crate::backend::aws::{clients, load_sdk_config, DynamoItemStore, RequestCoun
 use crate::backend::embedded;
 use crate::config::StorageConfig;
 use crate::error::Result;
-use crate::service::Storage;
+use crate::storage::Storage;
 
 /// The embedded backend under `data_dir` (created if missing).
 pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {

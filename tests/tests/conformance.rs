@@ -23,8 +23,9 @@ use dspy_storage_core::domain::{
     NewMetadata, ProgramId, Project, Signature, Version, VersionSelector,
 };
 use dspy_storage_core::open;
+use dspy_storage_core::paging::encode_cursor;
 use dspy_storage_core::record::VersionClaim;
-use dspy_storage_core::service::{encode_cursor, Idempotency, Storage, StoreOutcome};
+use dspy_storage_core::service::{Idempotency, Storage, StoreOutcome};
 use dspy_storage_core::{keys, Error, Result};
 use dspy_storage_tests::{
     backends, backends_with, shared_program, Kind, TestStore, SHARED_PROGRAMS,

@@ -20,7 +20,7 @@ use dspy_storage_core::backend::{Index, PageKey};
 use dspy_storage_core::codec::{sha256_hex, BlobInfo, Codec, Compression};
 use dspy_storage_core::cursor::CursorKeys;
 use dspy_storage_core::domain::NewMetadata;
-use dspy_storage_core::service::{decode_cursor, encode_cursor};
+use dspy_storage_core::paging::{decode_cursor, encode_cursor};
 
 /// The secret of the cursors these targets make (one per test process).
 static KEYS: std::sync::LazyLock<CursorKeys> = std::sync::LazyLock::new(CursorKeys::ephemeral);

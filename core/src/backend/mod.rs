@@ -372,7 +372,7 @@ pub trait MultipartUpload: Send {
 /// Items per `BatchWriteItem` (DynamoDB's limit).
 pub const BATCH_CHUNK: usize = 25;
 /// Attempts for one chunk's unprocessed items (the first write included).
-pub const BATCH_ATTEMPTS: u32 = 10;
+pub const BATCH_ATTEMPTS: u32 = crate::retry::MAX_ATTEMPTS;
 
 /// Writes items in chunks of [`BATCH_CHUNK`] through [`ItemStore::batch_put_once`], retrying
 /// every unprocessed item (and transient errors) with backoff; nothing is dropped silently. What
@@ -395,7 +395,6 @@ pub async fn put_all<S: ItemStore + ?Sized>(store: &S, items: Vec<Item>) -> Resu
             attempt += 1;
             match store.batch_put_once(pending.clone()).await {
                 Ok(unprocessed) => pending = unprocessed,
-                Err(e) if e.is_transient() && attempt < BATCH_ATTEMPTS => {}
                 Err(e) => return Err(e),
             }
             if pending.is_empty() {
@@ -407,7 +406,7 @@ pub async fn put_all<S: ItemStore + ?Sized>(store: &S, items: Vec<Item>) -> Resu
                     pending.len() + rest.len()
                 )));
             }
-            crate::service::backoff(attempt).await;
+            crate::retry::backoff(attempt).await;
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{BlobStore, Item, MultipartUpload, MIN_MULTIPART_PART};
 use crate::error::{Error, Result};
-use crate::keys::EntityKind;
+use crate::model::keys::EntityKind;
 
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -297,7 +297,7 @@ pub async fn read_part(blobs: &dyn BlobStore, folder: &str, part: &PartInfo) -> 
         }
         Err(e) => return Err(e),
     };
-    if bytes.len() as u64 != part.bytes || crate::codec::sha256_hex(&bytes) != part.sha256 {
+    if bytes.len() as u64 != part.bytes || crate::blob::codec::sha256_hex(&bytes) != part.sha256 {
         return Err(Error::Integrity(format!(
             "backup part {} does not match its SHA-256 in the manifest: the backup is corrupted",
             part.key
@@ -342,7 +342,7 @@ pub fn pool_decode(bytes: &[u8], blob: &BlobRef) -> Result<Vec<u8>> {
                 blob.sha256
             ))
         })?;
-    if out.len() as u64 != blob.size || crate::codec::sha256_hex(&out) != blob.sha256 {
+    if out.len() as u64 != blob.size || crate::blob::codec::sha256_hex(&out) != blob.sha256 {
         return Err(Error::Integrity(format!(
             "backup blob {} does not match its SHA-256: the backup is corrupted",
             blob.sha256
@@ -367,7 +367,7 @@ mod tests {
     fn pool_round_trip_and_corruption() {
         let json = br#"{"a": 1}"#;
         let blob = BlobRef {
-            sha256: crate::codec::sha256_hex(json),
+            sha256: crate::blob::codec::sha256_hex(json),
             size: json.len() as u64,
         };
         let enc = pool_encode(json).unwrap();

@@ -49,9 +49,9 @@ use serde_json::json;
 
 use crate::backend::{BlobStore, Condition, Index, Item, PageKey, Query, SkRange, WriteOp};
 use crate::error::{Error, Result};
-use crate::keys::{self, EntityKind};
-use crate::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
-use crate::service::Storage;
+use crate::model::keys::{self, EntityKind};
+use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+use crate::storage::Storage;
 
 pub use format::{Counts, Manifest, PartInfo, Skipped, FORMAT_VERSION};
 pub use restore::{restore, RestoreOptions, RestoreReport};
@@ -225,7 +225,7 @@ fn uuid_of(text: &str) -> Option<u128> {
 
 async fn put_json<T: Serialize>(store: &dyn BlobStore, key: &str, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("serializable");
-    let sha = crate::codec::sha256_hex(&bytes);
+    let sha = crate::blob::codec::sha256_hex(&bytes);
     store.put(key, Bytes::from(bytes), &sha).await
 }
 
@@ -450,7 +450,7 @@ impl Lease {
                 Ok(()) | Err(Error::ConditionFailed { .. }) => return,
                 Err(e) if attempt < 5 => {
                     tracing::debug!(error = %e, attempt, what, "releasing a lease; retrying");
-                    crate::service::backoff(attempt).await
+                    crate::retry::backoff(attempt).await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, what, "could not release a lease; it expires by itself")
@@ -781,7 +781,7 @@ impl Run<'_> {
                 Err(e) => return Err(e),
             };
             let encoded = format::pool_encode(&json)?;
-            let sha = crate::codec::sha256_hex(&encoded);
+            let sha = crate::blob::codec::sha256_hex(&encoded);
             self.state.size += encoded.len() as u64;
             backup_store.put(&pool, Bytes::from(encoded), &sha).await?;
             self.state.counts.blobs_copied += 1;
@@ -828,7 +828,7 @@ impl Run<'_> {
                     continue;
                 }
                 count += 1;
-                best = crate::service::max_score(best, claim.performance);
+                best = crate::storage::max_score(best, claim.performance);
                 if latest.as_ref().is_none_or(|l| claim.version > l.version) {
                     latest = Some(claim.clone());
                 }

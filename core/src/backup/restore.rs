@@ -10,13 +10,13 @@ use serde::Serialize;
 use super::format::{self, BlobRef, Line, Manifest, PartInfo};
 use super::{manifest_of, BackupLocation, Job, Lease, Progress, ProgressFn, FORMAT_VERSION};
 use crate::backend::{attr, Condition, Index, Item, Query, SkRange, WriteOp};
-use crate::codec::Codec;
+use crate::blob::codec::Codec;
 use crate::domain::ProgramId;
 use crate::error::{Error, Result};
-use crate::keys::{self, EntityKind};
-use crate::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
-use crate::registry::rev_of;
-use crate::service::{max_score, Storage};
+use crate::model::keys::{self, EntityKind};
+use crate::model::record::rev_of;
+use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+use crate::storage::{max_score, Storage};
 
 /// How a restore runs.
 #[derive(Clone)]
@@ -456,7 +456,7 @@ impl Restorer<'_> {
                         gone = self.taken(&chunk).await?;
                     }
                     if gone.is_empty() {
-                        crate::service::backoff(attempt).await;
+                        crate::retry::backoff(attempt).await;
                         continue;
                     }
                     // A program whose record is there is already present (not a conflict).
@@ -471,7 +471,8 @@ impl Restorer<'_> {
                         }
                     }
                 }
-                Err(e) if e.is_transient() => crate::service::backoff(attempt).await,
+                // A lost answer: the conditions tell on the next attempt.
+                Err(Error::Unavailable(_)) => crate::retry::backoff(attempt).await,
                 Err(e) => return Err(e),
             }
         }
@@ -644,8 +645,8 @@ impl Restorer<'_> {
                         self.storage.resolved.invalidate(&pk);
                         break;
                     }
-                    Err(Error::ConditionFailed { .. }) => crate::service::backoff(attempt).await,
-                    Err(e) if e.is_transient() => crate::service::backoff(attempt).await,
+                    Err(Error::ConditionFailed { .. }) => crate::retry::backoff(attempt).await,
+                    Err(Error::Unavailable(_)) => crate::retry::backoff(attempt).await,
                     Err(e) => return Err(e),
                 }
             }
@@ -670,7 +671,7 @@ fn counter_ops(chunk: &[Pending]) -> Vec<WriteOp> {
     let mut counters: BTreeMap<String, WriteOp> = BTreeMap::new();
     for p in chunk {
         let record = &p.record;
-        let op = crate::report::store_counter_op(record, &record.created_at);
+        let op = crate::model::counters::store_counter_op(record, &record.created_at);
         let key = keys::stats_pk(&record.project, &record.signature);
         match (counters.get_mut(&key), op) {
             (Some(WriteOp::Add { add: total, .. }), WriteOp::Add { add, .. }) => {

@@ -12,11 +12,11 @@ use super::plan::{plan, Plan, Source};
 use super::{compare_sort, relevance, sort_values, summary, Cond, Field, Op, SortVal};
 use crate::access::Principal;
 use crate::backend::{page_key_of, Item, PageKey, Query};
-use crate::cursor::{CursorKeys, Kind};
 use crate::domain::{format_time, ProgramStatus, Project};
 use crate::error::{Error, Result};
-use crate::record::{from_item, ProgramRecord};
-use crate::service::Storage;
+use crate::model::record::{from_item, ProgramRecord};
+use crate::paging::{CursorKeys, Kind};
+use crate::storage::Storage;
 
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +60,7 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
-/// What a search cursor holds (sealed by [`crate::cursor`]).
+/// What a search cursor holds (sealed by [`crate::paging`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     /// The search's fingerprint.
@@ -74,7 +74,7 @@ struct Cursor {
 }
 
 fn encode_cursor(keys: &CursorKeys, who: &Principal, c: &Cursor) -> String {
-    crate::cursor::seal(keys, Kind::Search, who, c)
+    crate::paging::seal(keys, Kind::Search, who, c)
 }
 
 fn another_search() -> Error {
@@ -89,20 +89,13 @@ fn decode_cursor(
     fingerprint: &str,
     plan: &Plan,
 ) -> Result<Cursor> {
-    let c: Cursor = crate::cursor::open(keys, Kind::Search, who, s)?;
+    let c: Cursor = crate::paging::open(keys, Kind::Search, who, s)?;
     if c.f != fingerprint {
         return Err(another_search());
     }
     if plan.streaming {
         let k = c.k.as_ref().ok_or_else(another_search)?;
-        let index = plan.source.index();
-        let mut expected = vec![crate::backend::attr::PK, crate::backend::attr::SK];
-        if index != crate::backend::Index::Table {
-            expected.extend([index.pk_attr(), index.sk_attr()]);
-        }
-        expected.sort_unstable();
-        let names: Vec<&str> = k.keys().map(String::as_str).collect();
-        if names != expected || k.get(index.pk_attr()).map(String::as_str) != Some(&plan.pk()) {
+        if !crate::paging::is_page_key_of(k, plan.source.index(), Some(&plan.pk())) {
             return Err(another_search());
         }
     } else {

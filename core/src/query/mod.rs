@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{format_time, Version};
-use crate::record::ProgramRecord;
+use crate::model::record::ProgramRecord;
 
 pub mod exec;
 pub mod parse;

@@ -47,10 +47,10 @@ pub struct SearchRequest {
 }
 
 pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = crate::service::MAX_PAGE;
+pub const MAX_LIMIT: usize = crate::paging::MAX_PAGE;
 
 fn limit_of(limit: Option<usize>) -> Result<usize> {
-    crate::service::page_limit(Some(limit.unwrap_or(DEFAULT_LIMIT)))
+    crate::paging::page_limit(Some(limit.unwrap_or(DEFAULT_LIMIT)))
 }
 
 fn fingerprint(parts: &[&str]) -> String {
@@ -62,22 +62,12 @@ fn fingerprint(parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-/// A duration like `90d`, `12h`, `30m`, `2w`, `45s`.
+/// A duration like `90d`, `12h`, `30m`, `2w`, `45s` (the one parser: [`crate::config::parse_duration`]);
+/// `None` when it is not one (the caller names the field in its error).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let unit = s.chars().last()?;
-    let n: i64 = s[..s.len() - unit.len_utf8()].parse().ok()?;
-    if !(0..=100_000_000).contains(&n) {
-        return None;
-    }
-    Some(match unit {
-        's' => Duration::seconds(n),
-        'm' => Duration::minutes(n),
-        'h' => Duration::hours(n),
-        'd' => Duration::days(n),
-        'w' => Duration::weeks(n),
-        _ => return None,
-    })
+    crate::config::parse_duration("duration", s)
+        .ok()
+        .and_then(|d| Duration::from_std(d).ok())
 }
 
 /// A version operand: a full semantic version, or `1` / `1.2` read as `1.0.0` / `1.2.0`.

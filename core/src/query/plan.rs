@@ -19,7 +19,7 @@
 use super::{Cond, Field, Op, SortField, SortKey};
 use crate::backend::{Index, SkRange};
 use crate::domain::{Project, Signature};
-use crate::keys;
+use crate::model::keys;
 
 use super::parse::SearchRequest;
 

@@ -27,9 +27,9 @@ use super::exec::{SearchHit, SimilarHit};
 use crate::backend::{Index, Query};
 use crate::domain::{ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::record::{from_item, ProgramRecord};
-use crate::service::Storage;
+use crate::model::keys;
+use crate::model::record::{from_item, ProgramRecord};
+use crate::storage::Storage;
 
 pub const W_SIGNATURE: f64 = 0.35;
 pub const W_PERFORMANCE: f64 = 0.20;

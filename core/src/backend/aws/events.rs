@@ -86,7 +86,7 @@ impl EventPublisher for EventBridgePublisher {
                         (e, why)
                     })
                     .collect();
-                if round >= 3 {
+                if round >= crate::retry::MAX_ATTEMPTS {
                     let why = failed.first().map(|f| f.1.clone()).unwrap_or_default();
                     return Err(Error::Unavailable(format!(
                         "EventBridge rejected {} event(s) on bus {}: {why}",
@@ -94,7 +94,7 @@ impl EventPublisher for EventBridgePublisher {
                         self.bus
                     )));
                 }
-                crate::service::backoff(round).await;
+                crate::retry::backoff(round).await;
                 pending = failed.into_iter().map(|f| f.0).collect();
             }
         }

@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{attr, Item, Query, SkRange, WriteOp};
 use crate::domain::ProgramId;
 use crate::error::Result;
-use crate::keys;
-use crate::metrics::{month_of, MetricRecord, Window};
-use crate::record::ProgramRecord;
-use crate::service::Storage;
-use crate::trend::DailyAccumulator;
+use crate::model::keys;
+use crate::model::record::ProgramRecord;
+use crate::storage::Storage;
+use crate::tracking::metrics::{month_of, MetricRecord, Window};
+use crate::tracking::trend::DailyAccumulator;
 
 const MAX_OPS: usize = 100;
 
@@ -113,7 +113,7 @@ impl Storage {
             batches.push(ops);
         }
         for ops in batches {
-            crate::report::transact_with_retry(self.items.as_ref(), ops).await?;
+            self.items.transact(ops).await?;
         }
         Ok(())
     }
@@ -129,7 +129,7 @@ impl Storage {
     ) -> Result<u64> {
         let (first, last) = (window.from.date_naive(), window.to.date_naive());
         let mut states: BTreeMap<NaiveDate, DayState> = BTreeMap::new();
-        for month in crate::metrics::months_between(&window.from, &window.to) {
+        for month in crate::tracking::metrics::months_between(&window.from, &window.to) {
             let pk = keys::metric_pk(&program.id, &month);
             let mut start = None;
             loop {

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use chrono::NaiveDate;
 
-use crate::trend::Trends;
+use crate::tracking::trend::Trends;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 80.0;

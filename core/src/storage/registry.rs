@@ -2,8 +2,6 @@
 //! rollback, delete and metadata updates. Every change to a signature's versions or aliases is a
 //! conditional write on its head's revision, so concurrent writers serialize and never both win.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -16,11 +14,13 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
-use crate::keys;
-use crate::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
-use crate::service::{
-    backoff, decode_cursor, encode_cursor, no_version, no_versions, Draft, Listing, LoadedProgram,
-    Storage, StoredProgram,
+use crate::model::keys;
+use crate::model::record::rev_of;
+use crate::model::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
+use crate::paging::{decode_cursor, encode_cursor};
+use crate::retry::backoff;
+use crate::storage::{
+    no_version, no_versions, Draft, Listing, LoadedProgram, Storage, StoredProgram,
 };
 
 /// A signature in a project listing.
@@ -81,10 +81,6 @@ const PROTECTED_KEYS: [&str; 11] = [
     "previous_version",
 ];
 
-pub(crate) fn rev_of(head: &SignatureHead) -> Condition {
-    Condition::AttrEquals(attr::REV.into(), head.rev.to_string())
-}
-
 impl Storage {
     pub(crate) async fn read_head(
         &self,
@@ -117,7 +113,7 @@ impl Storage {
     }
 
     /// Runs `attempt` until it commits, retrying with backoff while a conditional write lost
-    /// to a concurrent writer (the head or record moved under it) or the store throttled.
+    /// to a concurrent writer (the head or record moved under it) or its answer was lost.
     async fn retry_conflicts<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -128,9 +124,10 @@ impl Storage {
             n += 1;
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if (e.is_transient() || matches!(e, Error::ConditionFailed { .. }))
-                        && n < self.config.max_write_attempts =>
+                // A lost compare-and-set, or a lost answer (the conditions tell on the next
+                // attempt). Throttling was retried by the backend decorator already.
+                Err(Error::ConditionFailed { .. } | Error::Unavailable(_))
+                    if n < self.config.max_write_attempts =>
                 {
                     backoff(n).await
                 }
@@ -158,7 +155,7 @@ impl Storage {
             .map(|c| decode_cursor(&self.cursors, who, c, Index::Gsi4, &pk))
             .transpose()?;
         let query = Query::new(Index::Gsi4, pk.clone())
-            .limit(crate::service::page_limit(limit)?)
+            .limit(crate::paging::page_limit(limit)?)
             .start(start);
         let page = self.items.query(&query).await?;
         let items = page
@@ -501,7 +498,7 @@ impl Storage {
                 for tag in record.tag_items() {
                     ops.push(WriteOp::delete(tag.pk, tag.sk, Condition::None));
                 }
-                ops.push(crate::report::delete_counter_op(&record));
+                ops.push(crate::model::counters::delete_counter_op(&record));
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(()),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) || ops.contains(&1) => {
@@ -741,17 +738,4 @@ pub(crate) fn next_time(prev: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc
     } else {
         min
     }
-}
-
-/// The aliases of a head grouped by the version they point at.
-pub fn aliases_by_version(head: Option<&SignatureHead>) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if let Some(h) = head {
-        for (name, t) in &h.aliases {
-            out.entry(t.version.to_string())
-                .or_default()
-                .push(name.clone());
-        }
-    }
-    out
 }

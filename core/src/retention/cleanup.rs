@@ -1,5 +1,5 @@
 //! Retention cleanup, cold archive and restore, and garbage collection — applied over the two
-//! backend capabilities. The plan comes from the pure [`crate::retention`] planner; this module
+//! backend capabilities. The plan comes from the pure [`crate::retention::policy`] planner; this module
 //! reads the store page by page, plans ONE signature at a time (memory is bounded by the largest
 //! signature, not by the number of programs) and applies exactly the plan.
 //!
@@ -13,13 +13,6 @@
 //! * **Idempotent, interruptible**: every action is guarded by the state it was planned on (the
 //!   record's revision, the head's revision) and is a no-op when already done, and every run
 //!   plans from the current state, so a run cut at any point is completed by the next.
-//! * **Archive** = blob first to the archive tier, then the record to `archived` (conditional). A
-//!   crash in between leaves an active record over an archived blob: loads answer `409
-//!   archived` (never wrong data) and the next run finishes the archive. When the conditional
-//!   write loses (the program changed meanwhile), the blob is asked back.
-//! * **Restore** = a restore request, status `restoring` until the copy is readable, then the blob
-//!   back to the standard tier and status `active` — finished by the restore call itself when the
-//!   copy is ready at once (embedded), else by the next load or cleanup run.
 //! * **Delete** = the registry's delete path (record, version claim, head counts/latest/best, tag
 //!   entries in one transaction, then the blob) with retention's guard.
 
@@ -32,17 +25,15 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::access::Principal;
-use crate::backend::{
-    attr, page_key_of, BlobTier, Condition, Index, Item, PageKey, Query, WriteOp,
-};
-use crate::cursor::Kind;
+use crate::backend::{attr, page_key_of, Condition, Index, Item, PageKey, Query, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
-use crate::keys;
-use crate::record::{from_item, ProgramRecord, SignatureHead};
-use crate::retention::{plan_signature, Action, Candidate, Decision, Policy};
-use crate::service::{backoff, Storage};
+use crate::model::keys;
+use crate::model::record::{from_item, ProgramRecord, SignatureHead};
+use crate::paging::Kind;
+use crate::retention::policy::{plan_signature, Action, Candidate, Decision, Policy};
+use crate::storage::Storage;
 
 /// Items read per scan page.
 const SCAN_PAGE: usize = 100;
@@ -135,36 +126,14 @@ pub struct CleanupReport {
     pub resume_key: Option<PageKey>,
 }
 
-/// The answer of an archive or restore call.
-#[derive(Debug, Clone, Serialize)]
-pub struct TierChange {
-    pub id: ProgramId,
-    pub signature: String,
-    pub version: String,
-    pub status: ProgramStatus,
-    pub updated_at: String,
-}
-
-impl TierChange {
-    fn of(r: &ProgramRecord) -> Self {
-        TierChange {
-            id: r.id,
-            signature: r.signature.to_string(),
-            version: r.version.to_string(),
-            status: r.status,
-            updated_at: format_time(&r.updated_at),
-        }
-    }
-}
-
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ScanCursor {
     scan: PageKey,
 }
 
-/// Where a cleanup slice stopped, as a cursor for `who` (signed: see [`crate::cursor`]).
+/// Where a cleanup slice stopped, as a cursor for `who` (signed: see [`crate::paging`]).
 fn encode_scan_cursor(storage: &Storage, who: &Principal, key: &PageKey) -> String {
-    crate::cursor::seal(
+    crate::paging::seal(
         &storage.cursors,
         Kind::Cleanup,
         who,
@@ -173,14 +142,13 @@ fn encode_scan_cursor(storage: &Storage, who: &Principal, key: &PageKey) -> Stri
 }
 
 fn decode_scan_cursor(storage: &Storage, who: &Principal, cursor: &str) -> Result<PageKey> {
-    let c: ScanCursor = crate::cursor::open(&storage.cursors, Kind::Cleanup, who, cursor)?;
+    let c: ScanCursor = crate::paging::open(&storage.cursors, Kind::Cleanup, who, cursor)?;
     check_scan_key(&c.scan)?;
     Ok(c.scan)
 }
 
 fn check_scan_key(key: &PageKey) -> Result<()> {
-    let names: Vec<&str> = key.keys().map(String::as_str).collect();
-    if names != [attr::PK, attr::SK] {
+    if !crate::paging::is_page_key_of(key, Index::Table, None) {
         return Err(Error::invalid(
             "cursor",
             "the cursor belongs to another listing",
@@ -197,242 +165,6 @@ fn id_of_blob_key(key: &str) -> Option<ProgramId> {
 }
 
 impl Storage {
-    async fn with_retries<T, F, Fut>(&self, op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        crate::service::retry_transient(self.config.max_write_attempts.min(8), op).await
-    }
-
-    /// Writes a record changed from `old` (status, restore time), conditioned on `old`'s
-    /// revision and, when given, on the head's revision.
-    async fn put_record_change(
-        &self,
-        old: &ProgramRecord,
-        new: &ProgramRecord,
-        head: Option<&SignatureHead>,
-    ) -> Result<()> {
-        let mut ops = vec![WriteOp::put(
-            new.to_item(),
-            Condition::AttrEquals(attr::REV.into(), format_time(&old.updated_at)),
-        )];
-        if let Some(h) = head {
-            ops.push(WriteOp::Check {
-                pk: old.signature_pk(),
-                sk: keys::HEAD_SK.into(),
-                condition: crate::registry::rev_of(h),
-            });
-        }
-        self.items.transact(ops).await?;
-        self.programs.remove(&old.id);
-        Ok(())
-    }
-
-    // ----- archive -----------------------------------------------------------------------------
-
-    /// `POST /programs/{id}/archive`: moves the program's blob to the archive tier and marks it
-    /// `archived`. Archiving an archived program is a no-op.
-    pub async fn archive_program(&self, who: &Principal, id: &ProgramId) -> Result<TierChange> {
-        self.archive_guarded(who, id, None)
-            .await
-            .map(|r| TierChange::of(&r))
-    }
-
-    /// Archives; with `planned` (retention), only if the record is unchanged since it was planned
-    /// and it is neither the signature's latest version nor an alias target.
-    async fn archive_guarded(
-        &self,
-        who: &Principal,
-        id: &ProgramId,
-        planned: Option<DateTime<Utc>>,
-    ) -> Result<ProgramRecord> {
-        let rec = self.get_record(who, id).await?;
-        if let Some(p) = planned {
-            if rec.updated_at != p {
-                return Err(Error::Precondition(format!(
-                    "program {id} changed since the plan was made"
-                )));
-            }
-        }
-        if rec.status == ProgramStatus::Archived {
-            return Ok(rec);
-        }
-        let head = if planned.is_some() {
-            let head = self.read_head(&rec.project, &rec.signature).await?;
-            if let Some(h) = &head {
-                if h.latest_id == *id || h.aliases.values().any(|t| t.id == *id) {
-                    return Err(Error::Precondition(format!(
-                        "program {id} became the latest version or an alias target"
-                    )));
-                }
-            }
-            head
-        } else {
-            None
-        };
-        if let Err(e) = self.blobs.archive(&rec.blob_key).await {
-            // The move may have happened all the same (a timeout): never leave an active record
-            // over an archived blob — ask it back (or mark the record `restoring`).
-            self.undo_archive(id).await;
-            return Err(e);
-        }
-        let mut new = rec.clone();
-        new.status = ProgramStatus::Archived;
-        new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
-        match self.put_record_change(&rec, &new, head.as_ref()).await {
-            Ok(()) => {
-                self.emit(vec![tier_event(EventType::ProgramArchived, &new)])
-                    .await;
-                Ok(new)
-            }
-            Err(e) => {
-                self.undo_archive(id).await;
-                match e {
-                    Error::ConditionFailed { .. } => Err(Error::Precondition(format!(
-                        "program {id} changed meanwhile; not archived"
-                    ))),
-                    e => Err(e),
-                }
-            }
-        }
-    }
-
-    /// After a failed archive write: if the record is still active, its blob is asked back (and,
-    /// when that is not instant, the record marked `restoring` so a load finishes it).
-    async fn undo_archive(&self, id: &ProgramId) {
-        let result: Result<()> = async {
-            let rec = self.record(id).await?;
-            if rec.status != ProgramStatus::Active {
-                return Ok(());
-            }
-            self.blobs.request_restore(&rec.blob_key).await?;
-            if self.blobs.tier(&rec.blob_key).await? != BlobTier::Standard {
-                let mut new = rec.clone();
-                new.status = ProgramStatus::Restoring;
-                new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
-                self.put_record_change(&rec, &new, None).await?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            match e {
-                Error::NotFound(_) => {}
-                e => {
-                    tracing::warn!(%id, error = %e, "could not undo an archive; the next load or cleanup sees an archived blob")
-                }
-            }
-        }
-    }
-
-    // ----- restore -----------------------------------------------------------------------------
-
-    /// `POST /programs/{id}/restore`: asks for the blob back. The answer's status is `active`
-    /// when it is readable again (at once on the embedded backend), else `restoring` (a later
-    /// load, restore call or cleanup run finishes it). Restoring an active program is a no-op.
-    pub async fn restore_program(&self, who: &Principal, id: &ProgramId) -> Result<TierChange> {
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            let rec = self.get_record(who, id).await?;
-            let result = match rec.status {
-                // Normally a no-op; but an archive cut short after its blob moved leaves an
-                // active record over an archived blob (loads answer 409): bring that back too.
-                ProgramStatus::Active => match self.blobs.tier(&rec.blob_key).await {
-                    Ok(BlobTier::Standard) | Err(Error::NotFound(_)) => {
-                        return Ok(TierChange::of(&rec))
-                    }
-                    Ok(_) => self.finish_restore(rec).await,
-                    Err(e) => return Err(e),
-                },
-                ProgramStatus::Archived => {
-                    self.blobs.request_restore(&rec.blob_key).await?;
-                    self.finish_restore(rec).await
-                }
-                ProgramStatus::Restoring => self.finish_restore(rec).await,
-            };
-            match result {
-                Ok(r) => return Ok(TierChange::of(&r)),
-                Err(Error::ConditionFailed { .. }) if n < 5 => backoff(n).await,
-                Err(Error::ConditionFailed { .. }) => {
-                    return Err(Error::Unavailable(format!(
-                        "program {id} is changing too fast; retry the restore"
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Moves a restore forward from the blob's tier: readable → standard tier and `active`;
-    /// under way → `restoring`; not asked for (or its copy expired) → asked again, `restoring`.
-    /// Returns the record as it now is.
-    pub(crate) async fn finish_restore(&self, rec: ProgramRecord) -> Result<ProgramRecord> {
-        let tier = match self.blobs.tier(&rec.blob_key).await {
-            Ok(t) => t,
-            Err(Error::NotFound(_)) => {
-                return Err(Error::Integrity(format!(
-                    "the stored program {} is missing from the blob store",
-                    rec.id
-                )))
-            }
-            Err(e) => return Err(e),
-        };
-        let status = match tier {
-            BlobTier::Standard => ProgramStatus::Active,
-            BlobTier::Restored => {
-                self.blobs.unarchive(&rec.blob_key).await?;
-                ProgramStatus::Active
-            }
-            BlobTier::Restoring => ProgramStatus::Restoring,
-            BlobTier::Archived => {
-                self.blobs.request_restore(&rec.blob_key).await?;
-                match self.blobs.tier(&rec.blob_key).await? {
-                    BlobTier::Standard => ProgramStatus::Active,
-                    BlobTier::Restored => {
-                        self.blobs.unarchive(&rec.blob_key).await?;
-                        ProgramStatus::Active
-                    }
-                    _ => ProgramStatus::Restoring,
-                }
-            }
-        };
-        if status == rec.status {
-            return Ok(rec);
-        }
-        let mut new = rec.clone();
-        new.status = status;
-        new.updated_at = crate::registry::next_time(rec.updated_at, crate::domain::now());
-        if status == ProgramStatus::Active {
-            new.restored_at = Some(new.updated_at);
-        }
-        self.put_record_change(&rec, &new, None).await?;
-        if new.status == ProgramStatus::Active {
-            self.emit(vec![tier_event(EventType::ProgramRestored, &new)])
-                .await;
-        }
-        Ok(new)
-    }
-
-    /// A load of a `restoring` program: finishes the restore when the copy is ready, else
-    /// `Archived` ("still being restored").
-    pub(crate) async fn load_restoring(&self, rec: ProgramRecord) -> Result<ProgramRecord> {
-        let id = rec.id;
-        let new = match self.finish_restore(rec).await {
-            Ok(r) => r,
-            Err(Error::ConditionFailed { .. }) => self.record(&id).await?,
-            Err(e) => return Err(e),
-        };
-        if new.status == ProgramStatus::Active {
-            Ok(new)
-        } else {
-            Err(Error::Archived(format!(
-                "program {id} is being restored from cold storage; try again later"
-            )))
-        }
-    }
-
     // ----- cleanup run -------------------------------------------------------------------------
 
     /// Runs (or dry-runs) the retention policy over every signature, then collects garbage: a
@@ -462,9 +194,7 @@ impl Storage {
             (None, None) => None,
         };
         'scan: loop {
-            let page = self
-                .with_retries(|| self.items.scan(start.clone(), SCAN_PAGE))
-                .await?;
+            let page = self.items.scan(start.clone(), SCAN_PAGE).await?;
             for item in &page.items {
                 match keys::entity_kind(&item.pk, &item.sk) {
                     keys::EntityKind::SignatureHead => {
@@ -519,7 +249,7 @@ impl Storage {
             let q = Query::new(Index::Gsi1, sig_pk.clone())
                 .limit(SIGNATURE_PAGE)
                 .start(start.take());
-            let page = self.with_retries(|| self.items.query(&q)).await?;
+            let page = self.items.query(&q).await?;
             for item in &page.items {
                 let rec: ProgramRecord = from_item(item)?;
                 candidates.push(Candidate::of(&rec));
@@ -637,10 +367,7 @@ impl Storage {
                 item.sk.clone(),
                 Condition::AttrEquals("expires_at".into(), expires.to_owned()),
             );
-            match self
-                .with_retries(|| self.items.transact(vec![op.clone()]))
-                .await
-            {
+            match self.items.transact(vec![op.clone()]).await {
                 Ok(()) => {}
                 // Replaced by a new request with the same key meanwhile: not garbage.
                 Err(Error::ConditionFailed { .. }) => return Ok(()),
@@ -669,9 +396,7 @@ impl Storage {
         for prefix in [keys::BLOB_PREFIX, archive_prefix.as_str()] {
             let mut start: Option<String> = None;
             loop {
-                let (metas, next) = self
-                    .with_retries(|| self.blobs.list(prefix, start.clone(), BLOB_PAGE))
-                    .await?;
+                let (metas, next) = self.blobs.list(prefix, start.clone(), BLOB_PAGE).await?;
                 let candidates: Vec<(String, ProgramId)> = metas
                     .iter()
                     .filter(|m| m.last_modified.is_some_and(|t| t < cutoff))
@@ -681,7 +406,8 @@ impl Storage {
                     .map(|(key, id)| async move {
                         let pk = keys::program_pk(&id);
                         let found = self
-                            .with_retries(|| self.items.get(&pk, keys::PROG_SK))
+                            .items
+                            .get(&pk, keys::PROG_SK)
                             .await
                             .map(|i| i.is_some());
                         (key, found)
@@ -694,7 +420,7 @@ impl Storage {
                         continue;
                     }
                     if !dry_run {
-                        self.with_retries(|| self.blobs.delete(&key)).await?;
+                        self.blobs.delete(&key).await?;
                     }
                     tracing::info!(key, dry_run, "orphan blob collected");
                     summary.orphan_blobs_collected += 1;
@@ -720,10 +446,10 @@ impl Storage {
         });
         let item =
             Item::new(keys::STATUS_PK, keys::CLEANUP_STATUS_SK).with(attr::DATA, data.to_string());
-        self.with_retries(|| {
+        {
             self.items
                 .transact(vec![WriteOp::put(item.clone(), Condition::None)])
-        })
+        }
         .await?;
         self.emit(vec![Event::new(
             EventType::CleanupCompleted,
@@ -785,20 +511,6 @@ impl Storage {
             other => other,
         }
     }
-}
-
-/// The event of an archive or a finished restore.
-fn tier_event(kind: EventType, r: &ProgramRecord) -> Event {
-    Event::new(
-        kind,
-        json!({
-            "project": r.project.to_string(),
-            "signature": r.signature.to_string(),
-            "version": r.version.to_string(),
-            "program_id": r.id.to_string(),
-            "status": r.status,
-        }),
-    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Counters kept on write, trends of programs and signatures, and the monitoring report.
 //!
-//! Counters (see [`crate::keys`]) are per signature, so they never add a conflict: the store
+//! Counters (see [`crate::model::keys`]) are per signature, so they never add a conflict: the store
 //! transaction already writes the signature's head, so two stores that could conflict on a
 //! signature's counter item already serialize on its head, and stores of different signatures
 //! touch different counter items.
@@ -8,7 +8,7 @@
 //!   transaction (+1, +size) and inside the delete transaction (−1, −size) — and `n_d<YYYY-MM-DD>`,
 //!   the programs stored that day.
 //! * `…` / `METRICS`: `n_records` and `n_d<YYYY-MM-DD>`, added by each metrics request in its closing
-//!   transaction (one `ADD` per request, not per record; see [`crate::rollup`]).
+//!   transaction (one `ADD` per request, not per record; see [`crate::tracking::rollup`]).
 //! * `…` / `LOADS`: `n_loads`. A load costs NO extra request: each process counts loads in memory
 //!   and writes them as one `ADD` per signature when the report is asked for, or in the
 //!   background on the first load after [`LOAD_FLUSH_INTERVAL`]. Loads counted by a process that
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration as StdDuration, Instant};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -31,12 +31,13 @@ use crate::access::Principal;
 use crate::backend::{Index, Item, ItemStore, Query, SkRange, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::metrics::Window;
-use crate::record::{from_item, ProgramRecord};
-use crate::service::no_versions;
-use crate::service::Storage;
-use crate::trend::{DailyAccumulator, Trends};
+use crate::model::counters::{counter_set, day_attr};
+use crate::model::keys;
+use crate::model::record::{from_item, ProgramRecord};
+use crate::storage::no_versions;
+use crate::storage::Storage;
+use crate::tracking::metrics::Window;
+use crate::tracking::trend::{DailyAccumulator, Trends};
 
 /// Loads are written at most this often per process (besides every report).
 pub const LOAD_FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(60);
@@ -50,51 +51,6 @@ pub const RECENT_DAYS: i64 = 7;
 pub const MAX_TREND_DAYS: i64 = 3650;
 /// Most programs a signature trend reads.
 pub const MAX_SIGNATURE_PROGRAMS: usize = 1000;
-
-/// Counter attribute of one day: `n_d<YYYY-MM-DD>`.
-fn day_attr(d: NaiveDate) -> String {
-    format!("n_d{d}")
-}
-
-fn counter_set(project: &Project, signature: &Signature, kind: &str) -> Vec<(String, String)> {
-    vec![
-        (Index::Gsi3.pk_attr().into(), keys::STATS_INDEX_PK.into()),
-        (
-            Index::Gsi3.sk_attr().into(),
-            keys::stats_index_sk(project, signature, kind),
-        ),
-        ("project".into(), project.to_string()),
-        ("signature".into(), signature.to_string()),
-        ("kind".into(), kind.into()),
-    ]
-}
-
-/// The counter update of a store: rides in the store transaction.
-pub(crate) fn store_counter_op(record: &ProgramRecord, now: &DateTime<Utc>) -> WriteOp {
-    WriteOp::Add {
-        pk: keys::stats_pk(&record.project, &record.signature),
-        sk: keys::STATS_SK.into(),
-        add: vec![
-            ("n_programs".into(), 1),
-            ("n_bytes".into(), record.blob.size as i64),
-            (day_attr(now.date_naive()), 1),
-        ],
-        set: counter_set(&record.project, &record.signature, keys::STATS_SK),
-    }
-}
-
-/// The counter update of a delete: rides in the delete transaction.
-pub(crate) fn delete_counter_op(record: &ProgramRecord) -> WriteOp {
-    WriteOp::Add {
-        pk: keys::stats_pk(&record.project, &record.signature),
-        sk: keys::STATS_SK.into(),
-        add: vec![
-            ("n_programs".into(), -1),
-            ("n_bytes".into(), -(record.blob.size as i64)),
-        ],
-        set: counter_set(&record.project, &record.signature, keys::STATS_SK),
-    }
-}
 
 /// Loads counted in memory, written in batches (see the module doc).
 #[derive(Debug)]
@@ -158,17 +114,12 @@ async fn write_loads(
             add: vec![("n_loads".into(), n)],
             set: counter_set(&project, &signature, keys::LOADS_SK),
         };
-        if let Err(e) = transact_with_retry(items, vec![op]).await {
+        if let Err(e) = items.transact(vec![op]).await {
             tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");
             failed.insert((project, signature), n);
         }
     }
     failed
-}
-
-/// A transaction of unconditional counter updates, retried on conflicts and throttling.
-pub(crate) async fn transact_with_retry(items: &dyn ItemStore, ops: Vec<WriteOp>) -> Result<()> {
-    crate::service::retry_transient(8, || items.transact(ops.clone())).await
 }
 
 fn num(item: &Item, name: &str) -> i64 {
@@ -248,7 +199,7 @@ pub fn trend_window(days: Option<i64>) -> Result<(i64, Window)> {
         days,
         Window {
             from,
-            to: now + crate::metrics::SKEW,
+            to: now + crate::tracking::metrics::SKEW,
         },
     ))
 }
@@ -275,7 +226,7 @@ impl Storage {
     }
 
     /// The counter update of a metrics request (records received today, per signature); it
-    /// rides in the request's closing transaction (see [`crate::rollup`]).
+    /// rides in the request's closing transaction (see [`crate::tracking::rollup`]).
     pub(crate) fn metric_counter_op(program: &ProgramRecord, records: usize) -> WriteOp {
         let today = crate::domain::now().date_naive();
         WriteOp::Add {

@@ -1,3 +1,6 @@
+//! Paging: page limits ([`page_limit`], at most [`MAX_PAGE`] items a page) and the one cursor
+//! codec.
+//!
 //! Cursors: the continuation tokens of every listing — search pages, version and signature
 //! pages, metric history, optimization-run pages, cleanup slices — are sealed and opened HERE and
 //! nowhere else ([`seal`], [`open`]); each listing's codec only chooses what its body holds and
@@ -28,8 +31,49 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::access::Principal;
+use crate::backend::{attr, Index, PageKey};
 use crate::domain::{format_time, parse_time};
 use crate::error::{Error, Result};
+
+/// Most items one page may ask for.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page's size: `limit`, 100 when not given; `400` outside `1..=MAX_PAGE`.
+pub fn page_limit(limit: Option<usize>) -> Result<usize> {
+    match limit {
+        None => Ok(100),
+        Some(0) => Err(Error::invalid("limit", "limit must be at least 1")),
+        Some(n) if n > MAX_PAGE => Err(Error::invalid(
+            "limit",
+            format!("limit must be at most {MAX_PAGE}"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Whether `key` is a position in `index`'s partition `pk`: exactly the table's key attributes
+/// (and the index's, for an index), with the partition's key. Every codec checks a key it
+/// opened with this before reading from it.
+pub fn is_page_key_of(key: &PageKey, index: Index, pk: Option<&str>) -> bool {
+    let mut expected = vec![attr::PK, attr::SK];
+    if index != Index::Table {
+        expected.extend([index.pk_attr(), index.sk_attr()]);
+    }
+    expected.sort_unstable();
+    let names: Vec<&str> = key.keys().map(String::as_str).collect();
+    if names != expected {
+        return false;
+    }
+    let key_pk = if index == Index::Table {
+        attr::PK
+    } else {
+        index.pk_attr()
+    };
+    match pk {
+        None => true,
+        Some(pk) => key.get(key_pk).map(String::as_str) == Some(pk),
+    }
+}
 
 /// How long a cursor works, and how long the previous secret is accepted after a rotation.
 pub const CURSOR_TTL: Duration = Duration::hours(24);
@@ -467,6 +511,53 @@ pub fn open<T: DeserializeOwned>(
         ));
     }
     serde_json::from_value(envelope.b).map_err(|_| malformed())
+}
+
+#[derive(Serialize, Deserialize)]
+struct CursorBody {
+    /// Index the cursor belongs to.
+    i: String,
+    /// Partition the cursor belongs to.
+    p: String,
+    /// Last key read.
+    k: PageKey,
+}
+
+/// Where a listing of one index partition stopped, as a cursor for `who` (signed: see
+/// [`crate::paging`]).
+pub fn encode_cursor(
+    keys: &CursorKeys,
+    who: &Principal,
+    index: Index,
+    pk: &str,
+    key: &PageKey,
+) -> String {
+    let body = CursorBody {
+        i: index.name().into(),
+        p: pk.into(),
+        k: key.clone(),
+    };
+    seal(keys, Kind::Listing, who, &body)
+}
+
+/// Opens a listing cursor presented by `who`, refusing one that was not made for this listing
+/// (`400`).
+pub fn decode_cursor(
+    keys: &CursorKeys,
+    who: &Principal,
+    cursor: &str,
+    index: Index,
+    pk: &str,
+) -> Result<PageKey> {
+    let other = || Error::invalid("cursor", "the cursor belongs to another listing");
+    let body: CursorBody = open(keys, Kind::Listing, who, cursor)?;
+    if body.i != index.name() || body.p != pk {
+        return Err(other());
+    }
+    if !is_page_key_of(&body.k, index, Some(pk)) {
+        return Err(other());
+    }
+    Ok(body.k)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Metric records of a program: record one or a batch, read the history by time range.
 //!
-//! A record lives at `MET#<program id>#<YYYY-MM>` / `<timestamp>#<uuid>` (see [`crate::keys`]): one
+//! A record lives at `MET#<program id>#<YYYY-MM>` / `<timestamp>#<uuid>` (see [`crate::model::keys`]): one
 //! partition per program and month, so a busy program's writes spread over partitions, and a
 //! history read is one range query per page per month touched: its cost grows with the records
 //! returned (and the months spanned), never with the length of the whole history.
@@ -14,7 +14,7 @@
 //! layout that keeps records elsewhere (blocks of records) keeps the guarantee by writing the
 //! claims in the transaction that appends to the block.
 //!
-//! Each request first marks the days it touches (see [`crate::rollup`]), then writes its
+//! Each request first marks the days it touches (see [`crate::tracking::rollup`]), then writes its
 //! records, then marks those days done. Batches are written with [`ItemStore::batch_put_once`] in chunks of 25; every item the store
 //! leaves unprocessed is retried with exponential backoff (full jitter) until written or the
 //! attempts run out, which is an error (`503`) naming how many records were not written.
@@ -27,12 +27,12 @@ use serde_json::{Map, Value};
 
 use crate::access::Principal;
 use crate::backend::{attr, Condition, Item, Query, SkRange, WriteOp};
-use crate::cursor::Kind;
 use crate::domain::{format_time, parse_time, ProgramId};
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::record::{from_item, ProgramRecord};
-use crate::service::Storage;
+use crate::model::keys;
+use crate::model::record::{from_item, ProgramRecord};
+use crate::paging::Kind;
+use crate::storage::Storage;
 
 /// Most records in one request.
 pub const MAX_BATCH: usize = 1000;
@@ -54,7 +54,7 @@ pub fn earliest() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 /// Largest page of history.
-pub const MAX_HISTORY_PAGE: usize = crate::service::MAX_PAGE;
+pub const MAX_HISTORY_PAGE: usize = crate::paging::MAX_PAGE;
 /// Longest client record id.
 pub const MAX_RECORD_ID: usize = 64;
 /// Records with a record id per transaction (each is two writes: the claim and the record).
@@ -394,7 +394,7 @@ impl Storage {
                 Some(_) => repeated += 1,
             }
         }
-        // Days touched: marked before the records are written and after (see `crate::rollup`).
+        // Days touched: marked before the records are written and after (see `crate::tracking::rollup`).
         let days: std::collections::BTreeSet<NaiveDate> =
             records.iter().map(|r| r.timestamp.date_naive()).collect();
         // Months before the program's are listed in its month index (see `history_months`;
@@ -463,25 +463,25 @@ impl Storage {
                     .iter()
                     .flat_map(|r| [claim(r), WriteOp::put(r.to_item(), Condition::None)])
                     .collect();
-                let taken: std::collections::BTreeSet<usize> =
-                    match crate::report::transact_with_retry(self.items.as_ref(), ops).await {
-                        Ok(()) => break,
-                        Err(Error::ConditionFailed { ops }) if !ops.is_empty() => {
-                            ops.iter().map(|op| op / 2).collect()
-                        }
-                        Err(Error::ConditionFailed { .. }) => {
-                            // The backend could not tell which claims exist: read them.
-                            let mut taken = std::collections::BTreeSet::new();
-                            for (i, r) in pending.iter().enumerate() {
-                                let rid = r.record_id.as_deref().unwrap_or_default();
-                                if self.items.get(&claim_pk, rid).await?.is_some() {
-                                    taken.insert(i);
-                                }
+                let taken: std::collections::BTreeSet<usize> = match self.items.transact(ops).await
+                {
+                    Ok(()) => break,
+                    Err(Error::ConditionFailed { ops }) if !ops.is_empty() => {
+                        ops.iter().map(|op| op / 2).collect()
+                    }
+                    Err(Error::ConditionFailed { .. }) => {
+                        // The backend could not tell which claims exist: read them.
+                        let mut taken = std::collections::BTreeSet::new();
+                        for (i, r) in pending.iter().enumerate() {
+                            let rid = r.record_id.as_deref().unwrap_or_default();
+                            if self.items.get(&claim_pk, rid).await?.is_some() {
+                                taken.insert(i);
                             }
-                            taken
                         }
-                        Err(e) => return Err(e),
-                    };
+                        taken
+                    }
+                    Err(e) => return Err(e),
+                };
                 if taken.is_empty() || attempt >= CLAIMED_ATTEMPTS {
                     return Err(Error::Unavailable(format!(
                         "{} metric record(s) with record ids could not be written; retry them",
@@ -535,7 +535,7 @@ impl Storage {
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<History> {
-        let limit = crate::service::page_limit(limit)?;
+        let limit = crate::paging::page_limit(limit)?;
         let program = self.get_record(who, id).await?;
         let after = cursor
             .map(|c| decode_history_cursor(self, who, c, id))
@@ -679,7 +679,7 @@ fn encode_history_cursor(storage: &Storage, who: &Principal, id: &ProgramId, sk:
         p: id.to_string(),
         s: sk.to_owned(),
     };
-    crate::cursor::seal(&storage.cursors, Kind::History, who, &body)
+    crate::paging::seal(&storage.cursors, Kind::History, who, &body)
 }
 
 fn decode_history_cursor(
@@ -688,7 +688,7 @@ fn decode_history_cursor(
     cursor: &str,
     id: &ProgramId,
 ) -> Result<String> {
-    let body: HistoryCursor = crate::cursor::open(&storage.cursors, Kind::History, who, cursor)?;
+    let body: HistoryCursor = crate::paging::open(&storage.cursors, Kind::History, who, cursor)?;
     if body.p != id.to_string() {
         return Err(Error::invalid(
             "cursor",

@@ -14,10 +14,11 @@ use crate::access::{no_project, Principal};
 use crate::backend::{attr, Index, Item, Query, WriteOp};
 use crate::domain::{format_time, parse_time, ProgramId, Project, Signature};
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::record::from_item;
-use crate::registry::MetadataPatch;
-use crate::service::{decode_cursor, encode_cursor, page_limit, Listing, Storage};
+use crate::model::keys;
+use crate::model::record::from_item;
+use crate::paging::{decode_cursor, encode_cursor, page_limit};
+use crate::storage::registry::MetadataPatch;
+use crate::storage::{Listing, Storage};
 
 /// Largest run record (DynamoDB items are at most 400 KB).
 pub const MAX_RUN_BYTES: usize = 350 * 1024;
@@ -494,8 +495,8 @@ impl Storage {
         who: &Principal,
         program: &serde_json::value::RawValue,
         mut metadata: crate::domain::NewMetadata,
-        idempotency: Option<crate::service::Idempotency>,
-    ) -> Result<(crate::service::StoreOutcome, OptimizationRun)> {
+        idempotency: Option<crate::storage::Idempotency>,
+    ) -> Result<(crate::storage::StoreOutcome, OptimizationRun)> {
         who.see_project(&metadata.project)?;
         let value: Value = serde_json::from_str(program.get())
             .map_err(|e| Error::invalid("program", format!("program is not valid JSON: {e}")))?;

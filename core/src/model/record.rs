@@ -1,4 +1,4 @@
-//! The records kept in the item store and how each maps to an [`Item`] (keys from [`crate::keys`]).
+//! The records kept in the item store and how each maps to an [`Item`] (keys from [`crate::model::keys`]).
 
 use std::collections::BTreeMap;
 
@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::backend::{attr, Index, Item};
-use crate::codec::BlobInfo;
+use crate::backend::{attr, Condition, Index, Item};
+use crate::blob::codec::BlobInfo;
 use crate::domain::{ProgramId, ProgramStatus, Project, Signature, Version};
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::model::keys;
 
 fn to_data<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records serialize")
@@ -197,4 +197,23 @@ impl IdempotencyRecord {
             .with(attr::DATA, to_data(self))
             .with("expires_at", self.expires_at.timestamp().to_string())
     }
+}
+
+/// The condition that a signature's head is still at `head`'s revision (every change to a
+/// signature's versions or aliases is conditioned on it).
+pub(crate) fn rev_of(head: &SignatureHead) -> Condition {
+    Condition::AttrEquals(attr::REV.into(), head.rev.to_string())
+}
+
+/// The aliases of a head grouped by the version they point at.
+pub fn aliases_by_version(head: Option<&SignatureHead>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(h) = head {
+        for (name, t) in &h.aliases {
+            out.entry(t.version.to_string())
+                .or_default()
+                .push(name.clone());
+        }
+    }
+    out
 }

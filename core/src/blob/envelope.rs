@@ -2,7 +2,7 @@
 //!
 //! Each blob is sealed with AES-256-GCM (the codec's format) under a DATA key; the data key is
 //! kept only wrapped (encrypted by a master key that never leaves the key service) in the blob's
-//! record ([`crate::codec::BlobInfo::wrapped_key`]), next to the id of the master key. A new
+//! record ([`crate::blob::codec::BlobInfo::wrapped_key`]), next to the id of the master key. A new
 //! process reads any blob by unwrapping its data key; rotating the master key needs no
 //! re-encryption (old blobs name the key that wrapped them).
 //!
@@ -10,7 +10,7 @@
 //! key is reused for new blobs for at most its TTL (default 5 minutes) and a bounded number of
 //! blobs, and unwrapped keys are cached for the same TTL, so a warm function makes about one KMS
 //! call per TTL instead of one per request. The embedded backend keeps the static local keys of
-//! the codec's [`crate::codec::Keyring`] (`--encryption-key`, or a key file).
+//! the codec's [`crate::blob::codec::Keyring`] (`--encryption-key`, or a key file).
 //!
 //! A blob that names a key this process cannot use, or whose data key does not unwrap, is
 //! [`Error::Integrity`] (`422`), never garbage; a key service that cannot be reached is

@@ -1,6 +1,6 @@
 //! Retention planning: a PURE function of a signature's versions (with their metadata), its head
 //! (latest version, aliases), a policy and an as-of time → one decision per program with the
-//! reason. No I/O here; [`crate::maintenance`] reads the store page by page, calls
+//! reason. No I/O here; [`crate::retention::cleanup`] reads the store page by page, calls
 //! [`plan_signature`] for one signature at a time and applies exactly what it returned.
 //!
 //! Rules, in the order they are tried (the first that matches gives the decision and reason):
@@ -215,7 +215,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn of(record: &crate::record::ProgramRecord) -> Self {
+    pub fn of(record: &crate::model::record::ProgramRecord) -> Self {
         Candidate {
             id: record.id,
             version: record.version.clone(),

@@ -219,7 +219,7 @@ pub struct BlobInfo {
     /// encryption, the id of the master key that wrapped the blob's data key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// Envelope encryption (see [`crate::envelope`]): the blob's data key, wrapped by `key_id`
+    /// Envelope encryption (see [`crate::blob::envelope`]): the blob's data key, wrapped by `key_id`
     /// (base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_key: Option<String>,
@@ -281,7 +281,7 @@ impl Codec {
     pub fn encode_with(
         &self,
         json: &[u8],
-        key: &crate::envelope::DataKey,
+        key: &crate::blob::envelope::DataKey,
     ) -> Result<(Vec<u8>, BlobInfo)> {
         use base64::Engine;
         let sha256 = sha256_hex(json);

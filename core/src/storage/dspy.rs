@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::domain::{ProgramId, Project, Signature, Version, VersionSelector};
 use crate::dspy::{self, Compatibility, ProgramDiff};
 use crate::error::{Error, Result};
-use crate::service::{LoadedProgram, Storage};
+use crate::storage::{LoadedProgram, Storage};
 
 /// One side of a diff.
 #[derive(Debug, Clone, PartialEq, Serialize)]
