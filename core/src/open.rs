@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::aws::{clients, load_sdk_config, DynamoItemStore, RequestCounter, S3BlobStore};
+use crate::backend::aws::{clients, sdk_config, DynamoItemStore, RequestCounter, S3BlobStore};
 use crate::backend::embedded;
 use crate::config::StorageConfig;
 use crate::error::Result;
@@ -36,7 +36,7 @@ pub async fn aws(
     create: bool,
     counter: Option<RequestCounter>,
 ) -> Result<Storage> {
-    let sdk = load_sdk_config().await;
+    let sdk = sdk_config().await;
     let (ddb, s3) = clients(&sdk, counter);
     let items = DynamoItemStore::new(ddb, location.table.clone());
     let blobs = S3BlobStore::new(s3, location.bucket.clone())
@@ -81,7 +81,7 @@ pub async fn event_publisher(
 ) -> Arc<dyn crate::events::EventPublisher> {
     match target {
         EventsTarget::EventBridge(bus) => {
-            let sdk = load_sdk_config().await;
+            let sdk = sdk_config().await;
             Arc::new(crate::backend::aws::EventBridgePublisher::from_sdk(
                 &sdk,
                 bus.clone(),

@@ -289,8 +289,15 @@ impl CursorKeys {
     /// (if any) still verifies until [`CURSOR_TTL`] after the current version was created. Two
     /// `GetSecretValue` requests; the Lambda functions call this once per cold start.
     pub async fn from_secrets_manager(arn: &str) -> Result<Self> {
-        let sdk = crate::backend::aws::load_sdk_config().await;
-        Self::from_secrets_client(&aws_sdk_secretsmanager::Client::new(&sdk), arn).await
+        let sdk = crate::backend::aws::sdk_config().await;
+        // Not behind the backend retry decorator: the SDK's standard retries are this call's one
+        // retry layer.
+        let client = aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                .retry_config(aws_config::retry::RetryConfig::standard())
+                .build(),
+        );
+        Self::from_secrets_client(&client, arn).await
     }
 
     /// [`Self::from_secrets_manager`] with a client in hand.

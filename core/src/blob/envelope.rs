@@ -241,8 +241,14 @@ pub async fn kms_provider(
     key_id: &str,
     cache: DataKeyCache,
 ) -> std::sync::Arc<dyn DataKeyProvider> {
-    let sdk = crate::backend::aws::load_sdk_config().await;
-    let client = aws_sdk_kms::Client::new(&sdk);
+    let sdk = crate::backend::aws::sdk_config().await;
+    // KMS calls are not behind the backend retry decorator: the SDK's standard retries are
+    // their one retry layer (the shared configuration turns them off for the decorated clients).
+    let client = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(&sdk)
+            .retry_config(aws_config::retry::RetryConfig::standard())
+            .build(),
+    );
     std::sync::Arc::new(CachedDataKeys::new(Kms::new(client, key_id), cache))
 }
 

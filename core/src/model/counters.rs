@@ -3,9 +3,13 @@
 //! store and delete transactions, and the attributes every counter item carries so the stats
 //! index (GSI3) lists it.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::backend::{Index, WriteOp};
+use crate::backend::{Index, ItemStore, WriteOp};
 use crate::domain::{Project, Signature};
 use crate::model::keys;
 use crate::model::record::ProgramRecord;
@@ -57,4 +61,77 @@ pub(crate) fn delete_counter_op(record: &ProgramRecord) -> WriteOp {
         ],
         set: counter_set(&record.project, &record.signature, keys::STATS_SK),
     }
+}
+
+/// How long loads are counted in memory before the next load writes them.
+pub const LOAD_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Loads counted in memory, written in batches (see [`crate::tracking::report`]).
+#[derive(Debug)]
+pub struct LoadCounter {
+    pending: Mutex<HashMap<(Project, Signature), i64>>,
+    last_flush: Mutex<Instant>,
+}
+
+impl Default for LoadCounter {
+    fn default() -> Self {
+        LoadCounter {
+            pending: Mutex::new(HashMap::new()),
+            last_flush: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl LoadCounter {
+    /// Counts one load; returns the counts to write when a flush is due.
+    pub(crate) fn count(
+        &self,
+        project: &Project,
+        signature: &Signature,
+    ) -> Option<HashMap<(Project, Signature), i64>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending
+            .entry((project.clone(), signature.clone()))
+            .or_insert(0) += 1;
+        let mut last = self.last_flush.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= LOAD_FLUSH_INTERVAL {
+            *last = Instant::now();
+            Some(std::mem::take(&mut *pending))
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn take(&self) -> HashMap<(Project, Signature), i64> {
+        *self.last_flush.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn put_back(&self, counts: HashMap<(Project, Signature), i64>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, n) in counts {
+            *pending.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// Writes load counts: one single-item `ADD` per signature. Returns the counts not written.
+pub(crate) async fn write_loads(
+    items: &dyn ItemStore,
+    counts: HashMap<(Project, Signature), i64>,
+) -> HashMap<(Project, Signature), i64> {
+    let mut failed = HashMap::new();
+    for ((project, signature), n) in counts {
+        let op = WriteOp::Add {
+            pk: keys::stats_pk(&project, &signature),
+            sk: keys::LOADS_SK.into(),
+            add: vec![("n_loads".into(), n)],
+            set: counter_set(&project, &signature, keys::LOADS_SK),
+        };
+        if let Err(e) = items.transact(vec![op]).await {
+            tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");
+            failed.insert((project, signature), n);
+        }
+    }
+    failed
 }

@@ -704,15 +704,6 @@ pub struct TimeSeries {
     pub points: Vec<TimePoint>,
 }
 
-/// One similar program.
-#[derive(Debug, Clone, Serialize)]
-pub struct SimilarHit {
-    #[serde(flatten)]
-    pub hit: SearchHit,
-    pub similarity: f64,
-    pub components: super::similar::Components,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,10 +21,26 @@ pub mod plan;
 pub mod similar;
 
 pub use exec::{
-    AggregateRequest, AggregateResult, SearchHit, SearchPage, SimilarHit, TimeSeries,
-    TimeSeriesRequest,
+    AggregateRequest, AggregateResult, SearchHit, SearchPage, TimeSeries, TimeSeriesRequest,
 };
 pub use parse::{parse_duration, parse_query, parse_structured, SearchRequest};
+pub use similar::SimilarHit;
+
+/// A version operand: a full semantic version, or `1` / `1.2` read as `1.0.0` / `1.2.0`.
+pub fn loose_version(s: &str) -> Option<Version> {
+    if let Ok(v) = Version::parse(s) {
+        return Some(v);
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
+        return None;
+    }
+    let mut full = parts.join(".");
+    for _ in parts.len()..3 {
+        full.push_str(".0");
+    }
+    Version::parse(&full).ok()
+}
 
 /// A field a condition or a sort can name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -259,7 +275,7 @@ pub fn compare(field: &Field, value: &Value, operand: &Value) -> Option<Ordering
     match field {
         Field::Version => {
             let a = Version::parse(value.as_str()?).ok()?;
-            let b = parse::loose_version(operand.as_str()?)?;
+            let b = loose_version(operand.as_str()?)?;
             return Some(a.cmp(&b));
         }
         Field::Created | Field::Updated => {

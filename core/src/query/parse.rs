@@ -27,8 +27,8 @@ use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Cond, Field, Op, SortKey};
-use crate::domain::{format_time, Project, Version};
+use super::{loose_version, Cond, Field, Op, SortKey};
+use crate::domain::{format_time, Project};
 use crate::error::{Error, Result};
 
 /// A search, from either form.
@@ -68,22 +68,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     crate::config::parse_duration("duration", s)
         .ok()
         .and_then(|d| Duration::from_std(d).ok())
-}
-
-/// A version operand: a full semantic version, or `1` / `1.2` read as `1.0.0` / `1.2.0`.
-pub fn loose_version(s: &str) -> Option<Version> {
-    if let Ok(v) = Version::parse(s) {
-        return Some(v);
-    }
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
-        return None;
-    }
-    let mut full = parts.join(".");
-    for _ in parts.len()..3 {
-        full.push_str(".0");
-    }
-    Version::parse(&full).ok()
 }
 
 fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -23,7 +23,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::exec::{SearchHit, SimilarHit};
+use super::exec::SearchHit;
 use crate::backend::{Index, Query};
 use crate::domain::{ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
@@ -243,6 +243,15 @@ impl Storage {
         out.truncate(limit);
         Ok(out)
     }
+}
+
+/// One similar program.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarHit {
+    #[serde(flatten)]
+    pub hit: SearchHit,
+    pub similarity: f64,
+    pub components: Components,
 }
 
 #[cfg(test)]

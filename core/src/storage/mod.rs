@@ -120,7 +120,7 @@ pub struct Storage {
     /// Where change events go (none: not published).
     pub(crate) events: Option<Arc<dyn crate::events::EventPublisher>>,
     /// Loads counted in memory for the report (see [`crate::tracking::report`]).
-    pub(crate) loads: crate::tracking::report::LoadCounter,
+    pub(crate) loads: crate::model::counters::LoadCounter,
     /// Envelope encryption with data keys from a key service (see [`crate::blob::envelope`]).
     pub(crate) data_keys: Option<Arc<dyn crate::blob::envelope::DataKeyProvider>>,
     /// The secrets every cursor is signed with (see [`crate::paging`]).

@@ -18,9 +18,7 @@
 //! small items per signature): its cost grows with the number of signatures, never with the
 //! number of programs or metric records.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration as StdDuration, Instant};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::seq::SliceRandom;
@@ -28,10 +26,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::access::Principal;
-use crate::backend::{Index, Item, ItemStore, Query, SkRange, WriteOp};
+use crate::backend::{Index, Item, Query, SkRange, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
 use crate::error::{Error, Result};
-use crate::model::counters::{counter_set, day_attr};
+use crate::model::counters::{counter_set, day_attr, write_loads};
 use crate::model::keys;
 use crate::model::record::{from_item, ProgramRecord};
 use crate::storage::no_versions;
@@ -40,7 +38,7 @@ use crate::tracking::metrics::Window;
 use crate::tracking::trend::{DailyAccumulator, Trends};
 
 /// Loads are written at most this often per process (besides every report).
-pub const LOAD_FLUSH_INTERVAL: StdDuration = StdDuration::from_secs(60);
+pub use crate::model::counters::LOAD_FLUSH_INTERVAL;
 /// Blobs checked by the report's integrity spot check.
 pub const INTEGRITY_SAMPLE: usize = 5;
 /// Signatures whose trends the report shows.
@@ -51,76 +49,6 @@ pub const RECENT_DAYS: i64 = 7;
 pub const MAX_TREND_DAYS: i64 = 3650;
 /// Most programs a signature trend reads.
 pub const MAX_SIGNATURE_PROGRAMS: usize = 1000;
-
-/// Loads counted in memory, written in batches (see the module doc).
-#[derive(Debug)]
-pub struct LoadCounter {
-    pending: Mutex<HashMap<(Project, Signature), i64>>,
-    last_flush: Mutex<Instant>,
-}
-
-impl Default for LoadCounter {
-    fn default() -> Self {
-        LoadCounter {
-            pending: Mutex::new(HashMap::new()),
-            last_flush: Mutex::new(Instant::now()),
-        }
-    }
-}
-
-impl LoadCounter {
-    /// Counts one load; returns the counts to write when a flush is due.
-    fn count(
-        &self,
-        project: &Project,
-        signature: &Signature,
-    ) -> Option<HashMap<(Project, Signature), i64>> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        *pending
-            .entry((project.clone(), signature.clone()))
-            .or_insert(0) += 1;
-        let mut last = self.last_flush.lock().unwrap_or_else(|e| e.into_inner());
-        if last.elapsed() >= LOAD_FLUSH_INTERVAL {
-            *last = Instant::now();
-            Some(std::mem::take(&mut *pending))
-        } else {
-            None
-        }
-    }
-
-    fn take(&self) -> HashMap<(Project, Signature), i64> {
-        *self.last_flush.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn put_back(&self, counts: HashMap<(Project, Signature), i64>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, n) in counts {
-            *pending.entry(k).or_insert(0) += n;
-        }
-    }
-}
-
-/// Writes load counts: one single-item `ADD` per signature. Returns the counts not written.
-async fn write_loads(
-    items: &dyn ItemStore,
-    counts: HashMap<(Project, Signature), i64>,
-) -> HashMap<(Project, Signature), i64> {
-    let mut failed = HashMap::new();
-    for ((project, signature), n) in counts {
-        let op = WriteOp::Add {
-            pk: keys::stats_pk(&project, &signature),
-            sk: keys::LOADS_SK.into(),
-            add: vec![("n_loads".into(), n)],
-            set: counter_set(&project, &signature, keys::LOADS_SK),
-        };
-        if let Err(e) = items.transact(vec![op]).await {
-            tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");
-            failed.insert((project, signature), n);
-        }
-    }
-    failed
-}
 
 fn num(item: &Item, name: &str) -> i64 {
     item.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)

@@ -3,7 +3,7 @@
 //! * [`DynamoItemStore`] implements [`super::ItemStore`] over one DynamoDB table (`PK`/`SK` string
 //!   keys, four GSIs `GSI1`..`GSI4` keyed `GSInPK`/`GSInSK`, every attribute a string).
 //! * [`S3BlobStore`] implements [`super::BlobStore`] over one S3 bucket.
-//! * [`load_sdk_config`] and [`clients`] build both SDK clients from the environment (honouring
+//! * [`sdk_config`] and [`clients`] build both SDK clients from the environment (honouring
 //!   `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_S3`).
 //! * [`RequestCounter`] is an SDK interceptor that counts every request attempt sent, keyed
 //!   `"<service>.<operation>"` (`"DynamoDB.Query"`, `"S3.PutObject"`, ...).
@@ -32,9 +32,14 @@ pub use dynamo::DynamoItemStore;
 pub use events::EventBridgePublisher;
 pub use s3::S3BlobStore;
 
-/// Loads the shared SDK configuration from the environment (region, credentials, endpoints).
-pub async fn load_sdk_config() -> aws_config::SdkConfig {
+/// Loads the SDK configuration from the environment (region, credentials, endpoints), with the
+/// SDK's own retries OFF (one attempt): throttling and transient failures are retried by the
+/// one retry layer of the core ([`crate::retry`], applied by [`crate::backend::retry`]), so the
+/// two do not multiply. Load it once per process (a Lambda cold start, a CLI run) and build every
+/// client from it.
+pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
         .load()
         .await
 }

@@ -33,7 +33,7 @@ where
     if !enabled() {
         return;
     }
-    let sdk = load_sdk_config().await;
+    let sdk = sdk_config().await;
     let counter = RequestCounter::default();
     let (ddb, s3) = clients(&sdk, Some(counter.clone()));
     let suffix = uuid::Uuid::now_v7().simple().to_string();
