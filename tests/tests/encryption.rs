@@ -166,7 +166,7 @@ fn store_with(store: &TestStore, config: StorageConfig) -> Client {
 }
 
 async fn kms_key(description: &str) -> String {
-    let sdk = dspy_storage_core::backend::aws::load_sdk_config().await;
+    let sdk = dspy_storage_core::backend::aws::sdk_config().await;
     let kms = aws_sdk_kms::Client::new(&sdk);
     let key = kms
         .create_key()

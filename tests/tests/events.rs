@@ -6,7 +6,7 @@ use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dspy_storage_core::backend::aws::{load_sdk_config, EventBridgePublisher};
+use dspy_storage_core::backend::aws::{sdk_config, EventBridgePublisher};
 use dspy_storage_core::events::{EventPublisher, JsonLinesPublisher};
 use dspy_storage_tests::{backends, unique_name, Client, Kind, TestStore};
 use http::Method;
@@ -74,7 +74,7 @@ impl Sink {
 /// creates one: the default bus is shared by every test (and some emulators fail `PutEvents` on it
 /// once a schedule rule exists).
 async fn bus_with_queue() -> (String, aws_sdk_sqs::Client, String) {
-    let sdk = load_sdk_config().await;
+    let sdk = sdk_config().await;
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bus = unique_name("dspy-bus");
@@ -145,7 +145,7 @@ async fn with_events(store: TestStore) -> (TestStore, Sink, Option<tempfile::Tem
         }
         Kind::Aws => {
             let (bus, sqs, url) = bus_with_queue().await;
-            let sdk = load_sdk_config().await;
+            let sdk = sdk_config().await;
             (
                 Arc::new(EventBridgePublisher::from_sdk(
                     &sdk,
@@ -296,7 +296,7 @@ async fn a_store_with_events_costs_one_put_events_more_and_survives_a_missing_bu
     };
     let counter = store.counter.clone().unwrap();
     // A bus that does not exist: publishing fails, the store still succeeds and is readable.
-    let sdk = load_sdk_config().await;
+    let sdk = sdk_config().await;
     let publisher = Arc::new(EventBridgePublisher::from_sdk(
         &sdk,
         unique_name("no-such-bus"),

@@ -373,7 +373,7 @@ async fn two_years_of_versions_dry_run_real_run_archive_and_restore() {
 }
 
 async fn s3_client() -> aws_sdk_s3::Client {
-    let sdk = dspy_storage_core::backend::aws::load_sdk_config().await;
+    let sdk = dspy_storage_core::backend::aws::sdk_config().await;
     dspy_storage_core::backend::aws::clients(&sdk, None).1
 }
 

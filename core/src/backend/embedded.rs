@@ -736,3 +736,20 @@ pub fn open(data_dir: &Path) -> Result<(SqliteItemStore, FileBlobStore)> {
         FileBlobStore::open(data_dir)?,
     ))
 }
+
+#[cfg(test)]
+mod conformance_tests {
+    /// The backend conformance suite (every `ItemStore` and `BlobStore` primitive) on the
+    /// embedded backend.
+    #[tokio::test]
+    async fn the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (items, blobs) = super::open(dir.path()).unwrap();
+        let be = crate::backend::conformance::Backend {
+            label: "[Embedded]",
+            items: &items,
+            blobs: &blobs,
+        };
+        crate::backend::conformance::run(&be).await;
+    }
+}

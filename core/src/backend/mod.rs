@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 pub mod aws;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod embedded;
 pub mod retry;
 

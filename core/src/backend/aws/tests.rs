@@ -2,16 +2,13 @@
 //! (a failure instead of a skip with `DSPY_STORAGE_REQUIRE_AWS=1`); each creates its own uniquely named
 //! table and bucket and deletes them at the end (also when an assertion fails).
 
-use std::collections::BTreeSet;
 use std::future::Future;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::backend::{
-    BlobStore, Condition, Index, Item, ItemStore, PageKey, Query, SkRange, WriteOp,
-};
+use crate::backend::{BlobStore, Condition, Item, ItemStore, WriteOp};
 
 #[derive(Clone)]
 struct Env {
@@ -58,20 +55,25 @@ fn sha_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The backend conformance suite (every `ItemStore` and `BlobStore` primitive) on DynamoDB + S3.
 #[tokio::test]
-async fn items_round_trip() {
+async fn the_conformance_suite() {
+    with_env(|env| async move {
+        let be = crate::backend::conformance::Backend {
+            label: "[Aws]",
+            items: &env.items,
+            blobs: &env.blobs,
+        };
+        crate::backend::conformance::run(&be).await;
+    })
+    .await;
+}
+
+/// An empty transaction, and one with only an unconditional check, send no request.
+#[tokio::test]
+async fn empty_transactions_send_no_request() {
     with_env(|env| async move {
         let s = &env.items;
-        assert!(s.get("P", "S").await.unwrap().is_none());
-        let item = Item::new("PROG#1", "PROG")
-            .with("data", r#"{"a":1}"#)
-            .with("GSI1PK", "SIG#p#s")
-            .with("empty", "");
-        s.transact(vec![WriteOp::put(item.clone(), Condition::NotExists)])
-            .await
-            .unwrap();
-        assert_eq!(s.get("PROG#1", "PROG").await.unwrap(), Some(item.clone()));
-        // Empty transaction, and one with only an unconditional check: no request.
         env.counter.reset();
         s.transact(vec![]).await.unwrap();
         s.transact(vec![WriteOp::Check {
@@ -82,84 +84,6 @@ async fn items_round_trip() {
         .await
         .unwrap();
         assert_eq!(env.counter.total(), 0);
-        // Compare-and-set on an attribute, then delete with Exists.
-        let updated = item.clone().with("rev", "2");
-        s.transact(vec![WriteOp::put(
-            updated.clone(),
-            Condition::AttrEquals("data".into(), r#"{"a":1}"#.into()),
-        )])
-        .await
-        .unwrap();
-        assert_eq!(s.get("PROG#1", "PROG").await.unwrap(), Some(updated));
-        s.transact(vec![WriteOp::delete("PROG#1", "PROG", Condition::Exists)])
-            .await
-            .unwrap();
-        assert!(s.get("PROG#1", "PROG").await.unwrap().is_none());
-        match s
-            .transact(vec![WriteOp::delete("PROG#1", "PROG", Condition::Exists)])
-            .await
-        {
-            Err(Error::ConditionFailed { ops }) => assert_eq!(ops, vec![0]),
-            other => panic!("expected ConditionFailed, got {other:?}"),
-        }
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn failed_transaction_reports_op_index_and_changes_nothing() {
-    with_env(|env| async move {
-        let s = &env.items;
-        let existing = Item::new("SIG#p#s", "HEAD").with("rev", "1");
-        s.transact(vec![WriteOp::put(existing.clone(), Condition::None)])
-            .await
-            .unwrap();
-        env.counter.reset();
-        let ops = vec![
-            WriteOp::put(
-                Item::new("PROG#2", "PROG").with("data", "{}"),
-                Condition::NotExists,
-            ),
-            // Skipped (DynamoDB refuses a check without condition): indexes must not shift.
-            WriteOp::Check {
-                pk: "other".into(),
-                sk: "x".into(),
-                condition: Condition::None,
-            },
-            WriteOp::put(
-                Item::new("SIG#p#s", "VER#1").with("id", "2"),
-                Condition::NotExists,
-            ),
-            WriteOp::put(
-                existing.clone().with("rev", "2"),
-                Condition::AttrEquals("rev".into(), "0".into()),
-            ),
-        ];
-        match s.transact(ops).await {
-            Err(Error::ConditionFailed { ops }) => assert_eq!(ops, vec![3]),
-            other => panic!("expected ConditionFailed, got {other:?}"),
-        }
-        assert_eq!(env.counter.count("DynamoDB.TransactWriteItems"), 1);
-        assert_eq!(env.counter.total(), 1, "{:?}", env.counter.snapshot());
-        assert!(s.get("PROG#2", "PROG").await.unwrap().is_none());
-        assert!(s.get("SIG#p#s", "VER#1").await.unwrap().is_none());
-        assert_eq!(s.get("SIG#p#s", "HEAD").await.unwrap(), Some(existing));
-
-        // Two failing conditions are both reported.
-        let ops = vec![
-            WriteOp::put(Item::new("SIG#p#s", "HEAD"), Condition::NotExists),
-            WriteOp::put(Item::new("new", "x"), Condition::None),
-            WriteOp::Check {
-                pk: "missing".into(),
-                sk: "x".into(),
-                condition: Condition::Exists,
-            },
-        ];
-        match s.transact(ops).await {
-            Err(Error::ConditionFailed { ops }) => assert_eq!(ops, vec![0, 2]),
-            other => panic!("expected ConditionFailed, got {other:?}"),
-        }
-        assert!(s.get("new", "x").await.unwrap().is_none());
     })
     .await;
 }
@@ -198,146 +122,8 @@ async fn transact_counts_one_request() {
     .await;
 }
 
-/// Reads every page of a query, checking no item comes twice.
-async fn all_pages(s: &DynamoItemStore, q: Query) -> (Vec<String>, usize) {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut start: Option<PageKey> = None;
-    let mut pages = 0;
-    loop {
-        let page = s.query(&q.clone().start(start.take())).await.unwrap();
-        pages += 1;
-        assert!(page.items.len() <= q.limit);
-        for item in page.items {
-            let sk = match q.index {
-                Index::Table => item.sk.clone(),
-                index => item.get(index.sk_attr()).unwrap().to_owned(),
-            };
-            assert!(
-                seen.insert((item.pk.clone(), item.sk.clone())),
-                "{sk} twice"
-            );
-            out.push(sk);
-        }
-        match page.next {
-            Some(next) => start = Some(next),
-            None => break,
-        }
-        assert!(pages < 100, "paging does not end");
-    }
-    (out, pages)
-}
-
-#[tokio::test]
-async fn gsi_queries_and_paging() {
-    with_env(|env| async move {
-        let s = &env.items;
-        let mut items = Vec::new();
-        for i in 0..12 {
-            items.push(
-                Item::new(format!("PROG#{i:02}"), "PROG")
-                    .with("GSI1PK", "SIG#p#s")
-                    .with("GSI1SK", format!("2026-01-{:02}#{i:02}", i + 1)),
-            );
-        }
-        // Another partition and an item outside the index (sparse).
-        items.push(
-            Item::new("PROG#x", "PROG")
-                .with("GSI1PK", "SIG#p#other")
-                .with("GSI1SK", "2026-01-05#x"),
-        );
-        items.push(Item::new("PROG#y", "PROG"));
-        s.batch_put(items).await.unwrap();
-
-        let all: Vec<String> = (0..12)
-            .map(|i| format!("2026-01-{:02}#{i:02}", i + 1))
-            .collect();
-        let q = Query::new(Index::Gsi1, "SIG#p#s");
-        // Whole partition, both directions, paged by 5 (GSI reads are eventually consistent:
-        // LocalStack's DynamoDB Local applies them at once).
-        let (got, pages) = all_pages(s, q.clone().limit(5)).await;
-        assert_eq!(got, all);
-        assert!(pages >= 3);
-        let (got, _) = all_pages(s, q.clone().limit(5).forward(false)).await;
-        let mut rev = all.clone();
-        rev.reverse();
-        assert_eq!(got, rev);
-        // begins_with
-        let (got, _) = all_pages(
-            s,
-            q.clone()
-                .sk(SkRange::BeginsWith("2026-01-1".into()))
-                .limit(2),
-        )
-        .await;
-        assert_eq!(got, all[9..12].to_vec());
-        // between (inclusive), both directions
-        let between = SkRange::Between("2026-01-03".into(), "2026-01-07~".into());
-        let (got, _) = all_pages(s, q.clone().sk(between.clone()).limit(2)).await;
-        assert_eq!(got, all[2..7].to_vec());
-        let (got, _) = all_pages(s, q.clone().sk(between).limit(2).forward(false)).await;
-        let mut rev = all[2..7].to_vec();
-        rev.reverse();
-        assert_eq!(got, rev);
-        // >= and <=
-        let (got, _) = all_pages(s, q.clone().sk(SkRange::Gte(all[10].clone())).limit(1)).await;
-        assert_eq!(got, all[10..].to_vec());
-        let (got, _) =
-            all_pages(s, q.clone().sk(SkRange::Lte(all[1].clone())).forward(false)).await;
-        assert_eq!(got, vec![all[1].clone(), all[0].clone()]);
-        // next is None on a page that ends the partition
-        let page = s.query(&q.clone().limit(100)).await.unwrap();
-        assert_eq!(page.items.len(), 12);
-        assert!(page.next.is_none());
-
-        // Table query: a partition with several sort keys.
-        let head = (0..4)
-            .map(|v| Item::new("SIG#p#s", format!("VER#{v}")))
-            .collect();
-        s.batch_put(head).await.unwrap();
-        let tq = Query::new(Index::Table, "SIG#p#s").sk(SkRange::BeginsWith("VER#".into()));
-        let (got, _) = all_pages(s, tq.limit(3).forward(false)).await;
-        assert_eq!(got, vec!["VER#3", "VER#2", "VER#1", "VER#0"]);
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn batch_put_sixty_items_and_scan() {
-    with_env(|env| async move {
-        let s = &env.items;
-        let mut items: Vec<Item> = (0..60)
-            .map(|i| Item::new(format!("MET#{i:03}"), "m").with("data", format!("{i}")))
-            .collect();
-        // A repeated key: the later write wins (and must not break the batch).
-        items.push(Item::new("MET#000", "m").with("data", "last"));
-        env.counter.reset();
-        s.batch_put(items).await.unwrap();
-        let batches = env.counter.count("DynamoDB.BatchWriteItem");
-        assert!(batches >= 3, "{:?}", env.counter.snapshot());
-
-        let mut seen = BTreeSet::new();
-        let mut start = None;
-        loop {
-            let page = s.scan(start.take(), 7).await.unwrap();
-            assert!(page.items.len() <= 7);
-            for item in page.items {
-                if item.pk == "MET#000" {
-                    assert_eq!(item.data(), Some("last"));
-                }
-                assert!(seen.insert(item.pk.clone()), "{} twice", item.pk);
-            }
-            match page.next {
-                Some(next) => start = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(seen.len(), 60);
-        s.batch_put(vec![]).await.unwrap();
-    })
-    .await;
-}
-
+/// What is S3's own beyond the conformance suite: copy sources with characters that need escaping,
+/// and a wrong checksum refused on arrival (`BadDigest` → `Integrity`).
 #[tokio::test]
 async fn blobs_round_trip() {
     with_env(|env| async move {
