@@ -1,7 +1,7 @@
 //! Backup and restore time and peak memory at 1,000 and 10,000 programs (ignored by default):
 //!
 //! ```sh
-//! cargo test -p dspy-storage-tests --test bench_backup -- --ignored --nocapture
+//! cargo test -p dspy-storage-tests --test it bench_backup:: -- --ignored --nocapture
 //! # BENCH_SIZES=1000,10000,20000; with the AWS emulators configured and BENCH_AWS=1 the AWS
 //! # backend too (BENCH_AWS_SIZES, default BENCH_SIZES)
 //! ```

@@ -6,7 +6,7 @@
 //! Bounded in the normal test run (proptest's default of 256 cases per target); longer by hand:
 //!
 //! ```sh
-//! PROPTEST_CASES=200000 cargo test -p dspy-storage-tests --release --test fuzz
+//! PROPTEST_CASES=200000 cargo test -p dspy-storage-tests --release --test it fuzz::
 //! ```
 //!
 //! A failure is shrunk and saved by proptest under `tests/fuzz/proptest-regressions.txt`

@@ -5,7 +5,7 @@
 //! prints what each query read from the item store (queries, items) and checks it is the same at
 //! both sizes: the work does not depend on the programs outside the result.
 //!
-//! Run: `cargo test -p dspy-storage-tests --test bench_search -- --ignored --nocapture`
+//! Run: `cargo test -p dspy-storage-tests --test it bench_search:: -- --ignored --nocapture`
 //!
 //! Seeding: the first version of each signature is stored through the API; further versions are
 //! real records (program item with its index keys, version claim, tag entries, signature head)

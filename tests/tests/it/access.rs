@@ -399,13 +399,24 @@ fn principals_filter_projects_for_listing_handlers() {
         .is_none());
 }
 
-/// A `MakeWriter` into a shared buffer (the logs of one test).
+/// The logs written while a [`LogCapture`] is alive.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for Captured {
+/// The buffers of the captures alive now; the global subscriber writes each event to all of them.
+static CAPTURES: std::sync::Mutex<Vec<Captured>> = std::sync::Mutex::new(Vec::new());
+/// How many captures are alive (read on every event: no lock when none is).
+static CAPTURING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The global subscriber's writer: one formatted event (one JSON line) per `write`, appended to
+/// every live capture.
+struct ToCaptures;
+
+impl std::io::Write for ToCaptures {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        for c in CAPTURES.lock().unwrap().iter() {
+            c.0.lock().unwrap().extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -413,26 +424,80 @@ impl std::io::Write for Captured {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ToCaptures {
+    type Writer = ToCaptures;
+    fn make_writer(&'a self) -> ToCaptures {
+        ToCaptures
+    }
+}
+
+/// Enables every callsite only while a capture is alive. `Interest::sometimes` keeps tracing from
+/// caching the answer per callsite, so a capture sees callsites that other tests hit first.
+struct WhileCapturing;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WhileCapturing {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        CAPTURING.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+/// Every event of the process (any thread, every level) while it lives, as JSON lines.
+struct LogCapture(Captured);
+
+impl LogCapture {
+    fn start() -> LogCapture {
+        // Global (not thread-local): tracing caches per-callsite interest across threads, so a
+        // thread-local subscriber misses events whose callsites other tests registered first.
+        // Installed once for the whole test binary (all its modules share the process); it
+        // formats and keeps events only while a capture is alive.
+        static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            // JSON lines at every level, as the Lambda functions log.
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(ToCaptures)
+                .finish()
+                .with(WhileCapturing);
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("the only global subscriber of the test binary");
+        });
+        let captured = Captured::default();
+        CAPTURES.lock().unwrap().push(captured.clone());
+        CAPTURING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        LogCapture(captured)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0 .0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        CAPTURING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        CAPTURES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(&c.0, &self.0 .0));
     }
 }
 
 #[tokio::test]
 async fn tokens_claims_and_keys_never_reach_the_logs() {
-    let captured = Captured::default();
-    // JSON lines at every level, as the Lambda functions log.
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .finish();
-    // Global (not thread-local): tracing caches per-callsite interest across threads, so a
-    // thread-local subscriber misses events whose callsites other tests registered first. The
-    // other tests of this file then log here too, which only widens the check.
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    // The tests running meanwhile (of any module) log here too, which only widens the check.
+    let captured = LogCapture::start();
     const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
     let config = dspy_storage_core::config::StorageConfig::default()
         .with_encryption_key(KEY)
@@ -467,7 +532,7 @@ async fn tokens_claims_and_keys_never_reach_the_logs() {
     invoke(&store, &auth, Function::Load, &e)
         .await
         .expect_error(k, "jwt", 404, "not_found");
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("unauthenticated request refused"),
         "the refusals are logged: {logs}"

@@ -1025,7 +1025,7 @@ fn peak_rss_kib() -> u64 {
 
 /// Timing and peak memory of a scheduled-style run (counts only) over many programs:
 /// `DSPY_BENCH_PROGRAMS` (default 2000) in signatures of 10 versions spanning two years.
-/// `cargo test -p dspy-storage-tests --test retention bench -- --ignored --nocapture`
+/// `cargo test -p dspy-storage-tests --test it retention::bench -- --ignored --nocapture`
 #[tokio::test]
 #[ignore]
 async fn bench_cleanup_scale() {

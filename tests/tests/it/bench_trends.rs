@@ -2,7 +2,7 @@
 //! of ONE program, on every backend of `backends()`, seeded through the API with batches of
 //! 1,000 records (BatchWriteItem chunks of 25 on AWS), spread over the last 90 days.
 //!
-//! `cargo test -p dspy-storage-tests --test bench_trends -- --ignored --nocapture`
+//! `cargo test -p dspy-storage-tests --test it bench_trends:: -- --ignored --nocapture`
 
 use std::time::Instant;
 
