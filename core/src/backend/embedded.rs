@@ -535,17 +535,20 @@ impl BlobStore for FileBlobStore {
         self.put(to, bytes, "").await
     }
 
+    /// A blob exists in either tier (as an S3 object in Glacier still answers `HeadObject`).
     async fn exists(&self, key: &str) -> Result<bool> {
-        let path = self.path(key)?;
-        match tokio::fs::metadata(&path).await {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) if !path.is_file() => {
-                tracing::debug!(error = %e, "blob path is not a file");
-                Ok(false)
+        for path in [self.path(key)?, self.archive_path(key)?] {
+            match tokio::fs::metadata(&path).await {
+                Ok(m) if m.is_file() => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if !path.is_file() => {
+                    tracing::debug!(error = %e, "blob path is not a file");
+                }
+                Err(e) => return Err(io_err(&path, e)),
             }
-            Err(e) => Err(io_err(&path, e)),
         }
+        Ok(false)
     }
 
     async fn start_multipart(&self, key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
@@ -578,21 +581,27 @@ impl BlobStore for FileBlobStore {
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
             let mut keys = Vec::new();
-            // Walk only the deepest directory the prefix names (`backups/` skips `programs/`).
-            let base = match prefix.rfind('/') {
+            // Walk only the deepest directory the prefix names (`backups/` skips `programs/`), in
+            // both tiers: an archived blob is listed, as S3 lists an object in Glacier.
+            let dir = match prefix.rfind('/') {
                 Some(i)
                     if Path::new(&prefix[..i])
                         .components()
                         .all(|c| matches!(c, Component::Normal(_))) =>
                 {
-                    root.join(&prefix[..i])
+                    &prefix[..i]
                 }
-                _ => root.clone(),
+                _ => "",
             };
-            if base.is_dir() {
-                collect_files(&root, &base, &mut keys)?;
+            let archive = root.join(ARCHIVE_DIR);
+            for tier_root in [&root, &archive] {
+                let base = tier_root.join(dir);
+                if base.is_dir() {
+                    collect_files(tier_root, &base, &archive, &mut keys)?;
+                }
             }
             keys.sort_by(|a, b| a.0.cmp(&b.0));
+            keys.dedup_by(|a, b| a.0 == b.0);
             let mut out = Vec::new();
             for (key, meta) in keys {
                 if !key.starts_with(&prefix)
@@ -681,9 +690,12 @@ impl MultipartUpload for FileUpload {
     }
 }
 
+/// The files under `dir`, keyed by their path relative to `root`; `skip` (the archive directory,
+/// when walking the standard tier) is not entered.
 fn collect_files(
     root: &Path,
     dir: &Path,
+    skip: &Path,
     out: &mut Vec<(String, std::fs::Metadata)>,
 ) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -696,7 +708,9 @@ fn collect_files(
         let path = entry.path();
         let meta = entry.metadata().map_err(|e| io_err(&path, e))?;
         if meta.is_dir() {
-            collect_files(root, &path, out)?;
+            if path != skip {
+                collect_files(root, &path, skip, out)?;
+            }
         } else if !path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
@@ -749,6 +763,7 @@ mod conformance_tests {
             label: "[Embedded]",
             items: &items,
             blobs: &blobs,
+            instant_restore: true,
         };
         crate::backend::conformance::run(&be).await;
     }

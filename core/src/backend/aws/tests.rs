@@ -63,6 +63,7 @@ async fn the_conformance_suite() {
             label: "[Aws]",
             items: &env.items,
             blobs: &env.blobs,
+            instant_restore: false,
         };
         crate::backend::conformance::run(&be).await;
     })
