@@ -157,6 +157,7 @@ pub async fn open_fresh(
             let counter = RequestCounter::new();
             let storage = Arc::new(
                 open::aws(
+                    &dspy_storage_core::backend::aws::sdk_config().await,
                     &location,
                     StorageConfig::default(),
                     true,

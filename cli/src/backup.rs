@@ -3,6 +3,7 @@
 //! `import` restores such a file, so a laptop store (embedded) moves to AWS and back.
 
 use dspy_storage_core::access::OPERATOR;
+use dspy_storage_core::open::AwsConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,9 +75,11 @@ pub struct ImportArgs {
     pub no_verify_compatibility: bool,
 }
 
-async fn location(storage: &Storage, place: &BackupPlace) -> BackupLocation {
+async fn location(storage: &Storage, aws: &AwsConfig, place: &BackupPlace) -> BackupLocation {
     match &place.backup_bucket {
-        Some(bucket) if !bucket.trim().is_empty() => BackupLocation::s3_bucket(bucket.trim()).await,
+        Some(bucket) if !bucket.trim().is_empty() => {
+            BackupLocation::s3_bucket(aws.get().await, bucket.trim())
+        }
         _ => BackupLocation::new(storage.blobs().clone()),
     }
 }
@@ -143,14 +146,14 @@ async fn run_restore(
     Ok(result?)
 }
 
-pub async fn run(storage: Storage, action: BackupAction) -> Result<(), AnyError> {
+pub async fn run(storage: Storage, aws: &AwsConfig, action: BackupAction) -> Result<(), AnyError> {
     match action {
         BackupAction::Create {
             name,
             retain,
             place,
         } => {
-            let loc = location(&storage, &place).await;
+            let loc = location(&storage, aws, &place).await;
             let options = BackupOptions {
                 name,
                 retain: Some(retain.max(1)),
@@ -165,11 +168,11 @@ pub async fn run(storage: Storage, action: BackupAction) -> Result<(), AnyError>
             }))
         }
         BackupAction::List { place } => {
-            let loc = location(&storage, &place).await;
+            let loc = location(&storage, aws, &place).await;
             crate::print_json(&backup::list_backups(&OPERATOR, &loc).await?)
         }
         BackupAction::Show { name, place } => {
-            let loc = location(&storage, &place).await;
+            let loc = location(&storage, aws, &place).await;
             crate::print_json(&backup::get_manifest(&OPERATOR, &loc, &name).await?)
         }
         BackupAction::Restore {
@@ -177,7 +180,7 @@ pub async fn run(storage: Storage, action: BackupAction) -> Result<(), AnyError>
             no_verify_compatibility,
             place,
         } => {
-            let loc = location(&storage, &place).await;
+            let loc = location(&storage, aws, &place).await;
             let report = run_restore(&storage, &loc, &name, !no_verify_compatibility).await?;
             crate::print_json(&report)
         }

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dspy_storage_core::access::OPERATOR;
-use dspy_storage_core::codec::Compression;
-use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::{
     format_time, AliasName, NewMetadata, ProgramId, Project, Signature, Version,
 };
-use dspy_storage_core::open::{self, AwsLocation};
+use dspy_storage_core::open::{AwsConfig, AwsLocation, BackendSettings, Settings};
 use dspy_storage_core::service::Storage;
-use dspy_storage_functions::{app, AppState};
+use dspy_storage_functions::app;
+use dspy_storage_functions::env::Env;
 use serde_json::{Map, Value};
 
 mod backup;
@@ -94,6 +93,9 @@ struct BackendArgs {
     /// Envelope encryption with data keys from this AWS KMS key (id, ARN or alias/…).
     #[arg(long, global = true, env = "DSPY_STORAGE_KMS_KEY_ID")]
     kms_key_id: Option<String>,
+    /// How long a KMS data key is reused for new blobs (e.g. `5m`, the default).
+    #[arg(long, global = true, env = "DSPY_STORAGE_KMS_DATA_KEY_TTL")]
+    kms_data_key_ttl: Option<String>,
     /// Publish change events (ProgramStored, AliasMoved, …) to this EventBridge bus.
     #[arg(long, global = true, env = "DSPY_STORAGE_EVENT_BUS")]
     event_bus: Option<String>,
@@ -116,6 +118,9 @@ struct BackendArgs {
         default_value = "GLACIER"
     )]
     archive_class: String,
+    /// The process's one AWS configuration, loaded when an AWS client is first needed.
+    #[arg(skip)]
+    aws: AwsConfig,
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,77 +254,14 @@ pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<(), AnyError> {
 pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl BackendArgs {
-    fn config(&self) -> Result<StorageConfig, AnyError> {
-        let mut config = StorageConfig {
-            compression: self.compression.parse::<Compression>()?,
-            archive_storage_class: self.archive_class.clone(),
-            ..StorageConfig::default()
-        };
-        if let Some(f) = &self.encryption_key_file {
-            config = config.with_key_file(f)?;
-        }
-        if let Some(k) = &self.encryption_key {
-            config = config.with_encryption_key(k)?;
-        }
-        Ok(config)
-    }
-
-    async fn open(&self) -> Result<Storage, AnyError> {
-        let mut storage = self.open_backend().await?;
-        if let Some(key_id) = self.kms_key_id.as_deref().filter(|k| !k.trim().is_empty()) {
-            storage = storage.with_data_keys(
-                dspy_storage_core::envelope::kms_provider(
-                    key_id.trim(),
-                    dspy_storage_core::envelope::DataKeyCache::default(),
-                )
-                .await,
-            );
-        }
-        if let Some(keys) = self.cursor_keys().await? {
-            storage = storage.with_cursor_keys(keys);
-        }
-        let target = open::EventsTarget::from_settings(
-            self.event_bus.as_deref(),
-            self.events_file.as_deref(),
-        );
-        Ok(match target {
-            Some(t) => storage.with_events(open::event_publisher(&t, None).await),
-            None => storage,
-        })
-    }
-
-    /// The cursor secret file of this backend: `--cursor-secret-file`, else the embedded data
-    /// directory's.
-    fn cursor_secret_path(&self) -> Option<PathBuf> {
-        self.cursor_secret_file.clone().or_else(|| {
-            (self.backend == BackendKind::Embedded)
-                .then(|| self.data_dir.join(dspy_storage_core::cursor::SECRET_FILE))
-        })
-    }
-
-    /// The secret cursors are signed with (none: an ephemeral one, so cursors printed by one
-    /// command do not work in the next — only with the aws backend and no secret configured).
-    async fn cursor_keys(&self) -> Result<Option<dspy_storage_core::cursor::CursorKeys>, AnyError> {
-        use dspy_storage_core::cursor::CursorKeys;
-        if let Some(arn) = self
-            .cursor_secret_arn
-            .as_deref()
-            .filter(|a| !a.trim().is_empty())
-        {
-            return Ok(Some(CursorKeys::from_secrets_manager(arn.trim()).await?));
-        }
-        match self.cursor_secret_path() {
-            Some(path) => Ok(Some(CursorKeys::load_or_create(&path)?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn open_backend(&self) -> Result<Storage, AnyError> {
-        let config = self.config()?;
-        match self.backend {
-            BackendKind::Embedded => Ok(open::embedded(&self.data_dir, config)?),
-            BackendKind::Aws => {
-                let location = AwsLocation {
+    /// The flags as the one [`Settings`] every entry point opens a store from.
+    fn settings(&self) -> Result<Settings, AnyError> {
+        let backend = match self.backend {
+            BackendKind::Embedded => BackendSettings::Embedded {
+                data_dir: self.data_dir.clone(),
+            },
+            BackendKind::Aws => BackendSettings::Aws {
+                location: AwsLocation {
                     table: self
                         .table
                         .clone()
@@ -328,10 +270,27 @@ impl BackendArgs {
                         .bucket
                         .clone()
                         .ok_or("--bucket (DSPY_STORAGE_BUCKET) is required with --backend aws")?,
-                };
-                Ok(open::aws(&location, config, self.create, None).await?)
-            }
-        }
+                },
+                create: self.create,
+            },
+        };
+        Ok(Settings {
+            compression: Some(self.compression.clone()),
+            encryption_key: self.encryption_key.clone(),
+            encryption_key_file: self.encryption_key_file.clone(),
+            archive_class: Some(self.archive_class.clone()),
+            kms_key_id: self.kms_key_id.clone(),
+            kms_data_key_ttl: self.kms_data_key_ttl.clone(),
+            event_bus: self.event_bus.clone(),
+            events_file: self.events_file.clone(),
+            cursor_secret_arn: self.cursor_secret_arn.clone(),
+            cursor_secret_file: self.cursor_secret_file.clone(),
+            ..Settings::new(backend)
+        })
+    }
+
+    async fn open(&self) -> Result<Storage, AnyError> {
+        Ok(self.settings()?.open(&self.aws).await?)
     }
 }
 
@@ -372,9 +331,9 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                     dspy_storage_functions::auth::AccessControl::Off
                 }
             };
-            let storage = cli.backend.open().await?;
-            tracing::info!(backend = %storage.health().backend, "storage opened");
-            let mut state = AppState::new(Arc::new(storage)).with_access(access);
+            let env = Env::around(cli.backend.settings()?, |name| std::env::var(name).ok())?;
+            let mut state = env.state(&cli.backend.aws).await?.with_access(access);
+            tracing::info!(backend = %state.storage.health().backend, "storage opened");
             state.max_body_bytes = max_body_bytes;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             eprintln!(
@@ -542,14 +501,16 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
         }
         Command::Maintenance(command) => maintenance::run(command, &cli.backend).await?,
         Command::Perf(cmd) => metrics::run(cmd, &cli.backend.open().await?).await?,
-        Command::Backup { action } => backup::run(cli.backend.open().await?, action).await?,
+        Command::Backup { action } => {
+            backup::run(cli.backend.open().await?, &cli.backend.aws, action).await?
+        }
         Command::Export(args) => backup::export(cli.backend.open().await?, args).await?,
         Command::Import(args) => backup::import(cli.backend.open().await?, args).await?,
         Command::RotateCursorSecret => {
             if cli.backend.cursor_secret_arn.is_some() {
                 return Err("the cursor secret is a Secrets Manager secret: rotate it there (aws secretsmanager put-secret-value or rotate-secret); AWSPREVIOUS stays valid for 24 hours".into());
             }
-            let path = cli.backend.cursor_secret_path().ok_or(
+            let path = cli.backend.settings()?.cursor_secret_path().ok_or(
                 "no cursor secret file: give --cursor-secret-file (the aws backend has none by default)",
             )?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -284,16 +284,15 @@ impl CursorKeys {
 
     // ----- Lambda: a Secrets Manager secret -----------------------------------------------------
 
-    /// The secret `arn` from Secrets Manager (through the standard AWS configuration;
-    /// `AWS_ENDPOINT_URL` honoured): its `AWSCURRENT` version signs, its `AWSPREVIOUS` version
+    /// The secret `arn` from Secrets Manager (a client built from `sdk`; `AWS_ENDPOINT_URL`
+    /// honoured): its `AWSCURRENT` version signs, its `AWSPREVIOUS` version
     /// (if any) still verifies until [`CURSOR_TTL`] after the current version was created. Two
     /// `GetSecretValue` requests; the Lambda functions call this once per cold start.
-    pub async fn from_secrets_manager(arn: &str) -> Result<Self> {
-        let sdk = crate::backend::aws::sdk_config().await;
+    pub async fn from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str) -> Result<Self> {
         // Not behind the backend retry decorator: the SDK's standard retries are this call's one
         // retry layer.
         let client = aws_sdk_secretsmanager::Client::from_conf(
-            aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            aws_sdk_secretsmanager::config::Builder::from(sdk)
                 .retry_config(aws_config::retry::RetryConfig::standard())
                 .build(),
         );

@@ -1,17 +1,18 @@
 //! What every Lambda binary shares: JSON logs, the storage built once from the environment, and
 //! running a function's router on lambda_http.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
-use dspy_storage_core::open::{aws, event_publisher, AwsLocation};
+use dspy_storage_core::open::AwsConfig;
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_http::{service_fn, Context, LambdaEvent};
 use serde_json::Value;
 
-use crate::{config_from_env, events_target_from_env, function_router, AppState, Function};
+use crate::env::{lambda_access, Env};
+use crate::jobs::stop_before;
+use crate::{function_router, AppState, Function};
 
 /// Structured JSON logs (CloudWatch), level from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -25,47 +26,14 @@ pub fn init_tracing() {
         .init();
 }
 
-fn required_env(name: &str) -> Result<String, lambda_http::Error> {
-    std::env::var(name).map_err(|_| format!("environment variable {name} is not set").into())
-}
-
-/// Builds the handler state once per cold start: `DSPY_STORAGE_TABLE`, `DSPY_STORAGE_BUCKET`,
-/// plus the shared configuration of [`config_from_env`] and the events target of
-/// [`events_target_from_env`].
+/// Builds the handler state once per cold start: every setting read from the environment once
+/// ([`Env::lambda`]), every AWS client built from one configuration, access control from the API
+/// Gateway authorizer context ([`lambda_access`]).
 pub async fn state_from_env() -> Result<AppState, lambda_http::Error> {
-    let location = AwsLocation {
-        table: required_env("DSPY_STORAGE_TABLE")?,
-        bucket: required_env("DSPY_STORAGE_BUCKET")?,
-    };
-    let mut storage = aws(&location, config_from_env()?, false, None).await?;
-    if let Some(keys) = crate::data_keys_from_env().await? {
-        storage = storage.with_data_keys(keys);
-    }
-    if let Some(target) = events_target_from_env() {
-        storage = storage.with_events(event_publisher(&target, None).await);
-    }
-    // Read once per cold start (functions that issue no cursors get no secret: an ephemeral one).
-    match crate::cursor_keys_from_env().await? {
-        Some(keys) => {
-            tracing::info!(source = keys.source(), "cursor secret loaded");
-            storage = storage.with_cursor_keys(keys);
-        }
-        None => tracing::info!(
-            "no cursor secret configured: cursors of this function work within one instance only"
-        ),
-    }
-    // Lambda checks access, from the API Gateway authorizer context (see `auth`) — unless
-    // DSPY_STORAGE_ACCESS_CONTROL=off, meant only for the local Lambda loop (`cargo lambda watch`
-    // sends no authorizer context); the stack never sets it.
-    let access = if std::env::var("DSPY_STORAGE_ACCESS_CONTROL").is_ok_and(|v| v == "off") {
-        tracing::warn!("ACCESS CONTROL IS OFF (DSPY_STORAGE_ACCESS_CONTROL=off): every caller may do everything; never deploy this");
-        crate::auth::AccessControl::Off
-    } else {
-        crate::auth::AccessControl::Lambda(crate::auth::LambdaAuth::from_env()?)
-    };
-    let mut state = AppState::new(Arc::new(storage)).with_access(access);
-    crate::routes::backup_settings_from_env(&mut state).await?;
-    Ok(state)
+    let var = |name: &str| std::env::var(name).ok();
+    let env = Env::lambda(var)?;
+    let aws = AwsConfig::new();
+    Ok(env.state(&aws).await?.with_access(lambda_access(var)?))
 }
 
 /// The whole `main` of a Lambda function.
@@ -86,9 +54,6 @@ pub type ScheduledFuture =
 /// invocation's deadline less a margin; `None` when unknown).
 pub type ScheduledHandler = fn(AppState, Value, Option<Instant>) -> ScheduledFuture;
 
-/// Time kept free before the invocation's deadline to write the status and answer.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
-
 /// True for an EventBridge scheduled event (`"detail-type": "Scheduled Event"` from `aws.events`
 /// or `aws.scheduler`).
 pub fn is_scheduled_event(event: &Value) -> bool {
@@ -100,20 +65,10 @@ pub fn is_scheduled_event(event: &Value) -> bool {
 }
 
 /// The instant to stop scheduled work before: the context's deadline (milliseconds since the
-/// epoch) less [`DEADLINE_MARGIN`].
+/// epoch) less [`crate::jobs::DEADLINE_MARGIN`].
 fn deadline_of(context: &Context) -> Option<Instant> {
     (context.deadline != 0)
         .then(|| stop_before(UNIX_EPOCH + Duration::from_millis(context.deadline)))
-}
-
-/// The instant to stop work that must end by `deadline`: [`DEADLINE_MARGIN`] before it (now,
-/// when that has passed).
-pub(crate) fn stop_before(deadline: SystemTime) -> Instant {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(DEADLINE_MARGIN);
-    Instant::now() + left
 }
 
 /// Handles one invocation of a function that serves HTTP routes AND runs on a schedule: an

@@ -311,9 +311,15 @@ async fn fresh_location() -> AwsLocation {
         table: name.clone(),
         bucket: name,
     };
-    open::aws(&location, Default::default(), true, None)
-        .await
-        .expect("table and bucket created");
+    open::aws(
+        &dspy_storage_core::backend::aws::sdk_config().await,
+        &location,
+        Default::default(),
+        true,
+        None,
+    )
+    .await
+    .expect("table and bucket created");
     location
 }
 

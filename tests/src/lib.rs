@@ -145,9 +145,15 @@ pub async fn aws_with(config: StorageConfig) -> Option<TestStore> {
         bucket: unique_name("dspy-test"),
     };
     let counter = RequestCounter::default();
-    let storage = open::aws(&location, config, true, Some(counter.clone()))
-        .await
-        .expect("AWS store with a new table and bucket");
+    let storage = open::aws(
+        &dspy_storage_core::backend::aws::sdk_config().await,
+        &location,
+        config,
+        true,
+        Some(counter.clone()),
+    )
+    .await
+    .expect("AWS store with a new table and bucket");
     counter.reset();
     Some(TestStore {
         kind: Kind::Aws,

@@ -89,10 +89,10 @@ impl BackupLocation {
     }
 
     /// The same layout in an S3 bucket of its own (`DSPY_STORAGE_BACKUP_BUCKET`,
-    /// `--backup-bucket`), with the environment's AWS configuration.
-    pub async fn s3_bucket(bucket: &str) -> Self {
-        use crate::backend::aws::{s3_client, sdk_config, S3BlobStore};
-        let s3 = s3_client(&sdk_config().await, None);
+    /// `--backup-bucket`), with a client built from `sdk`.
+    pub fn s3_bucket(sdk: &aws_config::SdkConfig, bucket: &str) -> Self {
+        use crate::backend::aws::{s3_client, S3BlobStore};
+        let s3 = s3_client(sdk, None);
         Self::new(Arc::new(S3BlobStore::new(s3, bucket)))
     }
 

@@ -236,16 +236,16 @@ impl KeyService for Kms {
     }
 }
 
-/// A KMS data key provider through the standard AWS configuration (`AWS_ENDPOINT_URL` honoured).
-pub async fn kms_provider(
+/// A KMS data key provider with a client built from `sdk` (`AWS_ENDPOINT_URL` honoured).
+pub fn kms_provider(
+    sdk: &aws_config::SdkConfig,
     key_id: &str,
     cache: DataKeyCache,
 ) -> std::sync::Arc<dyn DataKeyProvider> {
-    let sdk = crate::backend::aws::sdk_config().await;
     // KMS calls are not behind the backend retry decorator: the SDK's standard retries are
     // their one retry layer (the shared configuration turns them off for the decorated clients).
     let client = aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::config::Builder::from(&sdk)
+        aws_sdk_kms::config::Builder::from(sdk)
             .retry_config(aws_config::retry::RetryConfig::standard())
             .build(),
     );

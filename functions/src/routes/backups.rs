@@ -5,9 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use dspy_storage_core::backup::{
-    self, BackupLocation, BackupOptions, BackupRun, Manifest, RestoreOptions,
-};
+use dspy_storage_core::backup::{self, BackupRun, Manifest, RestoreOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,15 +13,6 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::extract::json_body_or_default;
 use crate::AppState;
-use dspy_storage_core::access::Principal;
-
-/// Where this state's backups live.
-pub fn location(state: &AppState) -> BackupLocation {
-    state
-        .backup
-        .clone()
-        .unwrap_or_else(|| BackupLocation::new(state.storage.blobs().clone()))
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -47,23 +36,6 @@ pub fn created_view(m: &Manifest) -> Value {
     })
 }
 
-/// Runs a backup with the state's location and retention, stopping at `deadline` (the next
-/// run resumes it).
-pub async fn run_backup(
-    state: &AppState,
-    who: &Principal,
-    name: Option<String>,
-    deadline: Option<std::time::Instant>,
-) -> dspy_storage_core::Result<BackupRun> {
-    let options = BackupOptions {
-        name,
-        retain: Some(state.backup_retain),
-        deadline,
-        ..Default::default()
-    };
-    backup::create_backup(who, &state.storage, &location(state), &options).await
-}
-
 /// `POST /backups` body `{"name"?}` (or no body) → `201` with the new backup's summary.
 pub async fn create(
     State(state): State<AppState>,
@@ -74,8 +46,8 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let req: CreateBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
     // In Lambda the backup stops a minute before the invocation's deadline.
-    let deadline = lambda.map(|c| crate::lambda::stop_before(c.0.deadline()));
-    match run_backup(&state, &who, req.name, deadline).await? {
+    let deadline = lambda.map(|c| crate::jobs::stop_before(c.0.deadline()));
+    match crate::jobs::run_backup(&state, &who, req.name, deadline).await? {
         BackupRun::Finished(m) => Ok((StatusCode::CREATED, Json(created_view(&m))).into_response()),
         BackupRun::Suspended { name, pass } => Ok((
             StatusCode::ACCEPTED,
@@ -87,7 +59,7 @@ pub async fn create(
 
 /// `GET /backups` → `{"backups": [...]}`, newest first.
 pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResult<Response> {
-    let backups = backup::list_backups(&who, &location(&state)).await?;
+    let backups = backup::list_backups(&who, &state.backup_location()).await?;
     Ok(Json(json!({ "backups": backups })).into_response())
 }
 
@@ -97,7 +69,7 @@ pub async fn manifest(
     Caller(who): Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let m = backup::get_manifest(&who, &location(&state), &name).await?;
+    let m = backup::get_manifest(&who, &state.backup_location(), &name).await?;
     Ok(Json(m).into_response())
 }
 
@@ -133,32 +105,13 @@ pub async fn restore(
         verify_compatibility: req.verify_compatibility,
         progress: None,
     };
-    let report = backup::restore(&who, &state.storage, &location(&state), &name, &options).await?;
+    let report = backup::restore(
+        &who,
+        &state.storage,
+        &state.backup_location(),
+        &name,
+        &options,
+    )
+    .await?;
     Ok(Json(report).into_response())
-}
-
-/// Backup settings from the environment: `DSPY_STORAGE_BACKUP_BUCKET` (a bucket of its own;
-/// default the program bucket under `backups/`) and `DSPY_STORAGE_BACKUP_RETAIN` (default 30).
-pub async fn settings_from_env(state: &mut AppState) -> dspy_storage_core::Result<()> {
-    if let Ok(retain) = std::env::var("DSPY_STORAGE_BACKUP_RETAIN") {
-        state.backup_retain = retain
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                dspy_storage_core::Error::invalid(
-                    "DSPY_STORAGE_BACKUP_RETAIN",
-                    format!(
-                        "DSPY_STORAGE_BACKUP_RETAIN must be a count of at least 1, not {retain:?}"
-                    ),
-                )
-            })?;
-    }
-    if let Ok(bucket) = std::env::var("DSPY_STORAGE_BACKUP_BUCKET") {
-        if !bucket.trim().is_empty() {
-            state.backup = Some(BackupLocation::s3_bucket(bucket.trim()).await);
-        }
-    }
-    Ok(())
 }

@@ -9,10 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{parse_time, ProgramStatus};
-use dspy_storage_core::maintenance::{CleanupOptions, CleanupReport};
-use dspy_storage_core::retention::{Policy, PolicyInput};
+use dspy_storage_core::maintenance::CleanupOptions;
+use dspy_storage_core::retention::PolicyInput;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::programs::program_id;
 use crate::auth::Caller;
@@ -23,13 +22,6 @@ use crate::AppState;
 /// How long one HTTP cleanup call works before it answers a `next_cursor` (API Gateway gives an
 /// integration 30 s).
 pub const HTTP_BUDGET: Duration = Duration::from_secs(25);
-
-/// The configured policy: the defaults overridden by the function's environment
-/// (`DSPY_STORAGE_KEEP_LATEST`, `DSPY_STORAGE_ARCHIVE_AFTER_DAYS`, ...; see
-/// [`Policy::from_env`]).
-pub fn configured_policy() -> dspy_storage_core::Result<Policy> {
-    Policy::from_env(|name| std::env::var(name).ok())
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -53,10 +45,7 @@ pub async fn cleanup(
 ) -> ApiResult<Response> {
     let parsed: CleanupBody = json_body_or_default(&headers, body, state.max_body_bytes).await?;
     let dry_run = parsed.dry_run.unwrap_or(true);
-    let policy = parsed
-        .policy
-        .unwrap_or_default()
-        .resolve(&configured_policy()?)?;
+    let policy = parsed.policy.unwrap_or_default().resolve(&state.policy)?;
     let now = dspy_storage_core::domain::now();
     let as_of = match &parsed.as_of {
         Some(t) => {
@@ -78,42 +67,8 @@ pub async fn cleanup(
         ..CleanupOptions::new(policy, dry_run)
     };
     let report = state.storage.cleanup(&who, &opts).await?;
-    log_summary("http", &report);
+    crate::jobs::log_cleanup("http", &report);
     Ok(Json(report).into_response())
-}
-
-fn log_summary(trigger: &str, report: &CleanupReport) {
-    tracing::info!(
-        trigger,
-        dry_run = report.dry_run,
-        complete = report.complete,
-        summary = %serde_json::to_string(&report.summary).unwrap_or_default(),
-        "cleanup finished"
-    );
-}
-
-/// The scheduled run (an EventBridge "Scheduled Event"; the event carries no policy): the
-/// configured policy, counts only, stopping before `deadline` and resuming there on the next
-/// run. Answers (and logs) the summary as JSON.
-pub async fn scheduled(
-    state: AppState,
-    event: Value,
-    deadline: Option<Instant>,
-) -> dspy_storage_core::Result<Value> {
-    let policy = configured_policy()?;
-    let report = state
-        .storage
-        .scheduled_cleanup(&dspy_storage_core::access::SCHEDULER, policy, deadline)
-        .await?;
-    log_summary("schedule", &report);
-    Ok(json!({
-        "event_id": event.get("id"),
-        "dry_run": false,
-        "as_of": report.as_of,
-        "policy": report.policy,
-        "complete": report.complete,
-        "summary": report.summary,
-    }))
 }
 
 /// `POST /programs/{id}/archive` → `200 {"id", "signature", "version", "status": "archived", "updated_at"}`

@@ -8,7 +8,6 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use crate::AppState;
 
 pub(crate) mod backups;
-pub use backups::{location as backup_location, settings_from_env as backup_settings_from_env};
 mod dspy;
 pub mod maintenance;
 mod programs;

@@ -899,7 +899,7 @@ async fn the_scheduled_job_backs_up_with_its_retain_count() {
     let mut state = AppState::new(store.storage.clone());
     state.backup_retain = 1;
     for _ in 0..2 {
-        let summary = dspy_storage_functions::scheduled::backup_job(state.clone(), None).await;
+        let summary = dspy_storage_functions::jobs::backup_job(state.clone(), None).await;
         assert_eq!(summary["status"], "complete", "{summary}");
         assert_eq!(summary["counts"]["programs"], 3, "{summary}");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

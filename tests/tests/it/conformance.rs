@@ -150,6 +150,7 @@ async fn reopen(ts: &TestStore, config: StorageConfig) -> Storage {
         )
         .expect("reopen embedded"),
         Kind::Aws => open::aws(
+            &dspy_storage_core::backend::aws::sdk_config().await,
             ts.location.as_ref().expect("AWS location"),
             config,
             false,

@@ -239,14 +239,23 @@ async fn the_secrets_manager_secret_rotates_without_breaking_cursors() {
         .expect("CreateSecret");
     let arn = created.arn().unwrap().to_owned();
     let cold_start = || async {
-        let keys = CursorKeys::from_secrets_manager(&arn)
-            .await
-            .expect("GetSecretValue");
+        let keys = CursorKeys::from_secrets_manager(
+            &dspy_storage_core::backend::aws::sdk_config().await,
+            &arn,
+        )
+        .await
+        .expect("GetSecretValue");
         assert_eq!(keys.source(), arn);
-        let storage = open::aws(&location, Default::default(), false, None)
-            .await
-            .unwrap()
-            .with_cursor_keys(keys);
+        let storage = open::aws(
+            &dspy_storage_core::backend::aws::sdk_config().await,
+            &location,
+            Default::default(),
+            false,
+            None,
+        )
+        .await
+        .unwrap()
+        .with_cursor_keys(keys);
         Client {
             router: app(AppState::new(Arc::new(storage))),
         }

@@ -188,7 +188,10 @@ async fn kms_envelope_encryption_survives_new_processes_and_key_rotation() {
         let key2 = kms_key("dspy-storage test key 2").await;
         let with = |key: &str| {
             let key = key.to_owned();
-            async move { Some(kms_provider(&key, DataKeyCache::default()).await) }
+            async move {
+                let sdk = dspy_storage_core::backend::aws::sdk_config().await;
+                Some(kms_provider(&sdk, &key, DataKeyCache::default()))
+            }
         };
         let first = process(&store, StorageConfig::default(), with(&key1).await);
         let p1 = store_program(&first, k, "1.0.0").await;

@@ -342,6 +342,7 @@ async fn a_store_with_events_costs_one_put_events_more_and_survives_a_missing_bu
         Some(counter.clone()),
     ));
     let storage = dspy_storage_core::open::aws(
+        &dspy_storage_core::backend::aws::sdk_config().await,
         store.location.as_ref().unwrap(),
         Default::default(),
         false,

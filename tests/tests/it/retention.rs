@@ -20,8 +20,8 @@ use dspy_storage_core::keys;
 use dspy_storage_core::maintenance::CleanupOptions;
 use dspy_storage_core::retention::Policy;
 use dspy_storage_core::service::Storage;
+use dspy_storage_functions::jobs;
 use dspy_storage_functions::lambda::{handle_event, is_scheduled_event};
-use dspy_storage_functions::routes::maintenance;
 use dspy_storage_functions::{function_router, AppState, Function};
 use dspy_storage_tests::{backends, backends_with, Client, Kind, TestStore};
 use http::Method;
@@ -812,7 +812,7 @@ async fn the_cleanup_function_runs_scheduled_events_and_http_events() {
         let state = AppState::new(store.storage.clone());
         let router = function_router(state.clone(), Function::Cleanup);
         let handler: dspy_storage_functions::lambda::ScheduledHandler =
-            |s, e, d| Box::pin(maintenance::scheduled(s, e, d));
+            |s, e, d| Box::pin(jobs::cleanup_scheduled(s, e, d));
 
         // The HTTP event (a dry run with its own policy) through the function's router.
         let answer = handle_event(
