@@ -8,6 +8,7 @@
 # Then, stopping at the first failure:
 #   cargo fmt --all -- --check
 #   cargo clippy --workspace --all-targets -- -D warnings
+#   python3 scripts/check-modules.py   (no import circle between the modules of core and functions)
 #   bash scripts/check-infra.sh        (cfn-lint, sam validate --lint)
 #   bash scripts/build-lambdas.sh      (cargo lambda build --release --arm64, sizes printed)
 #   cargo test --workspace [extra args]
@@ -126,6 +127,7 @@ printf 'LocalStack at %s: %s\n' "$AWS_ENDPOINT_URL" \
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "no import circle (scripts/check-modules.py)" python3 scripts/check-modules.py
 step "infra lint (cfn-lint, sam validate)" bash scripts/check-infra.sh
 step "cargo lambda build --release --arm64 (six functions)" bash scripts/build-lambdas.sh
 step "cargo test" cargo test --workspace "$@"

@@ -5,7 +5,7 @@ use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
 use dspy_storage_core::domain::{NewMetadata, ProgramId};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, value::RawValue, Value};

@@ -9,7 +9,7 @@ use dspy_storage_core::backend::aws::RequestCounter;
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::ProgramId;
 use dspy_storage_core::open::{self, AwsLocation};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_functions::{app, AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;

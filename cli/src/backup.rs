@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use dspy_storage_core::backup::{
     self, BackupLocation, BackupOptions, BackupRun, Progress, ProgressFn, RestoreOptions,
 };
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::AnyError;

@@ -10,7 +10,7 @@ use dspy_storage_core::domain::{
     format_time, AliasName, NewMetadata, ProgramId, Project, Signature, Version,
 };
 use dspy_storage_core::open::{AwsConfig, AwsLocation, BackendSettings, Settings};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_functions::app;
 use dspy_storage_functions::env::Env;
 use serde_json::{Map, Value};
@@ -516,8 +516,8 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            dspy_storage_core::cursor::CursorKeys::load_or_create(&path)?;
-            dspy_storage_core::cursor::CursorKeys::rotate_file(&path)?;
+            dspy_storage_core::paging::CursorKeys::load_or_create(&path)?;
+            dspy_storage_core::paging::CursorKeys::rotate_file(&path)?;
             eprintln!(
                 "rotated {}: servers sign with the new secret once they restart; cursors signed with the previous one work for 24 hours",
                 path.display()

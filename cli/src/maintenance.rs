@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::domain::{parse_time, ProgramId};
-use dspy_storage_core::maintenance::CleanupOptions;
+use dspy_storage_core::retention::cleanup::CleanupOptions;
 use dspy_storage_core::retention::{Policy, PolicyInput};
 
 use crate::{print_json, AnyError, BackendArgs};

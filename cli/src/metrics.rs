@@ -4,9 +4,9 @@ use dspy_storage_core::access::OPERATOR;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use dspy_storage_core::chart;
 use dspy_storage_core::domain::{ProgramId, Signature};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
+use dspy_storage_core::tracking::chart;
 use serde_json::{Map, Value};
 
 use crate::{key_values, print_json, project_arg, AnyError};

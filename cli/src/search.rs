@@ -3,7 +3,7 @@
 use chrono::Utc;
 use clap::Args;
 use dspy_storage_core::query::parse_query;
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 
 /// Arguments of `search`.
 #[derive(Args, Debug)]

@@ -41,13 +41,3 @@ pub mod tracking;
 pub use access::Principal;
 pub use error::{Error, Result};
 pub use storage::Storage;
-
-// The paths of the layout before the capability folders (kept for the crates of this workspace
-// until they move to the new ones).
-pub use blob::{codec, envelope};
-pub use model::{keys, record};
-pub use paging as cursor;
-pub use retention::cleanup as maintenance;
-pub use storage as service;
-pub use storage::{dspy as service_dspy, registry};
-pub use tracking::{chart, metrics, report, rollup, runs, trend};

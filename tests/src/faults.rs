@@ -14,7 +14,7 @@ use dspy_storage_core::backend::{
     BlobMeta, BlobStore, BlobTier, Item, ItemStore, Page, PageKey, Query, WriteOp,
 };
 use dspy_storage_core::config::StorageConfig;
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_core::{Error, Result};
 
 /// How an armed call fails.

@@ -15,7 +15,7 @@ use axum::Router;
 use dspy_storage_core::backend::aws::RequestCounter;
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::open::{self, AwsLocation};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_functions::AppState;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use axum::http::HeaderMap;
-use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::blob::codec::sha256_hex;
 use serde::Deserialize;
 
 use super::{Principal, Role, Scope};

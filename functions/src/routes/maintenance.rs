@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{parse_time, ProgramStatus};
-use dspy_storage_core::maintenance::CleanupOptions;
+use dspy_storage_core::retention::cleanup::CleanupOptions;
 use dspy_storage_core::retention::PolicyInput;
 use serde::Deserialize;
 

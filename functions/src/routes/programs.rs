@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use dspy_storage_core::access::Principal;
-use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::blob::codec::sha256_hex;
 use dspy_storage_core::domain::{format_time, NewMetadata, ProgramId, VersionSelector};
-use dspy_storage_core::record::ProgramRecord;
-use dspy_storage_core::service::{Idempotency, LoadedProgram};
+use dspy_storage_core::model::record::ProgramRecord;
+use dspy_storage_core::storage::{Idempotency, LoadedProgram};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -323,6 +323,6 @@ pub async fn get_version_bytes(
 }
 
 /// `GET /health`
-pub async fn health(State(state): State<AppState>) -> Json<dspy_storage_core::service::Health> {
+pub async fn health(State(state): State<AppState>) -> Json<dspy_storage_core::storage::Health> {
     Json(state.storage.health())
 }

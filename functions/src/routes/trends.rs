@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use dspy_storage_core::chart;
 use dspy_storage_core::domain::Signature;
-use dspy_storage_core::report::TrendAnswer;
-use dspy_storage_core::runs::{NewRun, OptimizationRun, RunFilter};
+use dspy_storage_core::tracking::chart;
+use dspy_storage_core::tracking::report::TrendAnswer;
+use dspy_storage_core::tracking::runs::{NewRun, OptimizationRun, RunFilter};
 use serde_json::{json, Value};
 
 use super::programs::program_id;

@@ -6,12 +6,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{format_time, AliasName, Version};
-use dspy_storage_core::registry::MetadataPatch;
+use dspy_storage_core::storage::registry::MetadataPatch;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use dspy_storage_core::access::Principal;
-use dspy_storage_core::service::LoadedProgram;
+use dspy_storage_core::storage::LoadedProgram;
 
 use super::programs::{exact_bytes, loaded, program_id, ProgramView};
 use crate::auth::Caller;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::blob::codec::sha256_hex;
 use dspy_storage_functions::auth::{
     scope_from_claim, AccessControl, LambdaAuth, Principal, Role, TokenTable,
 };

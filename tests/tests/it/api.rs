@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::blob::codec::sha256_hex;
 use dspy_storage_tests::{backends, shared_program, Client, Kind, SHARED_PROGRAMS};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};

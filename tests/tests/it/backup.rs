@@ -14,8 +14,8 @@ use bytes::Bytes;
 use dspy_storage_core::backend::{Item, MIN_MULTIPART_PART};
 use dspy_storage_core::backend::{ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::backup::{self, BackupLocation, BackupOptions, BackupRun, RestoreOptions};
-use dspy_storage_core::keys::{self, EntityKind};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::model::keys::{self, EntityKind};
+use dspy_storage_core::storage::Storage;
 use dspy_storage_core::Error;
 use dspy_storage_functions::AppState;
 use dspy_storage_tests::{backends, embedded, Client, Kind, TestStore};
@@ -91,7 +91,7 @@ async fn assert_same(what: &str, a: &TestStore, b: &TestStore) {
 /// exactly the claims under it, names the highest as latest, and its aliases point at claims of
 /// the same program.
 fn assert_whole(items: &[Item]) {
-    use dspy_storage_core::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+    use dspy_storage_core::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
     let has = |pk: &str, sk: &str| items.iter().any(|i| i.pk == pk && i.sk == sk);
     for item in items
         .iter()
@@ -540,7 +540,7 @@ async fn corrupted_parts_blobs_and_newer_formats_are_refused_before_any_write() 
                     let mut bytes = loc.store.get(&key).await.unwrap().to_vec();
                     let mid = bytes.len() / 2;
                     bytes[mid] ^= 0xff;
-                    let sha = dspy_storage_core::codec::sha256_hex(&bytes);
+                    let sha = dspy_storage_core::blob::codec::sha256_hex(&bytes);
                     loc.store.put(&key, Bytes::from(bytes), &sha).await.unwrap();
                 }
                 1 => {
@@ -553,14 +553,14 @@ async fn corrupted_parts_blobs_and_newer_formats_are_refused_before_any_write() 
                             bytes.truncate(bytes.len() - 3);
                         }
                         let to = b.key.replace(&loc.blob_prefix, "damaged-pool/");
-                        let sha = dspy_storage_core::codec::sha256_hex(&bytes);
+                        let sha = dspy_storage_core::blob::codec::sha256_hex(&bytes);
                         loc.store.put(&to, Bytes::from(bytes), &sha).await.unwrap();
                     }
                 }
                 _ => m2.format_version = 99,
             }
             let text = serde_json::to_vec(&m2).unwrap();
-            let sha = dspy_storage_core::codec::sha256_hex(&text);
+            let sha = dspy_storage_core::blob::codec::sha256_hex(&text);
             loc.store
                 .put(
                     &format!("backups/{name}/manifest.json"),

@@ -15,16 +15,17 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dspy_storage_core::backend::{BlobStore, Index, PageKey};
-use dspy_storage_core::codec::{sha256_hex, Compression};
+use dspy_storage_core::blob::codec::{sha256_hex, Compression};
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::{
     NewMetadata, ProgramId, Project, Signature, Version, VersionSelector,
 };
+use dspy_storage_core::model::keys;
+use dspy_storage_core::model::record::VersionClaim;
 use dspy_storage_core::open;
 use dspy_storage_core::paging::encode_cursor;
-use dspy_storage_core::record::VersionClaim;
-use dspy_storage_core::service::{Idempotency, Storage, StoreOutcome};
-use dspy_storage_core::{keys, Error, Result};
+use dspy_storage_core::storage::{Idempotency, Storage, StoreOutcome};
+use dspy_storage_core::{Error, Result};
 use dspy_storage_tests::{
     backends, backends_with, shared_program, Kind, TestStore, SHARED_PROGRAMS,
 };

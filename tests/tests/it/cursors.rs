@@ -1,14 +1,14 @@
 //! Cursors tell the truth (both backends, through the router): every listing's cursor is signed
 //! with HMAC-SHA256 under the service's secret and bound to its caller (see
-//! `dspy_storage_core::cursor`). A cursor altered by one byte, one of another search or listing,
+//! `dspy_storage_core::paging`). A cursor altered by one byte, one of another search or listing,
 //! one of another caller and a malformed one are each a `400` on `cursor` whose message says
 //! which; after the secret is rotated (the local file, or the Secrets Manager secret of the
 //! Lambda functions) a cursor signed with the previous secret still works.
 
 use std::sync::Arc;
 
-use dspy_storage_core::cursor::{CursorKeys, SECRET_FILE};
 use dspy_storage_core::open;
+use dspy_storage_core::paging::{CursorKeys, SECRET_FILE};
 use dspy_storage_functions::{app, AppState};
 use dspy_storage_tests::{backends, unique_name, Answer, Client, Kind};
 use serde_json::{json, Value};

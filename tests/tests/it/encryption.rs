@@ -6,10 +6,10 @@
 use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
+use dspy_storage_core::blob::envelope::{kms_provider, DataKeyCache, DataKeyProvider};
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::ProgramId;
-use dspy_storage_core::envelope::{kms_provider, DataKeyCache, DataKeyProvider};
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_functions::{app, AppState};
 use dspy_storage_tests::{aws_configured, backends, Client, Kind, TestStore};
 use serde_json::json;
@@ -62,7 +62,10 @@ async fn store_program(c: &Client, k: Kind, version: &str) -> String {
     s["id"].as_str().unwrap().to_owned()
 }
 
-async fn raw_blob(store: &TestStore, id: &str) -> (Vec<u8>, dspy_storage_core::codec::BlobInfo) {
+async fn raw_blob(
+    store: &TestStore,
+    id: &str,
+) -> (Vec<u8>, dspy_storage_core::blob::codec::BlobInfo) {
     let rec = store
         .storage
         .get_record(&OPERATOR, &ProgramId::parse(id).unwrap())

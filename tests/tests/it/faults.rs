@@ -537,7 +537,7 @@ async fn a_corrupted_or_missing_blob_is_a_422_never_wrong_data() {
         let fresh = || Client {
             // A new process: no cached program.
             router: app(AppState::new(Arc::new(
-                dspy_storage_core::service::Storage::new(
+                dspy_storage_core::storage::Storage::new(
                     store.storage.items().clone(),
                     store.storage.blobs().clone(),
                     dspy_storage_core::config::StorageConfig::default(),
@@ -554,7 +554,7 @@ async fn a_corrupted_or_missing_blob_is_a_422_never_wrong_data() {
                 bytes::Bytes::from_static(b"{\"x\": \"other\"}"),
             ),
         ] {
-            let sha = dspy_storage_core::codec::sha256_hex(&bytes);
+            let sha = dspy_storage_core::blob::codec::sha256_hex(&bytes);
             store.storage.blobs().put(&key, bytes, &sha).await.unwrap();
             for path in [
                 format!("/programs/{id}"),
@@ -581,7 +581,7 @@ async fn a_corrupted_or_missing_blob_is_a_422_never_wrong_data() {
             422,
             "integrity_error",
         );
-        let sha = dspy_storage_core::codec::sha256_hex(&good);
+        let sha = dspy_storage_core::blob::codec::sha256_hex(&good);
         store.storage.blobs().put(&key, good, &sha).await.unwrap();
         fresh()
             .get(&format!("/programs/{id}"))

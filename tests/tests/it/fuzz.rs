@@ -17,9 +17,9 @@ use std::sync::OnceLock;
 
 use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::backend::{Index, PageKey};
-use dspy_storage_core::codec::{sha256_hex, BlobInfo, Codec, Compression};
-use dspy_storage_core::cursor::CursorKeys;
+use dspy_storage_core::blob::codec::{sha256_hex, BlobInfo, Codec, Compression};
 use dspy_storage_core::domain::NewMetadata;
+use dspy_storage_core::paging::CursorKeys;
 use dspy_storage_core::paging::{decode_cursor, encode_cursor};
 
 /// The secret of the cursors these targets make (one per test process).

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
-use dspy_storage_core::codec::sha256_hex;
+use dspy_storage_core::blob::codec::sha256_hex;
 use dspy_storage_functions::{all_routes, function_router, AppState, Function};
 use dspy_storage_tests::{backends, Answer, TestStore};
 use http::StatusCode;

@@ -13,7 +13,7 @@ use chrono::Utc;
 use dspy_storage_core::backend::aws::RequestCounter;
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::domain::{NewMetadata, Project, Signature, Version, VersionSelector};
-use dspy_storage_core::service::Idempotency;
+use dspy_storage_core::storage::Idempotency;
 use dspy_storage_tests::{aws_with, shared_program, SHARED_PROGRAMS};
 use serde_json::{json, value::RawValue};
 
@@ -279,7 +279,7 @@ async fn deciding_the_scope_costs_no_request() {
     let entry = |token: &str, projects: &str| {
         format!(
             "[[token]]\nname = \"{token}\"\nsha256 = \"{}\"\nprojects = {projects}\nrole = \"admin\"\n\n",
-            dspy_storage_core::codec::sha256_hex(token.as_bytes())
+            dspy_storage_core::blob::codec::sha256_hex(token.as_bytes())
         )
     };
     let file = entry("restricted", r#"["a"]"#) + &entry("everything", r#"["*"]"#);

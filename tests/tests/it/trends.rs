@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use dspy_storage_core::access::OPERATOR;
 use dspy_storage_core::backend::{Item, ItemStore, Page, PageKey, Query, WriteOp};
 use dspy_storage_core::config::StorageConfig;
-use dspy_storage_core::service::Storage;
+use dspy_storage_core::storage::Storage;
 use dspy_storage_functions::AppState;
 use dspy_storage_tests::{backends, shared_program, Client, Kind, TestStore};
 use http::Method;
@@ -287,12 +287,12 @@ async fn records_history_and_trends() {
         .expect(k, "backfill", 201);
         let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
         let day1 = (d + Duration::days(1)).date_naive();
-        let month = dspy_storage_core::metrics::month_of(&(d + Duration::days(1)));
+        let month = dspy_storage_core::tracking::metrics::month_of(&(d + Duration::days(1)));
         ts.storage
             .items()
             .transact(vec![WriteOp::Add {
-                pk: dspy_storage_core::keys::metric_pk(&pid, &month),
-                sk: dspy_storage_core::keys::metric_day_sk(&day1),
+                pk: dspy_storage_core::model::keys::metric_pk(&pid, &month),
+                sk: dspy_storage_core::model::keys::metric_day_sk(&day1),
                 add: vec![("n_w".into(), 1)],
                 set: vec![],
             }])
