@@ -333,7 +333,7 @@ impl Client {
     }
 }
 
-/// The real saved programs of `shared/data`, as text (keys in their original order).
+/// The real saved DSPy and DSPy.rb programs of `tests/fixtures/`, as text (keys in their original order).
 pub fn shared_program(name: &str) -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -1,4 +1,4 @@
-//! Every key of the single-table design, built in one place (see DESIGN.md's data model).
+//! Every key of the single-table design, built in one place (see docs/DESIGN.md's data model).
 //!
 //! | item          | PK                         | SK                       | indexes |
 //! |---------------|----------------------------|--------------------------|---------|

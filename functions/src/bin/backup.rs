@@ -1,4 +1,4 @@
-//! The `backup` Lambda function: the backup routes of API.md behind API Gateway, and the daily
+//! The `backup` Lambda function: the backup routes of docs/API.md behind API Gateway, and the daily
 //! backup on an EventBridge schedule (see `jobs::backup_scheduled`).
 
 use dspy_storage_functions::{jobs, lambda, Function};

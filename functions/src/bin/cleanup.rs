@@ -1,4 +1,4 @@
-//! The `cleanup` Lambda function: the cleanup routes of API.md behind API Gateway, and the daily
+//! The `cleanup` Lambda function: the cleanup routes of docs/API.md behind API Gateway, and the daily
 //! retention run on an EventBridge schedule (the configured policy; see `jobs::cleanup_scheduled`).
 
 use dspy_storage_functions::{jobs, lambda, Function};

@@ -1,4 +1,4 @@
-//! The `load` Lambda function: the load routes of API.md behind API Gateway.
+//! The `load` Lambda function: the load routes of docs/API.md behind API Gateway.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -1,4 +1,4 @@
-//! The `query` Lambda function: the query routes of API.md behind API Gateway.
+//! The `query` Lambda function: the query routes of docs/API.md behind API Gateway.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -1,4 +1,4 @@
-//! The `store` Lambda function: the store routes of API.md behind API Gateway.
+//! The `store` Lambda function: the store routes of docs/API.md behind API Gateway.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -1,4 +1,4 @@
-//! The `trend` Lambda function: the trend routes of API.md behind API Gateway.
+//! The `trend` Lambda function: the trend routes of docs/API.md behind API Gateway.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

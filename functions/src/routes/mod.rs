@@ -1,4 +1,4 @@
-//! The route table: every route of API.md, the function (Lambda) that serves it and its handler.
+//! The route table: every route of docs/API.md, the function (Lambda) that serves it and its handler.
 //! Routers and the OpenAPI document are both built from this one table.
 
 use axum::handler::Handler;

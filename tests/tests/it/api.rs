@@ -865,7 +865,7 @@ async fn openapi_lists_exactly_the_route_table() {
         .collect();
     assert!(
         expected.len() > 30,
-        "the route table has every route of API.md"
+        "the route table has every route of docs/API.md"
     );
     for store_ in backends().await {
         let k = store_.kind;

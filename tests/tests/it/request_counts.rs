@@ -1,4 +1,4 @@
-//! The round-trip contract of DESIGN.md, counted on the AWS backend (DynamoDB + S3): store = one
+//! The round-trip contract of docs/DESIGN.md, counted on the AWS backend (DynamoDB + S3): store = one
 //! object write + one transactional metadata write (and the one read of the signature head it
 //! builds on); load by id = one item read + one object read; load by `latest` or by an exact
 //! version = one more item read; list the versions of a signature = one query.

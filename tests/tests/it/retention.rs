@@ -1,4 +1,4 @@
-//! Retention and archive (API.md "Retention and archive") on both backends, through the HTTP API:
+//! Retention and archive (docs/API.md "Retention and archive") on both backends, through the HTTP API:
 //! a two-year dataset (imports set `created_at`), dry run, real run (exactly the dry run's plan),
 //! loads of archived programs (`409 archived`), restore (with the `restoring` state held open by
 //! a fake archive), garbage collection, resumable slices, and the cleanup Lambda function fed a
