@@ -1,8 +1,16 @@
 //! Reading requests: bodies with a size limit, JSON with our error shape, query parameters.
+//!
+//! The query string is decoded ONCE per request, by the guard ([`check_uri`], which also enforces
+//! the limits); the decoded [`Params`] travel in the request's extensions and handlers take them
+//! as an axum extractor. Percent-escapes are decoded here, strictly: a malformed escape or
+//! non-UTF-8 result is a `400`, where the lenient decoders of `percent-encoding` and
+//! `form_urlencoded` would pass `%ZZ` through as text.
 
 use std::collections::HashMap;
 
 use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use dspy_storage_core::domain::{Project, Signature};
@@ -71,13 +79,31 @@ pub fn parse_json_owned<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     parse_json(bytes)
 }
 
-/// Query parameters, validated one by one.
+/// Query parameters, validated one by one. An axum extractor: the guard decodes the query
+/// string once and leaves the result in the request's extensions; outside the guard (a router
+/// built without it, a unit test) the query string is decoded here, with the same rules.
+#[derive(Clone, Debug, Default)]
 pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Params>() {
+            Some(params) => Ok(params.clone()),
+            None => Params::from_uri(&parts.uri),
+        }
+    }
+}
 
 impl Params {
     pub fn from_uri(uri: &axum::http::Uri) -> ApiResult<Self> {
         let q = uri.query().unwrap_or("");
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(q)?;
+        Self::from_pairs(serde_urlencoded_pairs(q)?)
+    }
+
+    /// From decoded pairs ([`check_uri`]'s answer); a name given twice is a `400`.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> ApiResult<Self> {
         let mut map = HashMap::new();
         for (k, v) in pairs {
             if map.insert(k.clone(), v).is_some() {
@@ -343,6 +369,29 @@ mod tests {
         assert_eq!(p.get("q"), Some("version:1.* x"));
         assert!(Params::from_uri(&"/x?a=1&a=2".parse().unwrap()).is_err());
         assert!(Params::from_uri(&"/x?a=%ZZ".parse().unwrap()).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_extractor_takes_the_guards_params_and_decodes_without_them() {
+        let req = axum::http::Request::get("/x?project=a%2Db&limit=5")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        let decoded = Params::from_request_parts(&mut parts, &()).await.unwrap();
+        assert_eq!(decoded.get("project"), Some("a-b"));
+        assert_eq!(decoded.usize("limit").unwrap(), Some(5));
+        // What the guard decoded is what the handler sees; the URI is not read again.
+        let from_guard = Params::from_pairs(vec![("project".into(), "b".into())]).unwrap();
+        parts.extensions.insert(from_guard);
+        let taken = Params::from_request_parts(&mut parts, &()).await.unwrap();
+        assert_eq!(taken.get("project"), Some("b"));
+        assert_eq!(taken.get("limit"), None);
+        let (mut bad, ()) = axum::http::Request::get("/x?a=%ZZ")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let err = Params::from_request_parts(&mut bad, &()).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading DSPy programs: diff two versions, render a program's prompts, check compatibility.
 
 use axum::extract::{Path, State};
-use axum::http::{header, Uri};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{ProgramId, VersionSelector};
@@ -33,9 +33,8 @@ pub async fn diff(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sig): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let signature = signature(&sig)?;
     let project = params.project()?;
     let from = selector(&params, "from")?;
@@ -67,9 +66,8 @@ pub async fn compatibility(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let other = match params.get("with") {
         None => {

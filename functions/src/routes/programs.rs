@@ -33,6 +33,7 @@ pub async fn store(
     State(state): State<AppState>,
     Caller(who): Caller,
     uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -54,7 +55,7 @@ pub async fn store(
             Some(Idempotency::parse(key, sha256_hex(&request))?)
         }
     };
-    let import = crate::extract::Params::from_uri(&uri)?.bool("import_optimization")?;
+    let import = params.bool("import_optimization")?;
     let (outcome, run_id) = if import {
         let (outcome, run) = state
             .storage
@@ -240,9 +241,8 @@ pub async fn list_versions(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sig): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let signature = signature(&sig)?;
     let project = params.project()?;
     let listing = state
@@ -284,9 +284,8 @@ async fn by_version(
     who: &Principal,
     sig: &str,
     version: &str,
-    uri: &Uri,
+    params: &Params,
 ) -> ApiResult<LoadedProgram> {
-    let params = Params::from_uri(uri)?;
     let signature = signature(sig)?;
     let project = params.project()?;
     let selector = VersionSelector::parse(version)?;
@@ -301,10 +300,10 @@ pub async fn get_version(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, version)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
     Ok(loaded(
-        &by_version(&state, &who, &sig, &version, &uri).await?,
+        &by_version(&state, &who, &sig, &version, &params).await?,
     ))
 }
 
@@ -313,11 +312,11 @@ pub async fn get_version_bytes(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, version)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     Ok(exact_bytes(
-        &by_version(&state, &who, &sig, &version, &uri).await?,
+        &by_version(&state, &who, &sig, &version, &params).await?,
         &headers,
     ))
 }

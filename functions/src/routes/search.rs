@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -23,9 +23,8 @@ use crate::AppState;
 pub async fn search_get(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     for name in params.0.keys() {
         if !["q", "sort", "limit", "cursor", "project"].contains(&name.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -49,11 +48,10 @@ pub async fn search_get(
 pub async fn search_post(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = parse_structured(&body, params.explicit_project()?)?;
     Ok(Json(state.storage.search(&who, &req).await?).into_response())
@@ -63,11 +61,10 @@ pub async fn search_post(
 pub async fn aggregate(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = AggregateRequest::parse(&body, params.explicit_project()?)?;
     Ok(Json(state.storage.aggregate(&who, &req).await?).into_response())
@@ -77,11 +74,10 @@ pub async fn aggregate(
 pub async fn time_series(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let body: Value = json_body(&headers, body, state.max_body_bytes).await?;
     let req = TimeSeriesRequest::parse(&body, params.explicit_project()?)?;
     Ok(Json(state.storage.time_series(&who, &req).await?).into_response())
@@ -92,9 +88,8 @@ pub async fn similar(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let threshold = match params.get("threshold") {
         None => 0.8,

@@ -5,7 +5,7 @@
 use crate::auth::Caller;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::Signature;
@@ -48,9 +48,8 @@ pub async fn history(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let history = state
         .storage
@@ -89,9 +88,8 @@ pub async fn program_trends(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let t = state
         .storage
@@ -105,9 +103,8 @@ pub async fn program_chart(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let id = program_id(&id)?;
     let record = state.storage.get_record(&who, &id).await?;
     let t = state
@@ -122,13 +119,12 @@ async fn signature_answer(
     state: &AppState,
     who: &dspy_storage_core::access::Principal,
     sig: &str,
-    uri: &Uri,
+    params: &Params,
 ) -> ApiResult<(Signature, TrendAnswer)> {
-    let params = Params::from_uri(uri)?;
     let signature = signature(sig)?;
     let t = state
         .storage
-        .signature_trends(who, &params.project()?, &signature, days(&params)?)
+        .signature_trends(who, &params.project()?, &signature, days(params)?)
         .await?;
     Ok((signature, t))
 }
@@ -138,9 +134,9 @@ pub async fn signature_trends(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sig): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let (signature, t) = signature_answer(&state, &who, &sig, &uri).await?;
+    let (signature, t) = signature_answer(&state, &who, &sig, &params).await?;
     Ok(Json(json!({"signature": signature, "window": t.window, "records": t.trends.records, "programs": t.programs, "metrics": t.trends.metrics, "daily": t.trends.daily})).into_response())
 }
 
@@ -149,9 +145,9 @@ pub async fn signature_chart(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sig): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let (signature, t) = signature_answer(&state, &who, &sig, &uri).await?;
+    let (signature, t) = signature_answer(&state, &who, &sig, &params).await?;
     let title = format!(
         "{signature} — all versions ({} program(s))",
         t.programs.len()
@@ -185,9 +181,8 @@ pub async fn get_run(
 pub async fn list_runs(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let filter = RunFilter {
         project: Some(params.project()?),
         signature: params.get("signature").map(signature).transpose()?,

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{format_time, AliasName, Version};
@@ -23,9 +23,8 @@ use crate::AppState;
 pub async fn list_signatures(
     State(state): State<AppState>,
     Caller(who): Caller,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let project = params.project()?;
     let listing = state
         .storage
@@ -61,11 +60,10 @@ pub async fn put_alias(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     let body: AliasBody = parse_json(&bytes)?;
@@ -95,9 +93,8 @@ async fn by_alias(
     who: &Principal,
     sig: &str,
     name: &str,
-    uri: &Uri,
+    params: &Params,
 ) -> ApiResult<LoadedProgram> {
-    let params = Params::from_uri(uri)?;
     let (signature, alias, project) = (signature(sig)?, alias(name)?, params.project()?);
     Ok(state
         .storage
@@ -110,9 +107,9 @@ pub async fn get_alias(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<Response> {
-    Ok(loaded(&by_alias(&state, &who, &sig, &name, &uri).await?))
+    Ok(loaded(&by_alias(&state, &who, &sig, &name, &params).await?))
 }
 
 /// `GET /signatures/{signature}/aliases/{alias}/program` → exactly the stored bytes
@@ -120,11 +117,11 @@ pub async fn get_alias_bytes(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     Ok(exact_bytes(
-        &by_alias(&state, &who, &sig, &name, &uri).await?,
+        &by_alias(&state, &who, &sig, &name, &params).await?,
         &headers,
     ))
 }
@@ -134,9 +131,8 @@ pub async fn delete_alias(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((sig, name)): Path<(String, String)>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<StatusCode> {
-    let params = Params::from_uri(&uri)?;
     let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
     state
         .storage
@@ -156,11 +152,10 @@ pub async fn rollback(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sig): Path<String>,
-    uri: Uri,
+    params: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let params = Params::from_uri(&uri)?;
     let (signature, project) = (signature(&sig)?, params.project()?);
     let bytes = read_body(&headers, body, state.max_body_bytes).await?;
     let body: RollbackBody = parse_json(&bytes)?;
@@ -177,9 +172,8 @@ pub async fn delete_program(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    uri: Uri,
+    params: Params,
 ) -> ApiResult<StatusCode> {
-    let params = Params::from_uri(&uri)?;
     let force = params.bool("force")?;
     let id = program_id(&id)?;
     state.storage.delete_program(&who, &id, force).await?;
