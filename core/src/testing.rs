@@ -12,9 +12,7 @@ pub fn aws_test_enabled(what: &str) -> bool {
             std::env::var("DSPY_STORAGE_REQUIRE_AWS").as_deref() != Ok("1"),
             "DSPY_STORAGE_REQUIRE_AWS=1 but AWS_ENDPOINT_URL is not set ({what})"
         );
-        eprintln!(
-            "skipping {what}: set AWS_ENDPOINT_URL (a LocalStack: eval \"$(bash scripts/local-aws.sh env)\")"
-        );
+        report_skip(what);
         return false;
     }
     if let Some(path) = std::env::var_os("DSPY_STORAGE_AWS_TEST_LOG") {
@@ -45,4 +43,44 @@ pub fn aws_test_enabled(what: &str) -> bool {
         }
     }
     true
+}
+
+/// Tests that skipped the AWS backend in this process.
+static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Says, where the test harness cannot hide it, that a test skipped the AWS backend: one line per
+/// skip naming the test and what it skipped, and at the process's exit one line with the count.
+/// (`eprintln!` inside a test is captured by libtest and shown only when the test fails; a
+/// direct write to the stderr handle is not captured.)
+fn report_skip(what: &str) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("main");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED the AWS backend in {test} ({what}): AWS_ENDPOINT_URL is not set \
+         (a LocalStack: eval \"$(bash scripts/local-aws.sh env)\"; DSPY_STORAGE_REQUIRE_AWS=1 \
+         makes this a failure)"
+    );
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: registers a plain `extern "C"` function with no captured state; it only reads
+        // an atomic and writes to stderr.
+        unsafe {
+            libc::atexit(print_skip_count);
+        }
+    }
+}
+
+extern "C" fn print_skip_count() {
+    use std::io::Write;
+    let n = SKIPPED.load(std::sync::atomic::Ordering::SeqCst);
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED the AWS backend in {n} test(s) of {binary}: they ran on the embedded backend only"
+    );
 }
