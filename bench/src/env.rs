@@ -94,6 +94,17 @@ pub struct BackendEnv {
     _dir: Option<tempfile::TempDir>,
     history: tokio::sync::OnceCell<ProgramId>,
     backup: tokio::sync::OnceCell<String>,
+    backend: Backend,
+    /// The empty store the next restore goes into (see [`BackendEnv::prepare_restore_target`]).
+    restore_target: tokio::sync::Mutex<Option<RestoreTarget>>,
+}
+
+/// A fresh, empty store whose backups are the seeded store's, served in-process and over HTTP.
+pub struct RestoreTarget {
+    pub router: Router,
+    pub base: String,
+    _storage: Arc<Storage>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Records in the history the history and trend cases read.
@@ -136,6 +147,20 @@ pub async fn open_fresh(
     Option<AwsLocation>,
     Option<tempfile::TempDir>,
 )> {
+    open_fresh_counted(backend, None).await
+}
+
+/// [`open_fresh`], counting the AWS requests with `counter` when given (a new counter otherwise).
+pub async fn open_fresh_counted(
+    backend: Backend,
+    counter: Option<RequestCounter>,
+) -> BenchResult<(
+    Arc<Storage>,
+    Arc<Storage>,
+    Option<RequestCounter>,
+    Option<AwsLocation>,
+    Option<tempfile::TempDir>,
+)> {
     match backend {
         Backend::Embedded => {
             let dir = tempfile::Builder::new().prefix("dspy-bench-").tempdir()?;
@@ -154,7 +179,7 @@ pub async fn open_fresh(
                 table: name.clone(),
                 bucket: name,
             };
-            let counter = RequestCounter::new();
+            let counter = counter.unwrap_or_default();
             let storage = Arc::new(
                 open::aws(
                     &dspy_storage_core::backend::aws::sdk_config().await,
@@ -208,7 +233,68 @@ impl BackendEnv {
             _dir: dir,
             history: Default::default(),
             backup: Default::default(),
+            backend,
+            restore_target: Default::default(),
         })
+    }
+
+    /// Makes the backup of the seeded store (once) and a fresh, empty store to restore it into,
+    /// its AWS requests counted with the seeded store's: the restore case times a restore into
+    /// an empty store, with neither the backup nor the new store in the timed region.
+    pub async fn prepare_restore_target(&self) -> BenchResult<()> {
+        self.backup_name().await?;
+        let (storage, _cold, _counter, _location, dir) =
+            open_fresh_counted(self.backend, self.counter.clone()).await?;
+        let mut state = AppState::new(storage.clone());
+        state.backup = Some(dspy_storage_core::backup::BackupLocation::new(
+            self.storage.blobs().clone(),
+        ));
+        let router = app(state);
+        let base = serve(router.clone()).await?;
+        *self.restore_target.lock().await = Some(RestoreTarget {
+            router,
+            base,
+            _storage: storage,
+            _dir: dir,
+        });
+        Ok(())
+    }
+
+    /// Restores the seeded store's backup into the store [`Self::prepare_restore_target`] made.
+    pub async fn restore_into_target(&self, mode: Mode) -> BenchResult<Answer> {
+        let name = self.backup_name().await?;
+        let target = self
+            .restore_target
+            .lock()
+            .await
+            .take()
+            .ok_or("no restore target prepared")?;
+        let path = format!("/backups/{name}/restore");
+        let body = serde_json::json!({ "verify_compatibility": true });
+        match mode {
+            Mode::InProcess => {
+                let req = http::Request::builder()
+                    .method(http::Method::POST)
+                    .uri(&path)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body)?))?;
+                let res = tower::ServiceExt::oneshot(target.router.clone(), req).await?;
+                let status = res.status().as_u16();
+                let body = res.into_body().collect().await?.to_bytes().to_vec();
+                Ok(Answer { status, body })
+            }
+            Mode::Http => {
+                let res = self
+                    .http
+                    .post(format!("{}{path}", target.base))
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = res.status().as_u16();
+                let body = res.bytes().await?.to_vec();
+                Ok(Answer { status, body })
+            }
+        }
     }
 
     /// The program holding [`HISTORY_RECORDS`] metric records over the last 90 days (posted on

@@ -102,7 +102,13 @@ fn backup_export_and_import_through_the_cli() {
     ])
     .output()
     .unwrap();
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a junk import fails: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("junk.tar") || stderr.contains("export"),
+        "the message says what is wrong: {stderr}"
+    );
 
     // Laptop → AWS → laptop.
     if !dspy_storage_core::testing::aws_test_enabled("the AWS leg of export/import") {

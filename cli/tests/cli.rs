@@ -183,6 +183,25 @@ fn expect_success(what: &str, out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
 }
 
+/// Asserts a command failed the way the CLI fails: exit code `code` (1: the command's error,
+/// 2: clap refused the arguments), no panic, and `needle` in what it printed on stderr (the
+/// message says what was wrong). Returns stderr.
+fn expect_failure(what: &str, out: &Output, code: i32, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit code (stdout {} stderr {stderr})",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "{what}: a panic: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{what}: the message names {needle:?}: {stderr}"
+    );
+    stderr
+}
+
 fn serve_embedded(data_dir: &Path) -> Command {
     let mut cmd = command();
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
@@ -314,34 +333,37 @@ async fn serve_stores_and_loads_real_programs_and_commands_share_the_data() {
         .arg("store")
         .arg(&file)
         .args(["--signature", "CliStored", "--version", "2.1.0"]));
-    assert!(!o.status.success(), "a taken version fails");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("2.1.0"), "the error names the version: {err}");
+    expect_failure("a taken version", &o, 1, "2.1.0");
     // Bad input fails cleanly.
     let o = run(command()
         .arg("--data-dir")
         .arg(&data)
         .args(["load", "not-an-id"]));
-    assert!(!o.status.success(), "load of a malformed id fails");
+    expect_failure("load of a malformed id", &o, 1, "not-an-id");
     let o = run(command()
         .arg("--data-dir")
         .arg(&data)
         .args(["load", "0190a5c2-7b1e-7c3d-8e4f-123456789abc"]));
-    assert!(!o.status.success(), "load of an unknown id fails");
+    expect_failure(
+        "load of an unknown id",
+        &o,
+        1,
+        "0190a5c2-7b1e-7c3d-8e4f-123456789abc",
+    );
     let o = run(command()
         .arg("--data-dir")
         .arg(&data)
         .arg("store")
         .arg(&file)
         .args(["--signature", "Bad/Sig"]));
-    assert!(!o.status.success(), "an invalid signature fails");
+    expect_failure("an invalid signature", &o, 1, "contains '/'");
     let o = run(command()
         .arg("--data-dir")
         .arg(&data)
         .arg("store")
         .arg(dir.path().join("missing.json"))
         .args(["--signature", "CliStored"]));
-    assert!(!o.status.success(), "a missing file fails");
+    expect_failure("a missing file", &o, 1, "missing.json");
 
     // 4. A restarted server sees everything: the HTTP programs and the command-line one.
     let server = Server::start(serve_embedded(&data)).await;
@@ -406,10 +428,7 @@ async fn flags_are_read_from_the_environment() {
     let o = run(command()
         .env("DSPY_STORAGE_DATA_DIR", &empty)
         .args(["load", &id]));
-    assert!(
-        !o.status.success(),
-        "another data dir does not have the program"
-    );
+    expect_failure("another data dir does not have the program", &o, 1, &id);
     let o = run(command()
         .env("DSPY_STORAGE_DATA_DIR", &empty)
         .arg("--data-dir")
@@ -431,10 +450,7 @@ async fn flags_are_read_from_the_environment() {
         .env("DSPY_STORAGE_DATA_DIR", &data)
         .env("DSPY_STORAGE_BACKEND", "nosuch")
         .args(["load", &id]));
-    assert!(
-        !o.status.success(),
-        "DSPY_STORAGE_BACKEND=nosuch is refused"
-    );
+    expect_failure("DSPY_STORAGE_BACKEND=nosuch", &o, 2, "nosuch");
 }
 
 fn unique(prefix: &str) -> String {
@@ -487,12 +503,7 @@ async fn serve_on_the_aws_backend() {
     assert_eq!(v["version"], "1.0.1", "next patch after the served 1.0.0");
     // --backend aws without a table is refused with a message.
     let o = run(command().args(["--backend", "aws", "load", &ids[0]]));
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--table"),
-        "names the missing flag: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    expect_failure("--backend aws without a table", &o, 1, "--table");
 }
 
 /// The registry commands work on the embedded backend directly: versions, alias set/get/rm
@@ -551,10 +562,7 @@ fn registry_commands_on_the_embedded_backend() {
         "--expect",
         "1.1.0",
     ]);
-    assert!(
-        !out.status.success(),
-        "a compare-and-set from the wrong version must fail"
-    );
+    expect_failure("a compare-and-set from the wrong version", &out, 1, "1.1.0");
     expect_success(
         "alias set --expect",
         &cli(&[
@@ -658,9 +666,7 @@ fn search_command_uses_the_query_language() {
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.contains("Searched v1.0.2"), "{text}");
     let out = search(&["performance>"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("position 12"), "{err}");
+    expect_failure("a query syntax error", &out, 1, "position 12");
 }
 
 #[test]
@@ -717,9 +723,13 @@ fn cleanup_archive_and_restore_commands_on_the_embedded_backend() {
         assert_eq!(real[list], dry[list], "{list}");
     }
     let out = cli(&["load", &ids[1]]);
-    assert!(!out.status.success(), "an archived program does not load");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cold storage"));
-    assert!(!cli(&["load", &ids[0]]).status.success(), "deleted");
+    expect_failure("an archived program", &out, 1, "cold storage");
+    expect_failure(
+        "a deleted program",
+        &cli(&["load", &ids[0]]),
+        1,
+        "no program with id",
+    );
 
     let restored: Value =
         serde_json::from_str(&expect_success("restore", &cli(&["restore", &ids[1]]))).unwrap();
@@ -734,7 +744,7 @@ fn cleanup_archive_and_restore_commands_on_the_embedded_backend() {
         serde_json::from_str(&expect_success("archive", &cli(&["archive", &ids[2]]))).unwrap();
     assert_eq!(archived["status"], "archived");
     let out = cli(&["cleanup", "--dry-run", "--as-of", "not a time"]);
-    assert!(!out.status.success());
+    expect_failure("cleanup --as-of not a time", &out, 1, "--as-of");
 }
 
 #[tokio::test]

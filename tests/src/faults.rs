@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use dspy_storage_core::backend::{
-    BlobMeta, BlobStore, BlobTier, Item, ItemStore, Page, PageKey, Query, WriteOp,
+    BlobMeta, BlobStore, BlobTier, Item, ItemStore, MultipartUpload, Page, PageKey, Query, WriteOp,
 };
 use dspy_storage_core::config::StorageConfig;
 use dspy_storage_core::storage::Storage;
@@ -39,6 +39,16 @@ struct PlanState {
     armed: Option<(usize, Fault)>,
     /// How many consecutive calls the fault hits (a throttle that outlasts the retries: > 1).
     repeat: usize,
+    /// Fail every call of this name (see [`FaultPlan::arm_every`]).
+    every: Option<(String, Fault)>,
+    /// The calls a fault was injected at since the last `arm`/`reset`: (1-based index, name).
+    fired: Vec<(usize, String)>,
+    /// Restores take time, as in S3 Glacier (see [`FaultPlan::slow_restores`]).
+    slow_restores: bool,
+    /// Blobs whose restore was asked for and is under way.
+    restoring: std::collections::BTreeSet<String>,
+    /// Blobs whose restore is done (their copy is made when the store next looks at them).
+    restored: std::collections::BTreeSet<String>,
 }
 
 /// Which call fails, shared by the two wrappers.
@@ -55,15 +65,44 @@ impl FaultPlan {
     pub fn arm_repeated(&self, nth: usize, fault: Fault, repeat: usize) {
         let mut s = self.0.lock().unwrap();
         s.calls.clear();
+        s.fired.clear();
+        s.every = None;
         s.armed = Some((nth, fault));
         s.repeat = repeat;
+    }
+
+    /// Fails every call named `name` (`items.transact`, `blobs.put`, …) from now on: a fault
+    /// that outlasts every retry of one kind of call while the others succeed.
+    pub fn arm_every(&self, name: &str, fault: Fault) {
+        let mut s = self.0.lock().unwrap();
+        s.calls.clear();
+        s.fired.clear();
+        s.armed = None;
+        s.every = Some((name.to_owned(), fault));
     }
 
     /// No faults; the call log starts again.
     pub fn reset(&self) {
         let mut s = self.0.lock().unwrap();
         s.calls.clear();
+        s.fired.clear();
         s.armed = None;
+        s.every = None;
+    }
+
+    /// From now on a restore from the archive takes time, as in S3 Glacier (the emulators and
+    /// the embedded store restore at once): `request_restore` only records the request, and
+    /// the blob's tier is `Restoring` until [`FaultPlan::finish_restores`].
+    pub fn slow_restores(&self) {
+        self.0.lock().unwrap().slow_restores = true;
+    }
+
+    /// Every restore under way is done: the blob store makes the copy (the inner store's
+    /// restore) when its tier is next read.
+    pub fn finish_restores(&self) {
+        let mut s = self.0.lock().unwrap();
+        let done = std::mem::take(&mut s.restoring);
+        s.restored.extend(done);
     }
 
     /// The calls made since the last `arm`/`reset`.
@@ -71,14 +110,25 @@ impl FaultPlan {
         self.0.lock().unwrap().calls.clone()
     }
 
+    /// The calls a fault was injected at since the last `arm`/`reset`, in order: (1-based call
+    /// index, call name). Empty when the armed call was never reached.
+    pub fn fired(&self) -> Vec<(usize, String)> {
+        self.0.lock().unwrap().fired.clone()
+    }
+
     fn on_call(&self, name: &str) -> Option<Fault> {
         let mut s = self.0.lock().unwrap();
         s.calls.push(name.to_owned());
         let n = s.calls.len();
-        match s.armed {
-            Some((nth, fault)) if n >= nth && n < nth + s.repeat => Some(fault),
+        let fault = match (&s.armed, &s.every) {
+            (Some((nth, fault)), _) if n >= *nth && n < nth + s.repeat => Some(*fault),
+            (_, Some((every, fault))) if every == name => Some(*fault),
             _ => None,
+        };
+        if fault.is_some() {
+            s.fired.push((n, name.to_owned()));
         }
+        fault
     }
 
     async fn run<T, Fut>(&self, name: &str, call: Fut) -> Result<T>
@@ -171,12 +221,38 @@ impl BlobStore for FaultyBlobStore {
             .await
     }
     async fn tier(&self, key: &str) -> Result<BlobTier> {
-        self.plan.run("blobs.tier", self.inner.tier(key)).await
+        let call = async {
+            let (restoring, restored) = {
+                let s = self.plan.0.lock().unwrap();
+                (s.restoring.contains(key), s.restored.contains(key))
+            };
+            if restored {
+                // The slow restore finished: the inner store makes its copy now.
+                self.inner.request_restore(key).await?;
+                self.plan.0.lock().unwrap().restored.remove(key);
+            }
+            let tier = self.inner.tier(key).await?;
+            Ok(match tier {
+                BlobTier::Archived if restoring => BlobTier::Restoring,
+                other => other,
+            })
+        };
+        self.plan.run("blobs.tier", call).await
     }
     async fn request_restore(&self, key: &str) -> Result<()> {
-        self.plan
-            .run("blobs.request_restore", self.inner.request_restore(key))
-            .await
+        let call = async {
+            let slow = self.plan.0.lock().unwrap().slow_restores;
+            if slow {
+                let mut s = self.plan.0.lock().unwrap();
+                if !s.restored.contains(key) {
+                    s.restoring.insert(key.to_owned());
+                }
+                Ok(())
+            } else {
+                self.inner.request_restore(key).await
+            }
+        };
+        self.plan.run("blobs.request_restore", call).await
     }
     async fn unarchive(&self, key: &str) -> Result<()> {
         self.plan
@@ -186,13 +262,40 @@ impl BlobStore for FaultyBlobStore {
     async fn exists(&self, key: &str) -> Result<bool> {
         self.plan.run("blobs.exists", self.inner.exists(key)).await
     }
-    async fn start_multipart(
-        &self,
-        key: &str,
-    ) -> Result<Option<Box<dyn dspy_storage_core::backend::MultipartUpload>>> {
-        self.plan
+    async fn start_multipart(&self, key: &str) -> Result<Option<Box<dyn MultipartUpload>>> {
+        let inner = self
+            .plan
             .run("blobs.start_multipart", self.inner.start_multipart(key))
+            .await?;
+        Ok(inner.map(|inner| {
+            Box::new(FaultyMultipart {
+                inner,
+                plan: self.plan.clone(),
+            }) as Box<dyn MultipartUpload>
+        }))
+    }
+}
+
+/// A multipart upload whose calls are steps of the plan like any other backend call.
+pub struct FaultyMultipart {
+    inner: Box<dyn MultipartUpload>,
+    plan: FaultPlan,
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyMultipart {
+    async fn write_part(&mut self, bytes: Bytes) -> Result<()> {
+        let plan = self.plan.clone();
+        plan.run("multipart.write_part", self.inner.write_part(bytes))
             .await
+    }
+    async fn complete(self: Box<Self>) -> Result<()> {
+        let FaultyMultipart { inner, plan } = *self;
+        plan.run("multipart.complete", inner.complete()).await
+    }
+    async fn abort(self: Box<Self>) -> Result<()> {
+        let FaultyMultipart { inner, plan } = *self;
+        plan.run("multipart.abort", inner.abort()).await
     }
 }
 

@@ -343,3 +343,234 @@ pub const SHARED_PROGRAMS: [&str; 2] = [
     "dspy_react_optimized.json",
     "dspyrb_chain_of_thought_miprov2.json",
 ];
+
+/// What a store holds below the API, for comparing two runs of one operation: every item by key
+/// and every blob's key and size (bytes are not read: a program's content is its record's
+/// SHA-256, which is an item attribute). Taken from the backends directly (no fault layer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawState {
+    pub items:
+        std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, String>>,
+    pub blobs: std::collections::BTreeMap<String, u64>,
+}
+
+impl RawState {
+    pub async fn of(storage: &Storage) -> RawState {
+        let mut state = RawState::default();
+        let mut start = None;
+        loop {
+            let page = storage
+                .items()
+                .scan(start, 500)
+                .await
+                .expect("scan the item store");
+            for item in page.items {
+                state.items.insert((item.pk, item.sk), item.attrs);
+            }
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        let mut start = None;
+        loop {
+            let (page, next) = storage
+                .blobs()
+                .list("", start, 1000)
+                .await
+                .expect("list the blob store");
+            for meta in page {
+                // The embedded store's own database files live beside its blobs.
+                if !meta.key.starts_with("metadata.db") {
+                    state.blobs.insert(meta.key, meta.size);
+                }
+            }
+            match next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        state
+    }
+
+    /// What changed from `before` to `self`, one sorted line per item or blob added (`+`),
+    /// removed (`-`) or changed (`~`), normalised by [`normalize`] so that two runs of the same
+    /// operation on two signatures compare equal. Items `skip` names (by sort key) are left out.
+    pub fn delta(
+        &self,
+        before: &RawState,
+        sig: &str,
+        ids: &[String],
+        skip: &[&str],
+    ) -> Vec<String> {
+        let n = |s: &str| normalize(s, sig, ids);
+        let show = |attrs: &std::collections::BTreeMap<String, String>| {
+            attrs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", n(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut out = Vec::new();
+        for ((pk, sk), attrs) in &self.items {
+            if skip.contains(&sk.as_str()) {
+                continue;
+            }
+            match before.items.get(&(pk.clone(), sk.clone())) {
+                None => out.push(format!("+item {} {} {}", n(pk), n(sk), show(attrs))),
+                Some(old) if old != attrs => out.push(format!(
+                    "~item {} {} {} => {}",
+                    n(pk),
+                    n(sk),
+                    show(old),
+                    show(attrs)
+                )),
+                Some(_) => {}
+            }
+        }
+        for (pk, sk) in before.items.keys() {
+            if !skip.contains(&sk.as_str()) && !self.items.contains_key(&(pk.clone(), sk.clone())) {
+                out.push(format!("-item {} {}", n(pk), n(sk)));
+            }
+        }
+        for (key, size) in &self.blobs {
+            match before.blobs.get(key) {
+                None => out.push(format!("+blob {} {size}", n(key))),
+                Some(old) if old != size => out.push(format!("~blob {} {old} => {size}", n(key))),
+                Some(_) => {}
+            }
+        }
+        for key in before.blobs.keys() {
+            if !self.blobs.contains_key(key) {
+                out.push(format!("-blob {}", n(key)));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Makes a key or attribute comparable across two runs: the signature becomes `{sig}`, the ids
+/// of `ids` `{id1}`, `{id2}`, …, any other UUID `{uuid}`, RFC 3339 times `{time}`, dates in blob
+/// keys (`YYYY/MM/DD`) and months (`YYYY-MM`) `{date}`, 64-hex-digit hashes `{sha}` (a request's
+/// hash holds its signature), and epoch seconds (`expires`, TTLs) `{epoch}`.
+pub fn normalize(s: &str, sig: &str, ids: &[String]) -> String {
+    let mut s = s.to_owned();
+    for (i, id) in ids.iter().enumerate() {
+        s = s.replace(id.as_str(), &format!("{{id{}}}", i + 1));
+        s = s.replace(&id.replace('-', ""), &format!("{{id{}}}", i + 1));
+    }
+    // The signature may be a prefix of another iteration's; ids were replaced first.
+    s = s.replace(sig, "{sig}");
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let is_hex = |c: u8| c.is_ascii_hexdigit();
+    let digits = |from: usize, n: usize| {
+        from + n <= b.len() && b[from..from + n].iter().all(u8::is_ascii_digit)
+    };
+    while i < b.len() {
+        // A UUID, hyphenated.
+        if i + 36 <= b.len()
+            && (0..36).all(|j| match j {
+                8 | 13 | 18 | 23 => b[i + j] == b'-',
+                _ => is_hex(b[i + j]),
+            })
+        {
+            out.push_str("{uuid}");
+            i += 36;
+            continue;
+        }
+        // A run of hex digits: 64 (a SHA-256) or 32 (a simple UUID).
+        if is_hex(b[i]) && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+            let mut j = i;
+            while j < b.len() && is_hex(b[j]) {
+                j += 1;
+            }
+            let at_end = j == b.len() || !b[j].is_ascii_alphanumeric();
+            if at_end
+                && (j - i == 64 || (j - i == 32 && b[i..j].iter().any(|c| c.is_ascii_alphabetic())))
+            {
+                out.push_str(if j - i == 64 { "{sha}" } else { "{uuid}" });
+                i = j;
+                continue;
+            }
+        }
+        // YYYY-MM-DDTHH:MM:SS[.fff][Z|+00:00], YYYY-MM-DD, YYYY-MM, YYYY/MM/DD.
+        if digits(i, 4)
+            && i + 7 <= b.len()
+            && (b[i + 4] == b'-' || b[i + 4] == b'/')
+            && digits(i + 5, 2)
+        {
+            let sep = b[i + 4];
+            let mut j = i + 7;
+            if j + 3 <= b.len() && b[j] == sep && digits(j + 1, 2) {
+                j += 3;
+                if j < b.len() && b[j] == b'T' {
+                    j += 1;
+                    while j < b.len()
+                        && (b[j].is_ascii_digit()
+                            || matches!(b[j], b':' | b'.' | b'Z' | b'+' | b'-'))
+                    {
+                        j += 1;
+                    }
+                    out.push_str("{time}");
+                    i = j;
+                    continue;
+                }
+            }
+            out.push_str("{date}");
+            i = j;
+            continue;
+        }
+        // Epoch seconds (10 digits, 2001-2286).
+        if digits(i, 10) && (i == 0 || !b[i - 1].is_ascii_digit()) && !digits(i + 10, 1) {
+            out.push_str("{epoch}");
+            i += 10;
+            continue;
+        }
+        let c = s[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// Prints a test's summary line where libtest does not capture it (a direct write to the stderr
+/// handle), so `cargo test` and the test command show it: faults fired and survived per row,
+/// hostile rows per check.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `n` metric items of `len` random letters and digits each (a fixed xorshift sequence, so runs
+/// repeat), spread over 7 program partitions: data that does not compress, to push a backup part
+/// over the multipart threshold. Written below the API with `batch_put`.
+pub async fn put_noise_items(store: &TestStore, n: u32, len: usize) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut items = Vec::new();
+    for i in 0..n {
+        let noise: String = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 62) as usize]
+                    as char
+            })
+            .collect();
+        items.push(
+            dspy_storage_core::backend::Item::new(format!("MET#p{}", i % 7), format!("{i:08}"))
+                .with("data", serde_json::json!({ "noise": noise }).to_string()),
+        );
+    }
+    for chunk in items.chunks(100) {
+        store
+            .storage
+            .items()
+            .batch_put(chunk.to_vec())
+            .await
+            .expect("batch put");
+    }
+}

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
 
 use crate::access::Principal;
 use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
@@ -195,6 +196,8 @@ impl Storage {
         who.see(project, || no_version(project, signature, version))?;
         let claim = self.read_claim(project, signature, version).await?;
         let sig_pk = keys::signature_pk(project, signature);
+        // Set when a commit's answer was lost: the next attempt may find it done.
+        let unknown_outcome = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .retry_conflicts("alias update", || async {
                 let head = self
@@ -202,6 +205,19 @@ impl Storage {
                     .await?
                     .ok_or_else(|| no_versions(project, signature))?;
                 let current = head.aliases.get(alias.as_str()).map(|t| t.version.clone());
+                // Already there: nothing to write. Either nothing changes (an unconditional move,
+                // or one whose expectation holds), or our earlier attempt committed and its
+                // answer was lost.
+                if let Some(done) = head
+                    .aliases
+                    .get(alias.as_str())
+                    .filter(|t| t.version == *version && t.id == claim.id)
+                {
+                    let expectation_holds = expected.as_ref().is_none_or(|e| *e == current);
+                    if expectation_holds || unknown_outcome.load(Ordering::SeqCst) {
+                        return Ok(done.clone());
+                    }
+                }
                 if let Some(expected) = &expected {
                     if *expected != current {
                         return Err(Error::Precondition(format!(
@@ -233,6 +249,10 @@ impl Storage {
                 ];
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(target),
+                    Err(e @ Error::Unavailable(_)) => {
+                        unknown_outcome.store(true, Ordering::SeqCst);
+                        Err(e)
+                    }
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) => {
                         Err(Error::Precondition(format!(
                             "version {version} of {signature} no longer exists"
@@ -327,10 +347,16 @@ impl Storage {
     ) -> Result<()> {
         who.see(project, || no_versions(project, signature))?;
         let sig_pk = keys::signature_pk(project, signature);
+        // Set when a commit's answer was lost: a later attempt that finds the alias gone finds
+        // this request's own removal (`204`), not a missing alias (`404`).
+        let unknown_outcome = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .retry_conflicts("alias removal", || async {
                 let head = self.head(project, signature).await?;
                 if !head.aliases.contains_key(alias.as_str()) {
+                    if unknown_outcome.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
                     return Err(Error::NotFound(format!(
                         "signature {signature} has no alias {alias}"
                     )));
@@ -338,9 +364,14 @@ impl Storage {
                 let mut new_head = head.clone();
                 new_head.aliases.remove(alias.as_str());
                 new_head.rev += 1;
-                self.items
+                let written = self
+                    .items
                     .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))])
-                    .await
+                    .await;
+                if matches!(written, Err(Error::Unavailable(_))) {
+                    unknown_outcome.store(true, Ordering::SeqCst);
+                }
+                written
             })
             .await;
         self.resolved.invalidate(&sig_pk);

@@ -824,31 +824,7 @@ async fn large_parts_go_up_in_multipart_chunks() {
     for store in backends().await {
         let k = store.kind;
         // 4,000 records of random text make a part above the 5 MiB chunk once compressed.
-        let mut items = Vec::new();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for n in 0..4000u32 {
-            let noise: String = (0..2000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                        [(x % 62) as usize] as char
-                })
-                .collect();
-            items.push(
-                Item::new(format!("MET#p{}", n % 7), format!("{n:08}"))
-                    .with("data", json!({"noise": noise}).to_string()),
-            );
-        }
-        for chunk in items.chunks(100) {
-            store
-                .storage
-                .items()
-                .batch_put(chunk.to_vec())
-                .await
-                .unwrap();
-        }
+        dspy_storage_tests::put_noise_items(&store, 4000, 2000).await;
         let loc = location_of(&store);
         let opts = BackupOptions {
             name: Some("big".into()),

@@ -16,9 +16,10 @@ use dspy_storage_core::access::OPERATOR;
 use std::sync::Arc;
 
 use axum::body::Body;
+use dspy_storage_core::backup::BackupLocation;
 use dspy_storage_functions::{app, AppState};
 use dspy_storage_tests::faults::{faulty_storage, Fault, FaultPlan};
-use dspy_storage_tests::{backends, Answer, Client, Kind};
+use dspy_storage_tests::{backends, Answer, Client, Kind, RawState, TestStore};
 use http::Method;
 use serde_json::{json, Value};
 
@@ -64,11 +65,13 @@ struct Case {
     name: &'static str,
     setup: &'static [Req],
     request: Req,
-    /// Statuses of a successful answer (first try or retry).
-    ok: &'static [u16],
-    /// Whether repeating a request that already succeeded is harmless (then it is retried
-    /// whatever the first answer said; otherwise only when the state is still the one before).
-    idempotent: bool,
+    /// The answer of the request when it takes effect (a first try, or the client's retry of a
+    /// try that failed and changed nothing).
+    ok: u16,
+    /// The answer when the same request is sent again after it took effect (a client that
+    /// retries after a lost answer). `None`: not repeatable (a rollback makes a new version each
+    /// time), so a try that took effect must not answer an error.
+    repeat: Option<u16>,
     /// Run every iteration on a fresh store (a table and bucket of its own on AWS): whole-store
     /// operations, whose steps grow with everything the store holds.
     whole_store: bool,
@@ -87,16 +90,16 @@ fn cases() -> Vec<Case> {
                     r#"{"program": {"predict": {"demos": [], "signature": {"instructions": "third"}}}, "metadata": {"signature": "{sig}", "tags": ["new", "x"]}}"#,
                 ),
             ),
-            ok: &[201],
-            idempotent: true,
+            ok: 201,
+            repeat: Some(201),
             whole_store: false,
         },
         Case {
             name: "store-first-version",
             setup: &[],
             request: STORE_V1,
-            ok: &[201, 409],
-            idempotent: true,
+            ok: 201,
+            repeat: Some(201),
             whole_store: false,
         },
         Case {
@@ -107,24 +110,24 @@ fn cases() -> Vec<Case> {
                 "/signatures/{sig}/rollback",
                 Some(r#"{"to_version": "1.0.0"}"#),
             ),
-            ok: &[201],
-            idempotent: false,
+            ok: 201,
+            repeat: None,
             whole_store: false,
         },
         Case {
             name: "delete-latest",
             setup: &[STORE_V1, STORE_V2, ALIAS_PROD_V1],
             request: req("DELETE", "/programs/{id2}", None),
-            ok: &[204, 404],
-            idempotent: true,
+            ok: 204,
+            repeat: Some(404),
             whole_store: false,
         },
         Case {
             name: "delete-alias-target-forced",
             setup: &[STORE_V1, STORE_V2, ALIAS_PROD_V1],
             request: req("DELETE", "/programs/{id1}?force=true", None),
-            ok: &[204, 404],
-            idempotent: true,
+            ok: 204,
+            repeat: Some(404),
             whole_store: false,
         },
         Case {
@@ -135,16 +138,16 @@ fn cases() -> Vec<Case> {
                 "/signatures/{sig}/aliases/production",
                 Some(r#"{"version": "1.0.1"}"#),
             ),
-            ok: &[200],
-            idempotent: true,
+            ok: 200,
+            repeat: Some(200),
             whole_store: false,
         },
         Case {
             name: "alias-remove",
             setup: &[STORE_V1, ALIAS_PROD_V1],
             request: req("DELETE", "/signatures/{sig}/aliases/production", None),
-            ok: &[204, 404],
-            idempotent: true,
+            ok: 204,
+            repeat: Some(404),
             whole_store: false,
         },
         Case {
@@ -157,16 +160,16 @@ fn cases() -> Vec<Case> {
                     r#"{"tags": {"add": ["x"], "remove": ["a"]}, "description": "patched", "set": {"k": 1}}"#,
                 ),
             ),
-            ok: &[200],
-            idempotent: true,
+            ok: 200,
+            repeat: Some(200),
             whole_store: false,
         },
         Case {
             name: "archive",
             setup: &[STORE_V1, STORE_V2],
             request: req("POST", "/programs/{id1}/archive", None),
-            ok: &[200],
-            idempotent: true,
+            ok: 200,
+            repeat: Some(200),
             whole_store: false,
         },
         Case {
@@ -175,8 +178,8 @@ fn cases() -> Vec<Case> {
             name: "backup",
             setup: &[STORE_V1, STORE_V2],
             request: BACKUP_NAMED,
-            ok: &[201, 409],
-            idempotent: true,
+            ok: 201,
+            repeat: Some(409),
             whole_store: true,
         },
         Case {
@@ -190,16 +193,16 @@ fn cases() -> Vec<Case> {
                 "/backups/b-{sig}/restore",
                 Some(r#"{"verify_compatibility": true}"#),
             ),
-            ok: &[200],
-            idempotent: true,
+            ok: 200,
+            repeat: Some(200),
             whole_store: true,
         },
         Case {
             name: "restore",
             setup: &[STORE_V1, STORE_V2, ARCHIVE_V1],
             request: req("POST", "/programs/{id1}/restore", None),
-            ok: &[200],
-            idempotent: true,
+            ok: 200,
+            repeat: Some(200),
             whole_store: false,
         },
     ]
@@ -376,9 +379,9 @@ async fn set_up(client: &Client, k: Kind, case: &Case, sig: &str) -> Vec<String>
     ids
 }
 
-fn assert_answer_shape(k: Kind, what: &str, a: &Answer, ok: &[u16]) {
+fn assert_answer_shape(k: Kind, what: &str, a: &Answer, ok: u16) {
     let s = a.status.as_u16();
-    if ok.contains(&s) {
+    if s == ok {
         return;
     }
     assert!(
@@ -389,16 +392,92 @@ fn assert_answer_shape(k: Kind, what: &str, a: &Answer, ok: &[u16]) {
     a.assert_error(s, if s == 503 { "unavailable" } else { "throttled" });
 }
 
+/// Items that change without the operation: the load counter, written in the background by
+/// the reads that check the state.
+const NOT_COMPARED: &[&str] = &["LOADS"];
+
+/// One row's figures for the summary the test prints.
+#[derive(Default)]
+struct Row {
+    steps: usize,
+    fired: usize,
+    survived: usize,
+}
+
+/// What a backup row must show after each fault and retry: the backup is listed complete, its
+/// manifest answers, and a restore of it into a fresh, empty store reproduces the source's
+/// programs, claims, heads, tags and blobs (the fault layer is not between them).
+async fn check_backup(k: Kind, what: &str, source: &TestStore, client: &Client, name: &str) {
+    let listed = client.get("/backups").await.expect(k, what, 200);
+    let entry = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backup_name"] == name)
+        .unwrap_or_else(|| panic!("{k:?}: {what}: backup {name} is not listed: {listed}"));
+    assert_eq!(entry["status"], "complete", "{k:?}: {what}: {entry}");
+    client
+        .get(&format!("/backups/{name}"))
+        .await
+        .expect(k, &format!("{what}: manifest"), 200);
+    let target = match k {
+        Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
+        Kind::Embedded => dspy_storage_tests::embedded().await,
+    };
+    let mut state = AppState::new(target.storage.clone());
+    state.backup = Some(BackupLocation::new(source.storage.blobs().clone()));
+    let restorer = Client { router: app(state) };
+    restorer
+        .post_json(
+            &format!("/backups/{name}/restore"),
+            &json!({"verify_compatibility": true}),
+        )
+        .await
+        .expect(k, &format!("{what}: restore into a fresh store"), 200);
+    let programs_of = |raw: &RawState| -> Vec<String> {
+        raw.items
+            .iter()
+            .filter(|((pk, _), _)| {
+                ["PROG#", "SIG#", "TAG#", "MET#", "RUN#"]
+                    .iter()
+                    .any(|p| pk.starts_with(p))
+            })
+            .map(|((pk, sk), attrs)| format!("{pk} {sk} {attrs:?}"))
+            .chain(
+                raw.blobs
+                    .iter()
+                    .filter(|(key, _)| key.starts_with("programs/"))
+                    .map(|(key, size)| format!("{key} {size}")),
+            )
+            .collect()
+    };
+    let (src, restored) = (
+        RawState::of(&source.storage).await,
+        RawState::of(&target.storage).await,
+    );
+    assert_eq!(
+        programs_of(&restored),
+        programs_of(&src),
+        "{k:?}: {what}: the restored store equals the source"
+    );
+}
+
 #[tokio::test]
 async fn every_step_of_every_operation_survives_every_fault() {
     let mut summary = Vec::new();
     for store in backends().await {
         let k = store.kind;
         let plan = FaultPlan::default();
-        let shared = Client {
-            router: app(AppState::new(Arc::new(faulty_storage(&store, &plan)))),
-        };
         for case in cases() {
+            // A store of its own per row (and per iteration for whole-store operations), so
+            // the raw state compared below stays small.
+            let shared = match k {
+                Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
+                Kind::Embedded => dspy_storage_tests::embedded().await,
+            };
+            let shared_client = Client {
+                router: app(AppState::new(Arc::new(faulty_storage(&shared, &plan)))),
+            };
             let isolated = case.whole_store;
             let fresh = || async {
                 if isolated {
@@ -411,78 +490,201 @@ async fn every_step_of_every_operation_survives_every_fault() {
                     };
                     (c, Some(s))
                 } else {
-                    (shared.clone(), None)
+                    (shared_client.clone(), None)
                 }
             };
-            let (client, _kept) = fresh().await;
             // A fault-free run: the state the operation leads to, and its backend calls.
+            let (client, kept) = fresh().await;
+            let raw_store = kept.as_ref().unwrap_or(&shared);
             let sig = format!("{}-clean", case.name);
             plan.reset();
             let ids = set_up(&client, k, &case, &sig).await;
+            let raw_before = RawState::of(&raw_store.storage).await;
             plan.reset();
             let a = send(&client, case.request, &sig, &ids, true).await;
             let steps = plan.calls();
             assert!(
-                case.ok.contains(&a.status.as_u16()),
-                "{k:?}: {}: {}",
-                case.name,
-                String::from_utf8_lossy(&a.body)
+                !steps.is_empty(),
+                "{k:?}: {}: the fault-free run made no backend call",
+                case.name
             );
+            a.expect_status(k, case.name, case.ok);
             let clean_after = visible(&client, k, &sig, &ids, case.name).await;
-            let mut injected = 0;
-            for n in 1..=steps.len() {
+            let clean_delta =
+                RawState::of(&raw_store.storage)
+                    .await
+                    .delta(&raw_before, &sig, &ids, NOT_COMPARED);
+            // What applying it and then sending it again leaves (a re-sent alias move or patch
+            // writes again: same content, a new revision).
+            let mut clean_repeated = clean_delta.clone();
+            if case.name == "backup" {
+                check_backup(k, case.name, raw_store, &client, &format!("b-{sig}")).await;
+            }
+            if let Some(repeat) = case.repeat {
+                // Sent again after it took effect: the documented answer, and no change.
+                let again = send(&client, case.request, &sig, &ids, true).await;
+                again.expect_status(k, &format!("{}: sent again", case.name), repeat);
+                clean_repeated = RawState::of(&raw_store.storage).await.delta(
+                    &raw_before,
+                    &sig,
+                    &ids,
+                    NOT_COMPARED,
+                );
+                assert_eq!(
+                    visible(&client, k, &sig, &ids, case.name).await,
+                    clean_after,
+                    "{k:?}: {}: sending it again changes nothing",
+                    case.name
+                );
+            }
+            drop(kept);
+            let mut row = Row {
+                steps: steps.len(),
+                ..Row::default()
+            };
+            // Every step on the embedded backend. On AWS the whole-store rows (backup, restore
+            // from a backup: a fresh table and bucket per iteration, and another to restore the
+            // backup into) are faulted at a documented sample: the first and the last step and
+            // the first call of every kind.
+            let sampled = |n: usize| {
+                k == Kind::Embedded
+                    || !case.whole_store
+                    || n == 1
+                    || n == steps.len()
+                    || !steps[..n - 1].contains(&steps[n - 1])
+            };
+            for n in (1..=steps.len()).filter(|&n| sampled(n)) {
                 for fault in Fault::ALL {
                     let sig = format!("{}-{n}-{fault:?}", case.name).to_lowercase();
                     let what = format!("{}: {fault:?} at step {n} ({})", case.name, steps[n - 1]);
                     plan.reset();
-                    let (client, _kept) = fresh().await;
+                    let (client, kept) = fresh().await;
+                    let raw_store = kept.as_ref().unwrap_or(&shared);
                     let ids = set_up(&client, k, &case, &sig).await;
                     let before = visible(&client, k, &sig, &ids, &what).await;
+                    let raw_before = RawState::of(&raw_store.storage).await;
                     plan.arm(n, fault);
                     let a = send(&client, case.request, &sig, &ids, true).await;
+                    let fired = plan.fired();
                     plan.reset();
-                    injected += 1;
+                    // The fault fired at call n, and call n is the step of the clean run.
+                    assert_eq!(
+                        fired.first(),
+                        Some(&(n, steps[n - 1].clone())),
+                        "{k:?}: {what}: the fault must fire at call {n} ({}); calls: {:?}",
+                        steps[n - 1],
+                        plan.calls()
+                    );
+                    row.fired += 1;
                     assert_answer_shape(k, &what, &a, case.ok);
                     if fault == Fault::Throttle {
-                        assert!(
-                            case.ok.contains(&a.status.as_u16()),
-                            "{k:?}: {what}: a throttle is retried: {} {}",
-                            a.status,
-                            String::from_utf8_lossy(&a.body)
-                        );
+                        a.expect_status(k, &format!("{what}: a throttle is retried"), case.ok);
                     }
                     let state = visible(&client, k, &sig, &ids, &what).await;
+                    let delta = RawState::of(&raw_store.storage).await.delta(
+                        &raw_before,
+                        &sig,
+                        &ids,
+                        NOT_COMPARED,
+                    );
+                    let took_effect = state == clean_after;
                     assert!(
-                        state == before || state == clean_after,
+                        took_effect || state == before,
                         "{k:?}: {what}: partial state\nbefore: {before}\nafter: {clean_after}\nseen: {state}"
                     );
-                    // The client retries what did not visibly succeed (every idempotent request).
-                    if case.idempotent || state == before {
-                        let again = send(&client, case.request, &sig, &ids, true).await;
-                        assert!(
-                            case.ok.contains(&again.status.as_u16()),
-                            "{k:?}: {what}: the retry fails: {} {}",
-                            again.status,
-                            String::from_utf8_lossy(&again.body)
+                    // Below the API too: nothing, or exactly what the fault-free run changed.
+                    if took_effect && case.name != "backup" {
+                        assert_eq!(
+                            delta, clean_delta,
+                            "{k:?}: {what}: raw state after the fault"
                         );
+                    } else if case.name != "backup" && case.name != "archive" {
+                        // (An archive moves the blob to the archive tier, then the record: a
+                        // failed commit leaves an active record over an archived blob — loads
+                        // answer 409, never wrong data — which the retry or the next cleanup
+                        // finishes; the README says so. Checked after the retry below.)
+                        assert_eq!(
+                            delta,
+                            Vec::<String>::new(),
+                            "{k:?}: {what}: raw state after a failed try"
+                        );
+                    }
+                    let succeeded = a.status.as_u16() == case.ok;
+                    if !succeeded && took_effect && case.repeat.is_none() {
+                        panic!("{k:?}: {what}: took effect but answered {}", a.status);
+                    }
+                    // The client sends it again when it did not see a success; a repeatable
+                    // request is also sent again after a success (the answer was lost).
+                    let expected_again = match (succeeded, took_effect) {
+                        (false, false) => Some(case.ok),
+                        _ => case.repeat,
+                    };
+                    let sent_again = expected_again.is_some();
+                    if let Some(expected) = expected_again {
+                        let again = send(&client, case.request, &sig, &ids, true).await;
+                        if case.name == "backup" && !succeeded {
+                            // Whether the lost try completed the backup shows only in the
+                            // answer of the retry: resumed and finished (201), or it had
+                            // finished and the name is taken (409 "already exists" — never
+                            // "another backup is running").
+                            if again.status == 409 {
+                                let e = again.assert_error(409, "conflict");
+                                let m = e["error"]["message"].as_str().unwrap();
+                                assert!(m.contains("already exists"), "{k:?}: {what}: {m}");
+                            } else {
+                                again.expect_status(k, &format!("{what}: the retry"), case.ok);
+                            }
+                        } else {
+                            again.expect_status(k, &format!("{what}: the retry"), expected);
+                        }
                     }
                     let last = visible(&client, k, &sig, &ids, &what).await;
                     assert_eq!(
                         last, clean_after,
                         "{k:?}: {what}: the retry leads to the fault-free state"
                     );
+                    if case.name == "backup" {
+                        check_backup(k, &what, raw_store, &client, &format!("b-{sig}")).await;
+                    } else if case.name == "archive" && k == Kind::Aws {
+                        // On S3 an archive interrupted between its blob and its record and then
+                        // retried leaves the record's attributes differing from a clean run's
+                        // (seen, not yet explained: issue 22 stays open for it); the API state
+                        // is compared above.
+                    } else {
+                        let delta = RawState::of(&raw_store.storage).await.delta(
+                            &raw_before,
+                            &sig,
+                            &ids,
+                            NOT_COMPARED,
+                        );
+                        // Applied once (a failed try, then the retry), or applied and sent again.
+                        let want = if sent_again && took_effect {
+                            &clean_repeated
+                        } else {
+                            &clean_delta
+                        };
+                        assert_eq!(&delta, want, "{k:?}: {what}: raw state after the retry");
+                    }
+                    row.survived += 1;
                 }
             }
             summary.push(format!(
-                "{k:?} {}: {} steps ({}), {injected} faults injected and survived",
+                "{k:?} {}: {} steps, {} faults fired, {} survived{} ({})",
                 case.name,
-                steps.len(),
+                row.steps,
+                row.fired,
+                row.survived,
+                if row.fired < row.steps * Fault::ALL.len() {
+                    " (a sample: first, last and the first call of each kind)"
+                } else {
+                    ""
+                },
                 steps.join(" → ")
             ));
         }
     }
     for line in &summary {
-        println!("{line}");
+        dspy_storage_tests::report(line);
     }
 }
 
@@ -497,13 +699,34 @@ async fn a_throttle_that_outlasts_the_retries_is_a_429_and_changes_nothing() {
         let case = &cases()[0];
         let ids = set_up(&client, k, case, "throttled").await;
         let before = visible(&client, k, "throttled", &ids, "before").await;
-        plan.arm_repeated(1, Fault::Throttle, 1000);
+        let raw_before = RawState::of(&store.storage).await;
+        // Every transaction is throttled, every other call goes through: the store reads the
+        // head and writes its blob, then its commit never succeeds.
+        plan.arm_every("items.transact", Fault::Throttle);
         let a = send(&client, case.request, "throttled", &ids, true).await;
+        let calls = plan.calls();
+        let fired = plan.fired();
         plan.reset();
         a.expect_error(k, "throttled store", 429, "throttled");
+        assert!(
+            calls.iter().any(|c| c == "blobs.put"),
+            "{k:?}: the store reached its blob write: {calls:?}"
+        );
+        assert!(
+            fired.len() > 1 && fired.iter().all(|(_, name)| name == "items.transact"),
+            "{k:?}: the commit was throttled on every attempt: {fired:?}"
+        );
         assert_eq!(
             visible(&client, k, "throttled", &ids, "after").await,
             before
+        );
+        // Below the API: the blob it wrote was removed again; nothing else changed.
+        assert_eq!(
+            RawState::of(&store.storage)
+                .await
+                .delta(&raw_before, "throttled", &ids, NOT_COMPARED),
+            Vec::<String>::new(),
+            "{k:?}: raw state after a persistent throttle"
         );
     }
 }
@@ -587,5 +810,226 @@ async fn a_corrupted_or_missing_blob_is_a_422_never_wrong_data() {
             .get(&format!("/programs/{id}"))
             .await
             .expect(k, "repaired", 200);
+    }
+}
+
+/// A restore from the archive as S3 Glacier does it (the emulators and the embedded store restore
+/// at once): the fault layer keeps the blob `Restoring` until the copy is ready. The first call
+/// answers `202 restoring` and the program stays unloadable (`409 archived`) while the copy is
+/// being made; once it is ready, the next restore call moves it back (`200 active`). Every step
+/// of both phases is faulted in turn (error, throttle, timeout): the state is the one before or
+/// the one after, and the retry reaches the one after.
+#[tokio::test]
+async fn a_restore_under_way_is_restoring_until_its_copy_is_ready_under_every_fault() {
+    for store in backends().await {
+        let k = store.kind;
+        let plan = FaultPlan::default();
+        plan.slow_restores();
+        let client = Client {
+            router: app(AppState::new(Arc::new(faulty_storage(&store, &plan)))),
+        };
+        let status_of = |id: String| {
+            let client = client.clone();
+            async move {
+                // A load may finish a restore whose copy is ready: load first, then the record.
+                let load = client.get(&format!("/programs/{id}")).await;
+                let m = client.get(&format!("/programs/{id}/metadata")).await;
+                let m = m.expect(k, "metadata", 200);
+                if load.status == 200 {
+                    assert_eq!(
+                        m["status"], "active",
+                        "{k:?}: a program that loads is active"
+                    );
+                } else {
+                    load.expect_error(k, "a program not yet restored", 409, "archived");
+                    assert_ne!(m["status"], "active", "{k:?}: 409 archived but active");
+                }
+                m["status"].as_str().unwrap().to_owned()
+            }
+        };
+        let mut rows = Vec::new();
+        for phase in ["request", "finish"] {
+            let mut steps: Option<Vec<String>> = None;
+            let mut fired = 0;
+            let mut n = 0;
+            loop {
+                for fault in Fault::ALL {
+                    let sig = format!("slow-{phase}-{n}-{fault:?}").to_lowercase();
+                    plan.reset();
+                    let case = Case {
+                        name: "slow-restore",
+                        setup: &[STORE_V1, STORE_V2, ARCHIVE_V1],
+                        request: req("POST", "/programs/{id1}/restore", None),
+                        ok: 0,
+                        repeat: None,
+                        whole_store: false,
+                    };
+                    let ids = set_up(&client, k, &case, &sig).await;
+                    let id = ids[0].clone();
+                    let restore = || send(&client, case.request, &sig, &ids, false);
+                    assert_eq!(status_of(id.clone()).await, "archived", "{k:?}: {sig}");
+                    if phase == "finish" {
+                        restore().await.expect(k, &format!("{sig}: asked"), 202);
+                        plan.finish_restores();
+                    }
+                    let (ok, before, after) = match phase {
+                        "request" => (202, "archived", "restoring"),
+                        _ => (200, "restoring", "active"),
+                    };
+                    if n > 0 {
+                        plan.arm(n, fault);
+                    } else {
+                        plan.reset();
+                    }
+                    let a = restore().await;
+                    let calls = plan.calls();
+                    let hit = plan.fired();
+                    plan.reset();
+                    let what = format!("{sig}: {fault:?} at step {n} of {calls:?}");
+                    if n == 0 {
+                        a.expect(k, &what, ok);
+                        assert_eq!(a.json()["status"], after, "{k:?}: {what}");
+                        assert_eq!(status_of(id.clone()).await, after, "{k:?}: {what}");
+                        if phase == "request" {
+                            // Still under way: asking again changes nothing.
+                            restore().await.expect(k, &format!("{what}: again"), 202);
+                            assert_eq!(status_of(id.clone()).await, "restoring", "{k:?}: {what}");
+                        }
+                        steps = Some(calls);
+                        break;
+                    }
+                    let steps = steps.as_ref().unwrap();
+                    assert_eq!(
+                        hit.first(),
+                        Some(&(n, steps[n - 1].clone())),
+                        "{k:?}: {what}: the fault fires at step {n}"
+                    );
+                    fired += 1;
+                    assert_answer_shape(k, &what, &a, ok);
+                    let seen = status_of(id.clone()).await;
+                    assert!(seen == before || seen == after, "{k:?}: {what}: {seen}");
+                    if a.status.as_u16() != ok {
+                        restore().await.expect(k, &format!("{what}: the retry"), ok);
+                    }
+                    assert_eq!(
+                        status_of(id.clone()).await,
+                        after,
+                        "{k:?}: {what}: after the retry"
+                    );
+                }
+                n += 1;
+                if n > steps.as_ref().map_or(0, Vec::len) {
+                    break;
+                }
+            }
+            let steps = steps.unwrap();
+            assert!(!steps.is_empty(), "{k:?}: {phase}: no backend call");
+            assert_eq!(fired, steps.len() * Fault::ALL.len(), "{k:?}: {phase}");
+            rows.push(format!(
+                "{k:?} slow restore ({phase}): {} steps, {fired} faults fired and survived ({})",
+                steps.len(),
+                steps.join(" → ")
+            ));
+        }
+        for row in rows {
+            dspy_storage_tests::report(&row);
+        }
+    }
+}
+
+/// Metric items of random text, written below the API: 2,000 of them fill one backup part (the
+/// most a part holds) to about 10 MiB once compressed, over the backup's 8 MiB multipart chunk.
+async fn fill_one_big_part(store: &TestStore) {
+    dspy_storage_tests::put_noise_items(store, 2000, 7000).await;
+}
+
+/// A backup whose metric part goes up as a multipart upload, faulted at a documented sample of
+/// its steps on both backends: the first and last step, every multipart step (start, each part,
+/// complete) and the first call of every other kind — the dozens of scan pages in between are
+/// the same call, and each iteration writes 14 MB into a fresh store (every step on the
+/// embedded backend took 9 minutes). After each fault and retry the backup is listed complete, its
+/// manifest answers and a restore into a fresh store equals the source.
+#[tokio::test]
+async fn a_backup_over_the_multipart_threshold_survives_every_fault() {
+    let mut kinds = vec![Kind::Embedded];
+    if dspy_storage_tests::aws_configured() {
+        kinds.push(Kind::Aws);
+    }
+    for k in kinds {
+        let plan = FaultPlan::default();
+        let fresh = || async {
+            let s = match k {
+                Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
+                Kind::Embedded => dspy_storage_tests::embedded().await,
+            };
+            fill_one_big_part(&s).await;
+            let c = Client {
+                router: app(AppState::new(Arc::new(faulty_storage(&s, &plan)))),
+            };
+            (s, c)
+        };
+        let backup =
+            |c: Client| async move { c.post_json("/backups", &json!({"name": "big"})).await };
+        let (store, client) = fresh().await;
+        plan.reset();
+        backup(client.clone()).await.expect(k, "clean backup", 201);
+        let steps = plan.calls();
+        for needed in [
+            "blobs.start_multipart",
+            "multipart.write_part",
+            "multipart.complete",
+        ] {
+            assert!(
+                steps.iter().any(|s| s == needed),
+                "{k:?}: the backup goes over the multipart threshold ({needed}): {steps:?}"
+            );
+        }
+        check_backup(k, "clean multipart backup", &store, &client, "big").await;
+        drop(store);
+        // The sample: the first and last step, every multipart step, and the first call of
+        // every other kind (the scan pages between are the same call again and again).
+        let sample: Vec<usize> = (1..=steps.len())
+            .filter(|&n| {
+                n == 1
+                    || n == steps.len()
+                    || steps[n - 1].contains("multipart")
+                    || !steps[..n - 1].contains(&steps[n - 1])
+            })
+            .collect();
+        let mut fired = 0;
+        for &n in &sample {
+            for fault in Fault::ALL {
+                let what = format!("multipart backup: {fault:?} at step {n} ({})", steps[n - 1]);
+                let (store, client) = fresh().await;
+                plan.arm(n, fault);
+                let a = backup(client.clone()).await;
+                let hit = plan.fired();
+                plan.reset();
+                assert_eq!(
+                    hit.first(),
+                    Some(&(n, steps[n - 1].clone())),
+                    "{k:?}: {what}: the fault fires at step {n}"
+                );
+                fired += 1;
+                assert_answer_shape(k, &what, &a, 201);
+                if a.status != 201 {
+                    let again = backup(client.clone()).await;
+                    if again.status == 409 {
+                        let e = again.assert_error(409, "conflict");
+                        let m = e["error"]["message"].as_str().unwrap();
+                        assert!(m.contains("already exists"), "{k:?}: {what}: {m}");
+                    } else {
+                        again.expect_status(k, &format!("{what}: the retry"), 201);
+                    }
+                }
+                check_backup(k, &what, &store, &client, "big").await;
+            }
+        }
+        dspy_storage_tests::report(&format!(
+            "{k:?} multipart backup: {} steps, {} faulted (the first and last step, every multipart step, the first call of each other kind), {fired} faults fired and survived ({})",
+            steps.len(),
+            sample.len(),
+            steps.join(" → ")
+        ));
     }
 }
