@@ -137,41 +137,23 @@ async fn serve(router: Router) -> BenchResult<String> {
     Ok(format!("http://{addr}"))
 }
 
-/// Opens a fresh, empty store of `backend` (a temporary directory; a new table and bucket).
-pub async fn open_fresh(
-    backend: Backend,
-) -> BenchResult<(
-    Arc<Storage>,
-    Arc<Storage>,
-    Option<RequestCounter>,
-    Option<AwsLocation>,
-    Option<tempfile::TempDir>,
-)> {
-    open_fresh_counted(backend, None).await
+/// A fresh, empty store: with its caches, and the same data without them.
+pub struct Fresh {
+    pub storage: Arc<Storage>,
+    pub cold: Arc<Storage>,
+    pub counter: Option<RequestCounter>,
+    /// The temporary data directory of an embedded store (removed when dropped).
+    pub dir: Option<tempfile::TempDir>,
 }
 
-/// [`open_fresh`], counting the AWS requests with `counter` when given (a new counter otherwise).
-pub async fn open_fresh_counted(
-    backend: Backend,
-    counter: Option<RequestCounter>,
-) -> BenchResult<(
-    Arc<Storage>,
-    Arc<Storage>,
-    Option<RequestCounter>,
-    Option<AwsLocation>,
-    Option<tempfile::TempDir>,
-)> {
-    match backend {
+/// Opens a fresh, empty store of `backend` (a temporary directory; a new table and bucket),
+/// counting its AWS requests with `counter` when given (a new counter otherwise).
+pub async fn open_fresh(backend: Backend, counter: Option<RequestCounter>) -> BenchResult<Fresh> {
+    let (storage, counter, dir) = match backend {
         Backend::Embedded => {
             let dir = tempfile::Builder::new().prefix("dspy-bench-").tempdir()?;
-            let storage = Arc::new(open::embedded(dir.path(), StorageConfig::default())?);
-            let cold = Arc::new(Storage::new(
-                storage.items().clone(),
-                storage.blobs().clone(),
-                uncached(),
-                "embedded (caches off)",
-            ));
-            Ok((storage, cold, None, None, Some(dir)))
+            let storage = open::embedded(dir.path(), StorageConfig::default())?;
+            (storage, None, Some(dir))
         }
         Backend::Aws => {
             let name = unique_name("dspy-bench");
@@ -180,26 +162,34 @@ pub async fn open_fresh_counted(
                 bucket: name,
             };
             let counter = counter.unwrap_or_default();
-            let storage = Arc::new(
-                open::aws(
-                    &dspy_storage_core::backend::aws::sdk_config().await,
-                    &location,
-                    StorageConfig::default(),
-                    true,
-                    Some(counter.clone()),
-                )
-                .await?,
-            );
-            let cold = Arc::new(Storage::new(
-                storage.items().clone(),
-                storage.blobs().clone(),
-                uncached(),
-                "aws (caches off)",
-            ));
+            let storage = open::aws(
+                &dspy_storage_core::backend::aws::sdk_config().await,
+                &location,
+                StorageConfig::default(),
+                true,
+                Some(counter.clone()),
+            )
+            .await?;
             counter.reset();
-            Ok((storage, cold, Some(counter), Some(location), None))
+            (storage, Some(counter), None)
         }
-    }
+    };
+    let storage = Arc::new(storage);
+    let cold = Arc::new(Storage::new(
+        storage.items().clone(),
+        storage.blobs().clone(),
+        uncached(),
+        match backend {
+            Backend::Embedded => "embedded (caches off)",
+            Backend::Aws => "aws (caches off)",
+        },
+    ));
+    Ok(Fresh {
+        storage,
+        cold,
+        counter,
+        dir,
+    })
 }
 
 impl BackendEnv {
@@ -211,7 +201,12 @@ impl BackendEnv {
         signatures: usize,
         workers: usize,
     ) -> BenchResult<Self> {
-        let (storage, cold, counter, _location, dir) = open_fresh(backend).await?;
+        let Fresh {
+            storage,
+            cold,
+            counter,
+            dir,
+        } = open_fresh(backend, None).await?;
         let seeded = crate::data::seed(&storage, "bench", programs, signatures, workers).await?;
         let router = app(AppState::new(storage.clone()));
         let cold_router = app(AppState::new(cold.clone()));
@@ -243,8 +238,7 @@ impl BackendEnv {
     /// an empty store, with neither the backup nor the new store in the timed region.
     pub async fn prepare_restore_target(&self) -> BenchResult<()> {
         self.backup_name().await?;
-        let (storage, _cold, _counter, _location, dir) =
-            open_fresh_counted(self.backend, self.counter.clone()).await?;
+        let Fresh { storage, dir, .. } = open_fresh(self.backend, self.counter.clone()).await?;
         let mut state = AppState::new(storage.clone());
         state.backup = Some(dspy_storage_core::backup::BackupLocation::new(
             self.storage.blobs().clone(),
@@ -271,30 +265,15 @@ impl BackendEnv {
             .ok_or("no restore target prepared")?;
         let path = format!("/backups/{name}/restore");
         let body = serde_json::json!({ "verify_compatibility": true });
-        match mode {
-            Mode::InProcess => {
-                let req = http::Request::builder()
-                    .method(http::Method::POST)
-                    .uri(&path)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&body)?))?;
-                let res = tower::ServiceExt::oneshot(target.router.clone(), req).await?;
-                let status = res.status().as_u16();
-                let body = res.into_body().collect().await?.to_bytes().to_vec();
-                Ok(Answer { status, body })
-            }
-            Mode::Http => {
-                let res = self
-                    .http
-                    .post(format!("{}{path}", target.base))
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = res.status().as_u16();
-                let body = res.bytes().await?.to_vec();
-                Ok(Answer { status, body })
-            }
-        }
+        self.send(
+            mode,
+            &target.router,
+            &target.base,
+            http::Method::POST,
+            &path,
+            Some(&body),
+        )
+        .await
     }
 
     /// The program holding [`HISTORY_RECORDS`] metric records over the last 90 days (posted on
@@ -361,13 +340,26 @@ impl BackendEnv {
         path: &str,
         body: Option<&Value>,
     ) -> BenchResult<Answer> {
+        let (router, base) = if cold {
+            (&self.cold_router, &self.cold_base)
+        } else {
+            (&self.router, &self.base)
+        };
+        self.send(mode, router, base, method, path, body).await
+    }
+
+    /// One request to `router` in-process, or over HTTP to the server at `base` serving it.
+    async fn send(
+        &self,
+        mode: Mode,
+        router: &Router,
+        base: &str,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> BenchResult<Answer> {
         match mode {
             Mode::InProcess => {
-                let router = if cold {
-                    &self.cold_router
-                } else {
-                    &self.router
-                };
                 let mut req = http::Request::builder().method(method).uri(path);
                 let body = match body {
                     Some(b) => {
@@ -382,7 +374,6 @@ impl BackendEnv {
                 Ok(Answer { status, body })
             }
             Mode::Http => {
-                let base = if cold { &self.cold_base } else { &self.base };
                 let mut req = self.http.request(method, format!("{base}{path}"));
                 if let Some(b) = body {
                     req = req.json(b);

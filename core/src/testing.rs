@@ -53,16 +53,14 @@ static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 /// (`eprintln!` inside a test is captured by libtest and shown only when the test fails; a
 /// direct write to the stderr handle is not captured.)
 fn report_skip(what: &str) {
-    use std::io::Write;
     use std::sync::atomic::Ordering;
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("main");
-    let _ = writeln!(
-        std::io::stderr(),
+    report(&format!(
         "SKIPPED the AWS backend in {test} ({what}): AWS_ENDPOINT_URL is not set \
          (a LocalStack: eval \"$(bash scripts/local-aws.sh env)\"; DSPY_STORAGE_REQUIRE_AWS=1 \
          makes this a failure)"
-    );
+    ));
     if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
         // SAFETY: registers a plain `extern "C"` function with no captured state; it only reads
         // an atomic and writes to stderr.
@@ -73,14 +71,20 @@ fn report_skip(what: &str) {
 }
 
 extern "C" fn print_skip_count() {
-    use std::io::Write;
     let n = SKIPPED.load(std::sync::atomic::Ordering::SeqCst);
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let _ = writeln!(
-        std::io::stderr(),
+    report(&format!(
         "SKIPPED the AWS backend in {n} test(s) of {binary}: they ran on the embedded backend only"
-    );
+    ));
+}
+
+/// Writes one line of a test's report to the stderr handle directly, where libtest does not
+/// capture it (`eprintln!` inside a test is shown only when the test fails): `cargo test` and
+/// the test command show it.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

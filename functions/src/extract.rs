@@ -101,23 +101,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        match parts.extensions.get::<Params>() {
-            Some(params) => Ok(params.clone()),
+        // Taken, not copied: a handler takes its parameters once.
+        match parts.extensions.remove::<Params>() {
+            Some(params) => Ok(params),
             None => Params::from_uri(&parts.uri),
         }
     }
 }
 
 impl Params {
+    /// The query string of `uri`, without the guard's limits; a name given twice is a `400`.
     pub fn from_uri(uri: &axum::http::Uri) -> ApiResult<Self> {
         let q = uri.query().unwrap_or("");
-        Self::from_pairs(serde_urlencoded_pairs(q)?)
-    }
-
-    /// From decoded pairs ([`check_uri`]'s answer); a name given twice is a `400`.
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> ApiResult<Self> {
         let mut map = HashMap::new();
-        for (k, v) in pairs {
+        for (k, v) in serde_urlencoded_pairs(q)? {
             if map.insert(k.clone(), v).is_some() {
                 return Err(
                     ApiError::bad_request(format!("query parameter {k} is given twice")).field(k),
@@ -218,8 +215,9 @@ pub const MAX_SEARCH_QUERY_TERMS: usize = 32;
 pub const MAX_JSON_DEPTH: usize = 64;
 
 /// Checks a request URI against the limits above (every route, before its handler): sizes,
-/// percent-encoding, control characters, a parameter given twice. Returns the decoded pairs.
-pub fn check_uri(uri: &axum::http::Uri) -> ApiResult<Vec<(String, String)>> {
+/// percent-encoding, control characters, a parameter given twice. Returns the decoded
+/// parameters (what the guard hands on to the handlers).
+pub fn check_uri(uri: &axum::http::Uri) -> ApiResult<Params> {
     let uri_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
     if uri_len > MAX_URI_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -245,9 +243,9 @@ pub fn check_uri(uri: &axum::http::Uri) -> ApiResult<Vec<(String, String)>> {
             "at most {MAX_QUERY_PARAMS} query parameters are allowed"
         )));
     }
-    let mut seen = std::collections::HashSet::new();
-    for (k, v) in &pairs {
-        if !seen.insert(k.as_str()) {
+    let mut params = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if params.contains_key(&k) {
             return Err(
                 ApiError::bad_request(format!("query parameter {k} is given twice")).field(k),
             );
@@ -284,8 +282,9 @@ pub fn check_uri(uri: &axum::http::Uri) -> ApiResult<Vec<(String, String)>> {
                 .field("q"));
             }
         }
+        params.insert(k, v);
     }
-    Ok(pairs)
+    Ok(Params(params))
 }
 
 /// Checks a JSON body before any handler parses it: well-formed, nested at most
@@ -393,7 +392,7 @@ mod tests {
         assert_eq!(decoded.get("project"), Some("a-b"));
         assert_eq!(decoded.usize("limit").unwrap(), Some(5));
         // What the guard decoded is what the handler sees; the URI is not read again.
-        let from_guard = Params::from_pairs(vec![("project".into(), "b".into())]).unwrap();
+        let from_guard = check_uri(&"/x?project=b".parse().unwrap()).unwrap();
         parts.extensions.insert(from_guard);
         let taken = Params::from_request_parts(&mut parts, &()).await.unwrap();
         assert_eq!(taken.get("project"), Some("b"));

@@ -62,42 +62,51 @@ impl TestStore {
     /// Everything the store holds, in a comparable form: every item (all pages of a scan) and
     /// every blob's key and bytes. Two equal snapshots mean nothing changed.
     pub async fn snapshot(&self) -> Snapshot {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .storage
-                .items()
-                .scan(start, 500)
-                .await
-                .expect("scan the item store");
-            items.extend(page.items);
-            match page.next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
-        }
+        let mut items = all_items(&self.storage).await;
         items.sort_by(|a, b| (&a.pk, &a.sk).cmp(&(&b.pk, &b.sk)));
         let mut blobs = Vec::new();
-        let mut start = None;
-        loop {
-            let (page, next) = self
-                .storage
-                .blobs()
-                .list("", start, 500)
-                .await
-                .expect("list the blob store");
-            for meta in page {
-                let bytes = self.storage.blobs().get(&meta.key).await.ok();
-                blobs.push((meta.key, bytes));
-            }
-            match next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
+        for meta in all_blobs(&self.storage).await {
+            let bytes = self.storage.blobs().get(&meta.key).await.ok();
+            blobs.push((meta.key, bytes));
         }
         blobs.sort();
         Snapshot { items, blobs }
+    }
+}
+
+/// Every item of a store (all pages of a scan), in scan order.
+pub async fn all_items(storage: &Storage) -> Vec<dspy_storage_core::backend::Item> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = storage
+            .items()
+            .scan(start, 500)
+            .await
+            .expect("scan the item store");
+        items.extend(page.items);
+        match page.next {
+            Some(n) => start = Some(n),
+            None => return items,
+        }
+    }
+}
+
+/// Every blob of a store (all pages of a listing): key, size, time.
+pub async fn all_blobs(storage: &Storage) -> Vec<dspy_storage_core::backend::BlobMeta> {
+    let mut blobs = Vec::new();
+    let mut start = None;
+    loop {
+        let (page, next) = storage
+            .blobs()
+            .list("", start, 1000)
+            .await
+            .expect("list the blob store");
+        blobs.extend(page);
+        match next {
+            Some(n) => start = Some(n),
+            None => return blobs,
+        }
     }
 }
 
@@ -173,6 +182,14 @@ pub async fn backends_with(config: StorageConfig) -> Vec<TestStore> {
     let mut out = vec![embedded_with(config.clone()).await];
     out.extend(aws_with(config).await);
     out
+}
+
+/// A fresh store of `kind` (an AWS one must be configured: it panics otherwise).
+pub async fn store_of(kind: Kind) -> TestStore {
+    match kind {
+        Kind::Embedded => embedded().await,
+        Kind::Aws => aws().await.expect("an AWS store (AWS_ENDPOINT_URL)"),
+    }
 }
 
 pub async fn backends() -> Vec<TestStore> {
@@ -356,41 +373,17 @@ pub struct RawState {
 
 impl RawState {
     pub async fn of(storage: &Storage) -> RawState {
-        let mut state = RawState::default();
-        let mut start = None;
-        loop {
-            let page = storage
-                .items()
-                .scan(start, 500)
-                .await
-                .expect("scan the item store");
-            for item in page.items {
-                state.items.insert((item.pk, item.sk), item.attrs);
-            }
-            match page.next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
+        let items = all_items(storage).await;
+        let blobs = all_blobs(storage).await;
+        RawState {
+            items: items.into_iter().map(|i| ((i.pk, i.sk), i.attrs)).collect(),
+            // The embedded store's own database files live beside its blobs.
+            blobs: blobs
+                .into_iter()
+                .filter(|m| !m.key.starts_with("metadata.db"))
+                .map(|m| (m.key, m.size))
+                .collect(),
         }
-        let mut start = None;
-        loop {
-            let (page, next) = storage
-                .blobs()
-                .list("", start, 1000)
-                .await
-                .expect("list the blob store");
-            for meta in page {
-                // The embedded store's own database files live beside its blobs.
-                if !meta.key.starts_with("metadata.db") {
-                    state.blobs.insert(meta.key, meta.size);
-                }
-            }
-            match next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
-        }
-        state
     }
 
     /// What changed from `before` to `self`, one sorted line per item or blob added (`+`),
@@ -536,13 +529,9 @@ pub fn normalize(s: &str, sig: &str, ids: &[String]) -> String {
     out
 }
 
-/// Prints a test's summary line where libtest does not capture it (a direct write to the stderr
-/// handle), so `cargo test` and the test command show it: faults fired and survived per row,
-/// hostile rows per check.
-pub fn report(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
+/// Prints a test's summary line where libtest does not capture it: faults fired and survived
+/// per row, hostile rows per check (see [`dspy_storage_core::testing::report`]).
+pub use dspy_storage_core::testing::report;
 
 /// `n` metric items of `len` random letters and digits each (a fixed xorshift sequence, so runs
 /// repeat), spread over 7 program partitions: data that does not compress, to push a backup part

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::access::Principal;
 use crate::backend::{attr, Condition, Index, Query, SkRange, WriteOp};
@@ -81,6 +81,27 @@ const PROTECTED_KEYS: [&str; 11] = [
     "parent_id",
     "previous_version",
 ];
+
+/// Whether a commit of one operation ended without its answer (`Unavailable`: it may have
+/// happened). The operation's next attempt ([`Storage::retry_conflicts`] sends it) reads this to
+/// tell its own earlier write from someone else's.
+#[derive(Default)]
+struct LostAnswer(AtomicBool);
+
+impl LostAnswer {
+    /// Runs a commit, remembering when its answer was lost.
+    async fn commit(&self, write: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+        let written = write.await;
+        if matches!(written, Err(Error::Unavailable(_))) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+        written
+    }
+
+    fn seen(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 impl Storage {
     pub(crate) async fn read_head(
@@ -196,25 +217,21 @@ impl Storage {
         who.see(project, || no_version(project, signature, version))?;
         let claim = self.read_claim(project, signature, version).await?;
         let sig_pk = keys::signature_pk(project, signature);
-        // Set when a commit's answer was lost: the next attempt may find it done.
-        let unknown_outcome = std::sync::atomic::AtomicBool::new(false);
+        let lost = LostAnswer::default();
         let result = self
             .retry_conflicts("alias update", || async {
                 let head = self
                     .read_head(project, signature)
                     .await?
                     .ok_or_else(|| no_versions(project, signature))?;
-                let current = head.aliases.get(alias.as_str()).map(|t| t.version.clone());
+                let existing = head.aliases.get(alias.as_str());
+                let current = existing.map(|t| t.version.clone());
                 // Already there: nothing to write. Either nothing changes (an unconditional move,
                 // or one whose expectation holds), or our earlier attempt committed and its
                 // answer was lost.
-                if let Some(done) = head
-                    .aliases
-                    .get(alias.as_str())
-                    .filter(|t| t.version == *version && t.id == claim.id)
-                {
+                if let Some(done) = existing.filter(|t| t.version == *version && t.id == claim.id) {
                     let expectation_holds = expected.as_ref().is_none_or(|e| *e == current);
-                    if expectation_holds || unknown_outcome.load(Ordering::SeqCst) {
+                    if expectation_holds || lost.seen() {
                         return Ok(done.clone());
                     }
                 }
@@ -247,12 +264,8 @@ impl Storage {
                     },
                     WriteOp::put(new_head.to_item(), rev_of(&head)),
                 ];
-                match self.items.transact(ops).await {
+                match lost.commit(self.items.transact(ops)).await {
                     Ok(()) => Ok(target),
-                    Err(e @ Error::Unavailable(_)) => {
-                        unknown_outcome.store(true, Ordering::SeqCst);
-                        Err(e)
-                    }
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) => {
                         Err(Error::Precondition(format!(
                             "version {version} of {signature} no longer exists"
@@ -347,14 +360,14 @@ impl Storage {
     ) -> Result<()> {
         who.see(project, || no_versions(project, signature))?;
         let sig_pk = keys::signature_pk(project, signature);
-        // Set when a commit's answer was lost: a later attempt that finds the alias gone finds
-        // this request's own removal (`204`), not a missing alias (`404`).
-        let unknown_outcome = std::sync::atomic::AtomicBool::new(false);
+        let lost = LostAnswer::default();
         let result = self
             .retry_conflicts("alias removal", || async {
                 let head = self.head(project, signature).await?;
                 if !head.aliases.contains_key(alias.as_str()) {
-                    if unknown_outcome.load(Ordering::SeqCst) {
+                    // After a lost answer, the alias being gone is this request's own removal
+                    // (`204`), not a missing alias (`404`).
+                    if lost.seen() {
                         return Ok(());
                     }
                     return Err(Error::NotFound(format!(
@@ -364,14 +377,11 @@ impl Storage {
                 let mut new_head = head.clone();
                 new_head.aliases.remove(alias.as_str());
                 new_head.rev += 1;
-                let written = self
-                    .items
-                    .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))])
-                    .await;
-                if matches!(written, Err(Error::Unavailable(_))) {
-                    unknown_outcome.store(true, Ordering::SeqCst);
-                }
-                written
+                lost.commit(
+                    self.items
+                        .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))]),
+                )
+                .await
             })
             .await;
         self.resolved.invalidate(&sig_pk);

@@ -74,7 +74,7 @@ async fn check(gs: &GuardState, req: Request) -> Result<Request, ApiError> {
         ));
     }
     // 3. Input limits.
-    let params = extract::Params::from_pairs(extract::check_uri(&parts.uri)?)?;
+    let params = extract::check_uri(&parts.uri)?;
     let bytes = extract::read_body(&parts.headers, body, gs.app.max_body_bytes).await?;
     if !bytes.is_empty() && looks_like_json(&parts.headers, &bytes) {
         extract::check_json(&bytes)?;

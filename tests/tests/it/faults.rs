@@ -420,10 +420,7 @@ async fn check_backup(k: Kind, what: &str, source: &TestStore, client: &Client, 
         .get(&format!("/backups/{name}"))
         .await
         .expect(k, &format!("{what}: manifest"), 200);
-    let target = match k {
-        Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
-        Kind::Embedded => dspy_storage_tests::embedded().await,
-    };
+    let target = dspy_storage_tests::store_of(k).await;
     let mut state = AppState::new(target.storage.clone());
     state.backup = Some(BackupLocation::new(source.storage.blobs().clone()));
     let restorer = Client { router: app(state) };
@@ -471,20 +468,14 @@ async fn every_step_of_every_operation_survives_every_fault() {
         for case in cases() {
             // A store of its own per row (and per iteration for whole-store operations), so
             // the raw state compared below stays small.
-            let shared = match k {
-                Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
-                Kind::Embedded => dspy_storage_tests::embedded().await,
-            };
+            let shared = dspy_storage_tests::store_of(k).await;
             let shared_client = Client {
                 router: app(AppState::new(Arc::new(faulty_storage(&shared, &plan)))),
             };
             let isolated = case.whole_store;
             let fresh = || async {
                 if isolated {
-                    let s = match k {
-                        Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
-                        _ => dspy_storage_tests::embedded().await,
-                    };
+                    let s = dspy_storage_tests::store_of(k).await;
                     let c = Client {
                         router: app(AppState::new(Arc::new(faulty_storage(&s, &plan)))),
                     };
@@ -566,14 +557,14 @@ async fn every_step_of_every_operation_survives_every_fault() {
                     plan.arm(n, fault);
                     let a = send(&client, case.request, &sig, &ids, true).await;
                     let fired = plan.fired();
+                    let calls = plan.calls();
                     plan.reset();
                     // The fault fired at call n, and call n is the step of the clean run.
                     assert_eq!(
                         fired.first(),
                         Some(&(n, steps[n - 1].clone())),
-                        "{k:?}: {what}: the fault must fire at call {n} ({}); calls: {:?}",
+                        "{k:?}: {what}: the fault must fire at call {n} ({}); calls: {calls:?}",
                         steps[n - 1],
-                        plan.calls()
                     );
                     row.fired += 1;
                     assert_answer_shape(k, &what, &a, case.ok);
@@ -937,12 +928,6 @@ async fn a_restore_under_way_is_restoring_until_its_copy_is_ready_under_every_fa
     }
 }
 
-/// Metric items of random text, written below the API: 2,000 of them fill one backup part (the
-/// most a part holds) to about 10 MiB once compressed, over the backup's 8 MiB multipart chunk.
-async fn fill_one_big_part(store: &TestStore) {
-    dspy_storage_tests::put_noise_items(store, 2000, 7000).await;
-}
-
 /// A backup whose metric part goes up as a multipart upload, faulted at a documented sample of
 /// its steps on both backends: the first and last step, every multipart step (start, each part,
 /// complete) and the first call of every other kind — the dozens of scan pages in between are
@@ -958,11 +943,10 @@ async fn a_backup_over_the_multipart_threshold_survives_every_fault() {
     for k in kinds {
         let plan = FaultPlan::default();
         let fresh = || async {
-            let s = match k {
-                Kind::Aws => dspy_storage_tests::aws().await.expect("AWS store"),
-                Kind::Embedded => dspy_storage_tests::embedded().await,
-            };
-            fill_one_big_part(&s).await;
+            let s = dspy_storage_tests::store_of(k).await;
+            // 2,000 items of random text fill one backup part (the most a part holds) to
+            // about 10 MiB once compressed, over the backup's 8 MiB multipart chunk.
+            dspy_storage_tests::put_noise_items(&s, 2000, 7000).await;
             let c = Client {
                 router: app(AppState::new(Arc::new(faulty_storage(&s, &plan)))),
             };

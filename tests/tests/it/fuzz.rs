@@ -201,8 +201,8 @@ fn json_property(bytes: &[u8]) {
 fn uri_property(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     if let Ok(uri) = text.parse::<http::Uri>() {
-        if let Ok(pairs) = check_uri(&uri) {
-            for (k, v) in pairs {
+        if let Ok(params) = check_uri(&uri) {
+            for (k, v) in params.0 {
                 assert!(!k.is_empty() && !v.chars().any(|c| c.is_control() && c != '\t'));
             }
         }
