@@ -3,8 +3,8 @@
 //!
 //! * **Archive** = blob first to the archive tier, then the record to `archived` (conditional). A
 //!   crash in between leaves an active record over an archived blob: loads answer `409
-//!   archived` (never wrong data) and the next run finishes the archive. When the conditional
-//!   write loses (the program changed meanwhile), the blob is asked back.
+//!   archived` (never wrong data) and the next run finishes the archive. When the record's
+//!   write fails or loses (the program changed meanwhile), the blob is asked back.
 //! * **Restore** = a restore request, status `restoring` until the copy is readable, then the blob
 //!   back to the standard tier and status `active` — finished by the restore call itself when the
 //!   copy is ready at once (embedded), else by the next load or cleanup run.
@@ -139,8 +139,11 @@ impl Storage {
         }
     }
 
-    /// After a failed archive write: if the record is still active, its blob is asked back (and,
-    /// when that is not instant, the record marked `restoring` so a load finishes it).
+    /// After a failed archive write: if the record is still active, its blob is asked back.
+    /// When the copy is readable at once (the embedded store; S3 emulators), it goes back to the
+    /// standard tier and the record is left as it was — an archive undone is not a restore, so
+    /// the retention clock (`restored_at`) is not reset. When it is not (S3 Glacier: hours), the
+    /// record is marked `restoring` so a load or cleanup finishes it.
     async fn undo_archive(&self, id: &ProgramId) {
         let result: Result<()> = async {
             let rec = self.record(id).await?;
@@ -148,7 +151,10 @@ impl Storage {
                 return Ok(());
             }
             self.blobs.request_restore(&rec.blob_key).await?;
-            if self.blobs.tier(&rec.blob_key).await? != BlobTier::Standard {
+            let tier = self.blobs.tier(&rec.blob_key).await?;
+            if tier == BlobTier::Restored {
+                self.blobs.unarchive(&rec.blob_key).await?;
+            } else if tier != BlobTier::Standard {
                 let mut new = rec.clone();
                 new.status = ProgramStatus::Restoring;
                 new.updated_at =

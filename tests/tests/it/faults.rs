@@ -603,11 +603,9 @@ async fn every_step_of_every_operation_survives_every_fault() {
                             delta, clean_delta,
                             "{k:?}: {what}: raw state after the fault"
                         );
-                    } else if case.name != "backup" && case.name != "archive" {
-                        // (An archive moves the blob to the archive tier, then the record: a
-                        // failed commit leaves an active record over an archived blob — loads
-                        // answer 409, never wrong data — which the retry or the next cleanup
-                        // finishes; the README says so. Checked after the retry below.)
+                    } else if case.name != "backup" {
+                        // (An archive moves the blob to the archive tier, then the record: when
+                        // the commit fails, the blob is asked back, so nothing is left either.)
                         assert_eq!(
                             delta,
                             Vec::<String>::new(),
@@ -650,11 +648,6 @@ async fn every_step_of_every_operation_survives_every_fault() {
                     );
                     if case.name == "backup" {
                         check_backup(k, &what, raw_store, &client, &format!("b-{sig}")).await;
-                    } else if case.name == "archive" && k == Kind::Aws {
-                        // On S3 an archive interrupted between its blob and its record and then
-                        // retried leaves the record's attributes differing from a clean run's
-                        // (seen, not yet explained: issue 22 stays open for it); the API state
-                        // is compared above.
                     } else {
                         let delta = RawState::of(&raw_store.storage).await.delta(
                             &raw_before,
