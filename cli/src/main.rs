@@ -289,6 +289,26 @@ impl BackendArgs {
         })
     }
 
+    /// Where the store is, for the line `serve` prints when it starts.
+    fn describe(&self) -> String {
+        match self.backend {
+            BackendKind::Embedded => {
+                let dir = std::path::absolute(&self.data_dir).unwrap_or(self.data_dir.clone());
+                format!("backend: embedded, data in {}", dir.display())
+            }
+            BackendKind::Aws => {
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .map(|e| format!(" at {e}"))
+                    .unwrap_or_default();
+                format!(
+                    "backend: aws{endpoint}, table {}, bucket {}",
+                    self.table.as_deref().unwrap_or("?"),
+                    self.bucket.as_deref().unwrap_or("?")
+                )
+            }
+        }
+    }
+
     async fn open(&self) -> Result<Storage, AnyError> {
         Ok(self.settings()?.open(&self.aws).await?)
     }
@@ -340,6 +360,7 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 "dspy-storage listening on http://{}",
                 listener.local_addr()?
             );
+            eprintln!("  {}", cli.backend.describe());
             axum::serve(listener, app(state))
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

@@ -397,6 +397,20 @@ async fn flags_are_read_from_the_environment() {
         .env("DSPY_STORAGE_COMPRESSION", "none");
     let id = {
         let server = Server::start(cmd).await;
+        // It says where it listens (the line the harness read), the backend and the data dir.
+        let want = format!("  backend: embedded, data in {}", data.display());
+        let said = || server.log().lines().any(|l| l == want);
+        for _ in 0..50 {
+            if said() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            said(),
+            "serve names its backend and data dir ({want:?}):\n{}",
+            server.log()
+        );
         let a = post_program(
             &server,
             r#"{"small": true}"#,
