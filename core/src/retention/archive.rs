@@ -139,27 +139,16 @@ impl Storage {
         }
     }
 
-    /// After a failed archive write: if the record is still active, its blob is asked back.
-    /// When the copy is readable at once (the embedded store; S3 emulators), it goes back to the
-    /// standard tier and the record is left as it was — an archive undone is not a restore, so
-    /// the retention clock (`restored_at`) is not reset. When it is not (S3 Glacier: hours), the
-    /// record is marked `restoring` so a load or cleanup finishes it.
+    /// After a failed archive write: if the record is still active, its blob is brought back by
+    /// the restore path ([`Self::finish_restore`]), which leaves an active record as it is when
+    /// the copy is readable at once (the embedded store; S3 emulators) — an archive undone is not
+    /// a restore, so the retention clock (`restored_at`) is not reset — and marks it `restoring`
+    /// when it is not (S3 Glacier: hours), so a load or cleanup finishes it.
     async fn undo_archive(&self, id: &ProgramId) {
         let result: Result<()> = async {
             let rec = self.record(id).await?;
-            if rec.status != ProgramStatus::Active {
-                return Ok(());
-            }
-            self.blobs.request_restore(&rec.blob_key).await?;
-            let tier = self.blobs.tier(&rec.blob_key).await?;
-            if tier == BlobTier::Restored {
-                self.blobs.unarchive(&rec.blob_key).await?;
-            } else if tier != BlobTier::Standard {
-                let mut new = rec.clone();
-                new.status = ProgramStatus::Restoring;
-                new.updated_at =
-                    crate::storage::registry::next_time(rec.updated_at, crate::domain::now());
-                self.put_record_change(&rec, &new, None).await?;
+            if rec.status == ProgramStatus::Active {
+                self.finish_restore(rec).await?;
             }
             Ok(())
         }
