@@ -4,7 +4,7 @@
 //! |---------------|----------------------------|--------------------------|---------|
 //! | program       | `PROG#<id>`                | `PROG`                   | GSI1 `SIG#<project>#<sig>` / `<created>#<id>`; GSI2 `SIG#…` / `<score key>#<id>`; GSI3 `METHOD#<project>#<method>` / `<created>#<id>`; GSI4 `PROJ#<project>` / `<created>#<id>` |
 //! | version claim | `SIG#<project>#<sig>`      | `VER#<sortable semver>`  | |
-//! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>` |
+//! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>`; GSI3 `PROJSIGUPD#<project>` / `<updated>#<sig>` |
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
 //! | metric record | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (one partition per program and month: a busy program spreads over months, as DynamoDB's time-series guidance buckets by period)
@@ -209,6 +209,17 @@ pub fn project_pk(project: &Project) -> String {
 
 pub fn project_signatures_pk(project: &Project) -> String {
     format!("PROJSIG#{project}")
+}
+
+/// GSI3 partition of a project's signature heads by last update (the dashboard's "recently
+/// updated" order; `GET /signatures?sort=updated`).
+pub fn project_signatures_by_update_pk(project: &Project) -> String {
+    format!("PROJSIGUPD#{project}")
+}
+
+/// GSI3 sort key of a signature head: its last update (fixed-width RFC 3339), then its name.
+pub fn signature_updated_sk(updated_at: &DateTime<Utc>, signature: &Signature) -> String {
+    format!("{}#{signature}", crate::domain::format_time(updated_at))
 }
 
 pub fn tag_pk(project: &Project, tag: &str) -> String {

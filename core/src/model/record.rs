@@ -108,6 +108,8 @@ impl ProgramRecord {
             created_at: self.created_at,
             performance: self.primary_score,
             size: self.blob.size,
+            optimization_method: self.optimization_method.clone(),
+            tags: self.tags.clone(),
         }
     }
 
@@ -125,6 +127,13 @@ pub struct VersionClaim {
     pub created_at: DateTime<Utc>,
     pub performance: Option<f64>,
     pub size: u64,
+    /// The program's `optimization_method` (absent in claims written before it was copied here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimization_method: Option<String>,
+    /// The program's tags, kept equal to the record's by every metadata update (absent in claims
+    /// written before they were copied here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl VersionClaim {
@@ -177,6 +186,14 @@ impl SignatureHead {
             keys::project_signatures_pk(&self.project),
         )
         .with(Index::Gsi4.sk_attr(), self.signature.as_str())
+        .with(
+            Index::Gsi3.pk_attr(),
+            keys::project_signatures_by_update_pk(&self.project),
+        )
+        .with(
+            Index::Gsi3.sk_attr(),
+            keys::signature_updated_sk(&self.updated_at, &self.signature),
+        )
     }
 }
 

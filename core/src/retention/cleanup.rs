@@ -30,7 +30,7 @@ use crate::domain::{format_time, ProgramId, ProgramStatus};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
 use crate::model::keys;
-use crate::model::record::{from_item, ProgramRecord, SignatureHead};
+use crate::model::record::{from_item, rev_of, ProgramRecord, SignatureHead};
 use crate::paging::Kind;
 use crate::retention::policy::{plan_signature, Action, Candidate, Decision, Policy};
 use crate::storage::Storage;
@@ -199,6 +199,9 @@ impl Storage {
                 match keys::entity_kind(&item.pk, &item.sk) {
                     keys::EntityKind::SignatureHead => {
                         let head: SignatureHead = from_item(item)?;
+                        if !opts.dry_run {
+                            self.index_head_by_update(item, &head).await?;
+                        }
                         self.clean_signature(who, &head, opts, &mut report).await?;
                     }
                     keys::EntityKind::Idempotency => {
@@ -230,6 +233,27 @@ impl Storage {
             self.write_cleanup_status(&report).await?;
         }
         Ok(report)
+    }
+
+    /// A head written before heads were indexed by last update (GSI3, `GET
+    /// /signatures?sort=updated`) is written again with its index keys, conditioned on its
+    /// revision (a head that moved meanwhile was re-indexed by that move). The real cleanup run
+    /// is this migration's resumable walk: daily on AWS, `dspy-storage cleanup --apply` locally.
+    async fn index_head_by_update(&self, item: &Item, head: &SignatureHead) -> Result<()> {
+        if item.get(Index::Gsi3.pk_attr()).is_some() {
+            return Ok(());
+        }
+        match self
+            .items
+            .transact(vec![WriteOp::put(head.to_item(), rev_of(head))])
+            .await
+        {
+            Ok(()) | Err(Error::ConditionFailed { .. }) => {
+                tracing::info!(project = %head.project, signature = %head.signature, "signature head indexed by last update");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Plans one signature and applies the plan.

@@ -32,6 +32,31 @@ pub struct SignatureSummary {
     pub latest_version: Version,
     pub best_performance: Option<f64>,
     pub updated_at: String,
+    /// Alias name → the version it points at.
+    pub aliases: std::collections::BTreeMap<String, Version>,
+}
+
+/// The order of a signature listing: both are index orders (GSI4 by name, GSI3 by last update).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureOrder {
+    /// By name, ascending.
+    #[default]
+    Name,
+    /// Most recently updated first (a store, an alias move, a rollback or a delete updates it).
+    Updated,
+}
+
+impl SignatureOrder {
+    pub fn parse(raw: &str) -> Result<Self> {
+        match raw {
+            "name" => Ok(SignatureOrder::Name),
+            "updated" => Ok(SignatureOrder::Updated),
+            other => Err(Error::invalid(
+                "sort",
+                format!("sort must be `name` or `updated`, not {other:?}"),
+            )),
+        }
+    }
 }
 
 /// `PATCH /programs/{id}/metadata`.
@@ -168,15 +193,22 @@ impl Storage {
         &self,
         who: &Principal,
         project: &Project,
+        order: SignatureOrder,
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<Listing<SignatureSummary>> {
         who.see_project(project)?;
-        let pk = keys::project_signatures_pk(project);
+        let (index, pk) = match order {
+            SignatureOrder::Name => (Index::Gsi4, keys::project_signatures_pk(project)),
+            SignatureOrder::Updated => {
+                (Index::Gsi3, keys::project_signatures_by_update_pk(project))
+            }
+        };
         let start = cursor
-            .map(|c| decode_cursor(&self.cursors, who, c, Index::Gsi4, &pk))
+            .map(|c| decode_cursor(&self.cursors, who, c, index, &pk))
             .transpose()?;
-        let query = Query::new(Index::Gsi4, pk.clone())
+        let query = Query::new(index, pk.clone())
+            .forward(order == SignatureOrder::Name)
             .limit(crate::paging::page_limit(limit)?)
             .start(start);
         let page = self.items.query(&query).await?;
@@ -191,6 +223,11 @@ impl Storage {
                     latest_version: h.latest_version,
                     best_performance: h.best_performance,
                     updated_at: format_time(&h.updated_at),
+                    aliases: h
+                        .aliases
+                        .into_iter()
+                        .map(|(name, t)| (name, t.version))
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -198,8 +235,40 @@ impl Storage {
             items,
             next_cursor: page
                 .next
-                .map(|k| encode_cursor(&self.cursors, who, Index::Gsi4, &pk, &k)),
+                .map(|k| encode_cursor(&self.cursors, who, index, &pk, &k)),
         })
+    }
+
+    /// `GET /projects`: the projects `who` may see. A caller restricted to some projects gets
+    /// exactly those; an unrestricted one every project that holds a signature, read from the
+    /// counters' index partition (GSI3 `STATS`, sort key `<project>#<sig>#<kind>`) by skipping
+    /// from one project to the next: one single-item index read per project, none per program.
+    pub async fn list_projects(&self, who: &Principal) -> Result<Vec<Project>> {
+        if let crate::access::Scope::Only(set) = &who.scope {
+            return set.iter().map(|p| Project::parse(p)).collect();
+        }
+        let mut projects = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = Query::new(Index::Gsi3, keys::STATS_INDEX_PK).limit(1);
+            if let Some(p) = &after {
+                // Every key of project `p` starts with `p#`; `p$` (`$` follows `#`) is past them all.
+                q = q.sk(SkRange::Gte(format!("{p}$")));
+            }
+            let page = self.items.query(&q).await?;
+            let Some(item) = page.items.first() else {
+                break;
+            };
+            let Some(name) = item.get("project") else {
+                return Err(Error::Internal(format!(
+                    "counter item {}/{} has no project",
+                    item.pk, item.sk
+                )));
+            };
+            projects.push(Project::parse(name)?);
+            after = Some(name.to_owned());
+        }
+        Ok(projects)
     }
 
     /// Points an alias at an existing version. With `expected`, a compare-and-set: it fails with
@@ -649,6 +718,16 @@ impl Storage {
                     if !old_tags.iter().any(|o| o.pk == t.pk) {
                         ops.push(WriteOp::put(t, Condition::None));
                     }
+                }
+                if updated.tags != record.tags {
+                    // The version claim lists the tags (the signature's version listing shows
+                    // them); the record's condition above makes this put atomic with it.
+                    ops.push(WriteOp::put(
+                        updated
+                            .version_claim()
+                            .to_item(&updated.project, &updated.signature),
+                        Condition::None,
+                    ));
                 }
                 match self.items.transact(ops).await {
                     Ok(()) => Ok(updated),

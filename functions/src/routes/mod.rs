@@ -140,8 +140,15 @@ pub fn all_routes() -> Vec<Route> {
         r(
             Load,
             M::GET,
+            "/projects",
+            "List the projects the caller may see",
+            versions::list_projects,
+        ),
+        r(
+            Load,
+            M::GET,
             "/signatures",
-            "List the signatures of a project",
+            "List the signatures of a project, by name or by last update",
             versions::list_signatures,
         ),
         r(

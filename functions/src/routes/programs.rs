@@ -233,6 +233,9 @@ struct VersionEntry<'a> {
     created_at: String,
     performance: Option<f64>,
     size: u64,
+    /// `null` for versions stored before claims carried it.
+    optimization_method: Option<&'a str>,
+    tags: &'a [String],
     aliases: &'a [String],
 }
 
@@ -264,6 +267,8 @@ pub async fn list_versions(
             created_at: format_time(&c.created_at),
             performance: c.performance,
             size: c.size,
+            optimization_method: c.optimization_method.as_deref(),
+            tags: &c.tags,
             aliases: listing
                 .aliases
                 .get(&c.version.to_string())
@@ -274,6 +279,11 @@ pub async fn list_versions(
         "signature": signature,
         "project": project,
         "versions": versions,
+        "aliases": listing
+            .aliases
+            .iter()
+            .flat_map(|(version, names)| names.iter().map(move |n| (n.clone(), version.clone())))
+            .collect::<std::collections::BTreeMap<String, String>>(),
         "next_cursor": listing.next_cursor,
     }))
     .into_response())

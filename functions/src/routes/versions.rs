@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dspy_storage_core::domain::{format_time, AliasName, Version};
-use dspy_storage_core::storage::registry::MetadataPatch;
+use dspy_storage_core::storage::registry::{MetadataPatch, SignatureOrder};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -19,16 +19,27 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, read_body, signature, Params};
 use crate::AppState;
 
-/// `GET /signatures?project=&limit=&cursor=`
+/// `GET /signatures?project=&sort=name|updated&limit=&cursor=`
 pub async fn list_signatures(
     State(state): State<AppState>,
     Caller(who): Caller,
     params: Params,
 ) -> ApiResult<Response> {
     let project = params.project()?;
+    let order = params
+        .get("sort")
+        .map(SignatureOrder::parse)
+        .transpose()?
+        .unwrap_or_default();
     let listing = state
         .storage
-        .list_signatures(&who, &project, params.usize("limit")?, params.get("cursor"))
+        .list_signatures(
+            &who,
+            &project,
+            order,
+            params.usize("limit")?,
+            params.get("cursor"),
+        )
         .await?;
     Ok(Json(json!({
         "project": project,
@@ -36,6 +47,15 @@ pub async fn list_signatures(
         "next_cursor": listing.next_cursor,
     }))
     .into_response())
+}
+
+/// `GET /projects` → the projects the caller may see.
+pub async fn list_projects(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> ApiResult<Response> {
+    let projects = state.storage.list_projects(&who).await?;
+    Ok(Json(json!({ "projects": projects })).into_response())
 }
 
 fn alias(raw: &str) -> ApiResult<AliasName> {
