@@ -361,7 +361,10 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                 listener.local_addr()?
             );
             eprintln!("  {}", cli.backend.describe());
-            axum::serve(listener, app(state))
+            let sign_in = !state.access.is_off();
+            eprintln!("  dashboard: http://{}/ui/", listener.local_addr()?);
+            let router = dspy_storage_ui::router(app(state.clone()), sign_in).merge(app(state));
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

@@ -16,6 +16,7 @@ mod bench_trends;
 mod conformance;
 mod consumed_capacity;
 mod cursors;
+mod dashboard;
 mod dspy;
 mod encryption;
 mod events;

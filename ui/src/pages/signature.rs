@@ -1,0 +1,411 @@
+//! `/ui/signatures/{signature}`: a signature's versions (semver order, paged) with their
+//! aliases, performance, method, tags and creation time; its trend chart; forms to move or remove
+//! an alias (compare-and-set: a move made meanwhile by someone else is reported as a conflict,
+//! never overwritten), roll back to a version, delete a version, and diff two versions.
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use maud::html;
+use serde_json::{json, Value};
+
+use super::{begin, param, Params};
+use crate::api::ApiError;
+use crate::layout::{self, csrf_field, enc, perf, query, text, Flash, Nav};
+use crate::session::Ctx;
+use crate::Ui;
+
+/// The page's URL.
+pub fn url(signature: &str, project: &str) -> String {
+    format!(
+        "/ui/signatures/{}{}",
+        enc(signature),
+        query(&[("project", Some(project))])
+    )
+}
+
+pub async fn page(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(signature): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    let (ctx, nav) = match begin(&ui, &headers, &uri, param(&params, "project")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let flash = done_notice(&params);
+    render(
+        &ui,
+        &ctx,
+        &nav,
+        &signature,
+        param(&params, "cursor"),
+        StatusCode::OK,
+        flash.as_ref(),
+    )
+    .await
+}
+
+/// The notice of a finished action (`done=` after the form's redirect); names are escaped.
+fn done_notice(params: &Params) -> Option<Flash> {
+    let alias = param(params, "alias").unwrap_or_default();
+    let version = param(params, "version").unwrap_or_default();
+    let text = match param(params, "done")? {
+        "moved" => format!("Alias {alias} now points at {version}."),
+        "removed" => format!("Alias {alias} removed."),
+        "rolled_back" => format!("Rolled back: version {version} is the new latest."),
+        "deleted" => format!("Version {version} deleted."),
+        _ => return None,
+    };
+    Some(Flash::Done(text))
+}
+
+async fn render(
+    ui: &Ui,
+    ctx: &Ctx,
+    nav: &Nav,
+    signature: &str,
+    cursor: Option<&str>,
+    status: StatusCode,
+    flash: Option<&Flash>,
+) -> Response {
+    let p = nav.project.as_str();
+    let api_uri = format!(
+        "/signatures/{}/versions{}",
+        enc(signature),
+        query(&[
+            ("project", Some(p)),
+            ("limit", Some("100")),
+            ("cursor", cursor)
+        ])
+    );
+    let listing = match ui.api.get(&api_uri, ctx.token()).await {
+        Ok(v) => v,
+        Err(e) => return layout::error_page(ctx, nav, &e),
+    };
+    let empty = Vec::new();
+    let versions = listing["versions"].as_array().unwrap_or(&empty);
+    let aliases = listing["aliases"].as_object().cloned().unwrap_or_default();
+    let names: Vec<&str> = versions
+        .iter()
+        .filter_map(|v| v["version"].as_str())
+        .collect();
+    let last = names.last().copied().unwrap_or_default();
+    let before_last = names.len().checked_sub(2).map(|i| names[i]).unwrap_or(last);
+    let sig_enc = enc(signature);
+    let body = html! {
+        h1 { "Signature " span.sig { (signature) } }
+        p.meta { "Project " strong { (p) } " · " a href={ "/ui/search" (query(&[("project", Some(p)), ("q", Some(&format!("signature:{signature}")))])) } { "search its programs" } }
+        figure.chart {
+            img src={ "/ui/signatures/" (sig_enc) "/trends.svg" (query(&[("project", Some(p)), ("days", Some("90"))])) } alt={ "Metric trends of " (signature) " over 90 days" } width="900";
+        }
+        section id="aliases" {
+            h2 { "Aliases" }
+            @if aliases.is_empty() { p.empty { "No alias yet." } }
+            table.list {
+                thead { tr { th { "Alias" } th { "Version" } th { "Move to" } th { "" } } }
+                tbody {
+                    @for (alias, version) in &aliases {
+                        @let version = text(version);
+                        tr data-alias=(alias) {
+                            td { span.alias { (alias) } }
+                            td { (version) }
+                            td {
+                                form.inline method="post" action={ "/ui/signatures/" (sig_enc) "/alias" } {
+                                    (csrf_field(ctx))
+                                    input type="hidden" name="project" value=(p);
+                                    input type="hidden" name="alias" value=(alias);
+                                    input type="hidden" name="expected_version" value=(version);
+                                    label { "version " input type="text" name="version" size="10" required list="versions" placeholder=(last); }
+                                    button type="submit" { "Move" }
+                                }
+                            }
+                            td {
+                                form.inline method="post" action={ "/ui/signatures/" (sig_enc) "/alias/remove" } {
+                                    (csrf_field(ctx))
+                                    input type="hidden" name="project" value=(p);
+                                    input type="hidden" name="alias" value=(alias);
+                                    button.danger type="submit" { "Remove" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form.inline id="new-alias" method="post" action={ "/ui/signatures/" (sig_enc) "/alias" } {
+                (csrf_field(ctx))
+                input type="hidden" name="project" value=(p);
+                input type="hidden" name="expected_version" value="";
+                label { "New alias " input type="text" name="alias" size="14" required pattern="[a-z0-9_-]{1,64}"; }
+                label { " at version " input type="text" name="version" size="10" required list="versions" placeholder=(last); }
+                button type="submit" { "Create" }
+            }
+            datalist id="versions" { @for v in &names { option value=(v) {} } }
+        }
+        section id="versions" {
+            h2 { "Versions" }
+            form.inline method="get" action={ "/ui/diff/" (sig_enc) } {
+                input type="hidden" name="project" value=(p);
+                label { "Diff " input type="text" name="from" size="10" list="versions" value=(before_last); }
+                label { " → " input type="text" name="to" size="10" list="versions" value=(last); }
+                button type="submit" { "Compare" }
+            }
+            table.list id="version-table" {
+                thead { tr { th { "Version" } th { "Aliases" } th { "Performance" } th { "Method" } th { "Tags" } th { "Created" } th { "Size" } th { "Actions" } } }
+                tbody {
+                    @for (i, v) in versions.iter().enumerate() {
+                        @let version = v["version"].as_str().unwrap_or_default();
+                        @let id = v["id"].as_str().unwrap_or_default();
+                        tr data-version=(version) {
+                            td { a href={ "/ui/programs/" (enc(id)) } { (version) } }
+                            td { @if let Some(a) = v["aliases"].as_array() { @for n in a { span.alias { (text(n)) } " " } } }
+                            td.num { (perf(&v["performance"])) }
+                            td { (text(&v["optimization_method"])) }
+                            td { @if let Some(tags) = v["tags"].as_array() { @for t in tags { span.tag { (text(t)) } " " } } }
+                            td { time { (text(&v["created_at"])) } }
+                            td.num { (v["size"].as_u64().map(layout::bytes).unwrap_or_default()) }
+                            td.actions {
+                                @if i > 0 {
+                                    a href={ "/ui/diff/" (sig_enc) (query(&[("project", Some(p)), ("from", Some(names[i - 1])), ("to", Some(version))])) } { "diff prev" }
+                                    " "
+                                }
+                                form.inline method="post" action={ "/ui/signatures/" (sig_enc) "/rollback" } {
+                                    (csrf_field(ctx))
+                                    input type="hidden" name="project" value=(p);
+                                    input type="hidden" name="to_version" value=(version);
+                                    button type="submit" title="Store a new version identical to this one" { "Roll back to" }
+                                }
+                                form.inline method="post" action={ "/ui/programs/" (enc(id)) "/delete" } {
+                                    (csrf_field(ctx))
+                                    input type="hidden" name="project" value=(p);
+                                    input type="hidden" name="signature" value=(signature);
+                                    input type="hidden" name="version" value=(version);
+                                    label.small { input type="checkbox" name="force" value="true"; " with its aliases" }
+                                    button.danger type="submit" { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = listing["next_cursor"].as_str() {
+                p.pager { a rel="next" href={ "/ui/signatures/" (sig_enc) (query(&[("project", Some(p)), ("cursor", Some(next))])) } { "Next versions →" } }
+            }
+        }
+    };
+    layout::respond(ctx, status, layout::page(ctx, nav, signature, flash, body))
+}
+
+/// The signature's trend chart, as the API draws it (`image/svg+xml`).
+pub async fn chart(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Path(signature): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    let ctx = Ctx::of(&ui, &headers);
+    let uri = format!(
+        "/signatures/{}/trends.svg{}",
+        enc(&signature),
+        query(&[
+            ("project", param(&params, "project")),
+            ("days", param(&params, "days"))
+        ])
+    );
+    super::program::svg(&ui, &ctx, &uri).await
+}
+
+/// Runs a form's API call; on success back to the page with a notice, on failure the page again
+/// with the API's error and status.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    ui: &Ui,
+    headers: &HeaderMap,
+    uri: &Uri,
+    signature: &str,
+    form: &Params,
+    method: Method,
+    api_uri: String,
+    body: Option<Value>,
+    done: impl FnOnce(&Value) -> Vec<(&'static str, String)>,
+) -> Response {
+    let (ctx, nav) = match begin(ui, headers, uri, param(form, "project")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = ctx.check_csrf(param(form, "csrf")) {
+        return r;
+    }
+    match ui
+        .api
+        .json(method, &api_uri, ctx.token(), body.as_ref())
+        .await
+    {
+        Ok(answer) => {
+            let extra = done(&answer);
+            let mut pairs: Vec<(&str, Option<&str>)> = vec![("project", Some(&nav.project))];
+            pairs.extend(extra.iter().map(|(k, v)| (*k, Some(v.as_str()))));
+            let to = format!("/ui/signatures/{}{}", enc(signature), query(&pairs));
+            layout::see_other(&ctx, &to)
+        }
+        Err(e) => failed(ui, &ctx, &nav, signature, e).await,
+    }
+}
+
+async fn failed(ui: &Ui, ctx: &Ctx, nav: &Nav, signature: &str, e: ApiError) -> Response {
+    if e.status == StatusCode::UNAUTHORIZED && ctx.sign_in {
+        return layout::to_login(ctx, None);
+    }
+    let status = e.status;
+    render(
+        ui,
+        ctx,
+        nav,
+        signature,
+        None,
+        status,
+        Some(&Flash::Failed(e)),
+    )
+    .await
+}
+
+/// `POST /ui/signatures/{signature}/alias`: `alias`, `version`, `expected_version` (empty: the
+/// alias must not exist yet) → `PUT /signatures/{signature}/aliases/{alias}`.
+pub async fn move_alias(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(signature): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
+    let alias = form.get("alias").cloned().unwrap_or_default();
+    let version = form.get("version").cloned().unwrap_or_default();
+    let mut body = json!({ "version": version.trim() });
+    if let Some(expected) = form.get("expected_version") {
+        body["expected_version"] = if expected.is_empty() {
+            Value::Null
+        } else {
+            Value::String(expected.clone())
+        };
+    }
+    let api_uri = format!(
+        "/signatures/{}/aliases/{}{}",
+        enc(&signature),
+        enc(&alias),
+        query(&[("project", param(&form, "project"))])
+    );
+    act(
+        &ui,
+        &headers,
+        &uri,
+        &signature,
+        &form,
+        Method::PUT,
+        api_uri,
+        Some(body),
+        |a| {
+            vec![
+                ("done", "moved".into()),
+                ("alias", text(&a["alias"])),
+                ("version", text(&a["version"])),
+            ]
+        },
+    )
+    .await
+}
+
+/// `POST /ui/signatures/{signature}/alias/remove`: `alias` → `DELETE …/aliases/{alias}`.
+pub async fn remove_alias(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(signature): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
+    let alias = form.get("alias").cloned().unwrap_or_default();
+    let api_uri = format!(
+        "/signatures/{}/aliases/{}{}",
+        enc(&signature),
+        enc(&alias),
+        query(&[("project", param(&form, "project"))])
+    );
+    act(
+        &ui,
+        &headers,
+        &uri,
+        &signature,
+        &form,
+        Method::DELETE,
+        api_uri,
+        None,
+        move |_| vec![("done", "removed".into()), ("alias", alias)],
+    )
+    .await
+}
+
+/// `POST /ui/signatures/{signature}/rollback`: `to_version` → `POST …/rollback`.
+pub async fn rollback(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(signature): Path<String>,
+    Form(form): Form<Params>,
+) -> Response {
+    let to = form.get("to_version").cloned().unwrap_or_default();
+    let api_uri = format!(
+        "/signatures/{}/rollback{}",
+        enc(&signature),
+        query(&[("project", param(&form, "project"))])
+    );
+    act(
+        &ui,
+        &headers,
+        &uri,
+        &signature,
+        &form,
+        Method::POST,
+        api_uri,
+        Some(json!({ "to_version": to })),
+        |a| {
+            vec![
+                ("done", "rolled_back".into()),
+                ("version", text(&a["version"])),
+            ]
+        },
+    )
+    .await
+}
+
+/// `POST /ui/programs/{id}/delete` from the versions table: `DELETE /programs/{id}`
+/// (`force=true` also removes the aliases pointing at it; without it the API refuses an alias
+/// target with `409`).
+pub async fn delete_version(
+    ui: &Ui,
+    headers: &HeaderMap,
+    uri: &Uri,
+    id: &str,
+    form: &Params,
+) -> Response {
+    let signature = form.get("signature").cloned().unwrap_or_default();
+    let version = form.get("version").cloned().unwrap_or_default();
+    let force = param(form, "force") == Some("true");
+    let api_uri = format!(
+        "/programs/{}{}",
+        enc(id),
+        query(&[("force", force.then_some("true"))])
+    );
+    act(
+        ui,
+        headers,
+        uri,
+        &signature,
+        form,
+        Method::DELETE,
+        api_uri,
+        None,
+        move |_| vec![("done", "deleted".into()), ("version", version)],
+    )
+    .await
+}
