@@ -14,6 +14,7 @@
 #   cargo test --workspace [extra args]
 #   bash clients/python/test.sh        (the Python client's pytest suite, both backends)
 #   bash clients/ruby/test.sh          (Ruby client: minitest on the embedded and the aws backend)
+#   bash ui/browser-test/run.sh        (the dashboard in headless Chromium, both backends)
 #   cargo run -p dspy-storage-bench -- --quick   (benchmark smoke: prints the table, asserts no time)
 # AWS tests are required to run (DSPY_STORAGE_REQUIRE_AWS=1): they fail instead of skipping, and
 # each one that runs is counted (DSPY_STORAGE_AWS_TEST_LOG); the counts are printed.
@@ -139,4 +140,8 @@ count_aws_tests "python client" '^python-client'
 # --- a real `dspy-storage serve`, embedded and --backend aws on the LocalStack above.
 step "Ruby client (minitest, embedded + aws)" bash clients/ruby/test.sh
 count_aws_tests "Ruby client" '^ruby-client'
+# --- The dashboard in a real browser: Debian's Chromium (installed when missing) driven over the
+# --- DevTools protocol (playwright-core from npm), against `serve`, embedded and --backend aws.
+step "dashboard in Chromium (embedded + aws)" bash ui/browser-test/run.sh
+count_aws_tests "dashboard browser test" '^dashboard-browser'
 step "benchmarks (--quick)" cargo run -q -p dspy-storage-bench -- --quick

@@ -7,6 +7,7 @@
 //! (`eval "$(bash scripts/local-aws.sh env)"`). See README "Benchmarks".
 
 mod cases;
+mod dashboard;
 mod data;
 mod env;
 mod mlflow;
@@ -77,6 +78,9 @@ struct Args {
     /// Skip the scaling section.
     #[arg(long)]
     skip_scale: bool,
+    /// Skip the dashboard section (page render times at scale, embedded).
+    #[arg(long)]
+    skip_dashboard: bool,
     /// Skip the process section (Lambda binaries, server and backup peak RSS).
     #[arg(long)]
     skip_procs: bool,
@@ -321,6 +325,13 @@ async fn run(args: Args) -> BenchResult<()> {
         scaling(&settings, &backends).await?
     };
 
+    // ----- dashboard ---------------------------------------------------------------------------
+    let dashboard_section = if args.skip_dashboard {
+        String::new()
+    } else {
+        dashboard::section(args.quick).await?
+    };
+
     // ----- processes ---------------------------------------------------------------------------
     let procs_section = if args.skip_procs {
         String::new()
@@ -366,6 +377,10 @@ async fn run(args: Args) -> BenchResult<()> {
     if !scaling.is_empty() {
         let _ = writeln!(md, "\n## Scaling\n");
         md.push_str(&scaling);
+    }
+    if !dashboard_section.is_empty() {
+        let _ = writeln!(md, "\n## Dashboard pages (server-side render)\n");
+        md.push_str(&dashboard_section);
     }
     if !procs_section.is_empty() {
         md.push_str(&procs_section);

@@ -60,6 +60,7 @@ pub fn page(ctx: &Ctx, nav: &Nav, title: &str, flash: Option<&Flash>, body: Mark
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · dspy-storage" }
                 link rel="stylesheet" href="/ui/style.css";
+                link rel="icon" href="/ui/favicon.svg" type="image/svg+xml";
             }
             body {
                 header.top {
@@ -200,6 +201,16 @@ pub fn perf(v: &Value) -> String {
     }
 }
 
+/// A stored time (RFC 3339, UTC) as `YYYY-MM-DD HH:MM:SS`, with the exact value in `datetime`.
+pub fn when(v: &Value) -> Markup {
+    match v.as_str() {
+        Some(t) if t.len() >= 19 && t.is_char_boundary(19) => {
+            html! { time datetime=(t) title=(t) { (t[..10]) " " (t[11..19]) } }
+        }
+        _ => html! { (text(v)) },
+    }
+}
+
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),
@@ -224,7 +235,8 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Any JSON value as nested tables (objects) and lists (arrays); scalars as text.
+/// Any JSON value as nested tables (objects), tables with a column per key (arrays of flat
+/// objects) and lists (other arrays); scalars as text, numbers rounded for reading.
 pub fn json_view(v: &Value) -> Markup {
     match v {
         Value::Object(map) if !map.is_empty() => html! {
@@ -234,11 +246,46 @@ pub fn json_view(v: &Value) -> Markup {
                 }
             }
         },
+        Value::Array(items) if !items.is_empty() && items.iter().all(is_flat_object) => {
+            let mut columns: Vec<&str> = Vec::new();
+            for item in items {
+                for k in item.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !columns.contains(&k.as_str()) {
+                        columns.push(k);
+                    }
+                }
+            }
+            html! {
+                table.list.rows {
+                    thead { tr { @for c in &columns { th { (c) } } } }
+                    tbody { @for item in items {
+                        tr { @for c in &columns { td { (json_view(&item[*c])) } } }
+                    } }
+                }
+            }
+        }
         Value::Array(items) if !items.is_empty() => html! {
             ol.json { @for item in items { li { (json_view(item)) } } }
         },
         Value::String(s) => html! { span.s { (s) } },
+        Value::Number(n) => html! { code { (number(n)) } },
+        Value::Null => html! { span.empty { "—" } },
         other => html! { code { (other.to_string()) } },
+    }
+}
+
+fn is_flat_object(v: &Value) -> bool {
+    v.as_object()
+        .is_some_and(|o| o.values().all(|x| !x.is_object() && !x.is_array()))
+}
+
+/// A number for reading: integers as they are, others to at most 4 decimals.
+fn number(n: &serde_json::Number) -> String {
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => i.to_string(),
+        (_, Some(u), _) => u.to_string(),
+        (_, _, Some(f)) => perf(&Value::from(f)),
+        _ => n.to_string(),
     }
 }
 

@@ -50,6 +50,7 @@ pub fn router(api: Router, sign_in: bool) -> Router {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(signatures::page))
         .route("/ui/style.css", get(style))
+        .route("/ui/favicon.svg", get(favicon))
         .route("/ui/login", get(login::page).post(login::sign_in))
         .route("/ui/logout", post(login::sign_out))
         .route("/ui/signatures/{signature}", get(signature::page))
@@ -80,6 +81,26 @@ pub fn router(api: Router, sign_in: bool) -> Router {
         .route("/ui/search", get(search::page))
         .route("/ui/monitoring", get(monitoring::page))
         .with_state(ui)
+}
+
+/// The tab icon (an SVG, so that no request for `/favicon.ico` goes unanswered).
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#17233b"/><path d="M4 4h4a4 4 0 0 1 0 8H4z" fill="#fff"/></svg>"##;
+
+async fn favicon() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        FAVICON,
+    )
+        .into_response()
 }
 
 async fn style() -> Response {

@@ -76,14 +76,15 @@ impl Ctx {
         !self.sign_in || self.token.is_some()
     }
 
-    /// Checks a form's CSRF field against this browser's cookie (`Err`: the 403 page).
-    pub fn check_csrf(&self, form_value: Option<&str>) -> Result<(), Response> {
+    /// Checks a form's CSRF field against this browser's cookie: `Some(the 403 page)` when it
+    /// is missing or differs.
+    pub fn csrf_refusal(&self, form_value: Option<&str>) -> Option<Response> {
         let ok = !self.new_csrf
             && form_value.is_some_and(|v| constant_time_eq(v.as_bytes(), self.csrf.as_bytes()));
         if ok {
-            Ok(())
+            None
         } else {
-            Err(layout::plain_error(
+            Some(layout::plain_error(
                 self,
                 StatusCode::FORBIDDEN,
                 "forbidden",

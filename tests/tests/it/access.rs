@@ -886,8 +886,12 @@ fn access_table() -> Vec<Entry> {
             naming("the path's program id (?force=true)", Alpha, 204, |t, _| get(format!("/programs/{}?force=true", t.id))),
         ]),
         // ----- versions, aliases, rollback
+        entry(M::GET, "/projects", Reader, vec![
+            naming("every project (a listing across projects)", Alpha, 200, |_, _| get("/projects".into())).reach(Reach::CrossProject),
+        ]),
         entry(M::GET, "/signatures", Reader, vec![
             naming("?project=", Alpha, 200, |t, _| get(format!("/signatures?{}", q_project(t)))),
+            naming("?project= (by last update)", Alpha, 200, |t, _| get(format!("/signatures?{}&sort=updated", q_project(t)))),
             naming("the default project (no ?project=)", Default, 200, |_, _| get("/signatures".into())),
             naming("a cursor (with its ?project=)", Alpha, 200, |t, _| {
                 get(format!("/signatures?{}&limit=1&cursor={}", q_project(t), t.cursor("signatures")))

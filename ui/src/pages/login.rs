@@ -57,7 +57,7 @@ pub async fn sign_in(
     Form(params): Form<Params>,
 ) -> Response {
     let ctx = Ctx::of(&ui, &headers);
-    if let Err(r) = ctx.check_csrf(param(&params, "csrf")) {
+    if let Some(r) = ctx.csrf_refusal(param(&params, "csrf")) {
         return r;
     }
     let next = next_of(param(&params, "next")).to_owned();
@@ -96,7 +96,7 @@ pub async fn sign_out(
     Form(params): Form<Params>,
 ) -> Response {
     let ctx = Ctx::of(&ui, &headers);
-    if let Err(r) = ctx.check_csrf(param(&params, "csrf")) {
+    if let Some(r) = ctx.csrf_refusal(param(&params, "csrf")) {
         return r;
     }
     let mut r = layout::see_other(&ctx, "/ui/login");

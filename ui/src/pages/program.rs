@@ -337,7 +337,7 @@ fn history_view(history: &ApiResult<Value>, id: &str) -> Markup {
                 thead { tr { th { "Time" } @for n in &names { th { (n) } } th { "Environment" } } }
                 tbody { @for r in records {
                     tr {
-                        td { time { (text(&r["timestamp"])) } }
+                        td { (layout::when(&r["timestamp"])) }
                         @for n in &names { td.num { (perf(&r["metrics"][*n])) } }
                         td { @if let Some(env) = r["environment"].as_object() {
                             @for (k, v) in env { span.env { (k) "=" (text(v)) } " " }
@@ -479,29 +479,33 @@ pub async fn download(
     response
 }
 
+/// An API request a form makes.
+struct Call {
+    method: Method,
+    uri: String,
+    body: Option<Value>,
+}
+
 /// Runs a program form's API call; back to the page with a notice, or the page again with the
 /// API's error and status.
 async fn act(
     ui: &Ui,
-    headers: &HeaderMap,
-    uri: &Uri,
+    (headers, uri): (&HeaderMap, &Uri),
     id: &str,
     form: &Params,
-    method: Method,
-    api_uri: String,
-    body: Option<Value>,
+    call: Call,
     done: &str,
 ) -> Response {
     let (ctx, nav) = match begin(ui, headers, uri, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = ctx.check_csrf(param(form, "csrf")) {
+    if let Some(r) = ctx.csrf_refusal(param(form, "csrf")) {
         return r;
     }
     match ui
         .api
-        .json(method, &api_uri, ctx.token(), body.as_ref())
+        .json(call.method, &call.uri, ctx.token(), call.body.as_ref())
         .await
     {
         Ok(_) => layout::see_other(
@@ -560,13 +564,14 @@ pub async fn tags(
     let api_uri = format!("/programs/{}/metadata", enc(&id));
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &id,
         &form,
-        Method::PATCH,
-        api_uri,
-        Some(body),
+        Call {
+            method: Method::PATCH,
+            uri: api_uri,
+            body: Some(body),
+        },
         "tags",
     )
     .await
@@ -582,13 +587,14 @@ pub async fn archive(
     let api_uri = format!("/programs/{}/archive", enc(&id));
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &id,
         &form,
-        Method::POST,
-        api_uri,
-        None,
+        Call {
+            method: Method::POST,
+            uri: api_uri,
+            body: None,
+        },
         "archived",
     )
     .await
@@ -604,13 +610,14 @@ pub async fn restore(
     let api_uri = format!("/programs/{}/restore", enc(&id));
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &id,
         &form,
-        Method::POST,
-        api_uri,
-        None,
+        Call {
+            method: Method::POST,
+            uri: api_uri,
+            body: None,
+        },
         "restored",
     )
     .await

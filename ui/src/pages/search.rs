@@ -87,7 +87,7 @@ pub async fn page(
                             td.num { (perf(&r["relevance_score"])) }
                             td { (text(&r["status"])) }
                             td { (text(&r["summary"])) }
-                            td { time { (text(&r["created_at"])) } }
+                            td { (layout::when(&r["created_at"])) }
                         }
                     } }
                 }

@@ -164,7 +164,7 @@ async fn render(
                             td.num { (perf(&v["performance"])) }
                             td { (text(&v["optimization_method"])) }
                             td { @if let Some(tags) = v["tags"].as_array() { @for t in tags { span.tag { (text(t)) } " " } } }
-                            td { time { (text(&v["created_at"])) } }
+                            td { (layout::when(&v["created_at"])) }
                             td.num { (v["size"].as_u64().map(layout::bytes).unwrap_or_default()) }
                             td.actions {
                                 @if i > 0 {
@@ -235,7 +235,7 @@ async fn act(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Err(r) = ctx.check_csrf(param(form, "csrf")) {
+    if let Some(r) = ctx.csrf_refusal(param(form, "csrf")) {
         return r;
     }
     match ui

@@ -73,7 +73,7 @@ pub async fn page(
                                     }
                                 }
                             }
-                            td { time { (text(&s["updated_at"])) } }
+                            td { (layout::when(&s["updated_at"])) }
                         }
                     }
                 }
