@@ -18,7 +18,7 @@ use crate::{data, progress, BenchResult};
 
 pub async fn section(quick: bool) -> BenchResult<String> {
     let (programs, signatures, big, iters) = if quick {
-        (1_000, 20, 200, 20)
+        (1_000, 20, 200, 10)
     } else {
         (10_000, 100, 1_000, 100)
     };
@@ -47,32 +47,39 @@ pub async fn section(quick: bool) -> BenchResult<String> {
     let api = dspy_storage_functions::app(state);
     let router = dspy_storage_ui::router(api.clone(), false).merge(api);
 
-    let pages = [
+    let pages: Vec<(String, String)> = vec![
         (
-            "signatures of the project, by name (page of 50)",
+            "signatures of the project, by name (page of 50)".to_owned(),
             "/ui/".to_owned(),
         ),
         (
-            "signatures of the project, recently updated first (page of 50)",
+            "signatures of the project, recently updated first (page of 50)".to_owned(),
             "/ui/?sort=updated".to_owned(),
         ),
         (
-            "signature page: the signature with the most versions (first 100)",
+            "signature page: the signature with the most versions (first 100)".to_owned(),
             "/ui/signatures/bench.Big".to_owned(),
         ),
         (
-            "signature page: another signature",
+            "signature page: another signature".to_owned(),
             format!("/ui/signatures/{}", rest.signatures[0]),
         ),
         (
-            "program page (prompt, history, similar)",
+            "program page (prompt, metric history, chart)".to_owned(),
             format!("/ui/programs/{}", big_ids[big / 2]),
         ),
         (
-            "diff of two versions",
+            format!("program page with similar programs (compared with the signature's {big})"),
+            format!("/ui/programs/{}?similar=1", big_ids[big / 2]),
+        ),
+        (
+            "diff of two versions".to_owned(),
             "/ui/diff/bench.Big?from=1.0.0&to=latest".to_owned(),
         ),
-        ("monitoring (report)", "/ui/monitoring".to_owned()),
+        (
+            "monitoring (report)".to_owned(),
+            "/ui/monitoring".to_owned(),
+        ),
     ];
     let mut md = format!(
         "{programs} programs over {signatures} signatures, one with {big} versions (seeded in {} s); embedded backend; each page requested {iters} times after 3 warm-up requests, through the router `serve` runs (dashboard over the API, in process: no socket). Times in ms.\n\n| page | p50 | p95 | max | HTML bytes |\n|---|---:|---:|---:|---:|\n",

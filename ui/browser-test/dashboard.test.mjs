@@ -189,6 +189,8 @@ test("sign in, then the signatures, a signature, a program and its chart appear"
   assert.ok(await imageLoaded("#metrics figure.chart img"), "the program's chart loads");
   assert.equal(await page.locator("#history tbody tr").count(), 20);
   assert.equal(await page.evaluate(() => window.__pwned), undefined, "no injected script ran");
+  await Promise.all([page.waitForURL(/similar=1/), page.locator("#similar button").click()]);
+  assert.equal(await page.locator("#similar tbody tr").count(), 2, "the two other versions are similar");
   await shot("program");
 
   await page.goto(`${base}/ui/diff/${SIG}?from=1.0.0&to=1.0.2`);

@@ -230,6 +230,12 @@ async fn every_page_shows_the_stored_data_escaped_under_a_strict_csp() {
             200,
         );
         assert!(page.contains("Compatible"), "{k:?}: compatibility");
+        assert!(page.contains("Find similar programs") && !page.contains(">qa.Answer 1.0.1</a>"));
+        let page = html(&ui.get(&format!("{p}?similar=1")).await, k, "similar", 200);
+        assert!(
+            page.contains(">qa.Answer 1.0.1</a>") && page.contains(">qa.Answer 1.0.0</a>"),
+            "{k:?}: similar programs"
+        );
 
         let svg = ui.get(&format!("{p}/trends.svg?days=90")).await;
         svg.expect_status(k, "chart", 200);

@@ -12,10 +12,17 @@ use crate::layout::{self, csrf_field, Flash, Nav};
 use crate::session::{self, Ctx};
 use crate::Ui;
 
-/// Only a dashboard path is a place to come back to (no open redirect).
+/// Only a dashboard path is a place to come back to (no open redirect, nothing that is no
+/// header value).
 fn next_of(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            n
+        }
         _ => "/ui/",
     }
 }
@@ -103,4 +110,24 @@ pub async fn sign_out(
     r.headers_mut()
         .append(header::SET_COOKIE, session::clear_token_cookie());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_dashboard_paths_are_places_to_come_back_to() {
+        use super::next_of;
+        assert_eq!(next_of(Some("/ui/search?q=a%20b")), "/ui/search?q=a%20b");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/ui/\r\nSet-Cookie: x=1",
+            "/ui/\\x",
+            "/ui/ x",
+            "/api",
+        ] {
+            assert_eq!(next_of(Some(bad)), "/ui/", "{bad:?}");
+        }
+        assert_eq!(next_of(None), "/ui/");
+    }
 }

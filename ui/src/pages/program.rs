@@ -95,11 +95,19 @@ async fn render(
         "/programs/{id_enc}/metrics{}",
         query(&[("limit", Some("50")), ("cursor", param(params, "cursor"))])
     );
+    // Similar programs compare against every program of the signature: asked for on demand.
+    let want_similar = param(params, "similar") == Some("1");
     let similar_uri = format!("/programs/{id_enc}/similar?limit=5");
     let with = param(params, "with");
     let (history, similar, compat) = tokio::join!(
         ui.api.get(&metrics_uri, ctx.token()),
-        ui.api.get(&similar_uri, ctx.token()),
+        async {
+            if want_similar {
+                Some(ui.api.get(&similar_uri, ctx.token()).await)
+            } else {
+                None
+            }
+        },
         compatibility(ui, ctx, id, &signature, &project, with),
     );
     let meta = program["metadata"].as_object().cloned().unwrap_or_default();
@@ -197,7 +205,13 @@ async fn render(
         }
         section id="similar" {
             h2 { "Similar programs" }
-            (similar_view(&similar))
+            @match &similar {
+                Some(found) => (similar_view(found)),
+                None => form method="get" action={ "/ui/programs/" (id_enc) } {
+                    input type="hidden" name="similar" value="1";
+                    button type="submit" { "Find similar programs" }
+                },
+            }
         }
         section id="compatibility" {
             h2 { "Compatibility" }
