@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use serde_json::Value;
 
-use crate::api::ApiResult;
+use crate::api::{ApiError, ApiResult};
 use crate::layout::{self, Nav};
 use crate::session::Ctx;
 use crate::Ui;
@@ -75,4 +76,43 @@ pub(crate) async fn nav(ui: &Ui, ctx: &Ctx, project: Option<&str>) -> ApiResult<
         None => projects[0].clone(),
     };
     Ok(Nav { projects, project })
+}
+
+/// An API request a form makes.
+pub(crate) struct Call {
+    pub method: Method,
+    pub uri: String,
+    pub body: Option<Value>,
+}
+
+/// What became of a form's API request.
+pub(crate) enum Submitted {
+    Done { ctx: Ctx, nav: Nav, answer: Value },
+    Refused { ctx: Ctx, nav: Nav, error: ApiError },
+}
+
+/// Runs a form: the caller (signed in), the form's CSRF token, then its API request. `Err`: a
+/// response to send as it is (to the sign-in form, or the CSRF refusal).
+pub(crate) async fn submit(
+    ui: &Ui,
+    (headers, uri): (&HeaderMap, &Uri),
+    form: &Params,
+    project: Option<&str>,
+    call: Call,
+) -> Result<Submitted, Response> {
+    let (ctx, nav) = begin(ui, headers, uri, project).await?;
+    if let Some(r) = ctx.csrf_refusal(param(form, "csrf")) {
+        return Err(r);
+    }
+    match ui
+        .api
+        .json(call.method, &call.uri, ctx.token(), call.body.as_ref())
+        .await
+    {
+        Ok(answer) => Ok(Submitted::Done { ctx, nav, answer }),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED && ctx.sign_in => {
+            Err(layout::to_login(&ctx, None))
+        }
+        Err(error) => Ok(Submitted::Refused { ctx, nav, error }),
+    }
 }

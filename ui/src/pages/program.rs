@@ -11,8 +11,8 @@ use dspy_storage_core::dspy::{parse_program, DspyProgram, ProgramFormat};
 use maud::{html, Markup};
 use serde_json::{json, Value};
 
-use super::{begin, param, Params};
-use crate::api::{ApiError, ApiResult};
+use super::{begin, param, submit, Call, Params, Submitted};
+use crate::api::ApiResult;
 use crate::layout::{self, csrf_field, enc, json_view, perf, query, text, Flash, Nav};
 use crate::session::Ctx;
 use crate::Ui;
@@ -493,62 +493,33 @@ pub async fn download(
     response
 }
 
-/// An API request a form makes.
-struct Call {
-    method: Method,
-    uri: String,
-    body: Option<Value>,
-}
-
 /// Runs a program form's API call; back to the page with a notice, or the page again with the
 /// API's error and status.
 async fn act(
     ui: &Ui,
-    (headers, uri): (&HeaderMap, &Uri),
+    req: (&HeaderMap, &Uri),
     id: &str,
     form: &Params,
     call: Call,
     done: &str,
 ) -> Response {
-    let (ctx, nav) = match begin(ui, headers, uri, None).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(r) = ctx.csrf_refusal(param(form, "csrf")) {
-        return r;
-    }
-    match ui
-        .api
-        .json(call.method, &call.uri, ctx.token(), call.body.as_ref())
-        .await
-    {
-        Ok(_) => layout::see_other(
+    match submit(ui, req, form, None, call).await {
+        Err(r) => r,
+        Ok(Submitted::Done { ctx, .. }) => layout::see_other(
             &ctx,
             &format!("/ui/programs/{}{}", enc(id), query(&[("done", Some(done))])),
         ),
-        Err(e) => failed(ui, &ctx, nav, id, e).await,
+        Ok(Submitted::Refused { ctx, nav, error }) => {
+            if load(ui, &ctx, id).await.is_err() {
+                // The program cannot be shown to this caller: the action's own refusal is the
+                // answer.
+                return layout::error_page(&ctx, &nav, &error);
+            }
+            let status = error.status;
+            let flash = Flash::Failed(error);
+            render(ui, &ctx, nav, id, &Params::new(), status, Some(&flash)).await
+        }
     }
-}
-
-async fn failed(ui: &Ui, ctx: &Ctx, nav: Nav, id: &str, e: ApiError) -> Response {
-    if e.status == StatusCode::UNAUTHORIZED && ctx.sign_in {
-        return layout::to_login(ctx, None);
-    }
-    if load(ui, ctx, id).await.is_err() {
-        // The program cannot be shown to this caller: the action's own refusal is the answer.
-        return layout::error_page(ctx, &nav, &e);
-    }
-    let status = e.status;
-    render(
-        ui,
-        ctx,
-        nav,
-        id,
-        &Params::new(),
-        status,
-        Some(&Flash::Failed(e)),
-    )
-    .await
 }
 
 /// `POST /ui/programs/{id}/tags`: `add` (comma-separated) and/or `remove`, with the
@@ -575,22 +546,15 @@ pub async fn tags(
     if let Some(t) = param(&form, "expected_updated_at") {
         body["expected_updated_at"] = json!(t);
     }
-    let api_uri = format!("/programs/{}/metadata", enc(&id));
-    act(
-        &ui,
-        (&headers, &uri),
-        &id,
-        &form,
-        Call {
-            method: Method::PATCH,
-            uri: api_uri,
-            body: Some(body),
-        },
-        "tags",
-    )
-    .await
+    let call = Call {
+        method: Method::PATCH,
+        uri: format!("/programs/{}/metadata", enc(&id)),
+        body: Some(body),
+    };
+    act(&ui, (&headers, &uri), &id, &form, call, "tags").await
 }
 
+/// `POST /ui/programs/{id}/archive` → `POST /programs/{id}/archive` (admin).
 pub async fn archive(
     State(ui): State<Ui>,
     headers: HeaderMap,
@@ -598,22 +562,10 @@ pub async fn archive(
     Path(id): Path<String>,
     Form(form): Form<Params>,
 ) -> Response {
-    let api_uri = format!("/programs/{}/archive", enc(&id));
-    act(
-        &ui,
-        (&headers, &uri),
-        &id,
-        &form,
-        Call {
-            method: Method::POST,
-            uri: api_uri,
-            body: None,
-        },
-        "archived",
-    )
-    .await
+    lifecycle(&ui, (&headers, &uri), &id, &form, "archive", "archived").await
 }
 
+/// `POST /ui/programs/{id}/restore` → `POST /programs/{id}/restore` (admin).
 pub async fn restore(
     State(ui): State<Ui>,
     headers: HeaderMap,
@@ -621,20 +573,23 @@ pub async fn restore(
     Path(id): Path<String>,
     Form(form): Form<Params>,
 ) -> Response {
-    let api_uri = format!("/programs/{}/restore", enc(&id));
-    act(
-        &ui,
-        (&headers, &uri),
-        &id,
-        &form,
-        Call {
-            method: Method::POST,
-            uri: api_uri,
-            body: None,
-        },
-        "restored",
-    )
-    .await
+    lifecycle(&ui, (&headers, &uri), &id, &form, "restore", "restored").await
+}
+
+async fn lifecycle(
+    ui: &Ui,
+    req: (&HeaderMap, &Uri),
+    id: &str,
+    form: &Params,
+    action: &str,
+    done: &str,
+) -> Response {
+    let call = Call {
+        method: Method::POST,
+        uri: format!("/programs/{}/{action}", enc(id)),
+        body: None,
+    };
+    act(ui, req, id, form, call, done).await
 }
 
 /// `POST /ui/programs/{id}/delete`: back to the signature's page (see

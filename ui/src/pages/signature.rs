@@ -9,8 +9,7 @@ use axum::response::Response;
 use maud::html;
 use serde_json::{json, Value};
 
-use super::{begin, param, Params};
-use crate::api::ApiError;
+use super::{begin, param, submit, Call, Params, Submitted};
 use crate::layout::{self, csrf_field, enc, perf, query, text, Flash, Nav};
 use crate::session::Ctx;
 use crate::Ui;
@@ -219,56 +218,29 @@ pub async fn chart(
 
 /// Runs a form's API call; on success back to the page with a notice, on failure the page again
 /// with the API's error and status.
-#[allow(clippy::too_many_arguments)]
 async fn act(
     ui: &Ui,
-    headers: &HeaderMap,
-    uri: &Uri,
+    req: (&HeaderMap, &Uri),
     signature: &str,
     form: &Params,
-    method: Method,
-    api_uri: String,
-    body: Option<Value>,
+    call: Call,
     done: impl FnOnce(&Value) -> Vec<(&'static str, String)>,
 ) -> Response {
-    let (ctx, nav) = match begin(ui, headers, uri, param(form, "project")).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(r) = ctx.csrf_refusal(param(form, "csrf")) {
-        return r;
-    }
-    match ui
-        .api
-        .json(method, &api_uri, ctx.token(), body.as_ref())
-        .await
-    {
-        Ok(answer) => {
+    match submit(ui, req, form, param(form, "project"), call).await {
+        Err(r) => r,
+        Ok(Submitted::Done { ctx, nav, answer }) => {
             let extra = done(&answer);
             let mut pairs: Vec<(&str, Option<&str>)> = vec![("project", Some(&nav.project))];
             pairs.extend(extra.iter().map(|(k, v)| (*k, Some(v.as_str()))));
             let to = format!("/ui/signatures/{}{}", enc(signature), query(&pairs));
             layout::see_other(&ctx, &to)
         }
-        Err(e) => failed(ui, &ctx, &nav, signature, e).await,
+        Ok(Submitted::Refused { ctx, nav, error }) => {
+            let status = error.status;
+            let flash = Flash::Failed(error);
+            render(ui, &ctx, &nav, signature, None, status, Some(&flash)).await
+        }
     }
-}
-
-async fn failed(ui: &Ui, ctx: &Ctx, nav: &Nav, signature: &str, e: ApiError) -> Response {
-    if e.status == StatusCode::UNAUTHORIZED && ctx.sign_in {
-        return layout::to_login(ctx, None);
-    }
-    let status = e.status;
-    render(
-        ui,
-        ctx,
-        nav,
-        signature,
-        None,
-        status,
-        Some(&Flash::Failed(e)),
-    )
-    .await
 }
 
 /// `POST /ui/signatures/{signature}/alias`: `alias`, `version`, `expected_version` (empty: the
@@ -298,13 +270,14 @@ pub async fn move_alias(
     );
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &signature,
         &form,
-        Method::PUT,
-        api_uri,
-        Some(body),
+        Call {
+            method: Method::PUT,
+            uri: api_uri,
+            body: Some(body),
+        },
         |a| {
             vec![
                 ("done", "moved".into()),
@@ -333,13 +306,14 @@ pub async fn remove_alias(
     );
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &signature,
         &form,
-        Method::DELETE,
-        api_uri,
-        None,
+        Call {
+            method: Method::DELETE,
+            uri: api_uri,
+            body: None,
+        },
         move |_| vec![("done", "removed".into()), ("alias", alias)],
     )
     .await
@@ -361,13 +335,14 @@ pub async fn rollback(
     );
     act(
         &ui,
-        &headers,
-        &uri,
+        (&headers, &uri),
         &signature,
         &form,
-        Method::POST,
-        api_uri,
-        Some(json!({ "to_version": to })),
+        Call {
+            method: Method::POST,
+            uri: api_uri,
+            body: Some(json!({ "to_version": to })),
+        },
         |a| {
             vec![
                 ("done", "rolled_back".into()),
@@ -398,13 +373,14 @@ pub async fn delete_version(
     );
     act(
         ui,
-        headers,
-        uri,
+        (headers, uri),
         &signature,
         form,
-        Method::DELETE,
-        api_uri,
-        None,
+        Call {
+            method: Method::DELETE,
+            uri: api_uri,
+            body: None,
+        },
         move |_| vec![("done", "deleted".into()), ("version", version)],
     )
     .await
