@@ -248,10 +248,12 @@ impl Storage {
             .transact(vec![WriteOp::put(head.to_item(), rev_of(head))])
             .await
         {
-            Ok(()) | Err(Error::ConditionFailed { .. }) => {
+            Ok(()) => {
                 tracing::info!(project = %head.project, signature = %head.signature, "signature head indexed by last update");
                 Ok(())
             }
+            // It moved meanwhile: the move wrote it with its index keys.
+            Err(Error::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

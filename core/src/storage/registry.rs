@@ -42,7 +42,8 @@ pub enum SignatureOrder {
     /// By name, ascending.
     #[default]
     Name,
-    /// Most recently updated first (a store, an alias move, a rollback or a delete updates it).
+    /// Most recently updated first (the head's `updated_at`: a store, a rollback or a delete
+    /// updates it).
     Updated,
 }
 
