@@ -118,6 +118,7 @@ async function seed() {
 }
 
 async function shot(name) {
+  await page.waitForFunction(() => [...document.images].every((img) => img.complete));
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 }
 
