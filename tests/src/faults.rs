@@ -159,6 +159,11 @@ impl ItemStore for FaultyItemStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         self.plan.run("items.get", self.inner.get(pk, sk)).await
     }
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        self.plan
+            .run("items.get_many", self.inner.get_many(keys))
+            .await
+    }
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
         self.plan
             .run("items.transact", self.inner.transact(ops))

@@ -5,7 +5,7 @@
 //!
 //! Covered: every [`ItemStore`] primitive (conditional transactions and the index of the operation
 //! that failed, deletes, table ranges in both directions, every GSI, paging with small limits,
-//! batch puts and scans) and every [`BlobStore`] primitive (round trips, overwrite, missing keys,
+//! batch puts, batch reads and scans) and every [`BlobStore`] primitive (round trips, overwrite, missing keys,
 //! delete, copy, listing by prefix with paging, `exists`, the archive tier: archive, tier,
 //! restore request, unarchive; and multipart uploads). Each case names the backend in every
 //! failure message.
@@ -735,6 +735,39 @@ pub async fn items_batch_put_60_and_scan_paging(be: &Backend<'_>) {
     s.batch_put(vec![])
         .await
         .unwrap_or_else(|e| panic!("{w} empty batch: {e:?}"));
+
+    // Batch reads: the answers in the order asked, `None` where no item is; up to 100 keys.
+    let mut keys: Vec<(String, String)> = vec![
+        ("BATCH".into(), "n#042".into()),
+        ("BATCH".into(), "missing".into()),
+        ("NOWHERE".into(), "n#001".into()),
+        ("BATCH".into(), "n#001".into()),
+    ];
+    let got = s
+        .get_many(&keys)
+        .await
+        .unwrap_or_else(|e| panic!("{w} get_many: {e:?}"));
+    assert_eq!(
+        got,
+        vec![Some(items[42].clone()), None, None, Some(items[1].clone())],
+        "{w} get_many"
+    );
+    assert_eq!(
+        s.get_many(&[]).await.unwrap(),
+        Vec::new(),
+        "{w} get_many of nothing"
+    );
+    keys = (0..100)
+        .map(|i| ("BATCH".into(), format!("n#{i:03}")))
+        .collect();
+    let got = s
+        .get_many(&keys)
+        .await
+        .unwrap_or_else(|e| panic!("{w} get_many of 100: {e:?}"));
+    assert_eq!(got.len(), 100, "{w}");
+    for (i, item) in got.iter().enumerate() {
+        assert_eq!(item.as_ref(), items.get(i), "{w} get_many of 100, key {i}");
+    }
 
     // Scan paging: every item of the table exactly once, whatever the page size.
     all.extend(items.iter().map(|i| (i.pk.clone(), i.sk.clone())));

@@ -272,6 +272,16 @@ impl ItemStore for SqliteItemStore {
         self.read(move |c| get_item(c, &pk, &sk)).await
     }
 
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            keys.iter()
+                .map(|(pk, sk)| get_item(c, pk, sk))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+    }
+
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
         for op in &ops {
             op.check_numbers()?;

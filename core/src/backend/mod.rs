@@ -272,6 +272,16 @@ pub fn page_key_of(item: &Item, index: Index) -> PageKey {
 pub trait ItemStore: Send + Sync + 'static {
     /// Reads one item by key (strongly consistent).
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>>;
+    /// Reads up to 100 items by key (strongly consistent) in ONE request where the store has a
+    /// batch read (DynamoDB's `BatchGetItem`; keys it leaves unprocessed are asked for again):
+    /// the answers in the order of `keys`, `None` for a missing item. Keys must be distinct.
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        let mut items = Vec::with_capacity(keys.len());
+        for (pk, sk) in keys {
+            items.push(self.get(pk, sk).await?);
+        }
+        Ok(items)
+    }
     /// Applies up to 100 writes atomically, each with its condition.
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()>;
     /// Reads one page of a partition of the table or an index, in sort key order.

@@ -28,6 +28,9 @@ impl ItemStore for RetryingItems {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         retrying(transient, || self.0.get(pk, sk)).await
     }
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        retrying(transient, || self.0.get_many(keys)).await
+    }
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
         retrying(refused, || self.0.transact(ops.clone())).await
     }

@@ -491,6 +491,7 @@ impl Run<'_> {
         }
         head.latest_id = latest.id;
         head.latest_version = latest.version;
+        head.latest_blob = latest.blob;
         head.versions = count;
         head.best_performance = best;
         let ids: Vec<u128> = self.ids.clone();

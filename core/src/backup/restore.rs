@@ -530,6 +530,7 @@ impl Restorer<'_> {
                 signature: first.signature.clone(),
                 latest_version: first.version.clone(),
                 latest_id: first.id,
+                latest_blob: Some(first.blob_pointer()),
                 versions: 0,
                 best_performance: None,
                 updated_at: first.created_at,
@@ -542,6 +543,7 @@ impl Restorer<'_> {
             if head.versions == 0 || r.version > head.latest_version {
                 head.latest_version = r.version.clone();
                 head.latest_id = r.id;
+                head.latest_blob = Some(r.blob_pointer());
             }
             head.versions += 1;
             head.best_performance = max_score(head.best_performance, r.primary_score);

@@ -110,6 +110,15 @@ impl ProgramRecord {
             size: self.blob.size,
             optimization_method: self.optimization_method.clone(),
             tags: self.tags.clone(),
+            blob: Some(self.blob_pointer()),
+        }
+    }
+
+    /// Where this program's blob is and its checksum, for heads, claims and alias targets.
+    pub fn blob_pointer(&self) -> BlobPointer {
+        BlobPointer {
+            key: self.blob_key.clone(),
+            sha256: self.blob.sha256.clone(),
         }
     }
 
@@ -134,6 +143,20 @@ pub struct VersionClaim {
     /// written before they were copied here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The program's blob (absent in claims written before it was copied here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobPointer>,
+}
+
+/// Where a program's blob is (`blob_key`) and the SHA-256 of its JSON, copied from its record
+/// into the items that resolve to it (the head's latest, version claims, alias targets): a load
+/// by version or alias fetches the blob while it reads the record, instead of after. A copy is a
+/// hint: the load uses the blob only when the record it reads at the same time names the same
+/// key and checksum (otherwise it reads the record's blob, one round trip later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobPointer {
+    pub key: String,
+    pub sha256: String,
 }
 
 impl VersionClaim {
@@ -153,6 +176,9 @@ pub struct AliasTarget {
     pub version: Version,
     pub id: ProgramId,
     pub updated_at: DateTime<Utc>,
+    /// The target's blob (absent in targets set before it was copied here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobPointer>,
 }
 
 /// `SIG#<project>#<signature>` / `HEAD`: the signature's latest version, counts and aliases. Every
@@ -164,6 +190,9 @@ pub struct SignatureHead {
     pub signature: Signature,
     pub latest_version: Version,
     pub latest_id: ProgramId,
+    /// The latest version's blob (absent in heads written before it was copied here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_blob: Option<BlobPointer>,
     pub versions: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_performance: Option<f64>,

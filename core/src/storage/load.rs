@@ -7,7 +7,7 @@ use crate::backend::{Index, Query, SkRange};
 use crate::domain::{ProgramId, ProgramStatus, Project, Signature, VersionSelector};
 use crate::error::{Error, Result};
 use crate::model::keys;
-use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+use crate::model::record::{from_item, BlobPointer, ProgramRecord, SignatureHead, VersionClaim};
 
 /// What a store answers (`201` body).
 use super::{no_version, no_versions, LoadedProgram, Storage, VersionListing};
@@ -41,6 +41,37 @@ impl Storage {
         self.loaded(record).await
     }
 
+    /// Reads a program whose id came from a head, a version claim or an alias target, with the
+    /// blob pointer copied there: the record read and the blob read go out TOGETHER (one round
+    /// trip instead of two). The blob is used only when the record just read is active and names
+    /// the same blob and checksum; otherwise (an archived or restoring program, a pointer older
+    /// than the record) the record's own blob is read, as without a pointer. So status and
+    /// metadata are exactly as fresh as a load by id.
+    pub(crate) async fn program_at(
+        &self,
+        id: &ProgramId,
+        pointer: Option<&BlobPointer>,
+    ) -> Result<LoadedProgram> {
+        let Some(pointer) = pointer else {
+            return self.program(id).await;
+        };
+        if self.programs.get(id, &pointer.sha256).is_some() {
+            // In the program cache: only the record is read.
+            return self.program(id).await;
+        }
+        let (record, blob) = tokio::join!(self.record(id), self.blobs.get(&pointer.key));
+        let record = record?;
+        let current = record.status == ProgramStatus::Active
+            && record.blob_key == pointer.key
+            && record.blob.sha256 == pointer.sha256;
+        let loaded = match blob {
+            Ok(stored) if current => self.decoded(record, &stored).await?,
+            _ => self.load_blob(record).await?,
+        };
+        self.count_load(&loaded.record);
+        Ok(loaded)
+    }
+
     async fn loaded(&self, record: ProgramRecord) -> Result<LoadedProgram> {
         let loaded = self.load_blob(record).await?;
         self.count_load(&loaded.record);
@@ -72,7 +103,12 @@ impl Storage {
             }
             Err(e) => return Err(e),
         };
-        let json = self.decode_blob(&stored, &record.blob).await?;
+        self.decoded(record, &stored).await
+    }
+
+    /// Decodes and verifies the stored bytes of an active program's blob, and caches the program.
+    async fn decoded(&self, record: ProgramRecord, stored: &[u8]) -> Result<LoadedProgram> {
+        let json = self.decode_blob(stored, &record.blob).await?;
         let text = String::from_utf8(json)
             .map_err(|_| Error::Integrity("stored program is not UTF-8".into()))?;
         let program = RawValue::from_string(text)
@@ -128,16 +164,27 @@ impl Storage {
         signature: &Signature,
         selector: &VersionSelector,
     ) -> Result<ProgramId> {
+        Ok(self.resolve_at(project, signature, selector).await?.0)
+    }
+
+    /// [`Self::resolve`], with the blob pointer of the item it read (none from the cache).
+    async fn resolve_at(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        selector: &VersionSelector,
+    ) -> Result<(ProgramId, Option<BlobPointer>)> {
         match selector {
             VersionSelector::Latest => {
                 let pk = keys::signature_pk(project, signature);
                 if let Some(id) = self.resolved.get(&pk, "latest") {
-                    return Ok(id);
+                    return Ok((id, None));
                 }
                 let generation = self.resolved.generation();
-                let id = self.head(project, signature).await?.latest_id;
-                self.resolved.insert(&pk, "latest", id, generation);
-                Ok(id)
+                let head = self.head(project, signature).await?;
+                self.resolved
+                    .insert(&pk, "latest", head.latest_id, generation);
+                Ok((head.latest_id, head.latest_blob))
             }
             VersionSelector::Exact(v) => {
                 let item = self
@@ -148,14 +195,16 @@ impl Storage {
                     )
                     .await?
                     .ok_or_else(|| no_version(project, signature, v))?;
-                Ok(from_item::<VersionClaim>(&item)?.id)
+                let claim = from_item::<VersionClaim>(&item)?;
+                Ok((claim.id, claim.blob))
             }
         }
     }
 
-    /// Reads a version of a signature (`latest` or exact): at most one more item read than by id.
-    /// A cached resolution that has gone stale (the program was deleted elsewhere) is resolved
-    /// again rather than answered with 404.
+    /// Reads a version of a signature (`latest` or exact): at most one more item read than by id,
+    /// in two round trips (the head or claim, then the record and the blob together). A cached
+    /// resolution that has gone stale (the program was deleted elsewhere) is resolved again
+    /// rather than answered with 404.
     pub async fn get_version(
         &self,
         who: &Principal,
@@ -164,13 +213,13 @@ impl Storage {
         selector: &VersionSelector,
     ) -> Result<LoadedProgram> {
         who.see(project, || no_selected(project, signature, selector))?;
-        let id = self.resolve(project, signature, selector).await?;
-        match self.program(&id).await {
+        let (id, pointer) = self.resolve_at(project, signature, selector).await?;
+        match self.program_at(&id, pointer.as_ref()).await {
             Err(Error::NotFound(_)) if *selector == VersionSelector::Latest => {
                 self.resolved
                     .invalidate(&keys::signature_pk(project, signature));
-                let id = self.resolve(project, signature, selector).await?;
-                self.program(&id).await
+                let (id, pointer) = self.resolve_at(project, signature, selector).await?;
+                self.program_at(&id, pointer.as_ref()).await
             }
             other => other,
         }

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
 use crate::model::keys;
 use crate::model::record::rev_of;
-use crate::model::record::{from_item, AliasTarget, ProgramRecord, SignatureHead, VersionClaim};
+use crate::model::record::{
+    from_item, AliasTarget, BlobPointer, ProgramRecord, SignatureHead, VersionClaim,
+};
 use crate::paging::{decode_cursor, encode_cursor};
 use crate::retry::backoff;
 use crate::storage::{
@@ -141,6 +143,31 @@ impl Storage {
             .as_ref()
             .map(from_item)
             .transpose()
+    }
+
+    /// The signature head (if any) and a version's claim (`NotFound` without one), in ONE batch
+    /// read.
+    async fn read_head_and_claim(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        version: &Version,
+    ) -> Result<(Option<SignatureHead>, VersionClaim)> {
+        let pk = keys::signature_pk(project, signature);
+        let keys = [
+            (pk.clone(), keys::HEAD_SK.to_owned()),
+            (pk, keys::version_sk(version)),
+        ];
+        let mut found = self.items.get_many(&keys).await?.into_iter();
+        let head = found.next().flatten();
+        let claim = found
+            .next()
+            .flatten()
+            .ok_or_else(|| no_version(project, signature, version))?;
+        Ok((
+            head.as_ref().map(from_item).transpose()?,
+            from_item(&claim)?,
+        ))
     }
 
     async fn read_claim(
@@ -285,15 +312,15 @@ impl Storage {
         expected: Option<Option<Version>>,
     ) -> Result<AliasTarget> {
         who.see(project, || no_version(project, signature, version))?;
-        let claim = self.read_claim(project, signature, version).await?;
         let sig_pk = keys::signature_pk(project, signature);
         let lost = LostAnswer::default();
         let result = self
             .retry_conflicts("alias update", || async {
-                let head = self
-                    .read_head(project, signature)
-                    .await?
-                    .ok_or_else(|| no_versions(project, signature))?;
+                // The head and the version's claim in one batch read: two requests in all.
+                let (head, claim) = self
+                    .read_head_and_claim(project, signature, version)
+                    .await?;
+                let head = head.ok_or_else(|| no_versions(project, signature))?;
                 let existing = head.aliases.get(alias.as_str());
                 let current = existing.map(|t| t.version.clone());
                 // Already there: nothing to write. Either nothing changes (an unconditional move,
@@ -321,6 +348,7 @@ impl Storage {
                     version: version.clone(),
                     id: claim.id,
                     updated_at: now,
+                    blob: claim.blob.clone(),
                 };
                 let mut new_head = head.clone();
                 new_head.aliases.insert(alias.to_string(), target.clone());
@@ -381,25 +409,32 @@ impl Storage {
         signature: &Signature,
         alias: &AliasName,
     ) -> Result<ProgramId> {
+        Ok(self.resolve_alias_at(project, signature, alias).await?.0)
+    }
+
+    /// [`Self::resolve_alias_in`], with the target's blob pointer (none from the cache).
+    async fn resolve_alias_at(
+        &self,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+    ) -> Result<(ProgramId, Option<BlobPointer>)> {
         let pk = keys::signature_pk(project, signature);
         let selector = format!("alias:{alias}");
         if let Some(id) = self.resolved.get(&pk, &selector) {
-            return Ok(id);
+            return Ok((id, None));
         }
         let generation = self.resolved.generation();
-        let head = self.head(project, signature).await?;
-        let id = head
-            .aliases
-            .get(alias.as_str())
-            .map(|t| t.id)
-            .ok_or_else(|| {
-                Error::NotFound(format!("signature {signature} has no alias {alias}"))
-            })?;
-        self.resolved.insert(&pk, &selector, id, generation);
-        Ok(id)
+        let mut head = self.head(project, signature).await?;
+        let target = head.aliases.remove(alias.as_str()).ok_or_else(|| {
+            Error::NotFound(format!("signature {signature} has no alias {alias}"))
+        })?;
+        self.resolved.insert(&pk, &selector, target.id, generation);
+        Ok((target.id, target.blob))
     }
 
-    /// Loads the program an alias points at: one more item read than by id.
+    /// Loads the program an alias points at: one more item read than by id, in two round trips
+    /// (the head, then the record and the blob together).
     pub async fn get_alias(
         &self,
         who: &Principal,
@@ -408,13 +443,13 @@ impl Storage {
         alias: &AliasName,
     ) -> Result<LoadedProgram> {
         who.see(project, || no_versions(project, signature))?;
-        let id = self.resolve_alias_in(project, signature, alias).await?;
-        match self.program(&id).await {
+        let (id, pointer) = self.resolve_alias_at(project, signature, alias).await?;
+        match self.program_at(&id, pointer.as_ref()).await {
             Err(Error::NotFound(_)) => {
                 self.resolved
                     .invalidate(&keys::signature_pk(project, signature));
-                let id = self.resolve_alias_in(project, signature, alias).await?;
-                self.program(&id).await
+                let (id, pointer) = self.resolve_alias_at(project, signature, alias).await?;
+                self.program_at(&id, pointer.as_ref()).await
             }
             other => other,
         }
@@ -515,7 +550,7 @@ impl Storage {
             rollback_to: Some(to.clone()),
             layout: target.layout.clone(),
         };
-        match self.commit_new_program(draft, now, None).await {
+        match self.commit_new_program(draft, now, None, None).await {
             Ok(stored) => Ok(stored),
             Err(e) => {
                 match self.committed_despite(&e, &id).await {
@@ -596,9 +631,10 @@ impl Storage {
                         ops.push(WriteOp::delete(sig_pk.clone(), keys::HEAD_SK, rev_of(&head)));
                     } else {
                         if head.latest_id == *id {
-                            let (v, i) = self.highest_other_version(&sig_pk, id).await?;
-                            new_head.latest_version = v;
-                            new_head.latest_id = i;
+                            let next = self.highest_other_version(&sig_pk, id).await?;
+                            new_head.latest_version = next.version;
+                            new_head.latest_id = next.id;
+                            new_head.latest_blob = next.blob;
                         }
                         if record.primary_score.is_some() && record.primary_score == head.best_performance {
                             new_head.best_performance = self.best_other_score(&sig_pk, id).await?;
@@ -644,11 +680,7 @@ impl Storage {
         Ok(())
     }
 
-    async fn highest_other_version(
-        &self,
-        sig_pk: &str,
-        id: &ProgramId,
-    ) -> Result<(Version, ProgramId)> {
+    async fn highest_other_version(&self, sig_pk: &str, id: &ProgramId) -> Result<VersionClaim> {
         let q = Query::new(Index::Table, sig_pk)
             .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
             .forward(false)
@@ -657,7 +689,7 @@ impl Storage {
         for item in &page.items {
             let c: VersionClaim = from_item(item)?;
             if c.id != *id {
-                return Ok((c.version, c.id));
+                return Ok(c);
             }
         }
         Err(Error::Internal(

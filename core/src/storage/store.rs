@@ -47,9 +47,23 @@ impl Storage {
         let id = ProgramId::new();
         let created_at = metadata.created_at.unwrap_or(now);
         let blob_key = keys::blob_key(&created_at, &id, blob.compression.extension());
-        self.blobs
-            .put(&blob_key, Bytes::from(stored_bytes), &blob.stored_sha256)
-            .await?;
+        // The blob upload and the head read the commit builds on go out together.
+        let sig_pk = keys::signature_pk(&metadata.project, &metadata.signature);
+        let (put, head) = tokio::join!(
+            self.blobs
+                .put(&blob_key, Bytes::from(stored_bytes), &blob.stored_sha256),
+            self.items.get(&sig_pk, keys::HEAD_SK)
+        );
+        put?;
+        let head = match head.and_then(|h| h.as_ref().map(from_item).transpose()) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Err(d) = self.blobs.delete(&blob_key).await {
+                    tracing::warn!(blob_key, error = %d, "could not remove the blob of a failed store");
+                }
+                return Err(e);
+            }
+        };
 
         let draft = Draft {
             id,
@@ -67,7 +81,7 @@ impl Storage {
             layout: Some(crate::dspy::PredictorLayout::of_json_text(program.get())),
         };
         let result = self
-            .commit_new_program(draft, now, idempotency.as_ref())
+            .commit_new_program(draft, now, idempotency.as_ref(), Some(head))
             .await;
         match result {
             Ok(stored) => Ok(StoreOutcome {
@@ -169,13 +183,16 @@ impl Storage {
     /// Commits a new program whose blob is already stored: program record, version claim,
     /// signature head and tag entries in one conditional transaction, retried while the head
     /// moves under us. The version is the draft's or, when it has none, the next patch after the
-    /// latest.
+    /// latest. `head` is the signature head when the caller has just read it (the first attempt
+    /// builds on it; later ones read it again).
     pub(crate) async fn commit_new_program(
         &self,
         draft: Draft,
         now: DateTime<Utc>,
         idempotency: Option<&Idempotency>,
+        head: Option<Option<SignatureHead>>,
     ) -> Result<StoredProgram> {
+        let mut prefetched = head;
         let sig_pk = keys::signature_pk(&draft.project, &draft.signature);
         let mut attempt = 0u32;
         // Set when a transaction failed in a way that may hide a commit (a timeout).
@@ -183,13 +200,16 @@ impl Storage {
         loop {
             attempt += 1;
             // (The retry decorator already retried a transient failure of this read.)
-            let head: Option<SignatureHead> = self
-                .items
-                .get(&sig_pk, keys::HEAD_SK)
-                .await?
-                .as_ref()
-                .map(from_item)
-                .transpose()?;
+            let head: Option<SignatureHead> = match prefetched.take() {
+                Some(head) => head,
+                None => self
+                    .items
+                    .get(&sig_pk, keys::HEAD_SK)
+                    .await?
+                    .as_ref()
+                    .map(from_item)
+                    .transpose()?,
+            };
             let version = match (&draft.version, &head) {
                 (Some(v), _) => v.clone(),
                 (None, Some(h)) => h.latest_version.next_patch(),
@@ -249,6 +269,7 @@ impl Storage {
                     signature: record.signature.clone(),
                     latest_version: version.clone(),
                     latest_id: id,
+                    latest_blob: Some(record.blob_pointer()),
                     versions: 1,
                     best_performance: record.primary_score,
                     updated_at: now,
@@ -260,6 +281,7 @@ impl Storage {
                     if version > h.latest_version {
                         n.latest_version = version.clone();
                         n.latest_id = id;
+                        n.latest_blob = Some(record.blob_pointer());
                     }
                     n.versions += 1;
                     n.best_performance = max_score(h.best_performance, record.primary_score);

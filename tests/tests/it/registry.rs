@@ -1377,6 +1377,139 @@ async fn writes_through_the_same_storage_are_seen_at_once() {
     }
 }
 
+/// The blob pointer a head, a version claim or an alias target carries is a hint: a load sends
+/// the blob read with the record read and keeps the blob only when the record names the same
+/// blob and checksum. A wrong pointer (another program's blob, a key that does not exist) or none
+/// (items written before pointers existed) costs a round trip, never a wrong answer.
+#[tokio::test]
+async fn blob_pointers_are_hints_never_answers() {
+    use dspy_storage_core::backend::{Condition, WriteOp};
+    use dspy_storage_core::model::keys;
+    let config = StorageConfig {
+        program_cache_bytes: 0,
+        resolve_cache_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    for store in backends_with(config).await {
+        let api = Api::new(&store);
+        let k = api.k;
+        let a = api.store("qa.Hint", Some("1.0.0"), json!({})).await;
+        let b = api.store("qa.Hint", Some("1.1.0"), json!({})).await;
+        (api.put_alias("qa.Hint", "prod", json!({"version": "1.0.0"}))
+            .await)
+            .expect(k, "alias", 200);
+        let mut programs = Vec::new();
+        let mut pointers = Vec::new();
+        for v in [&a, &b] {
+            let id = ProgramId::parse(&s(&v["id"])).unwrap();
+            let by_id = api.c.get(&format!("/programs/{id}")).await;
+            programs.push(by_id.expect(k, "by id", 200)["program"].clone());
+            let r = store.storage.get_record(&OPERATOR, &id).await.unwrap();
+            pointers.push(json!({"key": r.blob_key, "sha256": r.blob.sha256}));
+        }
+        assert_ne!(programs[0], programs[1]);
+        let items = store.storage.items();
+        let pk = keys::signature_pk(
+            &dspy_storage_core::domain::Project::default_project(),
+            &dspy_storage_core::domain::Signature::parse("qa.Hint").unwrap(),
+        );
+        let v100 = keys::version_sk(&dspy_storage_core::domain::Version::parse("1.0.0").unwrap());
+        // Rewrites the `data` of an item of the signature's partition.
+        let tamper = |sk: String, edit: Box<dyn Fn(&mut Value) + Send>| {
+            let (items, pk) = (items.clone(), pk.clone());
+            async move {
+                let mut item = items.get(&pk, &sk).await.unwrap().expect("item");
+                let mut data: Value = serde_json::from_str(item.data().unwrap()).unwrap();
+                edit(&mut data);
+                item.attrs.insert("data".into(), data.to_string());
+                items
+                    .transact(vec![WriteOp::put(item, Condition::None)])
+                    .await
+                    .unwrap();
+            }
+        };
+        let check = |what: &'static str| {
+            let api = api.clone();
+            let programs = programs.clone();
+            async move {
+                let latest = api.latest("qa.Hint").await;
+                assert_eq!(latest["program"], programs[1], "{k:?} {what}: latest");
+                let alias = api.get_alias("qa.Hint", "prod").await;
+                let alias = alias.expect(k, what, 200);
+                assert_eq!(alias["program"], programs[0], "{k:?} {what}: alias");
+                let exact = api.c.get("/signatures/qa.Hint/versions/1.0.0").await;
+                let exact = exact.expect(k, what, 200);
+                assert_eq!(exact["program"], programs[0], "{k:?} {what}: exact");
+                let raw = api.c.get("/signatures/qa.Hint/aliases/prod/program").await;
+                raw.expect_status(k, what, 200);
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&raw.body).unwrap(),
+                    programs[0],
+                    "{k:?} {what}: alias bytes"
+                );
+            }
+        };
+        check("pointers as written").await;
+        // Each pointer names the OTHER program's blob.
+        let pb = pointers[1].clone();
+        let (pa2, pb2) = (pointers[0].clone(), pb.clone());
+        tamper(
+            keys::HEAD_SK.to_owned(),
+            Box::new(move |d| {
+                d["latest_blob"] = pa2.clone();
+                d["aliases"]["prod"]["blob"] = pb2.clone();
+            }),
+        )
+        .await;
+        let pb3 = pb.clone();
+        tamper(v100.clone(), Box::new(move |d| d["blob"] = pb3.clone())).await;
+        check("pointers naming another program's blob").await;
+        // Pointers to nothing.
+        let nowhere = json!({"key": "programs/2000/01/01/nowhere.json", "sha256": "0".repeat(64)});
+        let n2 = nowhere.clone();
+        tamper(
+            keys::HEAD_SK.to_owned(),
+            Box::new(move |d| {
+                d["latest_blob"] = n2.clone();
+                d["aliases"]["prod"]["blob"] = n2.clone();
+            }),
+        )
+        .await;
+        tamper(v100.clone(), Box::new(move |d| d["blob"] = nowhere.clone())).await;
+        check("pointers to no blob").await;
+        // No pointers (items written before they existed).
+        tamper(
+            keys::HEAD_SK.to_owned(),
+            Box::new(|d| {
+                d.as_object_mut().unwrap().remove("latest_blob");
+                d["aliases"]["prod"].as_object_mut().unwrap().remove("blob");
+            }),
+        )
+        .await;
+        tamper(
+            v100.clone(),
+            Box::new(|d| {
+                d.as_object_mut().unwrap().remove("blob");
+            }),
+        )
+        .await;
+        check("no pointers").await;
+        // An alias move writes its pointer again.
+        (api.put_alias("qa.Hint", "prod", json!({"version": "1.1.0"}))
+            .await)
+            .expect(k, "alias moved", 200);
+        let head = items.get(&pk, keys::HEAD_SK).await.unwrap().unwrap();
+        let data: Value = serde_json::from_str(head.data().unwrap()).unwrap();
+        assert_eq!(data["aliases"]["prod"]["blob"], pb, "{k:?}");
+        let alias = api.get_alias("qa.Hint", "prod").await;
+        assert_eq!(
+            alias.expect(k, "moved", 200)["program"],
+            programs[1],
+            "{k:?}"
+        );
+    }
+}
+
 // ----- request counts (AWS) --------------------------------------------------------------------
 
 fn aws_only(stores: Vec<TestStore>) -> Option<TestStore> {
@@ -1438,6 +1571,8 @@ async fn alias_and_latest_cost_one_more_item_read_than_by_id() {
                 item_reads + 1,
                 "{what}: nothing else: {snapshot:?}"
             );
+            // The record and the blob are read together: two round trips whatever the way.
+            assert_eq!(counter.round_trips(), 2, "{what}: {snapshot:?}");
         }
     }
 }

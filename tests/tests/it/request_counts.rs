@@ -33,6 +33,14 @@ fn check(counter: &RequestCounter, what: &str, expected: &[(&str, u64)]) {
     counter.reset();
 }
 
+/// [`check`], and that the requests took `trips` sequential round trips (requests sent together
+/// count once; see `RequestCounter::round_trips`).
+fn check_trips(counter: &RequestCounter, what: &str, expected: &[(&str, u64)], trips: u64) {
+    println!("{what}: {} round trips", counter.round_trips());
+    assert_eq!(counter.round_trips(), trips, "round trips of {what}");
+    check(counter, what, expected);
+}
+
 /// A fresh AWS store with the in-process caches off (the contract is about a cold process) and
 /// its request counter, or `None` (skipped) without an AWS endpoint.
 async fn cold_aws() -> Option<(dspy_storage_tests::TestStore, RequestCounter)> {
@@ -85,7 +93,8 @@ async fn request_counts_follow_the_contract() {
         )
         .await
         .unwrap();
-    check(&counter, "store (first version)", &store_counts);
+    // The blob upload and the head read go out together, then the transaction.
+    check_trips(&counter, "store (first version)", &store_counts, 2);
     let second = storage
         .store(
             &OPERATOR,
@@ -96,7 +105,7 @@ async fn request_counts_follow_the_contract() {
         .await
         .unwrap();
     assert_eq!(second.stored.version, Version::parse("1.0.1").unwrap());
-    check(&counter, "store (next version)", &store_counts);
+    check_trips(&counter, "store (next version)", &store_counts, 2);
     storage
         .store(
             &OPERATOR,
@@ -111,10 +120,11 @@ async fn request_counts_follow_the_contract() {
         )
         .await
         .unwrap();
-    check(
+    check_trips(
         &counter,
         "store (explicit version, three tags)",
         &store_counts,
+        2,
     );
 
     // Load by id: one item read, one object read.
@@ -123,10 +133,11 @@ async fn request_counts_follow_the_contract() {
         .await
         .unwrap();
     assert_eq!(loaded.program.get(), program.get());
-    check(
+    check_trips(
         &counter,
         "get_program by id",
         &[("DynamoDB.GetItem", 1), ("S3.GetObject", 1)],
+        2,
     );
     storage
         .get_record(&OPERATOR, &first.stored.id)
@@ -134,14 +145,15 @@ async fn request_counts_follow_the_contract() {
         .unwrap();
     check(&counter, "get_record by id", &[("DynamoDB.GetItem", 1)]);
 
-    // By version: one more item read (the head or the version claim).
+    // By version: one more item read (the head or the version claim), and no more round trips
+    // than by id (the record and the blob are read together, the blob named by the head/claim).
     let by_version = [("DynamoDB.GetItem", 2), ("S3.GetObject", 1)];
     let latest = storage
         .get_version(&OPERATOR, &project, &signature, &VersionSelector::Latest)
         .await
         .unwrap();
     assert_eq!(latest.record.version, Version::parse("2.0.0").unwrap());
-    check(&counter, "get_version latest", &by_version);
+    check_trips(&counter, "get_version latest", &by_version, 2);
     let exact = storage
         .get_version(
             &OPERATOR,
@@ -152,7 +164,7 @@ async fn request_counts_follow_the_contract() {
         .await
         .unwrap();
     assert_eq!(exact.record.id, second.stored.id);
-    check(&counter, "get_version exact", &by_version);
+    check_trips(&counter, "get_version exact", &by_version, 2);
 
     // Listing the versions of a small signature: one query.
     let listing = storage
@@ -161,7 +173,52 @@ async fn request_counts_follow_the_contract() {
         .unwrap();
     assert_eq!(listing.items.len(), 3);
     assert!(listing.next_cursor.is_none());
-    check(&counter, "list_versions", &[("DynamoDB.Query", 1)]);
+    check_trips(&counter, "list_versions", &[("DynamoDB.Query", 1)], 1);
+
+    // Aliases: a move is one batch read (head and claim) and one transaction; a load by alias
+    // is the head, then the record and the blob together.
+    let alias = dspy_storage_core::domain::AliasName::parse("production").unwrap();
+    let v101 = Version::parse("1.0.1").unwrap();
+    storage
+        .put_alias(&OPERATOR, &project, &signature, &alias, &v101, None)
+        .await
+        .unwrap();
+    check_trips(
+        &counter,
+        "put_alias",
+        &[
+            ("DynamoDB.BatchGetItem", 1),
+            ("DynamoDB.TransactWriteItems", 1),
+        ],
+        2,
+    );
+    storage
+        .put_alias(
+            &OPERATOR,
+            &project,
+            &signature,
+            &alias,
+            &Version::parse("2.0.0").unwrap(),
+            Some(Some(v101.clone())),
+        )
+        .await
+        .unwrap();
+    check_trips(
+        &counter,
+        "put_alias (compare-and-set)",
+        &[
+            ("DynamoDB.BatchGetItem", 1),
+            ("DynamoDB.TransactWriteItems", 1),
+        ],
+        2,
+    );
+    let by_alias = storage
+        .get_alias(&OPERATOR, &project, &signature, &alias)
+        .await
+        .unwrap();
+    assert_eq!(by_alias.record.version, Version::parse("2.0.0").unwrap());
+    assert_eq!(by_alias.program.get(), program.get());
+    check_trips(&counter, "get_alias", &by_version, 2);
 
     // For information: a store with an Idempotency-Key, and its replay (not part of the contract).
     let idem = || Idempotency::parse("count-key", "hash".to_owned()).unwrap();

@@ -6,17 +6,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextMut,
-    BeforeTransmitInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 /// An SDK interceptor counting every request attempt sent (retries count again), keyed
 /// `"<service>.<operation>"` with the names the SDK's operation [`Metadata`] carries: the service is
 /// `"DynamoDB"` for aws-sdk-dynamodb and `"S3"` for aws-sdk-s3, the operation its API name, e.g.
 /// `"DynamoDB.TransactWriteItems"`, `"DynamoDB.Query"`, `"S3.PutObject"`, `"S3.GetObject"`.
+///
+/// It also measures ROUND TRIPS ([`RequestCounter::round_trips`]): each request attempt gets a
+/// depth, one more than the deepest attempt that had finished when it was sent. Requests sent
+/// together (before either answers) share a depth; a request sent after another answered is one
+/// deeper. The deepest depth since the last reset is the number of sequential round trips.
 ///
 /// Clones share their counts: give one clone to [`super::clients`] and keep another to read.
 ///
@@ -27,6 +32,22 @@ use aws_smithy_types::config_bag::ConfigBag;
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     capacity: Arc<Mutex<BTreeMap<String, f64>>>,
+    depths: Arc<Mutex<Depths>>,
+}
+
+/// Round-trip depths since the last reset: the deepest attempt sent, and the deepest finished.
+#[derive(Debug, Default, Clone, Copy)]
+struct Depths {
+    sent: u64,
+    finished: u64,
+}
+
+/// The depth of one request attempt, kept in its config bag from send to finish.
+#[derive(Debug, Clone, Copy)]
+struct AttemptDepth(u64);
+
+impl Storable for AttemptDepth {
+    type Storer = StoreReplace<Self>;
 }
 
 impl RequestCounter {
@@ -49,10 +70,34 @@ impl RequestCounter {
         self.lock().clone()
     }
 
-    /// Forgets every count (requests and capacity).
+    /// Forgets every count (requests, capacity and round trips).
     pub fn reset(&self) {
         self.lock().clear();
         self.capacity_lock().clear();
+        *self.depths_lock() = Depths::default();
+    }
+
+    fn depths_lock(&self) -> MutexGuard<'_, Depths> {
+        self.depths.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sequential round trips since the last reset (see the type's documentation).
+    pub fn round_trips(&self) -> u64 {
+        self.depths_lock().sent
+    }
+
+    /// Marks a request attempt sent: its depth.
+    fn sent(&self) -> u64 {
+        let mut d = self.depths_lock();
+        let depth = d.finished + 1;
+        d.sent = d.sent.max(depth);
+        depth
+    }
+
+    /// Marks a request attempt of `depth` finished (answered or failed).
+    fn finished(&self, depth: u64) {
+        let mut d = self.depths_lock();
+        d.finished = d.finished.max(depth);
     }
 
     fn capacity_lock(&self) -> MutexGuard<'_, BTreeMap<String, f64>> {
@@ -119,6 +164,20 @@ impl Intercept for RequestCounter {
             None => "unknown.unknown".to_owned(),
         };
         self.record(&key);
+        let depth = self.sent();
+        cfg.interceptor_state().store_put(AttemptDepth(depth));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(AttemptDepth(depth)) = cfg.load::<AttemptDepth>().copied() {
+            self.finished(depth);
+        }
         Ok(())
     }
 
@@ -255,6 +314,17 @@ mod unit {
         assert_eq!(c.capacity("DynamoDB.Query"), 0.5);
         c.reset();
         assert_eq!(shared.total(), 0);
+        // Two sent together, then one after the first answered: two round trips.
+        let (a, b) = (c.sent(), c.sent());
+        assert_eq!((a, b), (1, 1));
+        c.finished(a);
+        let third = c.sent();
+        assert_eq!(third, 2);
+        c.finished(b);
+        c.finished(third);
+        assert_eq!(shared.round_trips(), 2);
+        c.reset();
+        assert_eq!(c.round_trips(), 0);
         assert_eq!(c.capacity("DynamoDB"), 0.0);
     }
 }

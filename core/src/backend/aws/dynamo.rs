@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
-    IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest,
-    ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
+    IndexStatus, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    PutRequest, ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -395,6 +395,57 @@ impl ItemStore for DynamoItemStore {
             .await
             .map_err(|e| dynamo_error("GetItem", e))?;
         out.item.map(map_to_item).transpose()
+    }
+
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        if keys.len() > 100 {
+            return Err(Error::Internal(format!(
+                "one BatchGetItem reads at most 100 items, not {}",
+                keys.len()
+            )));
+        }
+        let mut found: HashMap<(String, String), Item> = HashMap::with_capacity(keys.len());
+        let mut pending: Vec<AttrMap> = keys.iter().map(|(pk, sk)| key_map(pk, sk)).collect();
+        let mut round = 0u32;
+        while !pending.is_empty() {
+            if round > 0 {
+                // DynamoDB left keys unprocessed (capacity): ask again after a short pause.
+                tokio::time::sleep(Duration::from_millis(20 << round.min(6))).await;
+            }
+            round += 1;
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(build_error)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(self.table.clone(), request)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("BatchGetItem", e))?;
+            for map in out
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                let item = map_to_item(map)?;
+                found.insert((item.pk.clone(), item.sk.clone()), item);
+            }
+            if let Some(mut left) = out.unprocessed_keys {
+                if let Some(k) = left.remove(&self.table) {
+                    pending = k.keys;
+                }
+            }
+            if round >= 10 && !pending.is_empty() {
+                return Err(Error::Throttled(
+                    "BatchGetItem left keys unprocessed ten times".into(),
+                ));
+            }
+        }
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
     }
 
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
