@@ -2,24 +2,25 @@
 //! manifest (see the module doc of [`super`]).
 
 use crate::access::Principal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::backend::{Index, Item, Query, SkRange};
+use crate::backend::Item;
+use crate::domain::{ProgramId, Version};
 use crate::error::{Error, Result};
 use crate::model::keys::{self, EntityKind};
-use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
+use crate::model::record::{from_item, BlobPointer, ProgramRecord, SignatureHead};
 use crate::storage::Storage;
 
 use super::format;
 use super::format::{BlobRef, Counts, Line, Manifest, PartWriter, Skipped, FORMAT_VERSION};
 use super::lease::{Job, Lease};
 use super::{
-    backups_in, get_json, prune, put_json, BackupLocation, Checkpoint, Progress, ProgressFn,
+    backup_names, get_json, prune, put_json, BackupLocation, Checkpoint, Progress, ProgressFn,
     DEFAULT_RETAIN,
 };
 
@@ -146,14 +147,20 @@ async fn record_status(storage: &Storage, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// The name of an unfinished backup, if any (the oldest).
+/// The name of an unfinished backup, if any (the oldest): one listing, and a checkpoint read
+/// per unfinished backup only.
 async fn unfinished_backup(location: &BackupLocation) -> Result<Option<String>> {
-    Ok(backups_in(location)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|e| e.status == "in_progress")
-        .map(|e| e.backup_name))
+    let (_, unfinished) = backup_names(location).await?;
+    let mut oldest: Option<(chrono::DateTime<Utc>, String)> = None;
+    for name in unfinished {
+        let key = format!("{}checkpoint.json", location.folder(&name));
+        if let Some(c) = get_json::<Checkpoint>(location.store.as_ref(), &key).await? {
+            if oldest.as_ref().is_none_or(|(t, _)| c.created_at < *t) {
+                oldest = Some((c.created_at, name));
+            }
+        }
+    }
+    Ok(oldest.map(|(_, name)| name))
 }
 
 struct Run<'a> {
@@ -163,9 +170,45 @@ struct Run<'a> {
     folder: String,
     state: Checkpoint,
     writers: BTreeMap<EntityKind, PartWriter>,
+    /// Pass 1: the SHA-256 of every blob in the pool (listed once per run, 1,000 keys a
+    /// request, 32 bytes each), instead of asking for each program's blob.
+    pool: Option<HashSet<[u8; 32]>>,
     /// Pass 2: ids of the programs in the backup, sorted.
     ids: Vec<u128>,
+    /// Pass 2: per signature (its `SIG#` key), what the backup holds of it: the head is checked
+    /// against this, with no read per signature.
+    signatures: HashMap<String, Held>,
     done: u64,
+}
+
+/// What a backup holds of one signature: its programs' count, highest version and best score.
+#[derive(Debug, Default)]
+struct Held {
+    count: u64,
+    latest: Option<(Version, ProgramId, BlobPointer)>,
+    best: Option<f64>,
+}
+
+impl Held {
+    fn add(&mut self, record: &ProgramRecord) {
+        self.count += 1;
+        self.best = crate::storage::max_score(self.best, record.primary_score);
+        if self
+            .latest
+            .as_ref()
+            .is_none_or(|(v, _, _)| record.version > *v)
+        {
+            self.latest = Some((record.version.clone(), record.id, record.blob_pointer()));
+        }
+    }
+}
+
+/// The SHA-256 a pool key names (`<prefix><hex>.json.zst`).
+fn pool_sha(blob_prefix: &str, key: &str) -> Option<[u8; 32]> {
+    let hex_text = key.strip_prefix(blob_prefix)?.strip_suffix(".json.zst")?;
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut sha).ok()?;
+    Some(sha)
 }
 
 async fn run_backup(
@@ -219,7 +262,9 @@ async fn run_backup(
         folder,
         state,
         writers: BTreeMap::new(),
+        pool: None,
         ids: Vec::new(),
+        signatures: HashMap::new(),
         done: 0,
     };
     let result = run.execute(lease).await;
@@ -288,9 +333,28 @@ impl Run<'_> {
         }
     }
 
-    /// Rebuilds the sorted ids of the programs in the backup from its program parts.
+    /// Lists the blob pool once (`pool`): a program whose blob is there is not copied again.
+    async fn load_pool(&mut self) -> Result<()> {
+        let prefix = &self.location.blob_prefix;
+        let mut pool = HashSet::new();
+        let mut start = None;
+        loop {
+            let (metas, next) = self.location.store.list(prefix, start.take(), 1000).await?;
+            pool.extend(metas.iter().filter_map(|m| pool_sha(prefix, &m.key)));
+            match next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        self.pool = Some(pool);
+        Ok(())
+    }
+
+    /// Rebuilds the sorted ids of the programs in the backup, and what it holds of each
+    /// signature, from its program parts.
     async fn load_ids(&mut self) -> Result<()> {
         let mut ids = Vec::with_capacity(self.state.counts.programs as usize);
+        let mut signatures: HashMap<String, Held> = HashMap::new();
         for part in self
             .state
             .parts
@@ -302,12 +366,18 @@ impl Run<'_> {
                 let line = line?;
                 if let Some(id) = line.item.pk.strip_prefix("PROG#").and_then(uuid_of) {
                     ids.push(id);
+                    let record: ProgramRecord = from_item(&line.item)?;
+                    signatures
+                        .entry(record.signature_pk())
+                        .or_default()
+                        .add(&record);
                 }
             }
         }
         ids.sort_unstable();
         ids.dedup();
         self.ids = ids;
+        self.signatures = signatures;
         Ok(())
     }
 
@@ -323,13 +393,19 @@ impl Run<'_> {
                 self.write(kind, Line { item, blob: None }).await
             }
             (2, EntityKind::SignatureHead) => self.head(item).await,
+            (2, EntityKind::VersionClaim) => {
+                if item.get("id").is_some_and(|id| self.has(id)) {
+                    self.write(kind, Line { item, blob: None }).await?;
+                }
+                Ok(())
+            }
             (2, EntityKind::Tag) => {
                 if item.get("id").is_some_and(|id| self.has(id)) {
                     self.write(kind, Line { item, blob: None }).await?;
                 }
                 Ok(())
             }
-            // Claims are read with their head; idempotency and status items are not backed up.
+            // Idempotency and status items are not backed up.
             _ => Ok(()),
         }
     }
@@ -377,8 +453,14 @@ impl Run<'_> {
             size: record.blob.size,
         };
         let pool = format::pool_key(&self.location.blob_prefix, &blob.sha256);
+        if self.pool.is_none() {
+            self.load_pool().await?;
+        }
+        let mut sha = [0u8; 32];
+        let pooled = hex::decode_to_slice(&blob.sha256, &mut sha).is_ok()
+            && self.pool.as_ref().is_some_and(|p| p.contains(&sha));
         let backup_store = self.location.store.as_ref();
-        if !backup_store.exists(&pool).await? {
+        if !pooled {
             let stored = match self.storage.blobs().get(&record.blob_key).await {
                 Ok(b) => b,
                 Err(Error::NotFound(_)) => {
@@ -415,6 +497,12 @@ impl Run<'_> {
             self.state.size += encoded.len() as u64;
             backup_store.put(&pool, Bytes::from(encoded), &sha).await?;
             self.state.counts.blobs_copied += 1;
+            if let (Some(p), Some(s)) = (
+                self.pool.as_mut(),
+                pool_sha(&self.location.blob_prefix, &pool),
+            ) {
+                p.insert(s);
+            }
         }
         self.write(
             EntityKind::Program,
@@ -426,8 +514,10 @@ impl Run<'_> {
         .await
     }
 
-    /// A signature head with its version claims, each kept only if its program is in the
-    /// backup; the head is rewritten when its latest, aliases or count disagree with them.
+    /// A signature head, checked against what the backup holds of its signature (no read): it
+    /// is kept as it is when its latest, count and aliases agree with the programs in the
+    /// backup, and rewritten from them otherwise (a program stored, deleted or left out while
+    /// the backup ran). A signature with no program in the backup has no head there.
     async fn head(&mut self, item: Item) -> Result<()> {
         let mut head: SignatureHead = match from_item(&item) {
             Ok(h) => h,
@@ -437,51 +527,16 @@ impl Run<'_> {
                     .await
             }
         };
-        let mut count = 0u64;
-        let mut latest: Option<VersionClaim> = None;
-        let mut best: Option<f64> = None;
-        let mut start = None;
-        loop {
-            let page = self
-                .storage
-                .items()
-                .query(
-                    &Query::new(Index::Table, item.pk.clone())
-                        .sk(SkRange::BeginsWith(keys::VER_PREFIX.into()))
-                        .limit(500)
-                        .start(start.take()),
-                )
-                .await?;
-            for claim_item in page.items {
-                let claim: VersionClaim = from_item(&claim_item)?;
-                if !self.has(&claim.id.to_string()) {
-                    continue;
-                }
-                count += 1;
-                best = crate::storage::max_score(best, claim.performance);
-                if latest.as_ref().is_none_or(|l| claim.version > l.version) {
-                    latest = Some(claim.clone());
-                }
-                self.write(
-                    EntityKind::VersionClaim,
-                    Line {
-                        item: claim_item,
-                        blob: None,
-                    },
-                )
-                .await?;
-            }
-            match page.next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
-        }
-        let Some(latest) = latest else {
+        let Some((count, best, (version, id, blob))) = self
+            .signatures
+            .get(&item.pk)
+            .and_then(|h| h.latest.clone().map(|l| (h.count, h.best, l)))
+        else {
             self.state.counts.adjusted_heads += 1;
             return Ok(());
         };
-        let consistent = head.latest_id == latest.id
-            && head.latest_version == latest.version
+        let consistent = head.latest_id == id
+            && head.latest_version == version
             && head.versions == count
             && head.aliases.values().all(|a| self.has(&a.id.to_string()));
         if consistent {
@@ -489,9 +544,9 @@ impl Run<'_> {
                 .write(EntityKind::SignatureHead, Line { item, blob: None })
                 .await;
         }
-        head.latest_id = latest.id;
-        head.latest_version = latest.version;
-        head.latest_blob = latest.blob;
+        head.latest_id = id;
+        head.latest_version = version;
+        head.latest_blob = Some(blob);
         head.versions = count;
         head.best_performance = best;
         let ids: Vec<u128> = self.ids.clone();

@@ -7,15 +7,19 @@
 //!    blob pool unless an earlier backup holds it (incremental). A program whose blob cannot be
 //!    read (deleted meanwhile, archived, corrupted) is left out and listed in `skipped`: a
 //!    program is in a backup with its blob and metadata or not at all.
-//! 2. signature heads (latest, aliases) with their version claims (read by one range query per
-//!    signature), and tag entries — each kept only when it points at a program of pass 1. A head
-//!    whose latest or aliases point elsewhere (a program stored or deleted while the backup ran)
-//!    is rewritten from the claims in the backup.
+//! 2. signature heads (latest, aliases), version claims and tag entries — each kept only when it
+//!    points at a program of pass 1. A head is checked against the backup's programs of its
+//!    signature (count, highest version, best score: summarised from the program parts, no read
+//!    per signature); one whose latest, count or aliases disagree (a program stored or deleted
+//!    while the backup ran) is rewritten from them.
+//!
+//! What the blob pool holds comes from one listing of it per run (not a request per blob).
 //!
 //! Idempotency records (a cache that expires) and `STATUS` items (this deployment's job status)
 //! are not backed up. Memory: one scan page, one open part writer per kind (a zstd stream and at
-//! most one multipart chunk), and in pass 2 the sorted ids of the programs in the backup (16
-//! bytes per program). Past a deadline the backup stops at a page boundary, writes a checkpoint
+//! most one multipart chunk), the pool's inventory (32 bytes per pooled blob), and in pass 2 the
+//! sorted ids of the programs in the backup (16 bytes per program) and a summary per signature.
+//! Past a deadline the backup stops at a page boundary, writes a checkpoint
 //! with the scan cursor and returns [`BackupRun::Suspended`]; the next run resumes it.
 //!
 //! **Restore** verifies first — the manifest's format version, every part's SHA-256 and every
@@ -198,7 +202,10 @@ pub async fn list_backups(who: &Principal, location: &BackupLocation) -> Result<
     backups_in(location).await
 }
 
-async fn backups_in(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
+/// The names of the complete backups (those with a manifest) and of the unfinished ones (a
+/// checkpoint and no manifest), from listings alone: one request per 1,000 keys of the backups'
+/// folders, no manifest read.
+pub(crate) async fn backup_names(location: &BackupLocation) -> Result<(Vec<String>, Vec<String>)> {
     let mut complete = Vec::new();
     let mut unfinished = Vec::new();
     let mut start = None;
@@ -220,6 +227,12 @@ async fn backups_in(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
             None => break,
         }
     }
+    unfinished.retain(|n| !complete.contains(n));
+    Ok((complete, unfinished))
+}
+
+async fn backups_in(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
+    let (complete, unfinished) = backup_names(location).await?;
     let mut out = Vec::new();
     for name in &complete {
         let m = manifest_of(location, name).await?;
@@ -263,6 +276,10 @@ async fn backups_in(location: &BackupLocation) -> Result<Vec<BackupEntry>> {
 /// half-removed backup is never taken for a complete one), then every pool blob that no
 /// remaining backup (complete or in progress) references.
 pub(crate) async fn prune(location: &BackupLocation, retain: usize) -> Result<Vec<String>> {
+    // Nothing to remove: known from the listing alone (no manifest read).
+    if backup_names(location).await?.0.len() <= retain {
+        return Ok(Vec::new());
+    }
     let all = backups_in(location).await?;
     let complete: Vec<&BackupEntry> = all.iter().filter(|e| e.status == "complete").collect();
     let removed: Vec<String> = complete

@@ -1,7 +1,7 @@
 //! Restore: verify everything, then write each program whole (record, claim, tags, counters and
 //! head in one transaction), so no cut leaves a partial program or a dangling pointer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -318,21 +318,50 @@ impl Restorer<'_> {
     /// one transaction with the records, their version claims and tag entries, the report's
     /// counters and the signature head.
     async fn programs(&mut self, lines: Vec<Line>) -> Result<()> {
-        let items = self.storage.items();
-        let mut by_signature: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        let items = self.storage.items().clone();
+        // What the target already has of these programs (record, version claim) and each
+        // signature's head: batch reads of 100 keys, not reads one by one.
+        let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut parsed = Vec::with_capacity(lines.len());
         for line in lines {
+            let record: ProgramRecord = from_item(&line.item)?;
+            let sig_pk = record.signature_pk();
+            wanted.insert((line.item.pk.clone(), keys::PROG_SK.to_owned()));
+            wanted.insert((sig_pk.clone(), keys::version_sk(&record.version)));
+            wanted.insert((sig_pk, keys::HEAD_SK.to_owned()));
+            parsed.push((line, record));
+        }
+        let wanted: Vec<(String, String)> = wanted.into_iter().collect();
+        let mut found: HashMap<(String, String), Item> = HashMap::new();
+        for batch in wanted.chunks(100) {
+            for (key, item) in batch.iter().zip(items.get_many(batch).await?) {
+                if let Some(item) = item {
+                    found.insert(key.clone(), item);
+                }
+            }
+        }
+        let mut heads: HashMap<String, Option<SignatureHead>> = HashMap::new();
+        for (pk, sk) in &wanted {
+            if sk == keys::HEAD_SK {
+                let head = found
+                    .get(&(pk.clone(), sk.clone()))
+                    .map(from_item::<SignatureHead>)
+                    .transpose()?;
+                heads.insert(pk.clone(), head);
+            }
+        }
+        let mut by_signature: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for (line, mut record) in parsed {
             let mut item = line.item;
-            if items.get(&item.pk, keys::PROG_SK).await?.is_some() {
+            if found.contains_key(&(item.pk.clone(), keys::PROG_SK.to_owned())) {
                 self.report.already_present_programs += 1;
                 continue;
             }
-            let mut record: ProgramRecord = from_item(&item)?;
             // A version the target already has for another program: keep the target's.
-            if let Some(claim) = items
-                .get(&record.signature_pk(), &keys::version_sk(&record.version))
-                .await?
+            if let Some(claim) =
+                found.get(&(record.signature_pk(), keys::version_sk(&record.version)))
             {
-                if from_item::<VersionClaim>(&claim)?.id != record.id {
+                if from_item::<VersionClaim>(claim)?.id != record.id {
                     self.report.conflicts += 1;
                     continue;
                 }
@@ -369,20 +398,23 @@ impl Restorer<'_> {
                 .push(Pending { item, record });
         }
         for (pk, pending) in by_signature {
+            // The head read above serves the signature's first transaction.
+            let mut head = heads.remove(&pk);
             // Chunks that fit one transaction (records, claims, tags, one counter, one head).
             let mut chunk: Vec<Pending> = Vec::new();
             let mut size = 2;
             for p in pending {
                 let n = 2 + p.record.tags.len();
                 if !chunk.is_empty() && size + n > MAX_TRANSACTION_OPS {
-                    self.commit(&pk, std::mem::take(&mut chunk)).await?;
+                    self.commit(&pk, std::mem::take(&mut chunk), head.take())
+                        .await?;
                     size = 2;
                 }
                 size += n;
                 chunk.push(p);
             }
             if !chunk.is_empty() {
-                self.commit(&pk, chunk).await?;
+                self.commit(&pk, chunk, head.take()).await?;
             }
         }
         Ok(())
@@ -393,15 +425,24 @@ impl Restorer<'_> {
     /// without its record), the counters they add, and the head moved over them. A record that
     /// appeared meanwhile is left alone; a version taken meanwhile by another program is a
     /// conflict; a head changed meanwhile is read again.
-    async fn commit(&mut self, pk: &str, mut chunk: Vec<Pending>) -> Result<()> {
+    /// `head`: the signature's head as just read, for the first attempt (later ones read it).
+    async fn commit(
+        &mut self,
+        pk: &str,
+        mut chunk: Vec<Pending>,
+        mut head: Option<Option<SignatureHead>>,
+    ) -> Result<()> {
         let items = self.storage.items().clone();
         for attempt in 1..=100u32 {
             if chunk.is_empty() {
                 return Ok(());
             }
-            let live = match items.get(pk, keys::HEAD_SK).await? {
-                Some(item) => Some(from_item::<SignatureHead>(&item)?),
-                None => None,
+            let live = match head.take() {
+                Some(live) => live,
+                None => match items.get(pk, keys::HEAD_SK).await? {
+                    Some(item) => Some(from_item::<SignatureHead>(&item)?),
+                    None => None,
+                },
             };
             let (head_item, head_condition) = self.next_head(pk, live.as_ref(), &chunk).await?;
             let mut ops = Vec::new();
@@ -562,7 +603,10 @@ impl Restorer<'_> {
                 head.aliases.insert(name.clone(), target.clone());
             }
         }
-        if head.versions == backup.versions && self.only_backup_versions(pk, chunk).await? {
+        // With no head, the target has no version of the signature: nothing to read.
+        if head.versions == backup.versions
+            && (live.is_none() || self.only_backup_versions(pk, chunk).await?)
+        {
             let mut whole = backup.clone();
             for (name, target) in live.map(|l| &l.aliases).into_iter().flatten() {
                 whole.aliases.insert(name.clone(), target.clone());
@@ -615,9 +659,24 @@ impl Restorer<'_> {
             .map(|(pk, (_, h))| (pk.clone(), h.clone()))
             .collect();
         let items = self.storage.items().clone();
+        // The live heads, read in batches of 100 for the first attempt.
+        let mut first: HashMap<String, Option<Item>> = HashMap::new();
+        let head_keys: Vec<(String, String)> = heads
+            .iter()
+            .map(|(pk, _)| (pk.clone(), keys::HEAD_SK.to_owned()))
+            .collect();
+        for batch in head_keys.chunks(100) {
+            for (key, item) in batch.iter().zip(items.get_many(batch).await?) {
+                first.insert(key.0.clone(), item);
+            }
+        }
         for (pk, ours) in heads {
             for attempt in 1..=100u32 {
-                let Some(live_item) = items.get(&pk, keys::HEAD_SK).await? else {
+                let live_item = match first.remove(&pk) {
+                    Some(item) => item,
+                    None => items.get(&pk, keys::HEAD_SK).await?,
+                };
+                let Some(live_item) = live_item else {
                     break;
                 };
                 let live: SignatureHead = from_item(&live_item)?;

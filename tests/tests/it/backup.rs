@@ -938,3 +938,114 @@ async fn two_restores_at_once_write_each_program_once() {
         assert_same("two restores at once", &store, &target).await;
     }
 }
+
+/// Backup and restore cost requests in proportion to what changed (AWS path, counted by the SDK
+/// interceptor): what the blob pool holds is one listing (no request per blob), a head is
+/// checked against the backup's own programs (no read per signature), an incremental backup of
+/// an unchanged store costs at most 20 requests besides its scan pages, and a restore at most 5
+/// requests per program (batch reads, one transaction per signature).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_and_restore_cost_requests_in_proportion_to_change() {
+    let (Some(source), Some(target)) = (
+        dspy_storage_tests::aws().await,
+        dspy_storage_tests::aws().await,
+    ) else {
+        eprintln!("backup request counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    const N: u64 = 60;
+    populate(&source, N as usize).await;
+    let loc = location_of(&source);
+    let counter = source.counter.clone().expect("AWS counter");
+    let target_counter = target.counter.clone().expect("AWS counter");
+    let backup = |name: &str| {
+        let opts = BackupOptions {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let (storage, loc) = (source.storage.clone(), loc.clone());
+        async move {
+            match backup::create_backup(&OPERATOR, &storage, &loc, &opts)
+                .await
+                .expect("backup")
+            {
+                BackupRun::Finished(m) => m,
+                other => panic!("not finished: {other:?}"),
+            }
+        }
+    };
+
+    counter.reset();
+    let first = backup("first").await;
+    println!("first backup: {:?}", counter.snapshot());
+    assert_eq!(first.counts.programs, N);
+    assert_eq!(first.counts.blobs_copied, N);
+    assert_eq!(counter.count("S3.HeadObject"), 1, "only the backup's name");
+    assert_eq!(counter.count("DynamoDB.Query"), 0, "no read per signature");
+    // The pool listing, and the listing of backups that decides nothing is pruned.
+    assert_eq!(counter.count("S3.ListObjectsV2"), 2);
+
+    counter.reset();
+    let second = backup("second").await;
+    let snapshot = counter.snapshot();
+    println!("incremental backup of an unchanged store: {snapshot:?}");
+    assert_eq!(second.counts.programs, N);
+    assert_eq!(second.counts.blobs_copied, 0, "nothing copied again");
+    let scans = counter.count("DynamoDB.Scan");
+    assert!(
+        counter.total() - scans <= 20,
+        "an unchanged store: {} requests besides {scans} scan pages: {snapshot:?}",
+        counter.total() - scans
+    );
+    assert_eq!(counter.count("S3.HeadObject"), 1, "{snapshot:?}");
+    assert_eq!(counter.count("DynamoDB.Query"), 0, "{snapshot:?}");
+    let program_parts = second
+        .parts
+        .iter()
+        .filter(|p| p.kind == EntityKind::Program)
+        .count() as u64;
+    // The checkpoint (absent) and the program parts (the backup's ids); no blob read.
+    assert_eq!(
+        counter.count("S3.GetObject"),
+        1 + program_parts,
+        "{snapshot:?}"
+    );
+
+    counter.reset();
+    target_counter.reset();
+    let report = backup::restore(
+        &OPERATOR,
+        &target.storage,
+        &loc,
+        "second",
+        &RestoreOptions::default(),
+    )
+    .await
+    .expect("restore");
+    let (read, written) = (counter.snapshot(), target_counter.snapshot());
+    println!("restore of {N} programs: backup store {read:?}, target {written:?}");
+    assert_eq!(report.restored_programs, N);
+    let total = counter.total() + target_counter.total();
+    assert!(
+        total <= 5 * N,
+        "restore: {total} requests for {N} programs ({:.2} each)",
+        total as f64 / N as f64
+    );
+    // Batch reads of what the target has (60 records, 60 claims, 10 heads: 2 reads of 100 keys)
+    // and of the heads with aliases (1); no per-program item read, no range read.
+    assert_eq!(
+        target_counter.count("DynamoDB.BatchGetItem"),
+        3,
+        "{written:?}"
+    );
+    assert_eq!(target_counter.count("DynamoDB.Query"), 0, "{written:?}");
+    assert!(target_counter.count("DynamoDB.GetItem") <= 1, "{written:?}");
+    // One transaction per signature, and the lease's two.
+    assert_eq!(
+        target_counter.count("DynamoDB.TransactWriteItems"),
+        10 + 2,
+        "{written:?}"
+    );
+    assert_eq!(target_counter.count("S3.PutObject"), N, "{written:?}");
+    assert_same("restored", &source, &target).await;
+}
