@@ -45,8 +45,10 @@ struct Args {
     /// Never run MLflow.
     #[arg(long)]
     no_mlflow: bool,
-    /// MLflow artifact store: file, or s3 (LocalStack's S3 at AWS_ENDPOINT_URL, which must be set).
-    #[arg(long, default_value = "file")]
+    /// MLflow artifact store: file, s3 (LocalStack's S3 at AWS_ENDPOINT_URL, which must be set),
+    /// or auto: file for the embedded rows' ratios and, when the AWS backend runs, a second
+    /// MLflow run on s3 for the AWS rows' ratios.
+    #[arg(long, default_value = "auto")]
     mlflow_artifacts: String,
     /// Backends: embedded, aws (aws needs a local AWS endpoint; skipped without one).
     #[arg(long, value_delimiter = ',', default_value = "embedded,aws")]
@@ -183,48 +185,57 @@ async fn run(args: Args) -> BenchResult<()> {
     // MLflow first: it is the slow, separate process; its figures feed the ratios.
     let run_mlflow = !args.no_mlflow && (args.mlflow || !args.quick || mlflow::installed());
     let mut mlflow_note = String::new();
-    let mlflow_results = if run_mlflow && which_python() {
+    let artifact_modes: Vec<&str> = match args.mlflow_artifacts.as_str() {
+        "auto" if backends.contains(&Backend::Aws) => vec!["file", "s3"],
+        "auto" => vec!["file"],
+        "file" => vec!["file"],
+        "s3" => vec!["s3"],
+        other => return Err(format!("unknown --mlflow-artifacts {other:?}").into()),
+    };
+    let mut mlflow_results = mlflow::MlflowRuns::default();
+    if run_mlflow && which_python() {
         if !mlflow::installed() {
             if let Err(e) = mlflow::install() {
                 mlflow_note = format!("MLflow skipped: {e}");
             }
         }
         if mlflow::installed() {
-            progress("MLflow benchmark (bench/mlflow/bench_mlflow.py)");
-            let plan = if args.quick {
-                // Small: `import mlflow` alone takes seconds on a loaded machine.
-                mlflow::MlflowPlan {
-                    // The same program count as ours, so the two sides of a row compare.
-                    programs: settings.programs,
-                    repeats: 1,
-                    loads: 30,
-                    queries: 5,
-                    alias_ops: 5,
-                    metric_repeats: 1,
-                    cold_repeats: 1,
-                    artifacts: args.mlflow_artifacts.clone(),
-                }
-            } else {
-                mlflow::MlflowPlan {
-                    programs: settings.programs,
-                    repeats: 3,
-                    loads: settings.plan.iters,
-                    queries: 50,
-                    alias_ops: 50,
-                    metric_repeats: 2,
-                    cold_repeats: 3,
-                    artifacts: args.mlflow_artifacts.clone(),
-                }
-            };
-            match mlflow::run(&plan) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    mlflow_note = format!("MLflow run failed: {e}");
-                    None
+            for artifacts in artifact_modes {
+                progress(format!(
+                    "MLflow benchmark (bench/mlflow/bench_mlflow.py), {artifacts} artifacts"
+                ));
+                let plan = if args.quick {
+                    // Small: `import mlflow` alone takes seconds on a loaded machine.
+                    mlflow::MlflowPlan {
+                        // The same program count as ours, so the two sides of a row compare.
+                        programs: settings.programs,
+                        repeats: 1,
+                        loads: 30,
+                        queries: 5,
+                        alias_ops: 5,
+                        metric_repeats: 1,
+                        cold_repeats: 1,
+                        artifacts: artifacts.to_owned(),
+                    }
+                } else {
+                    mlflow::MlflowPlan {
+                        programs: settings.programs,
+                        repeats: 3,
+                        loads: settings.plan.iters,
+                        queries: 50,
+                        alias_ops: 50,
+                        metric_repeats: 2,
+                        cold_repeats: 3,
+                        artifacts: artifacts.to_owned(),
+                    }
+                };
+                match mlflow::run(&plan) {
+                    Ok(r) => mlflow_results.insert(artifacts, r),
+                    Err(e) => {
+                        mlflow_note.push_str(&format!("MLflow run ({artifacts}) failed: {e}. "));
+                    }
                 }
             }
-        } else {
-            None
         }
     } else {
         mlflow_note = if args.no_mlflow {
@@ -237,8 +248,7 @@ async fn run(args: Args) -> BenchResult<()> {
                 mlflow::venv().display()
             )
         };
-        None
-    };
+    }
     if !mlflow_note.is_empty() {
         progress(&mlflow_note);
     }
@@ -336,7 +346,7 @@ async fn run(args: Args) -> BenchResult<()> {
     let procs_section = if args.skip_procs {
         String::new()
     } else {
-        processes(&settings, &backends, mlflow_results.as_ref()).await
+        processes(&settings, &backends, mlflow_results.any()).await
     };
 
     // ----- the report --------------------------------------------------------------------------
@@ -352,12 +362,12 @@ async fn run(args: Args) -> BenchResult<()> {
     }
     let _ = writeln!(
         md,
-        "\nLatency: one client, `repeats` runs of `ops` calls each; the three numbers are the min, median and max over the repeats of that run's p50 (or p99). Throughput: the same calls from concurrent clients. \"in-process\" calls the core (`Storage`) directly — or the axum router in-process for routes whose core API is on another branch; \"HTTP\" goes over loopback to the app `dspy-storage serve` runs, served in this process. \"caches off\" is the same data through a `Storage` whose program and resolution caches are off (the default config has both on). AWS requests are counted by the SDK interceptor; capacity units are those DynamoDB Local reports with `ReturnConsumedCapacity=TOTAL`. The MLflow ratio divides our median p50 by MLflow's median for the comparable operation (below 1 = we are faster); MLflow runs in-process against SQLite and local files, single client.\n"
+        "\nLatency: one client, `repeats` runs of `ops` calls each; the three numbers are the min, median and max over the repeats of that run's p50 (or p99). Throughput: the same calls from concurrent clients. \"in-process\" calls the core (`Storage`) directly — or the axum router in-process for routes whose core API is on another branch; \"HTTP\" goes over loopback to the app `dspy-storage serve` runs, served in this process. \"caches off\" is the same data through a `Storage` whose program and resolution caches are off (the default config has both on). AWS requests are counted by the SDK interceptor; capacity units are those DynamoDB Local reports with `ReturnConsumedCapacity=TOTAL`. The MLflow ratio divides our median p50 by MLflow's median for the comparable operation (below 1 = we are faster); MLflow runs in-process against SQLite, single client, with local-file artifacts for the embedded rows and S3 artifacts on the same local AWS for the AWS rows (see the MLflow section).\n"
     );
     let _ = writeln!(md, "## Operations\n");
     md.push_str(&report::main_table(
         &rows,
-        mlflow_results.as_ref(),
+        &mlflow_results,
         settings.plan.concurrency,
     ));
     if backends.contains(&Backend::Aws) {
@@ -368,10 +378,12 @@ async fn run(args: Args) -> BenchResult<()> {
         md.push_str(&report::requests_table(&rows));
     }
     let _ = writeln!(md, "\n## MLflow\n");
-    match &mlflow_results {
-        Some(ml) => md.push_str(&report::mlflow_table(ml, &all_cases)),
-        None => {
-            let _ = writeln!(md, "{mlflow_note}");
+    if mlflow_results.any().is_none() {
+        let _ = writeln!(md, "{mlflow_note}");
+    } else {
+        md.push_str(&report::mlflow_tables(&mlflow_results, &all_cases));
+        if !mlflow_note.is_empty() {
+            let _ = writeln!(md, "\n{mlflow_note}");
         }
     }
     if !scaling.is_empty() {

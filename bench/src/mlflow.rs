@@ -78,6 +78,37 @@ pub struct MlflowPlan {
     pub artifacts: String,
 }
 
+/// The MLflow runs of one benchmark: local-file artifacts (compared with the embedded rows) and
+/// S3 artifacts on the local AWS (compared with the AWS rows).
+#[derive(Default)]
+pub struct MlflowRuns {
+    pub file: Option<MlflowResults>,
+    pub s3: Option<MlflowResults>,
+}
+
+impl MlflowRuns {
+    pub fn insert(&mut self, artifacts: &str, results: MlflowResults) {
+        match artifacts {
+            "s3" => self.s3 = Some(results),
+            _ => self.file = Some(results),
+        }
+    }
+
+    /// The run a backend's rows compare with: S3 artifacts for the AWS backend, files for the
+    /// embedded one (the other when only one ran).
+    pub fn for_backend(&self, backend: crate::env::Backend) -> Option<&MlflowResults> {
+        match backend {
+            crate::env::Backend::Aws => self.s3.as_ref().or(self.file.as_ref()),
+            crate::env::Backend::Embedded => self.file.as_ref().or(self.s3.as_ref()),
+        }
+    }
+
+    /// Any run (for the figures that do not depend on the artifact store: `import mlflow`, RSS).
+    pub fn any(&self) -> Option<&MlflowResults> {
+        self.file.as_ref().or(self.s3.as_ref())
+    }
+}
+
 /// The script's results JSON.
 pub struct MlflowResults {
     pub json: Value,

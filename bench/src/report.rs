@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::cases::{Case, CaseResult};
 use crate::env::{Backend, Mode};
-use crate::mlflow::MlflowResults;
+use crate::mlflow::{MlflowResults, MlflowRuns};
 use crate::stats::{num, Spread};
 
 fn sh(cmd: &str, args: &[&str]) -> Option<String> {
@@ -96,7 +96,7 @@ fn ratio(ours_ms: f64, theirs_ms: Option<f64>) -> String {
 
 /// The main table: latency (one client), throughput (concurrent clients), AWS requests and
 /// consumed capacity, and the ratio to MLflow's median for comparable operations.
-pub fn main_table(rows: &[Row], mlflow: Option<&MlflowResults>, concurrency: usize) -> String {
+pub fn main_table(rows: &[Row], mlflow: &MlflowRuns, concurrency: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -128,7 +128,7 @@ pub fn main_table(rows: &[Row], mlflow: Option<&MlflowResults>, concurrency: usi
                 let theirs = r
                     .case
                     .mlflow
-                    .and_then(|m| mlflow.and_then(|ml| ml.figure(m)));
+                    .and_then(|m| mlflow.for_backend(r.backend).and_then(|ml| ml.figure(m)));
                 let _ = writeln!(
                     s,
                     "{lead} {} | {} | {} | {} | {} | {} |",
@@ -175,7 +175,29 @@ pub fn requests_table(rows: &[Row]) -> String {
     s
 }
 
-/// The MLflow figures used for the ratios.
+/// The MLflow figures used for the ratios: one table per artifact store that ran.
+pub fn mlflow_tables(runs: &MlflowRuns, cases: &[Case]) -> String {
+    let mut s = String::new();
+    for (title, run) in [
+        (
+            "local-file artifacts: the embedded rows' ratios",
+            &runs.file,
+        ),
+        (
+            "S3 artifacts on the local AWS: the AWS rows' ratios",
+            &runs.s3,
+        ),
+    ] {
+        if let Some(ml) = run {
+            let _ = writeln!(s, "### {title}\n");
+            s.push_str(&mlflow_table(ml, cases));
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The MLflow figures of one run.
 pub fn mlflow_table(ml: &MlflowResults, cases: &[Case]) -> String {
     let mut s = String::new();
     let _ = writeln!(
