@@ -12,14 +12,14 @@ use std::sync::Arc;
 pub use aws_config::SdkConfig;
 
 use crate::backend::aws::{clients, sdk_config, DynamoItemStore, RequestCounter, S3BlobStore};
-use crate::backend::embedded;
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::storage::Storage;
 
-/// The embedded backend under `data_dir` (created if missing).
+/// The embedded backend under `data_dir` (created if missing; cargo feature `embedded`).
+#[cfg(feature = "embedded")]
 pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {
-    let (items, blobs) = embedded::open(data_dir)?;
+    let (items, blobs) = crate::backend::embedded::open(data_dir)?;
     Ok(Storage::new(
         Arc::new(items),
         Arc::new(blobs),
@@ -136,7 +136,9 @@ pub async fn event_publisher(
 /// Which backend [`Settings::open`] opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendSettings {
-    /// Local files and an embedded database under this directory (created if missing).
+    /// Local files and an embedded database under this directory (created if missing; cargo
+    /// feature `embedded`).
+    #[cfg(feature = "embedded")]
     Embedded { data_dir: std::path::PathBuf },
     /// DynamoDB and S3; with `create`, the table and bucket are made when missing.
     Aws { location: AwsLocation, create: bool },
@@ -228,6 +230,7 @@ impl Settings {
         set_path(&self.cursor_secret_file)
             .map(Path::to_owned)
             .or_else(|| match &self.backend {
+                #[cfg(feature = "embedded")]
                 BackendSettings::Embedded { data_dir } => {
                     Some(data_dir.join(crate::paging::SECRET_FILE))
                 }
@@ -241,6 +244,7 @@ impl Settings {
     pub async fn open(&self, aws: &AwsConfig) -> Result<Storage> {
         let config = self.config()?;
         let mut storage = match &self.backend {
+            #[cfg(feature = "embedded")]
             BackendSettings::Embedded { data_dir } => embedded(data_dir, config)?,
             BackendSettings::Aws { location, create } => {
                 self::aws(aws.get().await, location, config, *create, None).await?

@@ -438,8 +438,7 @@ impl FileBlobStore {
     }
 }
 
-/// The embedded store's archive directory (under the data directory).
-pub const ARCHIVE_DIR: &str = "archive";
+pub use super::ARCHIVE_DIR;
 
 /// Renames a file into place (creating the target's directory) and syncs the directory.
 fn move_file(from: &Path, to: &Path) -> Result<()> {

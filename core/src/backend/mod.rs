@@ -7,7 +7,8 @@
 //! * [`BlobStore`]: an object store — put, get, delete, copy, list by prefix; and an archive tier
 //!   (archive, tier, request a restore, move a restored blob back).
 //!
-//! Backends: [`aws`] (DynamoDB + S3) and [`embedded`] (SQLite + local files).
+//! Backends: [`aws`] (DynamoDB + S3) and `embedded` (SQLite + local files; cargo feature
+//! `embedded`, on by default, off in the Lambda build).
 
 use std::collections::BTreeMap;
 
@@ -21,8 +22,14 @@ use crate::error::Result;
 pub mod aws;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod retry;
+
+/// The embedded store's archive directory (under the data directory): an archived blob is listed
+/// as `archive/<key>` there. Here rather than in `embedded` because cleanup lists that prefix on
+/// every backend, and the Lambda build has no `embedded` module.
+pub const ARCHIVE_DIR: &str = "archive";
 
 /// Attribute names with a meaning to every backend.
 pub mod attr {

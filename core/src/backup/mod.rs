@@ -44,7 +44,6 @@ mod restore;
 
 use crate::access::Principal;
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -100,8 +99,9 @@ impl BackupLocation {
         Self::new(Arc::new(S3BlobStore::new(s3, bucket)))
     }
 
-    /// The same layout in a local directory (export / import).
-    pub fn directory(path: &Path) -> Result<Self> {
+    /// The same layout in a local directory (export / import; cargo feature `embedded`).
+    #[cfg(feature = "embedded")]
+    pub fn directory(path: &std::path::Path) -> Result<Self> {
         Ok(Self::new(Arc::new(
             crate::backend::embedded::FileBlobStore::open(path)?,
         )))

@@ -414,11 +414,7 @@ impl Storage {
         summary: &mut CleanupSummary,
     ) -> Result<()> {
         let cutoff = now - ORPHAN_MIN_AGE;
-        let archive_prefix = format!(
-            "{}/{}",
-            crate::backend::embedded::ARCHIVE_DIR,
-            keys::BLOB_PREFIX
-        );
+        let archive_prefix = format!("{}/{}", crate::backend::ARCHIVE_DIR, keys::BLOB_PREFIX);
         for prefix in [keys::BLOB_PREFIX, archive_prefix.as_str()] {
             let mut start: Option<String> = None;
             loop {
