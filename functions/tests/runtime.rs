@@ -463,6 +463,7 @@ async fn cursors_survive_cold_starts_and_a_rotation_of_the_secrets_manager_secre
     }
     let location = fresh_location().await;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(dspy_storage_core::backend::aws::https_client())
         .load()
         .await;
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);

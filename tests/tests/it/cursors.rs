@@ -227,6 +227,7 @@ async fn the_secrets_manager_secret_rotates_without_breaking_cursors() {
     let k = store.kind;
     let location = store.location.clone().unwrap();
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(dspy_storage_core::backend::aws::https_client())
         .load()
         .await;
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);

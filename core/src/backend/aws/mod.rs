@@ -39,9 +39,31 @@ pub use s3::S3BlobStore;
 /// client from it.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
         .load()
         .await
+}
+
+/// The HTTPS client of every SDK client: hyper with rustls over ring, the system's trusted roots,
+/// the proxy from the environment (`HTTPS_PROXY`, `NO_PROXY`, ...), connector settings (timeouts)
+/// and sleep from each SDK client. It is what the SDK's `default-https-client` feature builds,
+/// but with ring instead of aws-lc-rs: one small crypto library (the Lambda binaries are smaller
+/// and build faster). [`sdk_config`] sets it; an SDK config loaded elsewhere must set it too
+/// (`.http_client(https_client())`): the SDK crates are built without a default client.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    use aws_smithy_http_client::{proxy::ProxyConfig, Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// True when a custom endpoint is configured for S3 (an emulator such as LocalStack).
