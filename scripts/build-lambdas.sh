@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Builds the six Lambda functions for AWS (provided.al2023, arm64) with cargo-lambda and prints
-# each bootstrap's size:
+# Builds the six Lambda functions for AWS (provided.al2023, arm64) with cargo-lambda, prints each
+# bootstrap's size and fails when one is over the 10 MB budget (10,000,000 bytes):
 #
 #   bash scripts/build-lambdas.sh            # cargo lambda build --release --arm64 (all six)
+#
+# What the build links and how it optimises is set once, in the workspace Cargo.toml under
+# [workspace.metadata.lambda.build] (so `sam build`, which runs cargo lambda itself, gets the same):
+# the functions package alone (core without its `embedded` feature: no SQLite) and the release
+# profile with opt-level "z", fat LTO, one codegen unit and panic = "abort" (a handler that panics
+# ends the process; Lambda fails that invocation and starts a new instance).
 #
 # cargo-lambda (and the zig it links with) lives in its own venv,
 # ${DSPY_STORAGE_CACHE:-$HOME/.cache/dspy-storage}/lambda-venv, created on first use; the
@@ -40,6 +46,8 @@ echo "== built in $((SECONDS - start)) s"
 
 python3 - "${FUNCTIONS[@]}" <<'PY'
 import os, struct, sys
+BUDGET = 10_000_000
+over = []
 print("\n| function | arm64 bootstrap (bytes) | MiB |\n|---|---:|---:|")
 for f in sys.argv[1:]:
     path = os.path.join(os.environ.get("CARGO_TARGET_DIR") or "target", "lambda", f, "bootstrap")
@@ -50,4 +58,8 @@ for f in sys.argv[1:]:
         sys.exit(f"{path} is not an arm64 ELF (e_machine={machine})")
     size = os.path.getsize(path)
     print(f"| {f} | {size} | {size / 1048576:.1f} |")
+    if size > BUDGET:
+        over.append(f"{f} ({size} bytes)")
+if over:
+    sys.exit(f"over the {BUDGET}-byte Lambda size budget: {', '.join(over)}")
 PY

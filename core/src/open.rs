@@ -227,15 +227,16 @@ impl Settings {
 
     /// The cursor secret file: the one set, else the embedded data directory's.
     pub fn cursor_secret_path(&self) -> Option<std::path::PathBuf> {
-        set_path(&self.cursor_secret_file)
-            .map(Path::to_owned)
-            .or_else(|| match &self.backend {
-                #[cfg(feature = "embedded")]
-                BackendSettings::Embedded { data_dir } => {
-                    Some(data_dir.join(crate::paging::SECRET_FILE))
-                }
-                BackendSettings::Aws { .. } => None,
-            })
+        if let Some(path) = set_path(&self.cursor_secret_file) {
+            return Some(path.to_owned());
+        }
+        match &self.backend {
+            #[cfg(feature = "embedded")]
+            BackendSettings::Embedded { data_dir } => {
+                Some(data_dir.join(crate::paging::SECRET_FILE))
+            }
+            BackendSettings::Aws { .. } => None,
+        }
     }
 
     /// The store these settings describe, every AWS client built from `aws`: the backend, KMS
