@@ -94,12 +94,26 @@ pub struct BackendEnv {
     _dir: Option<tempfile::TempDir>,
     history: tokio::sync::OnceCell<ProgramId>,
     backup: tokio::sync::OnceCell<String>,
+    backup_source: tokio::sync::OnceCell<BackupSource>,
     backend: Backend,
+    /// What [`Self::open`] seeded (the backup source is seeded the same way).
+    shape: (usize, usize, usize),
     /// The empty store the next restore goes into (see [`BackendEnv::prepare_restore_target`]).
     restore_target: tokio::sync::Mutex<Option<RestoreTarget>>,
 }
 
-/// A fresh, empty store whose backups are the seeded store's, served in-process and over HTTP.
+/// The store the backup and restore cases back up: seeded as the main store is, plus
+/// [`HISTORY_RECORDS`] metric records on one program, and written to by nothing else. Its size is
+/// therefore the same whatever cases ran before (the main store grows with every append case: a
+/// backup of it measured what the earlier cases had left, hundreds of thousands of records).
+pub struct BackupSource {
+    pub storage: Arc<Storage>,
+    pub router: Router,
+    pub base: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh, empty store whose backups are the backup source's, served in-process and over HTTP.
 pub struct RestoreTarget {
     pub router: Router,
     pub base: String,
@@ -228,20 +242,73 @@ impl BackendEnv {
             _dir: dir,
             history: Default::default(),
             backup: Default::default(),
+            backup_source: Default::default(),
             backend,
+            shape: (programs, signatures, workers),
             restore_target: Default::default(),
         })
     }
 
-    /// Makes the backup of the seeded store (once) and a fresh, empty store to restore it into,
-    /// its AWS requests counted with the seeded store's: the restore case times a restore into
-    /// an empty store, with neither the backup nor the new store in the timed region.
+    /// The backup source (seeded on first use, outside any timed region: the backup case's setup
+    /// asks for it), its AWS requests counted with the main store's.
+    pub async fn backup_source(&self) -> BenchResult<&BackupSource> {
+        self.backup_source
+            .get_or_try_init(|| async move {
+                let (programs, signatures, workers) = self.shape;
+                let Fresh { storage, dir, .. } =
+                    open_fresh(self.backend, self.counter.clone()).await?;
+                let seeded =
+                    crate::data::seed(&storage, "bench", programs, signatures, workers).await?;
+                let router = app(AppState::new(storage.clone()));
+                let base = serve(router.clone()).await?;
+                let source = BackupSource {
+                    storage,
+                    router,
+                    base,
+                    _dir: dir,
+                };
+                let path = format!("/programs/{}/metrics", seeded.ids[0]);
+                for chunk in crate::cases::metric_records(HISTORY_RECORDS, 90, 0).chunks(1000) {
+                    let body = serde_json::json!({ "records": chunk });
+                    self.send(
+                        Mode::InProcess,
+                        &source.router,
+                        &source.base,
+                        http::Method::POST,
+                        &path,
+                        Some(&body),
+                    )
+                    .await?
+                    .ok("seeding the backup source's metric history")?;
+                }
+                BenchResult::Ok(source)
+            })
+            .await
+    }
+
+    /// Sends a request to the backup source's app.
+    pub async fn call_backup_source(
+        &self,
+        mode: Mode,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> BenchResult<Answer> {
+        let source = self.backup_source().await?;
+        self.send(mode, &source.router, &source.base, method, path, body)
+            .await
+    }
+
+    /// Makes a backup of the backup source (once) and a fresh, empty store to restore it into,
+    /// its AWS requests counted with the main store's: the restore case times a restore into an
+    /// empty store, with neither the backup nor the new store in the timed region.
     pub async fn prepare_restore_target(&self) -> BenchResult<()> {
         self.backup_name().await?;
+        let source = self.backup_source().await?;
         let Fresh { storage, dir, .. } = open_fresh(self.backend, self.counter.clone()).await?;
         let mut state = AppState::new(storage.clone());
         state.backup = Some(dspy_storage_core::backup::BackupLocation::new(
-            self.storage.blobs().clone(),
+            source.storage.blobs().clone(),
         ));
         let router = app(state);
         let base = serve(router.clone()).await?;
@@ -254,7 +321,7 @@ impl BackendEnv {
         Ok(())
     }
 
-    /// Restores the seeded store's backup into the store [`Self::prepare_restore_target`] made.
+    /// Restores the backup source's backup into the store [`Self::prepare_restore_target`] made.
     pub async fn restore_into_target(&self, mode: Mode) -> BenchResult<Answer> {
         let name = self.backup_name().await?;
         let target = self
@@ -303,16 +370,15 @@ impl BackendEnv {
             .copied()
     }
 
-    /// The name of a backup of the seeded store (made on first use).
+    /// The name of a backup of the backup source (made on first use).
     pub async fn backup_name(&self) -> BenchResult<String> {
         self.backup
             .get_or_try_init(|| async move {
                 let name = format!("bench-restore-{}", uuid::Uuid::now_v7().simple());
                 let body = serde_json::json!({ "name": name });
                 let a = self
-                    .call(
+                    .call_backup_source(
                         Mode::InProcess,
-                        false,
                         http::Method::POST,
                         "/backups",
                         Some(&body),
