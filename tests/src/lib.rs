@@ -631,7 +631,12 @@ pub async fn put_per_record_layout(
     let mut out = Vec::new();
     let mut days = std::collections::BTreeMap::new();
     let mut early = std::collections::BTreeMap::new();
+    // Stored times have millisecond precision.
+    let ms = |t: chrono::DateTime<chrono::Utc>| {
+        chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
+    };
     for (t, metrics) in records {
+        let t = &ms(*t);
         let r = MetricRecord {
             id: uuid::Uuid::now_v7(),
             record_id: None,
@@ -639,7 +644,7 @@ pub async fn put_per_record_layout(
             timestamp: *t,
             metrics: serde_json::from_value(metrics.clone()).unwrap(),
             environment: serde_json::Map::new(),
-            received_at: chrono::Utc::now(),
+            received_at: ms(chrono::Utc::now()),
         };
         items.push(
             Item::new(

@@ -83,9 +83,12 @@ pub fn blocks_of(records: Vec<MetricRecord>) -> Result<Vec<Item>> {
     Ok(out)
 }
 
+/// An item's key: (partition key, sort key).
+pub type Key = (String, String);
+
 /// Converts `items`: per-record metric items become blocks; the others are left as they are.
 /// Returns the items to write and the keys of the per-record items converted.
-pub fn convert(items: Vec<Item>) -> Result<(Vec<Item>, Vec<(String, String)>)> {
+pub fn convert(items: Vec<Item>) -> Result<(Vec<Item>, Vec<Key>)> {
     let (legacy, mut keep): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_legacy_record);
     let keys = legacy
         .iter()

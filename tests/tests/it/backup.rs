@@ -1065,7 +1065,11 @@ async fn a_backup_of_per_record_metric_items_restores_as_blocks() {
             Utc::now(),
         )
         .unwrap();
-        let stored = old.store(&OPERATOR, &program, meta, None).await.unwrap().stored;
+        let stored = old
+            .store(&OPERATOR, &program, meta, None)
+            .await
+            .unwrap()
+            .stored;
         let now = Utc::now();
         let records: Vec<_> = (0..40)
             .map(|i| {
@@ -1075,13 +1079,8 @@ async fn a_backup_of_per_record_metric_items_restores_as_blocks() {
                 )
             })
             .collect();
-        let written = dspy_storage_tests::put_per_record_layout(
-            &old,
-            &stored.id,
-            Utc::now(),
-            &records,
-        )
-        .await;
+        let written =
+            dspy_storage_tests::put_per_record_layout(&old, &stored.id, Utc::now(), &records).await;
         async fn history(
             s: &Storage,
             id: &dspy_storage_core::domain::ProgramId,

@@ -110,7 +110,10 @@ async fn metric_blocks_cost_few_capacity_units() {
     assert_eq!(page.records.len(), 10_000);
     assert!(page.next_cursor.is_some());
     let read = counter.capacity("DynamoDB");
-    println!("read 10,000 of 10,001 records: {:?}", counter.capacity_snapshot());
+    println!(
+        "read 10,000 of 10,001 records: {:?}",
+        counter.capacity_snapshot()
+    );
     // A transaction costs 2 write units per KB of each item it writes or checks.
     assert!(one <= 20.0, "append 1: {one}");
     assert!(thousand <= 200.0, "append 1,000: {thousand}");
