@@ -17,7 +17,7 @@
 //! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |
 //! | signature metric-record counter (records, per day) | `STATS#<project>#<sig>` | `METRICS` | GSI3 `STATS` / `<project>#<sig>#METRICS` |
 //! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
-//! | metric layout (every metric record is in blocks) | `STATUS` | `LAYOUT#metric-blocks` | |
+//! | metric layout (every metric record is in blocks; where the scheduled conversion resumes) | `STATUS` | `LAYOUT#metric-blocks`, `LAYOUT#metric-blocks-progress` | |
 //! | backup / restore lease | `STATUS`          | `LOCK#backup`, `LOCK#restore` | |
 //!
 //! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
@@ -79,6 +79,8 @@ pub fn metric_block_sk(first: &DateTime<Utc>, name: &str) -> String {
 /// The status item saying that every metric record of this store is in blocks (a new store, or
 /// one whose per-record items were all converted): history reads then skip the per-record layout.
 pub const METRIC_LAYOUT_SK: &str = "LAYOUT#metric-blocks";
+/// The status item holding where the scheduled conversion of per-record metric items resumes.
+pub const METRIC_LAYOUT_PROGRESS_SK: &str = "LAYOUT#metric-blocks-progress";
 
 /// Partition of a program's month index: one item per month BEFORE the program's own month that
 /// holds records (backfilled history), sort key `YYYY-MM`, `n_records` its record count. A history

@@ -9,13 +9,14 @@
 //!
 //! [`Storage::migrate_metrics`] (`dspy-storage migrate-metrics`) scans the table a page at a
 //! time: the records of each program and month found in a page become blocks (their ids, record
-//! ids, times, environments and receive times kept), written before the records are deleted. It
-//! is resumable: it answers a cursor after each slice, and running it again from anywhere (or
-//! from the start) converts only what is left. Blocks are named after the records they hold, so
-//! a slice interrupted and run again writes the same blocks; a record converted twice (in two
-//! slices that saw it before and after a crash) is one record on read (history reads keep one
-//! record per id and time). The embedded store converts on its first metric read; a restore
-//! converts the per-record items of an older backup as it writes them.
+//! ids, times, environments and receive times kept), up to 90 records a transaction that puts
+//! their blocks and deletes their items together, so a record is in one layout at a time. It is
+//! resumable: it answers a cursor after each slice, and running it again from anywhere (or from
+//! the start) converts only what is left. Blocks are named after the records they hold (the same
+//! records make the same blocks). History reads keep one record per id and time anyway, so a
+//! record present in both layouts (an older backup restored over converted records) reads once.
+//! The embedded store converts on its first metric read; a restore converts the per-record items
+//! of an older backup as it writes them.
 //!
 //! Run it once every process writing to the store runs a build with blocks (an older build
 //! still writes records in the per-record layout; run it again after the last one stops).
@@ -35,6 +36,8 @@ use crate::tracking::record::{month_of, MetricRecord};
 
 /// Items scanned per page.
 const SCAN_PAGE: usize = 500;
+/// Records converted per transaction (their block, at most a few, and one delete each).
+const CONVERT_CHUNK: usize = 90;
 
 /// Whether an item is a metric record of the per-record layout.
 pub fn is_legacy_record(item: &Item) -> bool {
@@ -89,15 +92,22 @@ pub type Key = (String, String);
 /// Converts `items`: per-record metric items become blocks; the others are left as they are.
 /// Returns the items to write and the keys of the per-record items converted.
 pub fn convert(items: Vec<Item>) -> Result<(Vec<Item>, Vec<Key>)> {
-    let (legacy, mut keep): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_legacy_record);
-    let keys = legacy
-        .iter()
-        .map(|i| (i.pk.clone(), i.sk.clone()))
-        .collect();
-    let records = legacy
-        .iter()
-        .map(from_item::<MetricRecord>)
-        .collect::<Result<Vec<_>>>()?;
+    let mut keep = Vec::with_capacity(items.len());
+    let mut keys = Vec::new();
+    let mut records = Vec::new();
+    for item in items {
+        // An item that does not read as a record is not one: kept as it is.
+        match is_legacy_record(&item)
+            .then(|| from_item::<MetricRecord>(&item).ok())
+            .flatten()
+        {
+            Some(r) => {
+                keys.push((item.pk, item.sk));
+                records.push(r);
+            }
+            None => keep.push(item),
+        }
+    }
     keep.extend(blocks_of(records)?);
     Ok((keep, keys))
 }
@@ -128,15 +138,28 @@ impl Storage {
             let page = self.items.scan(start.take(), SCAN_PAGE).await?;
             report.items_scanned += page.items.len() as u64;
             let legacy: Vec<Item> = page.items.into_iter().filter(is_legacy_record).collect();
-            if !legacy.is_empty() {
-                let (blocks, converted) = convert(legacy)?;
-                report.records_converted += converted.len() as u64;
-                report.blocks_written += blocks.len() as u64;
-                crate::backend::put_all(self.items.as_ref(), blocks).await?;
-                for chunk in converted.chunks(100) {
-                    let ops = chunk
-                        .iter()
-                        .map(|(pk, sk)| WriteOp::delete(pk, sk, crate::backend::Condition::None))
+            // Per program and month, up to CONVERT_CHUNK records a transaction: their blocks
+            // put and their items deleted together (a record is in one layout at a time).
+            let mut groups: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+            for item in legacy {
+                groups.entry(item.pk.clone()).or_default().push(item);
+            }
+            for group in groups.into_values() {
+                for chunk in group.chunks(CONVERT_CHUNK) {
+                    let (items, converted) = convert(chunk.to_vec())?;
+                    if converted.is_empty() {
+                        continue;
+                    }
+                    // (Items that do not read as records stay where they are.)
+                    let blocks: Vec<Item> = items.into_iter().filter(blocks::is_block).collect();
+                    report.records_converted += converted.len() as u64;
+                    report.blocks_written += blocks.len() as u64;
+                    let ops = blocks
+                        .into_iter()
+                        .map(|b| WriteOp::put(b, crate::backend::Condition::None))
+                        .chain(converted.iter().map(|(pk, sk)| {
+                            WriteOp::delete(pk, sk, crate::backend::Condition::None)
+                        }))
                         .collect();
                     self.items.transact(ops).await?;
                 }
@@ -166,6 +189,60 @@ impl Storage {
             .await?;
         self.metric_layout.set(false);
         Ok(())
+    }
+
+    /// The daily cleanup's share of the conversion: nothing (and, once known, no request) when
+    /// every record is in blocks; otherwise slices of the scan until `deadline`, resuming where
+    /// the last run stopped (`STATUS` / `LAYOUT#metric-blocks-progress`). A fresh deployment's
+    /// table is found empty of per-record items by its first run and marked.
+    pub async fn convert_metrics_scheduled(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<MigrationReport>> {
+        if !self.legacy_metrics().await? {
+            return Ok(None);
+        }
+        let progress = self
+            .items
+            .get(keys::STATUS_PK, keys::METRIC_LAYOUT_PROGRESS_SK)
+            .await?;
+        let mut start = progress
+            .as_ref()
+            .and_then(|i| i.data())
+            .and_then(|d| serde_json::from_str::<PageKey>(d).ok());
+        let mut total = MigrationReport::default();
+        loop {
+            let r = self.migrate_metrics(start.take(), 4).await?;
+            total.items_scanned += r.items_scanned;
+            total.records_converted += r.records_converted;
+            total.blocks_written += r.blocks_written;
+            if r.complete {
+                total.complete = true;
+                if progress.is_some() {
+                    self.items
+                        .transact(vec![WriteOp::delete(
+                            keys::STATUS_PK,
+                            keys::METRIC_LAYOUT_PROGRESS_SK,
+                            crate::backend::Condition::None,
+                        )])
+                        .await?;
+                }
+                return Ok(Some(total));
+            }
+            start = r.next;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                break;
+            }
+        }
+        total.next = start.clone();
+        let at = serde_json::to_string(&start).map_err(|e| Error::Internal(e.to_string()))?;
+        self.items
+            .transact(vec![WriteOp::put(
+                Item::new(keys::STATUS_PK, keys::METRIC_LAYOUT_PROGRESS_SK).with(attr::DATA, at),
+                crate::backend::Condition::None,
+            )])
+            .await?;
+        Ok(Some(total))
     }
 
     /// Converts every per-record metric item now (the embedded store, on its first metric

@@ -1539,3 +1539,46 @@ async fn per_record_items_stay_readable_and_convert() {
         assert!(again.complete && again.records_converted == 0, "{k:?}");
     }
 }
+
+/// The daily cleanup converts what is left of the per-record layout with its spare time, then
+/// marks the store; once marked, it does nothing (and asks nothing) again.
+#[tokio::test]
+async fn the_daily_cleanup_converts_per_record_items() {
+    for ts in backends().await {
+        let k = ts.kind;
+        let old = Arc::new(dspy_storage_tests::before_metric_blocks(&ts).await);
+        let c = Client {
+            router: dspy_storage_functions::app(AppState::new(old.clone())),
+        };
+        let id = store(&c, k, "daily.Convert", 0).await;
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let now = Utc::now();
+        let legacy: Vec<(DateTime<Utc>, Value)> = (0..12)
+            .map(|i| (now - Duration::hours(30 - i), json!({"accuracy": i as f64})))
+            .collect();
+        dspy_storage_tests::put_per_record_layout(&old, &pid, now, &legacy).await;
+        let before = all_history_paged(&c, k, &id, 5).await;
+        assert_eq!(before.len(), 12, "{k:?}");
+        let state = AppState::new(old.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let summary = dspy_storage_functions::jobs::cleanup_scheduled(
+            state.clone(),
+            json!({"id": "e"}),
+            Some(deadline),
+        )
+        .await
+        .unwrap();
+        let conversion = &summary["metric_conversion"];
+        assert_eq!(conversion["complete"], true, "{k:?}: {summary}");
+        assert_eq!(conversion["records_converted"], 12, "{k:?}: {summary}");
+        assert_eq!(all_history_paged(&c, k, &id, 5).await, before, "{k:?}");
+        let again = dspy_storage_functions::jobs::cleanup_scheduled(
+            state,
+            json!({"id": "e2"}),
+            Some(deadline),
+        )
+        .await
+        .unwrap();
+        assert!(again["metric_conversion"].is_null(), "{k:?}: {again}");
+    }
+}
