@@ -514,13 +514,13 @@ fn metric_batch(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
     })
 }
 
-/// Reads a program's whole history page by page (1,000 per page). Returns the number of records
-/// read.
+/// Reads a program's whole history page by page (10,000 per page: the history route's largest
+/// page, so a 10,000-record history is one request). Returns the number of records read.
 pub async fn read_history(env: &BackendEnv, mode: Mode, id: &str) -> BenchResult<usize> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
     loop {
-        let mut path = format!("/programs/{id}/metrics?limit=1000");
+        let mut path = format!("/programs/{id}/metrics?limit=10000");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }

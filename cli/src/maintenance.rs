@@ -1,5 +1,6 @@
 //! `dspy-storage cleanup [--dry-run]`, `archive ID`, `restore ID`: the retention and archive
-//! operations of the cleanup function, run directly over the core.
+//! operations of the cleanup function, run directly over the core; `migrate-metrics`: metric
+//! records of the per-record layout converted into blocks.
 
 use clap::Subcommand;
 use dspy_storage_core::access::OPERATOR;
@@ -43,6 +44,17 @@ pub enum Command {
     Archive { id: String },
     /// Bring an archived program back (status `restoring` until the archive has retrieved it).
     Restore { id: String },
+    /// Convert metric records written before metric blocks (one item per record) into blocks,
+    /// scanning the table; resumable. Prints one JSON line per slice of 20 scan pages, whose
+    /// `next` resumes it. Run it once every process writing to the store has the new build.
+    MigrateMetrics {
+        /// Continue from the `next` of an earlier run (its JSON object).
+        #[arg(long)]
+        resume: Option<String>,
+        /// Stop after this many scan pages of 500 items (default: to the end of the table).
+        #[arg(long)]
+        max_pages: Option<usize>,
+    },
 }
 
 pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError> {
@@ -91,6 +103,24 @@ pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError
             let id = ProgramId::parse(&id)?;
             let storage = backend.open().await?;
             print_json(&storage.restore_program(&OPERATOR, &id).await?)?;
+        }
+        Command::MigrateMetrics { resume, max_pages } => {
+            let storage = backend.open().await?;
+            let mut start = resume
+                .map(|r| serde_json::from_str::<dspy_storage_core::backend::PageKey>(&r))
+                .transpose()
+                .map_err(|e| format!("--resume must be the `next` object of a run: {e}"))?;
+            let mut pages = 0usize;
+            loop {
+                let slice = max_pages.map_or(20, |m| (m - pages).min(20));
+                let report = storage.migrate_metrics(start, slice).await?;
+                pages += slice;
+                println!("{}", serde_json::to_string(&report)?);
+                match report.next {
+                    Some(next) if max_pages.is_none_or(|m| pages < m) => start = Some(next),
+                    _ => break,
+                }
+            }
         }
     }
     Ok(())

@@ -25,7 +25,8 @@ pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {
         Arc::new(blobs),
         config,
         format!("embedded ({})", data_dir.display()),
-    ))
+    )
+    .with_metric_conversion_on_read())
 }
 
 /// The AWS configuration of one process ([`sdk_config`]: the standard environment, SDK retries
@@ -79,16 +80,24 @@ pub async fn aws(
     let items = DynamoItemStore::new(ddb, location.table.clone());
     let blobs = S3BlobStore::new(s3, location.bucket.clone())
         .with_archive_class(&config.archive_storage_class)?;
+    let mut fresh = false;
     if create {
         items.create_table().await?;
         blobs.create_bucket().await?;
+        // A table with no item holds no metric record of the per-record layout.
+        use crate::backend::ItemStore;
+        fresh = items.scan(None, 1).await?.items.is_empty();
     }
-    Ok(Storage::new(
+    let storage = Storage::new(
         Arc::new(items),
         Arc::new(blobs),
         config,
         format!("aws (table {}, bucket {})", location.table, location.bucket),
-    ))
+    );
+    if fresh {
+        storage.mark_metrics_converted().await?;
+    }
+    Ok(storage)
 }
 
 /// Where change events go (see [`crate::events`]).

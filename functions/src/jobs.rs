@@ -43,7 +43,8 @@ pub fn log_cleanup(trigger: &str, report: &CleanupReport) {
 
 /// The scheduled cleanup (an EventBridge "Scheduled Event"; the event carries no policy): the
 /// configured policy, counts only, stopping before `deadline` and resuming there on the next
-/// run. Answers (and logs) the summary as JSON.
+/// run; then, when it completed, the conversion of metric records written before blocks, until
+/// `deadline`. Answers (and logs) the summary as JSON.
 pub async fn cleanup_scheduled(
     state: AppState,
     event: Value,
@@ -54,6 +55,20 @@ pub async fn cleanup_scheduled(
         .scheduled_cleanup(&SCHEDULER, state.policy.clone(), deadline)
         .await?;
     log_cleanup("schedule", &report);
+    // Then, with the time left, metric records written before blocks are converted (nothing
+    // once none is left; see `dspy_storage_core::tracking::migrate`).
+    let conversion = if report.complete {
+        state.storage.convert_metrics_scheduled(deadline).await?
+    } else {
+        None
+    };
+    if let Some(c) = &conversion {
+        tracing::info!(
+            records = c.records_converted,
+            complete = c.complete,
+            "metric records converted into blocks"
+        );
+    }
     Ok(json!({
         "event_id": event.get("id"),
         "dry_run": false,
@@ -61,6 +76,7 @@ pub async fn cleanup_scheduled(
         "policy": report.policy,
         "complete": report.complete,
         "summary": report.summary,
+        "metric_conversion": conversion,
     }))
 }
 

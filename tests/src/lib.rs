@@ -397,10 +397,18 @@ impl RawState {
         skip: &[&str],
     ) -> Vec<String> {
         let n = |s: &str| normalize(s, sig, ids);
+        // Binary attributes (compressed metric blocks) differ in bytes between two runs that
+        // hold the same records (receive times): compared by what reads them back.
         let show = |attrs: &std::collections::BTreeMap<String, String>| {
             attrs
                 .iter()
-                .map(|(k, v)| format!("{k}={}", n(v)))
+                .map(|(k, v)| {
+                    if k.starts_with("b_") {
+                        format!("{k}=<bytes>")
+                    } else {
+                        format!("{k}={}", n(v))
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
@@ -562,4 +570,139 @@ pub async fn put_noise_items(store: &TestStore, n: u32, len: usize) {
             .await
             .expect("batch put");
     }
+}
+
+/// Records as the benchmark posts them (`bench/src/cases.rs`): `n` records spread evenly over
+/// the last 90 days, oldest first, three metrics of full precision, posted 1,000 a request.
+pub fn bench_records(n: usize, offset: u64) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    let span = 90 * 86_400i64;
+    (0..n)
+        .map(|j| {
+            let back = span - span * j as i64 / n as i64;
+            let x = (offset + j as u64) as f64;
+            serde_json::json!({
+                "metrics": {
+                    "accuracy": 0.6 + 0.3 * ((x * 0.618).fract()),
+                    "latency": 0.8 + ((x * 0.414).fract()),
+                    "cost": 0.002 + 0.002 * ((x * 0.732).fract()),
+                },
+                "timestamp": dspy_storage_core::domain::format_time(
+                    &(now - chrono::Duration::seconds(back))
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Posts [`bench_records`] to a program, 1,000 a request.
+pub async fn post_bench_history(
+    storage: &Storage,
+    id: &dspy_storage_core::domain::ProgramId,
+    n: usize,
+) {
+    let all = bench_records(n, 0);
+    for chunk in all.chunks(1000) {
+        storage
+            .record_metrics(
+                &dspy_storage_core::access::OPERATOR,
+                id,
+                &serde_json::json!({ "records": chunk }),
+            )
+            .await
+            .expect("metric records posted");
+    }
+}
+
+/// Writes metric records the way builds before metric blocks did: one item per record at
+/// `MET#<id>#<YYYY-MM>` / `<timestamp>#<uuid>`, a `DAY#` item per day (write counters
+/// settled), and the month index for months before the program's. `records`:
+/// (timestamp, metrics). Returns the records as they must read back.
+pub async fn put_per_record_layout(
+    storage: &Storage,
+    program: &dspy_storage_core::domain::ProgramId,
+    created: chrono::DateTime<chrono::Utc>,
+    records: &[(chrono::DateTime<chrono::Utc>, Value)],
+) -> Vec<dspy_storage_core::tracking::metrics::MetricRecord> {
+    use dspy_storage_core::backend::{Item, WriteOp};
+    use dspy_storage_core::model::keys;
+    use dspy_storage_core::tracking::metrics::{month_of, MetricRecord};
+    let mut items = Vec::new();
+    let mut out = Vec::new();
+    let mut days = std::collections::BTreeMap::new();
+    let mut early = std::collections::BTreeMap::new();
+    // Stored times have millisecond precision.
+    let ms = |t: chrono::DateTime<chrono::Utc>| {
+        chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
+    };
+    for (t, metrics) in records {
+        let t = &ms(*t);
+        let r = MetricRecord {
+            id: uuid::Uuid::now_v7(),
+            record_id: None,
+            program_id: *program,
+            timestamp: *t,
+            metrics: serde_json::from_value(metrics.clone()).unwrap(),
+            environment: serde_json::Map::new(),
+            received_at: ms(chrono::Utc::now()),
+        };
+        items.push(
+            Item::new(
+                keys::metric_pk(program, &month_of(t)),
+                keys::metric_sk(t, &r.id),
+            )
+            .with("data", serde_json::to_string(&r).unwrap()),
+        );
+        *days.entry(t.date_naive()).or_insert(0i64) += 1;
+        if month_of(t) < month_of(&created) {
+            *early.entry(month_of(t)).or_insert(0i64) += 1;
+        }
+        out.push(r);
+    }
+    storage.items().batch_put(items).await.unwrap();
+    let mut ops = Vec::new();
+    for d in days.keys() {
+        let t = d.and_hms_opt(0, 0, 0).unwrap().and_utc();
+        ops.push(WriteOp::Add {
+            pk: keys::metric_pk(program, &month_of(&t)),
+            sk: keys::metric_day_sk(d),
+            add: vec![("n_w".into(), 1), ("n_done".into(), 1)],
+            set: vec![],
+        });
+    }
+    for (m, n) in early {
+        ops.push(WriteOp::Add {
+            pk: keys::metric_months_pk(program),
+            sk: m,
+            add: vec![("n_records".into(), n)],
+            set: vec![],
+        });
+    }
+    for chunk in ops.chunks(100) {
+        storage.items().transact(chunk.to_vec()).await.unwrap();
+    }
+    out.sort_by_key(|r| (r.timestamp, r.id));
+    out
+}
+
+/// A store over the same backends as `ts` that has not learned its metric layout and does not
+/// convert per-record items on read: a store as a build before metric blocks left it (with
+/// the layout item removed).
+pub async fn before_metric_blocks(ts: &TestStore) -> Storage {
+    use dspy_storage_core::backend::{Condition, WriteOp};
+    ts.storage
+        .items()
+        .transact(vec![WriteOp::delete(
+            dspy_storage_core::model::keys::STATUS_PK,
+            dspy_storage_core::model::keys::METRIC_LAYOUT_SK,
+            Condition::None,
+        )])
+        .await
+        .unwrap();
+    Storage::new(
+        ts.storage.items().clone(),
+        ts.storage.blobs().clone(),
+        dspy_storage_core::config::StorageConfig::default(),
+        "before metric blocks",
+    )
 }

@@ -43,6 +43,10 @@ pub mod attr {
     /// attributes [`super::WriteOp::Add`] may add to. Every write keeps them numbers, so an item
     /// copied with a plain put (a backup restore) stays addable.
     pub const NUMBER_PREFIX: &str = "n_";
+    /// Attributes named with this prefix hold bytes, as standard base64 text in an [`super::Item`]:
+    /// a store with a binary type keeps the bytes (DynamoDB `B`: its size, and so its capacity
+    /// units, is that of the bytes, not of the text); the others keep the text.
+    pub const BINARY_PREFIX: &str = "b_";
 }
 
 /// An item: partition key, sort key and string attributes. Index key attributes are named by

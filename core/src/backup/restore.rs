@@ -296,10 +296,15 @@ impl Restorer<'_> {
                     EntityKind::OptimizationRun => self.report.restored_optimization_runs += count,
                     _ => self.report.restored_other += count,
                 }
-                self.storage
-                    .items()
-                    .batch_put(lines.into_iter().map(|l| l.item).collect())
-                    .await?;
+                let items: Vec<_> = lines.into_iter().map(|l| l.item).collect();
+                // Metric records of the per-record layout (a backup from before blocks) are
+                // written as blocks (named after their records: restoring twice writes the same).
+                let items = if kind == EntityKind::Metric {
+                    crate::tracking::migrate::convert(items)?.0
+                } else {
+                    items
+                };
+                self.storage.items().batch_put(items).await?;
             }
             EntityKind::VersionClaim
             | EntityKind::Tag

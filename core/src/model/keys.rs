@@ -7,15 +7,17 @@
 //! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>`; GSI3 `PROJSIGUPD#<project>` / `<updated>#<sig>` |
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
-//! | metric record | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (one partition per program and month: a busy program spreads over months, as DynamoDB's time-series guidance buckets by period)
-//! | metric month index (months before the program's own with backfilled records) | `MET#<program id>#months` | `<YYYY-MM>` | | (`n_records`: records of that month)
-//! | metric record id (a client's `record_id`, claimed once per program) | `MET#<program id>#RID` | `<record_id>` | | (written in the same transaction as its record, conditioned on not existing: a retried append stores nothing twice, wherever the record itself lives)
-//! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (sorts after the month's records; `n_w`/`n_done` count metric writes started/finished, `cached_w` + `data` a day's sums valid while `n_w = n_done = cached_w`)
+//! | metric block (the records one append wrote for one month, compressed) | `MET#<program id>#B` | `<first timestamp>#<uuid>.<n>` | | (one partition per program: a history read is one range read; `b_records` the zstd payload, `n_records`, `last`; see `crate::tracking::blocks`)
+//! | metric record, per-record layout (before blocks; read until converted) | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (converted into blocks by `dspy-storage migrate-metrics`, by the embedded store on open and by a restore)
+//! | metric month index (per-record layout: months before the program's own with backfilled records) | `MET#<program id>#months` | `<YYYY-MM>` | | (`n_records`: records of that month)
+//! | metric record id (a client's `record_id`, claimed once per program) | `MET#<program id>#RID` | `<record_id>` | | (written in the same transaction as the block holding its record, conditioned on not existing: a retried append stores nothing twice)
+//! | metric day (write counters and cached daily sums) | `MET#<program id>#<YYYY-MM>` | `DAY#<YYYY-MM-DD>` | | (`n_w`/`n_done` count metric writes started/finished — a block append adds to both in its transaction —, `cached_w` + `data` a day's sums valid while `n_w = n_done = cached_w`)
 //! | optimization run | `RUN#<run id>`          | `RUN`                    | GSI1 `RUNSIG#<project>#<sig>` / `<started>#<id>`; GSI3 `RUNMETHOD#<project>#<method>` / `<started>#<id>`; GSI4 `RUNS#<project>` / `<started>#<id>` |
 //! | signature counters (programs, bytes, stores per day) | `STATS#<project>#<sig>` | `STATS` | GSI3 `STATS` / `<project>#<sig>#STATS` |
 //! | signature load counter | `STATS#<project>#<sig>` | `LOADS`          | GSI3 `STATS` / `<project>#<sig>#LOADS` |
 //! | signature metric-record counter (records, per day) | `STATS#<project>#<sig>` | `METRICS` | GSI3 `STATS` / `<project>#<sig>#METRICS` |
 //! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
+//! | metric layout (every metric record is in blocks; where the scheduled conversion resumes) | `STATUS` | `LAYOUT#metric-blocks`, `LAYOUT#metric-blocks-progress` | |
 //! | backup / restore lease | `STATUS`          | `LOCK#backup`, `LOCK#restore` | |
 //!
 //! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
@@ -61,6 +63,24 @@ pub fn metric_sk(timestamp: &DateTime<Utc>, record_id: &uuid::Uuid) -> String {
         record_id.hyphenated()
     )
 }
+
+/// Partition of a program's metric blocks (see [`crate::tracking::blocks`]): every block of
+/// records the program has, whatever its month.
+pub fn metric_blocks_pk(id: &ProgramId) -> String {
+    format!("MET#{id}#B")
+}
+
+/// Sort key of a metric block: its first record's time (fixed millisecond RFC 3339, so blocks
+/// sort by their first record) and a name unique to the request that wrote it.
+pub fn metric_block_sk(first: &DateTime<Utc>, name: &str) -> String {
+    format!("{}#{name}", crate::domain::format_time(first))
+}
+
+/// The status item saying that every metric record of this store is in blocks (a new store, or
+/// one whose per-record items were all converted): history reads then skip the per-record layout.
+pub const METRIC_LAYOUT_SK: &str = "LAYOUT#metric-blocks";
+/// The status item holding where the scheduled conversion of per-record metric items resumes.
+pub const METRIC_LAYOUT_PROGRESS_SK: &str = "LAYOUT#metric-blocks-progress";
 
 /// Partition of a program's month index: one item per month BEFORE the program's own month that
 /// holds records (backfilled history), sort key `YYYY-MM`, `n_records` its record count. A history

@@ -125,6 +125,11 @@ pub struct Storage {
     pub(crate) data_keys: Option<Arc<dyn crate::blob::envelope::DataKeyProvider>>,
     /// The secrets every cursor is signed with (see [`crate::paging`]).
     pub(crate) cursors: CursorKeys,
+    /// Whether metric records may still be in the per-record layout, as last read (see
+    /// [`crate::tracking::migrate`]).
+    pub(crate) metric_layout: crate::tracking::blocks::LayoutState,
+    /// Convert per-record metric items on the first metric read (the embedded store).
+    pub(crate) convert_metrics_on_read: bool,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -178,7 +183,16 @@ impl Storage {
             events: None,
             data_keys: None,
             cursors: CursorKeys::ephemeral(),
+            metric_layout: Default::default(),
+            convert_metrics_on_read: false,
         }
+    }
+
+    /// Converts metric records of the per-record layout into blocks on the first metric read
+    /// (see [`crate::tracking::migrate`]): for a store that one process owns (embedded).
+    pub fn with_metric_conversion_on_read(mut self) -> Self {
+        self.convert_metrics_on_read = true;
+        self
     }
 
     /// Signs and verifies cursors with `keys` (default: an ephemeral secret of this process, so

@@ -2,19 +2,20 @@
 //! reading every record — and never serves a stale day.
 //!
 //! Each day a program has records for has an item `MET#<id>#<YYYY-MM>` / `DAY#<date>` with:
-//! * `n_w`, `n_done` (`w`, `done` below): metric writes touching that day that started / finished. A metrics request adds
-//!   1 to `w` of every day it touches BEFORE writing its records, and 1 to `done` after (whether
-//!   the batch write succeeded or not: what was written is what a reader sees).
+//! * `n_w`, `n_done` (`w`, `done` below): metric writes touching that day that started / finished.
+//!   A block append adds 1 to both in the transaction that writes its blocks (atomic: nothing is
+//!   in flight between them). The per-record layout's writers added 1 to `w` BEFORE writing
+//!   their records and 1 to `done` after; the rule below serves both.
 //! * `cached_w`, `data`: the day's `{"records", "m": {metric: [sum, count]}}` as computed from the
 //!   raw records by a reader that saw `w = done = cached_w` before reading them.
 //!
 //! A reader uses `data` only while `w = done = cached_w`: any write to that day since (even one
 //! in flight, even one that crashed between its two counters) makes it read the day's records
 //! again. So a trend is always exactly what the records say. A day without an item has no
-//! records (every record write creates it first). Costs: a metrics request adds two single
-//! transactions (days touched ≤ 100 each); a trend reads the `DAY#` items (one query per month of
-//! the window) plus the records of the days changed since they were cached, and writes those
-//! days' sums back in one transaction.
+//! records (every record write creates it). Costs: a metrics request adds one update per day
+//! touched to its one transaction; a trend reads the `DAY#` items (one query per month of the
+//! window) plus, in one pass, the records of the span of days changed since they were cached,
+//! and writes those days' sums back in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +28,8 @@ use crate::error::Result;
 use crate::model::keys;
 use crate::model::record::ProgramRecord;
 use crate::storage::Storage;
-use crate::tracking::metrics::{month_of, MetricRecord, Window};
+use crate::tracking::metrics::Window;
+use crate::tracking::record::{month_of, MetricRecord};
 use crate::tracking::trend::DailyAccumulator;
 
 const MAX_OPS: usize = 100;
@@ -81,41 +83,18 @@ impl DayState {
 }
 
 impl Storage {
-    /// Adds 1 to counter `name` (`w` or `done`) of each day, in transactions of ≤ 100 writes
-    /// (`extra` rides in the first ones).
-    pub(crate) async fn mark_days(
-        &self,
-        id: &ProgramId,
-        days: &BTreeSet<NaiveDate>,
-        name: &str,
-        extra: Vec<WriteOp>,
-    ) -> Result<()> {
-        let mut ops: Vec<WriteOp> = Vec::new();
-        let mut batches = Vec::new();
-        for op in extra {
-            if ops.len() == MAX_OPS {
-                batches.push(std::mem::take(&mut ops));
-            }
-            ops.push(op);
-        }
-        for d in days {
-            if ops.len() == MAX_OPS {
-                batches.push(std::mem::take(&mut ops));
-            }
-            ops.push(WriteOp::Add {
+    /// The marks of an append on the days it touches: 1 added to both `w` and `done` of each,
+    /// in the append's own transaction (its records and the marks commit together, so no write
+    /// is ever in flight between them; a cached day whose `cached_w` is behind is read again).
+    pub(crate) fn day_marks(id: &ProgramId, days: &BTreeSet<NaiveDate>) -> Vec<WriteOp> {
+        days.iter()
+            .map(|d| WriteOp::Add {
                 pk: day_pk(id, d),
                 sk: keys::metric_day_sk(d),
-                add: vec![(name.to_owned(), 1)],
+                add: vec![("n_w".to_owned(), 1), ("n_done".to_owned(), 1)],
                 set: Vec::new(),
-            });
-        }
-        if !ops.is_empty() {
-            batches.push(ops);
-        }
-        for ops in batches {
-            self.items.transact(ops).await?;
-        }
-        Ok(())
+            })
+            .collect()
     }
 
     /// Adds a program's records in `window` (whole UTC days) to `acc`, from the cached day sums
@@ -129,7 +108,7 @@ impl Storage {
     ) -> Result<u64> {
         let (first, last) = (window.from.date_naive(), window.to.date_naive());
         let mut states: BTreeMap<NaiveDate, DayState> = BTreeMap::new();
-        for month in crate::tracking::metrics::months_between(&window.from, &window.to) {
+        for month in crate::tracking::record::months_between(&window.from, &window.to) {
             let pk = keys::metric_pk(&program.id, &month);
             let mut start = None;
             loop {
@@ -158,19 +137,33 @@ impl Storage {
         }
         let mut total = 0;
         let mut cache_ops = Vec::new();
+        // The days without valid sums are read in one pass over their span.
+        let stale: Vec<NaiveDate> = states
+            .iter()
+            .filter(|(_, s)| s.cached.is_none())
+            .map(|(d, _)| *d)
+            .collect();
+        let mut fresh: BTreeMap<NaiveDate, DaySums> =
+            stale.iter().map(|d| (*d, DaySums::default())).collect();
+        if let (Some(lo), Some(hi)) = (stale.first(), stale.last()) {
+            let from = lo.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+            let to = hi.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+                + chrono::Duration::days(1)
+                - chrono::Duration::milliseconds(1);
+            self.read_metrics(program, Window { from, to }, |r| {
+                if let Some(sums) = fresh.get_mut(&r.timestamp.date_naive()) {
+                    sums.add(&r);
+                }
+            })
+            .await?;
+        }
         for (date, state) in &states {
             if let Some(sums) = &state.cached {
                 acc.add_day(*date, &sums.m, sums.records);
                 total += sums.records;
                 continue;
             }
-            let from = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-            let to = from + chrono::Duration::days(1) - chrono::Duration::milliseconds(1);
-            let mut sums = DaySums::default();
-            self.read_metrics(&program.id, Window { from, to }, None, None, |r| {
-                sums.add(&r)
-            })
-            .await?;
+            let sums = fresh.remove(date).unwrap_or_default();
             acc.add_day(*date, &sums.m, sums.records);
             total += sums.records;
             if let Some(w) = state.settled {

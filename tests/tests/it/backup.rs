@@ -1049,3 +1049,87 @@ async fn backup_and_restore_cost_requests_in_proportion_to_change() {
     assert_eq!(target_counter.count("S3.PutObject"), N, "{written:?}");
     assert_same("restored", &source, &target).await;
 }
+
+/// A backup made before metric blocks (its metric part holds one item per record) restores
+/// after the change: the records are written as blocks (their ids, times and values kept), the
+/// history reads back the same, and restoring it a second time adds nothing.
+#[tokio::test]
+async fn a_backup_of_per_record_metric_items_restores_as_blocks() {
+    use chrono::{Duration, Utc};
+    for store in backends().await {
+        let k = store.kind;
+        let old = dspy_storage_tests::before_metric_blocks(&store).await;
+        let program = serde_json::value::RawValue::from_string(r#"{"p": 1}"#.to_owned()).unwrap();
+        let meta = dspy_storage_core::domain::NewMetadata::parse(
+            json!({"signature": "pre.Blocks"}),
+            Utc::now(),
+        )
+        .unwrap();
+        let stored = old
+            .store(&OPERATOR, &program, meta, None)
+            .await
+            .unwrap()
+            .stored;
+        let now = Utc::now();
+        let records: Vec<_> = (0..40)
+            .map(|i| {
+                (
+                    now - Duration::days(45) + Duration::hours(25 * i),
+                    json!({"accuracy": i as f64 / 40.0, "latency": 1.0 + i as f64}),
+                )
+            })
+            .collect();
+        let written =
+            dspy_storage_tests::put_per_record_layout(&old, &stored.id, Utc::now(), &records).await;
+        async fn history(
+            s: &Storage,
+            id: &dspy_storage_core::domain::ProgramId,
+        ) -> Vec<dspy_storage_core::tracking::metrics::MetricRecord> {
+            s.metric_history(&OPERATOR, id, None, None, Some(1000), None)
+                .await
+                .unwrap()
+                .records
+        }
+        let before = history(&old, &stored.id).await;
+        assert_eq!(before, written, "{k:?}: the per-record items read back");
+        let loc = location_of(&store);
+        let opts = BackupOptions {
+            name: Some("pre-blocks".into()),
+            ..Default::default()
+        };
+        let BackupRun::Finished(_) = backup::create_backup(&OPERATOR, &old, &loc, &opts)
+            .await
+            .unwrap()
+        else {
+            panic!("{k:?}: not finished")
+        };
+        let fresh = embedded().await;
+        for round in 0..2 {
+            let r = backup::restore(
+                &OPERATOR,
+                &fresh.storage,
+                &loc,
+                "pre-blocks",
+                &RestoreOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert!(r.restored_metrics > 0, "{k:?}");
+            let after = history(&fresh.storage, &stored.id).await;
+            assert_eq!(after, before, "{k:?}: restore {round}: the same history");
+        }
+        let items = dump(&fresh.storage).await;
+        assert!(
+            !items
+                .iter()
+                .any(dspy_storage_core::tracking::migrate::is_legacy_record),
+            "{k:?}: restored as blocks"
+        );
+        let trend = fresh
+            .storage
+            .program_trends(&OPERATOR, &stored.id, Some(90))
+            .await
+            .unwrap();
+        assert_eq!(trend.trends.records, 40, "{k:?}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Benchmark (ignored by default): history and trend latency for 1,000 and 100,000 metric records
 //! of ONE program, on every backend of `backends()`, seeded through the API with batches of
-//! 1,000 records (BatchWriteItem chunks of 25 on AWS), spread over the last 90 days.
+//! 1,000 records (one transaction of blocks each), spread over the last 90 days.
 //!
 //! `cargo test -p dspy-storage-tests --test it bench_trends:: -- --ignored --nocapture`
 

@@ -59,6 +59,16 @@ const ALIAS_PROD_V1: Req = req(
 const ARCHIVE_V1: Req = req("POST", "/programs/{id1}/archive", None);
 const BACKUP_NAMED: Req = req("POST", "/backups", Some(r#"{"name": "b-{sig}"}"#));
 const DELETE_V2: Req = req("DELETE", "/programs/{id2}", None);
+/// Metric records with record ids (so a request sent again after it took effect writes
+/// nothing), over two months and three days.
+const APPEND_V1: Req = req(
+    "POST",
+    "/programs/{id1}/metrics",
+    Some(
+        r#"{"records": [{"metrics": {"accuracy": 0.5, "latency": 1.5}, "timestamp": "2026-01-31T23:00:00Z", "record_id": "a"}, {"metrics": {"accuracy": 0.7}, "timestamp": "2026-02-01T01:00:00Z", "record_id": "b", "environment": {"host": "h"}}, {"metrics": {"accuracy": 0.9}, "timestamp": "2026-02-02T01:00:00Z", "record_id": "c"}]}"#,
+    ),
+);
+const READ_V1_METRICS: Req = req("GET", "/programs/{id1}/metrics?limit=2", None);
 
 /// One operation under faults.
 struct Case {
@@ -198,6 +208,25 @@ fn cases() -> Vec<Case> {
             whole_store: true,
         },
         Case {
+            // One transaction (program check, blocks, claims, day marks, counter): a lost
+            // answer is sent again by the server and found committed by its blocks.
+            name: "metric-append",
+            setup: &[STORE_V1],
+            request: APPEND_V1,
+            ok: 201,
+            repeat: Some(201),
+            whole_store: false,
+        },
+        Case {
+            // A read changes nothing (the setup's read learned the store's metric layout).
+            name: "metric-read",
+            setup: &[STORE_V1, APPEND_V1, READ_V1_METRICS],
+            request: READ_V1_METRICS,
+            ok: 200,
+            repeat: Some(200),
+            whole_store: false,
+        },
+        Case {
             name: "restore",
             setup: &[STORE_V1, STORE_V2, ARCHIVE_V1],
             request: req("POST", "/programs/{id1}/restore", None),
@@ -234,6 +263,7 @@ async fn send(client: &Client, r: Req, sig: &str, ids: &[String], idempotent: bo
 /// on the way that it is consistent. Panics on any partial state.
 async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> Value {
     let mut known = Vec::new();
+    let mut metrics = Vec::new();
     let mut by_id = std::collections::BTreeMap::new();
     for id in ids {
         let a = c.get(&format!("/programs/{id}")).await;
@@ -251,6 +281,25 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
         if a.status == 200 {
             by_id.insert(id.clone(), a.json());
         }
+        if a.status != 404 {
+            // The program's metric history, in order, without ids and receive times.
+            let h = c.get(&format!("/programs/{id}/metrics?limit=10000")).await;
+            let h = h.expect(k, &format!("{what}: metric history of {id}"), 200);
+            let records: Vec<Value> = h["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    json!([
+                        r["timestamp"],
+                        r["record_id"],
+                        r["metrics"],
+                        r["environment"]
+                    ])
+                })
+                .collect();
+            metrics.push(json!(records));
+        }
     }
     let l = c.get(&format!("/signatures/{sig}/versions")).await;
     if l.status == 404 {
@@ -263,7 +312,7 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
             !summaries.iter().any(|s| s["signature"] == sig),
             "{k:?}: {what}: a signature summary without versions"
         );
-        return json!({"versions": [], "known": known});
+        return json!({"versions": [], "known": known, "metrics": metrics});
     }
     let listing = l.expect(k, what, 200);
     let mut versions = Vec::new();
@@ -342,7 +391,7 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
         summary["latest_version"], last,
         "{k:?}: {what}: summary latest"
     );
-    json!({"versions": versions, "known": known, "best": summary["best_performance"]})
+    json!({"versions": versions, "known": known, "best": summary["best_performance"], "metrics": metrics})
 }
 
 /// Every signature summary of the default project (all pages).
@@ -372,7 +421,7 @@ async fn set_up(client: &Client, k: Kind, case: &Case, sig: &str) -> Vec<String>
             "{k:?}: setup of {sig}: {}",
             String::from_utf8_lossy(&a.body)
         );
-        if r.uri == "/programs" {
+        if r.uri == "/programs" && r.method == "POST" {
             ids.push(a.json()["id"].as_str().unwrap().to_owned());
         }
     }
@@ -393,8 +442,9 @@ fn assert_answer_shape(k: Kind, what: &str, a: &Answer, ok: u16) {
 }
 
 /// Items that change without the operation: the load counter, written in the background by
-/// the reads that check the state.
-const NOT_COMPARED: &[&str] = &["LOADS"];
+/// the reads that check the state, and the metric layout item the embedded store writes on its
+/// first metric read.
+const NOT_COMPARED: &[&str] = &["LOADS", "LAYOUT#metric-blocks"];
 
 /// One row's figures for the summary the test prints.
 #[derive(Default)]

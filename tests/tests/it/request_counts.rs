@@ -506,19 +506,18 @@ async fn exact_bytes_routes_cost_what_the_loads_cost() {
     }
 }
 
-/// A metrics request: 1 GetItem (the program) + 1 TransactWriteItems (the days' `w`) + the record
-/// writes + 1 TransactWriteItems (`done` and the report counter). Records without a record id are
-/// written by BatchWriteItem (25 a request); records with one by TransactWriteItems, each with its
-/// claim (50 records a request) — so the same number of requests for one record, half as many
-/// for a batch; a retry whose records are all claimed costs the same (its one record transaction
-/// is cancelled and nothing is written).
+/// A metrics request: 1 GetItem (the program, for its project) + 1 TransactWriteItems (the
+/// program checked, the request's blocks — one per month —, the claims of its record ids, a mark
+/// per day touched and the report's counter), whatever the number of records up to the
+/// transaction's limits: appending 1 record is 2 requests, 1,000 records over 30 days 2
+/// requests (goal: ≤ 2 and ≤ 5); records with record ids go 80 a transaction (each has its
+/// claim); a retry whose records are all claimed costs the same (its transaction is cancelled,
+/// nothing written).
 #[tokio::test]
 async fn metric_appends_with_and_without_record_ids() {
-    let Some(ts) = aws_with(StorageConfig::default()).await else {
-        eprintln!("request_counts: no AWS endpoint configured; skipped");
+    let Some((ts, counter)) = cold_aws().await else {
         return;
     };
-    let counter = ts.counter.clone().expect("the AWS fixture counts requests");
     let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
     let out = ts
         .storage
@@ -539,55 +538,103 @@ async fn metric_appends_with_and_without_record_ids() {
         }
         r
     };
+    let single = [("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 1)];
     ts.storage
         .record_metrics(&OPERATOR, &id, &record(0, false))
         .await
         .unwrap();
-    check(
-        &counter,
-        "one record",
-        &[
-            ("DynamoDB.GetItem", 1),
-            ("DynamoDB.TransactWriteItems", 2),
-            ("DynamoDB.BatchWriteItem", 1),
-        ],
-    );
+    check_trips(&counter, "one record", &single, 2);
     let one = record(1, true);
-    let single_claimed = [("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 3)];
     ts.storage
         .record_metrics(&OPERATOR, &id, &one)
         .await
         .unwrap();
-    check(&counter, "one record with a record id", &single_claimed);
+    check_trips(&counter, "one record with a record id", &single, 2);
     let again = ts
         .storage
         .record_metrics(&OPERATOR, &id, &one)
         .await
         .unwrap();
     assert_eq!(again.already_recorded, 1);
-    check(&counter, "the same record retried", &single_claimed);
+    check_trips(&counter, "the same record retried", &single, 2);
+    // 1,000 records spread over 30 days, as the benchmark sends them.
+    let now = Utc::now();
+    let spread: Vec<serde_json::Value> = (0..1000)
+        .map(|j| {
+            let back = chrono::Duration::seconds(30 * 86_400 - 30 * 86_400 * j / 1000);
+            json!({"metrics": {"accuracy": 0.6 + 0.3 * ((j as f64 * 0.618).fract()), "latency": 0.8 + (j as f64 * 0.414).fract(), "cost": 0.002 + 0.002 * ((j as f64 * 0.732).fract())}, "timestamp": (now - back).to_rfc3339()})
+        })
+        .collect();
+    let wrote = ts
+        .storage
+        .record_metrics(&OPERATOR, &id, &json!({"records": spread}))
+        .await
+        .unwrap();
+    assert_eq!(wrote.recorded, 1000);
+    check_trips(&counter, "1,000 records over 30 days", &single, 2);
     let batch =
         |rid: bool| json!({"records": (0..100).map(|i| record(100 + i, rid)).collect::<Vec<_>>()});
     ts.storage
         .record_metrics(&OPERATOR, &id, &batch(false))
         .await
         .unwrap();
-    check(
-        &counter,
-        "100 records",
-        &[
-            ("DynamoDB.GetItem", 1),
-            ("DynamoDB.TransactWriteItems", 2),
-            ("DynamoDB.BatchWriteItem", 4),
-        ],
-    );
+    check(&counter, "100 records", &single);
     ts.storage
         .record_metrics(&OPERATOR, &id, &batch(true))
         .await
         .unwrap();
     check(
         &counter,
-        "100 records with record ids",
-        &[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 4)],
+        "100 records with record ids (80 a transaction)",
+        &[("DynamoDB.GetItem", 1), ("DynamoDB.TransactWriteItems", 2)],
     );
+}
+
+/// Reading a 10,000-record history (posted as the benchmark does: 10 × 1,000 records over the
+/// last 90 days, backfilled before the program was stored) in one page: the program, then one
+/// range read of its block partition — 2 requests (goal ≤ 3) — at ≤ 50 capacity units (see
+/// `consumed_capacity` for the units of each).
+#[tokio::test]
+async fn reading_ten_thousand_metric_records() {
+    let Some((ts, counter)) = cold_aws().await else {
+        return;
+    };
+    let program = RawValue::from_string(shared_program(SHARED_PROGRAMS[0])).unwrap();
+    let id = ts
+        .storage
+        .store(
+            &OPERATOR,
+            &program,
+            meta(json!({"signature": "History"})),
+            None,
+        )
+        .await
+        .unwrap()
+        .stored
+        .id;
+    dspy_storage_tests::post_bench_history(&ts.storage, &id, 10_000).await;
+    counter.reset();
+    let page = ts
+        .storage
+        .metric_history(&OPERATOR, &id, None, None, Some(10_000), None)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 10_000);
+    assert!(page.next_cursor.is_none());
+    assert!(page
+        .records
+        .windows(2)
+        .all(|w| w[0].timestamp <= w[1].timestamp));
+    let cu = counter.capacity("DynamoDB");
+    println!(
+        "10,000-record history: {:?}, {cu} capacity units",
+        counter.snapshot()
+    );
+    check_trips(
+        &counter,
+        "read 10,000 records",
+        &[("DynamoDB.GetItem", 1), ("DynamoDB.Query", 1)],
+        2,
+    );
+    assert!(cu <= 50.0, "10,000 records cost {cu} capacity units");
 }

@@ -159,7 +159,7 @@ async fn records_history_and_trends() {
         // Bad history parameters.
         for q in [
             "limit=0",
-            "limit=1001",
+            "limit=10001",
             "from=x",
             "cursor=zzz",
             "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
@@ -598,12 +598,12 @@ async fn optimization_runs() {
 
 // ----- batch writes with injected unprocessed items ------------------------------------------
 
-/// An item store whose batch writes leave part of every other batch unprocessed (like
-/// DynamoDB under throttling), or every batch entirely when `never` is set.
+/// An item store that counts batch writes and transactions, and throttles every transaction
+/// when `never` is set (a throttle that outlasts the retries).
 struct Unreliable {
     inner: Arc<dyn ItemStore>,
     calls: AtomicUsize,
-    injected: AtomicUsize,
+    transactions: AtomicUsize,
     never: bool,
 }
 
@@ -613,28 +613,22 @@ impl ItemStore for Unreliable {
         self.inner.get(pk, sk).await
     }
     async fn transact(&self, ops: Vec<WriteOp>) -> dspy_storage_core::Result<()> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        if self.never {
+            return Err(dspy_storage_core::Error::Throttled("busy".into()));
+        }
         self.inner.transact(ops).await
     }
     async fn query(&self, query: &Query) -> dspy_storage_core::Result<Page<Item>> {
         self.inner.query(query).await
     }
     async fn batch_put(&self, items: Vec<Item>) -> dspy_storage_core::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.batch_put(items).await
     }
-    async fn batch_put_once(&self, mut items: Vec<Item>) -> dspy_storage_core::Result<Vec<Item>> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.never {
-            self.injected.fetch_add(items.len(), Ordering::SeqCst);
-            return Ok(items);
-        }
-        if call % 2 == 1 || items.len() < 2 {
-            return self.inner.batch_put_once(items).await;
-        }
-        let held = items.split_off(items.len() / 3);
-        self.injected.fetch_add(held.len(), Ordering::SeqCst);
-        let mut unprocessed = self.inner.batch_put_once(items).await?;
-        unprocessed.extend(held);
-        Ok(unprocessed)
+    async fn batch_put_once(&self, items: Vec<Item>) -> dspy_storage_core::Result<Vec<Item>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.batch_put_once(items).await
     }
     async fn scan(
         &self,
@@ -649,7 +643,7 @@ fn unreliable(ts: &TestStore, never: bool) -> (Arc<Unreliable>, Client) {
     let items = Arc::new(Unreliable {
         inner: ts.storage.items().clone(),
         calls: AtomicUsize::new(0),
-        injected: AtomicUsize::new(0),
+        transactions: AtomicUsize::new(0),
         never,
     });
     let storage = Storage::new(
@@ -662,6 +656,9 @@ fn unreliable(ts: &TestStore, never: bool) -> (Arc<Unreliable>, Client) {
     (items, Client { router })
 }
 
+/// A batch of 1,000 records is one transaction of blocks (no batch write, so no unprocessed
+/// item to lose), every record read back once; a store that throttles every transaction makes
+/// a retryable `429` and writes nothing.
 #[tokio::test]
 async fn batch_writes_lose_nothing() {
     for ts in backends().await {
@@ -672,9 +669,6 @@ async fn batch_writes_lose_nothing() {
         let records: Vec<Value> = (0..1000)
             .map(|i| json!({"metrics": {"accuracy": i as f64 / 1000.0}, "timestamp": t(base + Duration::seconds(i))}))
             .collect();
-        if let Some(counter) = &ts.counter {
-            counter.reset();
-        }
         let v = c
             .post_json(
                 &format!("/programs/{id}/metrics"),
@@ -683,27 +677,19 @@ async fn batch_writes_lose_nothing() {
             .await
             .expect(k, "batch of 1000", 201);
         assert_eq!(v["recorded"], 1000, "{k:?}");
-        let injected = items.injected.load(Ordering::SeqCst);
-        assert!(
-            injected > 300,
-            "{k:?}: unprocessed items injected: {injected}"
+        assert_eq!(
+            items.calls.load(Ordering::SeqCst),
+            0,
+            "{k:?}: no batch write"
         );
-        // 40 chunks of 25, every other write leaving two thirds unprocessed.
-        assert!(
-            items.calls.load(Ordering::SeqCst) >= 60,
-            "{k:?}: batch writes {}",
-            items.calls.load(Ordering::SeqCst)
+        assert_eq!(
+            items.transactions.load(Ordering::SeqCst),
+            1,
+            "{k:?}: one transaction"
         );
-        if let Some(counter) = &ts.counter {
-            let n = counter.count("DynamoDB.BatchWriteItem");
-            println!(
-                "{k:?}: 1000 records with injected unprocessed items: {n} BatchWriteItem requests"
-            );
-            assert_eq!(n as usize, items.calls.load(Ordering::SeqCst), "{k:?}");
-        }
         // Every record is there, once, with its value.
         let mut got = Vec::new();
-        let mut uri = format!("/programs/{id}/metrics?limit=1000");
+        let mut uri = format!("/programs/{id}/metrics?limit=300");
         loop {
             let v = c.get(&uri).await.expect(k, "history", 200);
             got.extend(
@@ -714,14 +700,14 @@ async fn batch_writes_lose_nothing() {
                     .map(|r| r["metrics"]["accuracy"].as_f64().unwrap()),
             );
             match v["next_cursor"].as_str() {
-                Some(cur) => uri = format!("/programs/{id}/metrics?limit=1000&cursor={cur}"),
+                Some(cur) => uri = format!("/programs/{id}/metrics?limit=300&cursor={cur}"),
                 None => break,
             }
         }
         let want: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
         assert_eq!(got, want, "{k:?}: all 1000 records, oldest first");
 
-        // A store that never processes anything: a retryable error, not a silent loss.
+        // A store that throttles every transaction: a retryable error, nothing written.
         let (_, never) = unreliable(&ts, true);
         let a = never
             .post_json(
@@ -730,13 +716,11 @@ async fn batch_writes_lose_nothing() {
             )
             .await;
         a.expect_error(k, "never processed", 429, "throttled");
-        assert!(
-            a.json()["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("1 record"),
-            "{k:?}"
-        );
+        let v = c
+            .get(&format!("/programs/{id}/metrics?limit=10000"))
+            .await
+            .expect(k, "history", 200);
+        assert_eq!(v["records"].as_array().unwrap().len(), 1000, "{k:?}");
     }
 }
 
@@ -1229,5 +1213,372 @@ async fn record_ids_make_appends_idempotent() {
             "{k:?}: the claims were restored: {r}"
         );
         assert_eq!(r["ids"][0], b1["ids"][0], "{k:?}");
+    }
+}
+
+// ----- metric blocks ---------------------------------------------------------------------------
+
+/// Eight appenders posting to one program at once (single records, batches, record ids, the
+/// same timestamps) lose no record: every record is read back once, in time order, and the
+/// trend counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_appenders_lose_nothing() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "conc.Metrics", 0).await;
+        let base = Utc::now() - Duration::hours(30);
+        let mut tasks = Vec::new();
+        for w in 0..8usize {
+            let (c, id) = (c.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let uri = format!("/programs/{id}/metrics");
+                for round in 0..6usize {
+                    let n = if round % 2 == 0 { 1 } else { 25 };
+                    let records: Vec<Value> = (0..n)
+                        .map(|i| {
+                            let mut r = json!({
+                                "metrics": {"accuracy": (w * 1000 + round * 100 + i) as f64},
+                                // Writers share timestamps (the hour of round and record).
+                                "timestamp": t(base + Duration::minutes((round * 60 + i * 7) as i64)),
+                            });
+                            if w % 2 == 1 {
+                                r["record_id"] = json!(format!("w{w}-{round}-{i}"));
+                            }
+                            r
+                        })
+                        .collect();
+                    let a = c
+                        .post_json(&uri, &json!({ "records": records }))
+                        .await;
+                    assert_eq!(a.status, 201, "{k:?}: writer {w}: {}", String::from_utf8_lossy(&a.body));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let all = all_history_paged(&c, k, &id, 37).await;
+        let want: usize = 8 * 3 * (1 + 25);
+        assert_eq!(all.len(), want, "{k:?}: every record once");
+        let mut values: Vec<i64> = all
+            .iter()
+            .map(|r| r["metrics"]["accuracy"].as_f64().unwrap() as i64)
+            .collect();
+        let times: Vec<&str> = all
+            .iter()
+            .map(|r| r["timestamp"].as_str().unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{k:?}: time order");
+        values.sort_unstable();
+        values.dedup();
+        assert_eq!(values.len(), want, "{k:?}: no record twice");
+        let v = c
+            .get(&format!("/programs/{id}/trends?days=3"))
+            .await
+            .expect(k, "trends", 200);
+        assert_eq!(v["records"], want, "{k:?}");
+    }
+}
+
+/// Every record of a history with pages of `limit`, checking that every page but the last is
+/// full and no record comes twice.
+async fn all_history_paged(c: &Client, k: Kind, id: &str, limit: usize) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut uri = format!("/programs/{id}/metrics?limit={limit}");
+    loop {
+        let v = c.get(&uri).await.expect(k, "history", 200);
+        let page = v["records"].as_array().unwrap();
+        match v["next_cursor"].as_str() {
+            Some(cur) => {
+                assert_eq!(page.len(), limit, "{k:?}: a page before the last is full");
+                uri = format!("/programs/{id}/metrics?limit={limit}&cursor={cur}");
+            }
+            None => {
+                out.extend(page.iter().cloned());
+                let mut ids: Vec<&str> = out.iter().map(|r| r["id"].as_str().unwrap()).collect();
+                ids.sort_unstable();
+                let n = ids.len();
+                ids.dedup();
+                assert_eq!(ids.len(), n, "{k:?}: an id twice");
+                return out;
+            }
+        }
+        out.extend(page.iter().cloned());
+    }
+}
+
+/// An append whose transaction's answer is lost (it committed) is sent again by the server,
+/// which finds its blocks written: `201`, every record once (no record id needed). A backfilled
+/// batch lands in time order among the records already there.
+#[tokio::test]
+async fn a_lost_answer_never_duplicates_and_backfills_land_in_order() {
+    use dspy_storage_tests::faults::{faulty_storage, Fault, FaultPlan};
+    for ts in backends().await {
+        let k = ts.kind;
+        let id = store(&ts.client(), k, "lost.Answer", 0).await;
+        let plan = FaultPlan::default();
+        let c = Client {
+            router: dspy_storage_functions::app(AppState::new(Arc::new(faulty_storage(
+                &ts, &plan,
+            )))),
+        };
+        let uri = format!("/programs/{id}/metrics");
+        let now = Utc::now();
+        let recent: Vec<Value> = (0..10)
+            .map(|i| json!({"metrics": {"accuracy": 100.0 + i as f64}, "timestamp": t(now - Duration::hours(10 - i))}))
+            .collect();
+        // Calls: the program's GetItem, then the transaction (the 2nd call): its answer is lost.
+        plan.arm(2, Fault::Timeout);
+        let a = c.post_json(&uri, &json!({"records": recent})).await;
+        assert_eq!(a.status, 201, "{k:?}: {}", String::from_utf8_lossy(&a.body));
+        assert_eq!(plan.fired().len(), 1, "{k:?}: the fault fired");
+        plan.reset();
+        // Backfilled records (before the program was stored, over two months).
+        let old: Vec<Value> = (0..10)
+            .map(|i| json!({"metrics": {"accuracy": i as f64}, "timestamp": t(now - Duration::days(50 - 3 * i))}))
+            .collect();
+        c.post_json(&uri, &json!({"records": old}))
+            .await
+            .expect(k, "backfill", 201);
+        let all = all_history_paged(&c, k, &id, 4).await;
+        let values: Vec<f64> = all
+            .iter()
+            .map(|r| r["metrics"]["accuracy"].as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = (0..10)
+            .map(|i| i as f64)
+            .chain((0..10).map(|i| 100.0 + i as f64))
+            .collect();
+        assert_eq!(values, want, "{k:?}: once each, in time order");
+    }
+}
+
+/// A batch too large for one item (1,000 records with 3 KB environments that do not compress)
+/// is split into blocks under DynamoDB's 400 KB item limit, and into transactions under its
+/// 4 MB limit; every record reads back.
+#[tokio::test]
+async fn large_batches_split_into_blocks_under_the_item_limit() {
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        let id = store(&c, k, "split.Sig", 0).await;
+        let base = Utc::now() - Duration::hours(2);
+        let records: Vec<Value> = (0..1000)
+            .map(|i| {
+                json!({
+                    "metrics": {"accuracy": i as f64},
+                    "timestamp": t(base + Duration::seconds(i)),
+                    "environment": {"noise": noise(i as u64, 3000)},
+                })
+            })
+            .collect();
+        let body = json!({ "records": records });
+        let a = c
+            .request(
+                Method::POST,
+                &format!("/programs/{id}/metrics"),
+                &[("content-type", "application/json")],
+                axum::body::Body::from(body.to_string()),
+            )
+            .await
+            .expect(k, "large batch", 201);
+        assert_eq!(a["recorded"], 1000, "{k:?}");
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let blocks = ts
+            .storage
+            .items()
+            .query(
+                &Query::new(
+                    dspy_storage_core::backend::Index::Table,
+                    dspy_storage_core::model::keys::metric_blocks_pk(&pid),
+                )
+                .limit(1000),
+            )
+            .await
+            .unwrap()
+            .items;
+        assert!(blocks.len() >= 8, "{k:?}: {} blocks", blocks.len());
+        for b in &blocks {
+            let bytes = b.get("b_records").unwrap().len() * 3 / 4;
+            assert!(bytes < 300_000, "{k:?}: a block of {bytes} bytes");
+        }
+        let all = all_history_paged(&c, k, &id, 1000).await;
+        let values: Vec<f64> = all
+            .iter()
+            .map(|r| r["metrics"]["accuracy"].as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            (0..1000).map(|i| i as f64).collect::<Vec<_>>(),
+            "{k:?}"
+        );
+    }
+}
+
+/// Text that does not compress: `len` characters of a xorshift stream.
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect()
+}
+
+/// A store written by a build before metric blocks (one item per record) keeps its history:
+/// read beside new blocks in one time order, paged, counted by trends; then converted —
+/// `migrate_metrics` slice by slice (resumable) on either backend, or by the embedded store on
+/// its first metric read — with the same records, ids included.
+#[tokio::test]
+async fn per_record_items_stay_readable_and_convert() {
+    for ts in backends().await {
+        let k = ts.kind;
+        let old = Arc::new(dspy_storage_tests::before_metric_blocks(&ts).await);
+        let c = Client {
+            router: dspy_storage_functions::app(AppState::new(old.clone())),
+        };
+        let id = store(&c, k, "old.Layout", 0).await;
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let now = Utc::now();
+        let created = old.get_record(&OPERATOR, &pid).await.unwrap().created_at;
+        // 30 old records: backfilled 40 days back (month index), and of the last hours.
+        let legacy: Vec<(DateTime<Utc>, Value)> = (0..30)
+            .map(|i| {
+                let at = if i < 15 {
+                    now - Duration::days(40) + Duration::hours(i)
+                } else {
+                    now - Duration::hours(40 - i)
+                };
+                (at, json!({"accuracy": i as f64}))
+            })
+            .collect();
+        let written = dspy_storage_tests::put_per_record_layout(&old, &pid, created, &legacy).await;
+        // New records between them, in blocks.
+        let new: Vec<Value> = (0..10)
+            .map(|i| json!({"metrics": {"accuracy": 100.0 + i as f64}, "timestamp": t(now - Duration::days(20) + Duration::hours(i))}))
+            .collect();
+        c.post_json(&format!("/programs/{id}/metrics"), &json!({"records": new}))
+            .await
+            .expect(k, "append", 201);
+        let want: Vec<f64> = (0..15)
+            .map(|i| i as f64)
+            .chain((0..10).map(|i| 100.0 + i as f64))
+            .chain((15..30).map(|i| i as f64))
+            .collect();
+        let values = |all: &[Value]| -> Vec<f64> {
+            all.iter()
+                .map(|r| r["metrics"]["accuracy"].as_f64().unwrap())
+                .collect()
+        };
+        let before = all_history_paged(&c, k, &id, 7).await;
+        assert_eq!(values(&before), want, "{k:?}: both layouts, in time order");
+        for r in &written {
+            assert!(
+                before.iter().any(|b| b["id"] == r.id.to_string()),
+                "{k:?}: old id {} kept",
+                r.id
+            );
+        }
+        let trend = c
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "trends", 200);
+        assert_eq!(trend["records"], 40, "{k:?}: {}", trend["daily"]);
+        let converted = if k == Kind::Embedded {
+            // A store that converts on its first metric read (as `open::embedded` makes).
+            let fresh = Storage::new(
+                ts.storage.items().clone(),
+                ts.storage.blobs().clone(),
+                StorageConfig::default(),
+                "embedded again",
+            )
+            .with_metric_conversion_on_read();
+            Client {
+                router: dspy_storage_functions::app(AppState::new(Arc::new(fresh))),
+            }
+        } else {
+            // Slice by slice, resuming from each slice's cursor.
+            let mut start = None;
+            let mut slices = 0;
+            let mut converted = 0;
+            loop {
+                let r = old.migrate_metrics(start, 1).await.unwrap();
+                slices += 1;
+                converted += r.records_converted;
+                if r.complete {
+                    break;
+                }
+                start = r.next;
+            }
+            assert_eq!(converted, 30, "{k:?}: {slices} slices");
+            c.clone()
+        };
+        let after = all_history_paged(&converted, k, &id, 7).await;
+        assert_eq!(
+            after, before,
+            "{k:?}: the same history after the conversion"
+        );
+        let raw = dspy_storage_tests::RawState::of(&ts.storage).await;
+        assert!(
+            !raw.items.iter().any(|((pk, sk), attrs)| {
+                let mut item = Item::new(pk.clone(), sk.clone());
+                item.attrs = attrs.clone();
+                dspy_storage_core::tracking::migrate::is_legacy_record(&item)
+            }),
+            "{k:?}: no per-record item left"
+        );
+        let trend = converted
+            .get(&format!("/programs/{id}/trends?days=90"))
+            .await
+            .expect(k, "trends after", 200);
+        assert_eq!(trend["records"], 40, "{k:?}");
+        // Running the conversion again finds nothing to do.
+        let again = old.migrate_metrics(None, 1000).await.unwrap();
+        assert!(again.complete && again.records_converted == 0, "{k:?}");
+    }
+}
+
+/// The daily cleanup converts what is left of the per-record layout with its spare time, then
+/// marks the store; once marked, it does nothing (and asks nothing) again.
+#[tokio::test]
+async fn the_daily_cleanup_converts_per_record_items() {
+    for ts in backends().await {
+        let k = ts.kind;
+        let old = Arc::new(dspy_storage_tests::before_metric_blocks(&ts).await);
+        let c = Client {
+            router: dspy_storage_functions::app(AppState::new(old.clone())),
+        };
+        let id = store(&c, k, "daily.Convert", 0).await;
+        let pid = dspy_storage_core::domain::ProgramId::parse(&id).unwrap();
+        let now = Utc::now();
+        let legacy: Vec<(DateTime<Utc>, Value)> = (0..12)
+            .map(|i| (now - Duration::hours(30 - i), json!({"accuracy": i as f64})))
+            .collect();
+        dspy_storage_tests::put_per_record_layout(&old, &pid, now, &legacy).await;
+        let before = all_history_paged(&c, k, &id, 5).await;
+        assert_eq!(before.len(), 12, "{k:?}");
+        let state = AppState::new(old.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let summary = dspy_storage_functions::jobs::cleanup_scheduled(
+            state.clone(),
+            json!({"id": "e"}),
+            Some(deadline),
+        )
+        .await
+        .unwrap();
+        let conversion = &summary["metric_conversion"];
+        assert_eq!(conversion["complete"], true, "{k:?}: {summary}");
+        assert_eq!(conversion["records_converted"], 12, "{k:?}: {summary}");
+        assert_eq!(all_history_paged(&c, k, &id, 5).await, before, "{k:?}");
+        let again = dspy_storage_functions::jobs::cleanup_scheduled(
+            state,
+            json!({"id": "e2"}),
+            Some(deadline),
+        )
+        .await
+        .unwrap();
+        assert!(again["metric_conversion"].is_null(), "{k:?}: {again}");
     }
 }

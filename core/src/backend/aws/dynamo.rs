@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::{
     PutRequest, ScalarAttributeType, TableStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
+use base64::Engine;
 
 use super::{build_error, dynamo_error};
 use crate::backend::{
@@ -155,7 +156,8 @@ fn key_map(pk: &str, sk: &str) -> AttrMap {
     HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
 }
 
-/// Attributes are strings, but number attributes ([`attr::NUMBER_PREFIX`]) holding an integer
+/// Attributes are strings, but binary attributes ([`attr::BINARY_PREFIX`]) holding base64 are
+/// written as bytes, and number attributes ([`attr::NUMBER_PREFIX`]) holding an integer
 /// are written as numbers (so counters stay addable after a plain put, e.g. a restore).
 fn item_to_map(item: &Item) -> AttrMap {
     let mut map: AttrMap = item
@@ -164,6 +166,12 @@ fn item_to_map(item: &Item) -> AttrMap {
         .map(|(k, v)| {
             let value = if k.starts_with(attr::NUMBER_PREFIX) && v.parse::<i64>().is_ok() {
                 AttributeValue::N(v.clone())
+            } else if let Some(bytes) = k
+                .starts_with(attr::BINARY_PREFIX)
+                .then(|| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .flatten()
+            {
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes))
             } else {
                 s(v)
             };
@@ -176,7 +184,8 @@ fn item_to_map(item: &Item) -> AttrMap {
 }
 
 /// Converts a stored item back; numbers (counters of [`WriteOp::Add`]) become their decimal
-/// text, other non-string attributes are ignored.
+/// text, binary attributes ([`attr::BINARY_PREFIX`]) their base64 text, other non-string
+/// attributes are ignored.
 fn map_to_item(mut map: AttrMap) -> Result<Item> {
     let mut take_key = |name: &str| match map.remove(name) {
         Some(AttributeValue::S(v)) => Ok(v),
@@ -190,6 +199,10 @@ fn map_to_item(mut map: AttrMap) -> Result<Item> {
         .into_iter()
         .filter_map(|(k, v)| match v {
             AttributeValue::S(v) | AttributeValue::N(v) => Some((k, v)),
+            AttributeValue::B(b) => Some((
+                k,
+                base64::engine::general_purpose::STANDARD.encode(b.as_ref()),
+            )),
             _ => None,
         })
         .collect();
@@ -639,6 +652,19 @@ mod unit {
         let map = item_to_map(&counter);
         assert_eq!(map["n_programs"], AttributeValue::N("3".into()));
         assert_eq!(map["n_note"], AttributeValue::S("x".into()));
-        assert_eq!(map_to_item(map).unwrap(), counter);
+        assert_eq!(map_to_item(map).unwrap(), counter.clone());
+        // Binary attributes are written as bytes and read back as their base64 text.
+        let blob = counter
+            .with("b_x", "AAEC/w==")
+            .with("b_text", "not base64!");
+        let map = item_to_map(&blob);
+        assert_eq!(
+            map["b_x"],
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                0u8, 1, 2, 255
+            ]))
+        );
+        assert_eq!(map["b_text"], AttributeValue::S("not base64!".into()));
+        assert_eq!(map_to_item(map).unwrap(), blob);
     }
 }
