@@ -20,12 +20,16 @@ use crate::storage::Storage;
 /// The embedded backend under `data_dir` (created if missing).
 pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {
     let (items, blobs) = embedded::open(data_dir)?;
-    Ok(Storage::new(
+    let mut storage = Storage::new(
         Arc::new(items),
         Arc::new(blobs),
         config,
         format!("embedded ({})", data_dir.display()),
-    ))
+    );
+    // A store from before the text index gets it at its first indexed search (or at once
+    // through [`Settings::open`]).
+    storage.reindex_on_open = true;
+    Ok(storage)
 }
 
 /// The AWS configuration of one process ([`sdk_config`]: the standard environment, SDK retries
@@ -79,16 +83,24 @@ pub async fn aws(
     let items = DynamoItemStore::new(ddb, location.table.clone());
     let blobs = S3BlobStore::new(s3, location.bucket.clone())
         .with_archive_class(&config.archive_storage_class)?;
-    if create {
-        items.create_table().await?;
+    let created = if create {
+        let created = items.create_table().await?;
         blobs.create_bucket().await?;
-    }
-    Ok(Storage::new(
+        created
+    } else {
+        false
+    };
+    let storage = Storage::new(
         Arc::new(items),
         Arc::new(blobs),
         config,
         format!("aws (table {}, bucket {})", location.table, location.bucket),
-    ))
+    );
+    if created {
+        // A new table holds no program: its text index is complete from the start.
+        storage.mark_text_index_complete().await?;
+    }
+    Ok(storage)
 }
 
 /// Where change events go (see [`crate::events`]).
@@ -241,7 +253,13 @@ impl Settings {
     pub async fn open(&self, aws: &AwsConfig) -> Result<Storage> {
         let config = self.config()?;
         let mut storage = match &self.backend {
-            BackendSettings::Embedded { data_dir } => embedded(data_dir, config)?,
+            BackendSettings::Embedded { data_dir } => {
+                let storage = embedded(data_dir, config)?;
+                // The embedded store migrates on open: programs stored before the text index
+                // get their entries now (once; a no-op when the index is complete).
+                storage.text_index_ready().await?;
+                storage
+            }
             BackendSettings::Aws { location, create } => {
                 self::aws(aws.get().await, location, config, *create, None).await?
             }

@@ -131,6 +131,12 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn embedded_with(config: StorageConfig) -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = open::embedded(dir.path(), config).expect("embedded store opens");
+    // As `dspy-storage serve` opens it: migrated on open (a new store's text index is complete
+    // at once, so every entry a test finds was written by the operation under test).
+    storage
+        .text_index_ready()
+        .await
+        .expect("embedded store migrates");
     TestStore {
         kind: Kind::Embedded,
         storage: Arc::new(storage),

@@ -9,6 +9,7 @@ pub mod dspy;
 mod load;
 pub mod registry;
 mod store;
+pub mod text_index;
 
 use std::sync::Arc;
 
@@ -125,6 +126,12 @@ pub struct Storage {
     pub(crate) data_keys: Option<Arc<dyn crate::blob::envelope::DataKeyProvider>>,
     /// The secrets every cursor is signed with (see [`crate::paging`]).
     pub(crate) cursors: CursorKeys,
+    /// The text index is complete (see [`text_index`]): remembered once seen.
+    pub(crate) text_ready: std::sync::atomic::AtomicBool,
+    /// Build the text index at the first indexed search when it is not complete (embedded).
+    pub(crate) reindex_on_open: bool,
+    /// One reindex walk at a time in this process.
+    pub(crate) reindex_lock: tokio::sync::Mutex<()>,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -178,6 +185,9 @@ impl Storage {
             events: None,
             data_keys: None,
             cursors: CursorKeys::ephemeral(),
+            text_ready: Default::default(),
+            reindex_on_open: false,
+            reindex_lock: Default::default(),
         }
     }
 
