@@ -172,7 +172,7 @@ fn cond_words(c: &Cond) -> Vec<String> {
 }
 
 /// The words a search's matches all have (free text and text conditions), without a word that
-/// is a prefix of another (its matches include the other's).
+/// is a prefix of another (its matches include the other's), at most [`MAX_INDEX_WORDS`].
 pub fn index_words(req: &SearchRequest) -> Vec<String> {
     let mut all: Vec<String> = req.text.clone();
     for c in &req.conds {
@@ -180,13 +180,21 @@ pub fn index_words(req: &SearchRequest) -> Vec<String> {
     }
     all.sort();
     all.dedup();
-    let keep: Vec<String> = all
+    let mut keep: Vec<String> = all
         .iter()
         .filter(|w| !all.iter().any(|o| o != *w && o.starts_with(w.as_str())))
         .cloned()
         .collect();
+    // At most a few index reads per search: the longest words (likely the rarest). The others
+    // are still checked on every candidate's record.
+    keep.sort_by(|a, b| b.chars().count().cmp(&a.chars().count()).then(a.cmp(b)));
+    keep.truncate(MAX_INDEX_WORDS);
+    keep.sort();
     keep
 }
+
+/// Most words whose index entries one search reads.
+pub const MAX_INDEX_WORDS: usize = 8;
 
 /// Plans a search (see the module doc), using the text index.
 pub fn plan(req: &SearchRequest) -> Plan {
@@ -337,6 +345,15 @@ mod tests {
             q("class classify meta.dataset:imdb-re* method:copro", None).source,
             words(&["classify", "imdb", "re"])
         );
+        // A quoted phrase of many words reads the index of the longest few.
+        let phrase: Vec<String> = (0..20u8)
+            .map(|i| format!("{}{}", (b'a' + i) as char, "y".repeat(i as usize)))
+            .collect();
+        let Source::Words(read) = q(&format!("\"{}\"", phrase.join(" ")), None).source else {
+            panic!("a word index plan")
+        };
+        assert_eq!(read.len(), MAX_INDEX_WORDS);
+        assert!(read.iter().all(|w| w.len() > 12), "{read:?}");
         // Numbers and booleans in metadata are not free text; version is not either.
         assert_eq!(q("meta.n:100", None).source, Source::Project);
         assert_eq!(q("meta.n:1*", None).source, Source::Project);
