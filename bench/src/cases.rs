@@ -151,6 +151,14 @@ pub fn all() -> Vec<Case> {
             search_query,
         ),
         c(
+            "search (free text, 10 matches)",
+            BOTH,
+            Weight::Normal,
+            None,
+            "a word of the metadata that 10 programs have, whatever the store's size",
+            search_free_text,
+        ),
+        c(
             "search (structured, sorted top 10)",
             BOTH,
             Weight::Normal,
@@ -447,6 +455,17 @@ fn search_query(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
                 env.seeded.signature(i)
             )
         };
+        api(env, mode, false, Method::GET, &path, None).await
+    })
+}
+
+/// A free-text word ten programs have (their shard's dataset word), whatever the store's size:
+/// the word index reads those ten, not the project.
+fn search_free_text(env: &BackendEnv, mode: Mode, i: u64) -> Fut<'_> {
+    Box::pin(async move {
+        let shards = (env.seeded.ids.len() as u64 / 10).max(1);
+        let word = crate::data::shard_word(i.wrapping_mul(7919) % shards);
+        let path = format!("/search?q={word}&limit=10");
         api(env, mode, false, Method::GET, &path, None).await
     })
 }

@@ -27,6 +27,7 @@ pub async fn section(quick: bool) -> BenchResult<String> {
         dir.path(),
         StorageConfig::default(),
     )?);
+    storage.text_index_ready().await?;
     progress(format!(
         "dashboard: seeding {programs} programs over {signatures} signatures (one with {big} versions)"
     ));

@@ -132,7 +132,14 @@ pub fn metadata(signature: &str, seed: u64) -> Value {
         "tags": [TAGS[a], TAGS[b]],
         "team": "bench",
         "description": "a synthetic benchmark program",
+        // Ten programs per shard whatever the store's size: the free-text case's matches.
+        "dataset": shard_word(seed / 10),
     })
+}
+
+/// The dataset word of shard `k` (fixed width: no shard's word is a prefix of another's).
+pub fn shard_word(k: u64) -> String {
+    format!("shard{k:07}")
 }
 
 /// The body of `POST /programs`.

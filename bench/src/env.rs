@@ -167,6 +167,9 @@ pub async fn open_fresh(backend: Backend, counter: Option<RequestCounter>) -> Be
         Backend::Embedded => {
             let dir = tempfile::Builder::new().prefix("dspy-bench-").tempdir()?;
             let storage = open::embedded(dir.path(), StorageConfig::default())?;
+            // Migrated on open, as `dspy-storage serve` does (a new store's word index is
+            // complete at once: no search below builds it).
+            storage.text_index_ready().await?;
             (storage, None, Some(dir))
         }
         Backend::Aws => {

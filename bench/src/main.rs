@@ -436,8 +436,9 @@ fn which_python() -> bool {
 /// Latency of the indexed reads at growing sizes: search, list versions and load latest at N
 /// programs; history at N metric records.
 async fn scaling(settings: &Settings, backends: &[Backend]) -> BenchResult<String> {
-    const OPS: [&str; 5] = [
+    const OPS: [&str; 6] = [
         "search (query string, top 10)",
+        "search (free text, 10 matches)",
         "search (structured, sorted top 10)",
         "list versions",
         "load latest, caches off",
@@ -811,6 +812,7 @@ async fn backup_rss(n: usize, settings: &Settings) -> BenchResult<Vec<(String, S
             dir.path(),
             Default::default(),
         )?);
+        storage.text_index_ready().await?;
         data::seed(&storage, "backup", n, 50, settings.plan.concurrency).await?;
     }
     let args = server_args(Backend::Embedded, dir.path());

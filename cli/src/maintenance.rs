@@ -1,6 +1,6 @@
-//! `dspy-storage cleanup [--dry-run]`, `archive ID`, `restore ID`: the retention and archive
-//! operations of the cleanup function, run directly over the core; `migrate-metrics`: metric
-//! records of the per-record layout converted into blocks.
+//! `dspy-storage cleanup [--dry-run]`, `archive ID`, `restore ID`, `reindex`: the retention,
+//! archive and maintenance operations of the cleanup function, run directly over the core;
+//! `migrate-metrics`: metric records of the per-record layout converted into blocks.
 
 use clap::Subcommand;
 use dspy_storage_core::access::OPERATOR;
@@ -54,6 +54,17 @@ pub enum Command {
         /// Stop after this many scan pages of 500 items (default: to the end of the table).
         #[arg(long)]
         max_pages: Option<usize>,
+    },
+    /// Build the free-text index for programs stored before it existed: a resumable walk of the
+    /// table (it continues where an earlier run stopped; a no-op once complete). Searches use
+    /// the index once it is complete; until then they read the project's programs.
+    Reindex {
+        /// Walk the whole table again even when the index is complete.
+        #[arg(long)]
+        restart: bool,
+        /// Stop after this long (e.g. `10m`); run it again to continue.
+        #[arg(long)]
+        time_limit: Option<String>,
     },
 }
 
@@ -121,6 +132,18 @@ pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError
                     _ => break,
                 }
             }
+        }
+        Command::Reindex {
+            restart,
+            time_limit,
+        } => {
+            let deadline = time_limit
+                .map(|t| dspy_storage_core::config::parse_duration("--time-limit", &t))
+                .transpose()?
+                .map(|d| std::time::Instant::now() + d);
+            let storage = backend.open().await?;
+            let report = storage.reindex_text(&OPERATOR, deadline, restart).await?;
+            print_json(&report)?;
         }
     }
     Ok(())

@@ -20,13 +20,17 @@ use crate::storage::Storage;
 #[cfg(feature = "embedded")]
 pub fn embedded(data_dir: &Path, config: StorageConfig) -> Result<Storage> {
     let (items, blobs) = crate::backend::embedded::open(data_dir)?;
-    Ok(Storage::new(
+    let mut storage = Storage::new(
         Arc::new(items),
         Arc::new(blobs),
         config,
         format!("embedded ({})", data_dir.display()),
     )
-    .with_metric_conversion_on_read())
+    .with_metric_conversion_on_read();
+    // A store from before the text index gets it at its first indexed search (or at once
+    // through [`Settings::open`]).
+    storage.reindex_on_open = true;
+    Ok(storage)
 }
 
 /// The AWS configuration of one process ([`sdk_config`]: the standard environment, SDK retries
@@ -80,9 +84,10 @@ pub async fn aws(
     let items = DynamoItemStore::new(ddb, location.table.clone());
     let blobs = S3BlobStore::new(s3, location.bucket.clone())
         .with_archive_class(&config.archive_storage_class)?;
+    let mut created = false;
     let mut fresh = false;
     if create {
-        items.create_table().await?;
+        created = items.create_table().await?;
         blobs.create_bucket().await?;
         // A table with no item holds no metric record of the per-record layout.
         use crate::backend::ItemStore;
@@ -96,6 +101,10 @@ pub async fn aws(
     );
     if fresh {
         storage.mark_metrics_converted().await?;
+    }
+    if created {
+        // A new table holds no program: its text index is complete from the start.
+        storage.mark_text_index_complete().await?;
     }
     Ok(storage)
 }
@@ -255,7 +264,13 @@ impl Settings {
         let config = self.config()?;
         let mut storage = match &self.backend {
             #[cfg(feature = "embedded")]
-            BackendSettings::Embedded { data_dir } => embedded(data_dir, config)?,
+            BackendSettings::Embedded { data_dir } => {
+                let storage = embedded(data_dir, config)?;
+                // The embedded store migrates on open: programs stored before the text index
+                // get their entries now (once; a no-op when the index is complete).
+                storage.text_index_ready().await?;
+                storage
+            }
             BackendSettings::Aws { location, create } => {
                 self::aws(aws.get().await, location, config, *create, None).await?
             }

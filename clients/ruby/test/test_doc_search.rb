@@ -70,7 +70,8 @@ class TestDocSearch < StorageTest
     assert_equal "q", error.field
     assert_equal 400, error.status
 
-    # The page's natural-language example is free text: every word must occur (as the server answers).
+    # The page's natural-language example is free text: every word must begin a word of a program
+    # (as the server answers).
     natural = "high performing sentiment classifiers"
     raw = server.get("/search?#{q(q: natural, project: @project)}")["results"]
     assert_equal raw.map { |r| r["id"] }, search.search(natural).map { |r| r[:id] }

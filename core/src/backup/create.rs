@@ -83,7 +83,10 @@ fn restore_rank(kind: EntityKind) -> u8 {
         EntityKind::OptimizationRun => 4,
         EntityKind::Other => 5,
         EntityKind::SignatureHead => 6,
-        EntityKind::Idempotency | EntityKind::Status | EntityKind::Counter => 7,
+        EntityKind::Idempotency
+        | EntityKind::Status
+        | EntityKind::Counter
+        | EntityKind::TextIndex => 7,
     }
 }
 
@@ -405,7 +408,7 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            // Idempotency and status items are not backed up.
+            // Idempotency, status, counter and text index items are not backed up.
             _ => Ok(()),
         }
     }

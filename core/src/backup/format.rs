@@ -94,7 +94,10 @@ impl Counts {
             EntityKind::Metric => self.metrics += n,
             EntityKind::OptimizationRun => self.optimization_runs += n,
             EntityKind::Other => self.other += n,
-            EntityKind::Idempotency | EntityKind::Status | EntityKind::Counter => {}
+            EntityKind::Idempotency
+            | EntityKind::Status
+            | EntityKind::Counter
+            | EntityKind::TextIndex => {}
         }
     }
 }

@@ -268,7 +268,10 @@ impl Restorer<'_> {
             let line = line?;
             if matches!(
                 keys::entity_kind(&line.item.pk, &line.item.sk),
-                EntityKind::Status | EntityKind::Idempotency | EntityKind::Counter
+                EntityKind::Status
+                    | EntityKind::Idempotency
+                    | EntityKind::Counter
+                    | EntityKind::TextIndex
             ) {
                 continue;
             }
@@ -311,7 +314,8 @@ impl Restorer<'_> {
             | EntityKind::SignatureHead
             | EntityKind::Idempotency
             | EntityKind::Status
-            | EntityKind::Counter => {}
+            | EntityKind::Counter
+            | EntityKind::TextIndex => {}
         }
         for _ in 0..n {
             self.tick("restore");
@@ -425,9 +429,10 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Writes programs of one signature in one transaction: each record with its version claim
-    /// and tag entries (a program is never visible by id without being listed, nor listed
-    /// without its record), the counters they add, and the head moved over them. A record that
+    /// Writes programs of one signature in one transaction (after their text index entries):
+    /// each record with its version claim and tag entries (a program is never visible by id
+    /// without being listed, nor listed without its record), the counters they add, and the
+    /// head moved over them. A record that
     /// appeared meanwhile is left alone; a version taken meanwhile by another program is a
     /// conflict; a head changed meanwhile is read again.
     /// `head`: the signature's head as just read, for the first attempt (later ones read it).
@@ -438,6 +443,13 @@ impl Restorer<'_> {
         mut head: Option<Option<SignatureHead>>,
     ) -> Result<()> {
         let items = self.storage.items().clone();
+        // The text index entries first (derived from the records; a program must never be
+        // listed without them). Entries of a program that then turns out present are the same.
+        let entries: Vec<Item> = chunk
+            .iter()
+            .flat_map(|p| crate::model::text::index_items(&p.record))
+            .collect();
+        crate::backend::put_all(items.as_ref(), entries).await?;
         for attempt in 1..=100u32 {
             if chunk.is_empty() {
                 return Ok(());

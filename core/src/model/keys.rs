@@ -6,6 +6,9 @@
 //! | version claim | `SIG#<project>#<sig>`      | `VER#<sortable semver>`  | |
 //! | signature head (latest, aliases, counts) | `SIG#<project>#<sig>` | `HEAD` | GSI4 `PROJSIG#<project>` / `<sig>`; GSI3 `PROJSIGUPD#<project>` / `<updated>#<sig>` |
 //! | tag entry     | `TAG#<project>#<tag>`      | `<created>#<id>`         | |
+//! | text index entry (one per distinct word of a program, see [`crate::model::text`]) | `TXT#<project>#<first char of the word>` | `<word>#<id>` | |
+//! | text index overflow (a program with more words than the cap) | `TXT#<project>#+` | `<id>` | |
+//! | text index state (reindex progress) | `STATUS` | `TEXTINDEX` | |
 //! | idempotency   | `IDEM#<key>`               | `IDEM`                   | |
 //! | metric block (the records one append wrote for one month, compressed) | `MET#<program id>#B` | `<first timestamp>#<uuid>.<n>` | | (one partition per program: a history read is one range read; `b_records` the zstd payload, `n_records`, `last`; see `crate::tracking::blocks`)
 //! | metric record, per-record layout (before blocks; read until converted) | `MET#<program id>#<YYYY-MM>` | `<timestamp>#<uuid v7>` | | (converted into blocks by `dspy-storage migrate-metrics`, by the embedded store on open and by a restore)
@@ -20,8 +23,8 @@
 //! | metric layout (every metric record is in blocks; where the scheduled conversion resumes) | `STATUS` | `LAYOUT#metric-blocks`, `LAYOUT#metric-blocks-progress` | |
 //! | backup / restore lease | `STATUS`          | `LOCK#backup`, `LOCK#restore` | |
 //!
-//! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `IDEM`, `MET`, `RUN`,
-//! `STATS`, `STATUS`.
+//! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `TXT`, `IDEM`, `MET`,
+//! `RUN`, `STATS`, `STATUS`.
 //!
 //! [`entity_kind`] classifies any item by its keys (backup and restore carry every kind,
 //! including ones it does not know, verbatim).
@@ -49,6 +52,23 @@ pub const STATS_INDEX_PK: &str = "STATS";
 pub const STATUS_PK: &str = "STATUS";
 pub const CLEANUP_STATUS_SK: &str = "LAST#cleanup";
 pub const BACKUP_STATUS_SK: &str = "LAST#backup";
+/// The text index's state: whether every program has its entries (see [`crate::model::text`]).
+pub const TEXT_INDEX_STATUS_SK: &str = "TEXTINDEX";
+
+/// Partition of a project's text index entries of words starting with `first`.
+pub fn text_pk(project: &Project, first: char) -> String {
+    format!("TXT#{project}#{first}")
+}
+
+/// Sort key of a text index entry: the word, then the program.
+pub fn text_sk(word: &str, id: &ProgramId) -> String {
+    format!("{word}#{id}")
+}
+
+/// Partition of a project's programs with more words than the text index's cap.
+pub fn text_overflow_pk(project: &Project) -> String {
+    format!("TXT#{project}#+")
+}
 
 /// Partition of a program's metric records of one month (`month` = `YYYY-MM`).
 pub fn metric_pk(id: &ProgramId, month: &str) -> String {
@@ -151,6 +171,9 @@ pub enum EntityKind {
     Metric,
     /// `RUN#…`: optimization runs
     OptimizationRun,
+    /// `TXT#…`: free-text index entries (derived from program records: not backed up; a
+    /// restore writes them for each program it restores)
+    TextIndex,
     /// `IDEM#…`: a cached answer to an idempotent request (expires; not backed up)
     Idempotency,
     /// `STATUS` / …: last-run status and leases of this deployment (not backed up or restored)
@@ -176,6 +199,7 @@ impl EntityKind {
             EntityKind::Idempotency => "idempotency",
             EntityKind::Status => "status",
             EntityKind::Counter => "counters",
+            EntityKind::TextIndex => "text_index",
             EntityKind::Other => "other",
         }
     }
@@ -198,6 +222,8 @@ pub fn entity_kind(pk: &str, sk: &str) -> EntityKind {
         EntityKind::Metric
     } else if pk.starts_with("RUN#") {
         EntityKind::OptimizationRun
+    } else if pk.starts_with("TXT#") {
+        EntityKind::TextIndex
     } else if pk.starts_with("STATS#") {
         EntityKind::Counter
     } else if pk.starts_with("IDEM#") && sk == IDEM_SK {
@@ -319,6 +345,7 @@ mod tests {
         );
         assert_eq!(entity_kind("TAG#default#x", "2026#id"), EntityKind::Tag);
         assert_eq!(entity_kind("MET#id#2026-11", "t#u"), EntityKind::Metric);
+        assert_eq!(entity_kind("TXT#default#q", "qa#id"), EntityKind::TextIndex);
         assert_eq!(entity_kind("RUN#id", "RUN"), EntityKind::OptimizationRun);
         assert_eq!(entity_kind("IDEM#k", IDEM_SK), EntityKind::Idempotency);
         assert_eq!(entity_kind(STATUS_PK, BACKUP_STATUS_SK), EntityKind::Status);

@@ -1,20 +1,25 @@
 //! Executing searches, aggregations and time series over the item store: one index partition
-//! per request (see [`super::plan`]), conditions and sorting in core, opaque validated cursors.
+//! per request, or the text index's entries of the search's words (see [`super::plan`]);
+//! conditions and sorting in core, opaque validated cursors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::parse::{parse_duration, parse_filters, SearchRequest};
-use super::plan::{plan, Plan, Source};
+use super::plan::{plan, plan_with, Plan, Source};
 use super::{compare_sort, relevance, sort_values, summary, Cond, Field, Op, SortVal};
 use crate::access::Principal;
-use crate::backend::{page_key_of, Item, PageKey, Query};
-use crate::domain::{format_time, ProgramStatus, Project};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::backend::{page_key_of, Index, Item, PageKey, Query, SkRange};
+use crate::domain::{format_time, ProgramId, ProgramStatus, Project};
 use crate::error::{Error, Result};
+use crate::model::keys;
 use crate::model::record::{from_item, ProgramRecord};
+use crate::model::text;
 use crate::paging::{CursorKeys, Kind};
 use crate::storage::Storage;
 
@@ -118,22 +123,109 @@ fn new_cursor(fingerprint: &str) -> Cursor {
 /// Largest page of an index read that filters in core.
 const SCAN_PAGE: usize = 1000;
 
+/// Record reads in flight while a search reads its candidates' records (batches of 100).
+const RECORD_BATCHES_IN_FLIGHT: usize = 4;
+
 impl Storage {
-    /// The program record an index item stands for: the item itself, or for a tag entry the
-    /// program it names (`None` if that program is gone).
-    async fn record_of(&self, source: &Source, item: &Item) -> Result<Option<ProgramRecord>> {
-        if let Source::Tag(_) = source {
-            let Some(id) = item.get("id") else {
-                return Ok(None);
-            };
-            let id = crate::domain::ProgramId::parse(id)?;
-            return match self.record(&id).await {
-                Ok(r) => Ok(Some(r)),
-                Err(Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            };
+    /// The plan of a search: the text index serves it only once it is complete (see
+    /// [`crate::storage::text_index`]).
+    async fn plan_of(&self, req: &SearchRequest) -> Result<Plan> {
+        let p = plan(req);
+        if matches!(p.source, Source::Words(_)) && !self.text_index_ready().await? {
+            return Ok(plan_with(req, false));
         }
-        from_item(item).map(Some)
+        Ok(p)
+    }
+
+    /// The records of `ids` (batch reads of 100, a few in flight), in the order of `ids`;
+    /// programs that are gone are left out.
+    async fn records_by_id(&self, ids: &[ProgramId]) -> Result<Vec<ProgramRecord>> {
+        let batches: Vec<Vec<(String, String)>> = ids
+            .chunks(100)
+            .map(|c| {
+                c.iter()
+                    .map(|id| (keys::program_pk(id), keys::PROG_SK.to_owned()))
+                    .collect()
+            })
+            .collect();
+        let pages: Vec<Vec<Option<Item>>> = futures::stream::iter(batches)
+            .map(|keys| async move { self.items.get_many(&keys).await })
+            .buffered(RECORD_BATCHES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        pages
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|item| from_item::<ProgramRecord>(&item))
+            .collect()
+    }
+
+    /// The program records index items stand for, in their order: the items themselves, or
+    /// for tag entries the programs they name (`None` for a program that is gone), read in
+    /// one batch.
+    async fn records_of(
+        &self,
+        source: &Source,
+        items: &[Item],
+    ) -> Result<Vec<Option<ProgramRecord>>> {
+        if let Source::Tag(_) = source {
+            let ids: Vec<Option<ProgramId>> = items
+                .iter()
+                .map(|i| i.get("id").map(ProgramId::parse).transpose())
+                .collect::<Result<_>>()?;
+            let wanted: Vec<ProgramId> = ids.iter().flatten().copied().collect();
+            let mut found: std::collections::HashMap<ProgramId, ProgramRecord> = self
+                .records_by_id(&wanted)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect();
+            return Ok(ids
+                .into_iter()
+                .map(|id| id.and_then(|id| found.remove(&id)))
+                .collect());
+        }
+        items.iter().map(|i| from_item(i).map(Some)).collect()
+    }
+
+    /// The ids of the programs with an entry in a partition of the text index (paged reads).
+    async fn text_entry_ids(&self, pk: String, sk: SkRange) -> Result<BTreeSet<ProgramId>> {
+        let mut out = BTreeSet::new();
+        let mut start = None;
+        loop {
+            let q = Query::new(Index::Table, pk.clone())
+                .sk(sk.clone())
+                .limit(SCAN_PAGE)
+                .start(start.take());
+            let page = self.items.query(&q).await?;
+            out.extend(page.items.iter().filter_map(text::entry_program));
+            match page.next {
+                Some(n) => start = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The candidates of a text index search: the programs having a word starting with each of
+    /// `words` (one prefix read per word, all in flight together), and the project's overflow
+    /// programs. Every candidate's record is then checked against the whole search.
+    async fn text_candidates(&self, project: &Project, words: &[String]) -> Result<Vec<ProgramId>> {
+        let reads = words.iter().map(|w| {
+            let (pk, prefix) = text::prefix_range(project, w);
+            self.text_entry_ids(pk, SkRange::BeginsWith(prefix))
+        });
+        let (sets, overflow) = futures::join!(
+            futures::future::try_join_all(reads),
+            self.text_entry_ids(keys::text_overflow_pk(project), SkRange::All)
+        );
+        let mut sets = sets?.into_iter();
+        let mut ids = sets.next().unwrap_or_default();
+        for s in sets {
+            ids.retain(|id| s.contains(id));
+        }
+        ids.extend(overflow?);
+        Ok(ids.into_iter().collect())
     }
 
     /// Whether a record is a result of the plan, and its relevance if so.
@@ -148,6 +240,15 @@ impl Storage {
     /// one index partition; never a table scan).
     pub(crate) async fn collect_matches(&self, plan: &Plan) -> Result<Vec<(ProgramRecord, f64)>> {
         let mut out = Vec::new();
+        if let Source::Words(words) = &plan.source {
+            let ids = self.text_candidates(&plan.project, words).await?;
+            for r in self.records_by_id(&ids).await? {
+                if let Some(rel) = Self::evaluate(plan, &r) {
+                    out.push((r, rel));
+                }
+            }
+            return Ok(out);
+        }
         let mut start = None;
         loop {
             let q = Query::new(plan.source.index(), plan.pk())
@@ -156,11 +257,14 @@ impl Storage {
                 .limit(SCAN_PAGE)
                 .start(start.take());
             let page = self.items.query(&q).await?;
-            for item in &page.items {
-                if let Some(r) = self.record_of(&plan.source, item).await? {
-                    if let Some(rel) = Self::evaluate(plan, &r) {
-                        out.push((r, rel));
-                    }
+            for r in self
+                .records_of(&plan.source, &page.items)
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                if let Some(rel) = Self::evaluate(plan, &r) {
+                    out.push((r, rel));
                 }
             }
             match page.next {
@@ -174,7 +278,7 @@ impl Storage {
     /// one page of results and the cursor of the next.
     pub async fn search(&self, who: &Principal, req: &SearchRequest) -> Result<SearchPage> {
         who.see_project(&req.project)?;
-        let plan = plan(req);
+        let plan = self.plan_of(req).await?;
         let cursor = req
             .cursor
             .as_deref()
@@ -197,14 +301,19 @@ impl Storage {
                     .limit(page_size)
                     .start(start.take());
                 let page = self.items.query(&q).await?;
-                for item in &page.items {
-                    let Some(r) = self.record_of(&plan.source, item).await? else {
-                        continue;
-                    };
-                    if let Some(rel) = Self::evaluate(&plan, &r) {
-                        hits.push((r, rel, page_key_of(item, index)));
-                        if hits.len() > limit {
-                            break 'pages;
+                // Tag entries name their records: read them in batches about the size of what
+                // the page still needs.
+                for items in page.items.chunks((limit + 1).min(100)) {
+                    let records = self.records_of(&plan.source, items).await?;
+                    for (item, r) in items.iter().zip(records) {
+                        let Some(r) = r else {
+                            continue;
+                        };
+                        if let Some(rel) = Self::evaluate(&plan, &r) {
+                            hits.push((r, rel, page_key_of(item, index)));
+                            if hits.len() > limit {
+                                break 'pages;
+                            }
                         }
                     }
                 }
@@ -266,7 +375,7 @@ impl Storage {
         req: &AggregateRequest,
     ) -> Result<AggregateResult> {
         who.see_project(&req.filter.project)?;
-        let plan = plan(&req.search());
+        let plan = self.plan_of(&req.search()).await?;
         let matches = self.collect_matches(&plan).await?;
         let mut groups: Vec<(SortVal, Vec<&ProgramRecord>)> = Vec::new();
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
@@ -331,7 +440,7 @@ impl Storage {
             Op::Gte,
             Value::String(format_time(&from)),
         ));
-        let plan = plan(&search);
+        let plan = self.plan_of(&search).await?;
         let mut sums = vec![(0.0f64, 0u64); buckets];
         for (r, _) in self.collect_matches(&plan).await? {
             let i = ((r.created_at - from).num_seconds() / step.num_seconds()) as usize;

@@ -440,62 +440,8 @@ pub fn compare_sort(keys: &[SortKey], a: &[SortVal], b: &[SortVal]) -> Ordering 
     }
 }
 
-/// Free-text weights: a word found in the signature counts 3, in a tag 2, in the description
-/// 1.5, in any other string metadata value 1.
-const TEXT_WEIGHTS: (f64, f64, f64, f64) = (3.0, 2.0, 1.5, 1.0);
-
-/// Free-text relevance of a record for `terms` (lowercase words), or `None` when a term matches
-/// nowhere (all terms must match).
-///
-/// `relevance_score = mean over terms of (w_best × exact) / 3`, where `w_best` is the weight of
-/// the best field the term occurs in (signature 3, tag 2, description 1.5, any other string
-/// metadata 1) and `exact` is 1 when the term equals a whole word of that field, 0.7 when it only
-/// occurs inside one. The score is in (0, 1]; without free text every result scores 1.
-pub fn relevance(r: &ProgramRecord, terms: &[String]) -> Option<f64> {
-    if terms.is_empty() {
-        return Some(1.0);
-    }
-    let (ws, wt, wd, wm) = TEXT_WEIGHTS;
-    let mut fields: Vec<(f64, String)> = vec![(ws, r.signature.as_str().to_lowercase())];
-    fields.extend(r.tags.iter().map(|t| (wt, t.to_lowercase())));
-    for (k, v) in &r.metadata {
-        match k.as_str() {
-            "signature" | "tags" => {}
-            "description" => {
-                if let Some(s) = v.as_str() {
-                    fields.push((wd, s.to_lowercase()))
-                }
-            }
-            _ => collect_strings(v, &mut |s| fields.push((wm, s.to_lowercase()))),
-        }
-    }
-    let mut total = 0.0;
-    for term in terms {
-        let mut best: f64 = 0.0;
-        for (w, text) in &fields {
-            if text.contains(term.as_str()) {
-                let whole = text
-                    .split(|c: char| !c.is_alphanumeric())
-                    .any(|word| word == term);
-                best = best.max(w * if whole { 1.0 } else { 0.7 });
-            }
-        }
-        if best == 0.0 {
-            return None;
-        }
-        total += best / ws;
-    }
-    Some(total / terms.len() as f64)
-}
-
-fn collect_strings(v: &Value, f: &mut impl FnMut(&str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|x| collect_strings(x, f)),
-        Value::Object(o) => o.values().for_each(|x| collect_strings(x, f)),
-        _ => {}
-    }
-}
+/// Free-text relevance (the matching rule and the score: [`crate::model::text::relevance`]).
+pub use crate::model::text::relevance;
 
 /// A one-line summary of a program: `Signature v1.2.0 · miprov2 · performance 0.910 · tags a, b ·
 /// description` (absent parts left out, the description cut at 80 characters).

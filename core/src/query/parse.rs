@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 pub struct SearchRequest {
     pub project: Project,
     pub conds: Vec<Cond>,
-    /// Free-text words, lowercase.
+    /// Free-text words (lowercase runs of letters and digits, see [`crate::model::text::words`]).
     pub text: Vec<String>,
     /// As asked; empty = the default (relevance with free text, newest first without).
     pub sort: Vec<SortKey>,
@@ -279,8 +279,10 @@ pub fn parse_terms(q: &str, now: DateTime<Utc>) -> Result<(Vec<Cond>, Vec<String
     Ok((conds, text))
 }
 
+/// Free-text words: lowercase runs of letters and digits (the text index's tokenizer,
+/// [`crate::model::text::words`]).
 fn words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_lowercase).collect()
+    crate::model::text::words(s)
 }
 
 /// The condition(s) of one `name op value` term of the query language.
@@ -769,7 +771,10 @@ mod tests {
         assert_eq!(parse_terms("   ", now()).unwrap(), (vec![], vec![]));
         let (c, t) = parse_terms("sentiment-analysis http", now()).unwrap();
         assert!(c.is_empty());
-        assert_eq!(t, vec!["sentiment-analysis", "http"]);
+        // Words are runs of letters and digits (the text index's words).
+        assert_eq!(t, vec!["sentiment", "analysis", "http"]);
+        let (_, t) = parse_terms("\"Qa.Answer\" -- é", now()).unwrap();
+        assert_eq!(t, vec!["qa", "answer", "é"]);
     }
 
     #[test]

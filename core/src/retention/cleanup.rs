@@ -13,6 +13,8 @@
 //! * **Idempotent, interruptible**: every action is guarded by the state it was planned on (the
 //!   record's revision, the head's revision) and is a no-op when already done, and every run
 //!   plans from the current state, so a run cut at any point is completed by the next.
+//! * **Text index**: until the free-text index is complete (stores from before it), a real run
+//!   first continues building it ([`Storage::reindex_text`], resumable, within the deadline).
 //! * **Delete** = the registry's delete path (record, version claim, head counts/latest/best, tag
 //!   entries in one transaction, then the blob) with retention's guard.
 
@@ -96,6 +98,9 @@ pub struct CleanupSummary {
     pub orphan_blobs_collected: u64,
     /// Expired idempotency records (counted in a dry run, deleted in a real one).
     pub idempotency_records_collected: u64,
+    /// Programs a real run gave their free-text index entries while the index was not complete
+    /// yet (programs stored before it existed; see [`crate::storage::text_index`]).
+    pub text_index_programs: u64,
 }
 
 /// A planned action that was not applied.
@@ -193,6 +198,12 @@ impl Storage {
             }
             (None, None) => None,
         };
+        if !opts.dry_run && !self.text_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            // Until the text index is complete, each real run continues building it (within
+            // its deadline; the next run resumes).
+            let text = self.reindex_text(who, opts.deadline, false).await?;
+            report.summary.text_index_programs = text.programs_indexed;
+        }
         'scan: loop {
             let page = self.items.scan(start.clone(), SCAN_PAGE).await?;
             for item in &page.items {

@@ -9,6 +9,7 @@ pub mod dspy;
 mod load;
 pub mod registry;
 mod store;
+pub mod text_index;
 
 use std::sync::Arc;
 
@@ -130,6 +131,12 @@ pub struct Storage {
     pub(crate) metric_layout: crate::tracking::blocks::LayoutState,
     /// Convert per-record metric items on the first metric read (the embedded store).
     pub(crate) convert_metrics_on_read: bool,
+    /// The text index is complete (see [`text_index`]): remembered once seen.
+    pub(crate) text_ready: std::sync::atomic::AtomicBool,
+    /// Build the text index at the first indexed search when it is not complete (embedded).
+    pub(crate) reindex_on_open: bool,
+    /// One reindex walk at a time in this process.
+    pub(crate) reindex_lock: tokio::sync::Mutex<()>,
 }
 
 /// A program about to be committed (its blob already stored).
@@ -185,6 +192,9 @@ impl Storage {
             cursors: CursorKeys::ephemeral(),
             metric_layout: Default::default(),
             convert_metrics_on_read: false,
+            text_ready: Default::default(),
+            reindex_on_open: false,
+            reindex_lock: Default::default(),
         }
     }
 

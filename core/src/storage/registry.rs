@@ -550,7 +550,19 @@ impl Storage {
             rollback_to: Some(to.clone()),
             layout: target.layout.clone(),
         };
-        match self.commit_new_program(draft, now, None, None).await {
+        // The new version's text index entries, before its record (see `text_index`).
+        let entries = crate::model::text::index_items_of(
+            project,
+            &id,
+            signature.as_str(),
+            &draft.tags,
+            &draft.metadata,
+        );
+        let committed = match self.put_text_entries(entries.clone()).await {
+            Ok(()) => self.commit_new_program(draft, now, None, None).await,
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(stored) => Ok(stored),
             Err(e) => {
                 match self.committed_despite(&e, &id).await {
@@ -561,13 +573,14 @@ impl Storage {
                 if let Err(d) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %d, "could not remove the blob of a failed rollback");
                 }
+                self.remove_text_entries(entries).await;
                 Err(e)
             }
         }
     }
 
     /// Deletes a program: record, version claim, tag entries and (if it is the latest) the
-    /// head's latest, in one conditional transaction; then its blob. An alias target is refused
+    /// head's latest, in one conditional transaction; then its text index entries and its blob. An alias target is refused
     /// unless `force`, which removes the aliases too. No alias ever dangles.
     pub async fn delete_program(&self, who: &Principal, id: &ProgramId, force: bool) -> Result<()> {
         self.delete_program_guarded(who, id, force, None).await
@@ -663,6 +676,9 @@ impl Storage {
         self.resolved.invalidate(&sig_pk);
         self.programs.remove(id);
         result?;
+        // The record is gone: its text index entries go after it (best effort).
+        self.remove_text_entries(crate::model::text::index_items(&record))
+            .await;
         if let Err(e) = self.blobs.delete(&record.blob_key).await {
             // The record is gone; the orphan blob is collected by cleanup.
             tracing::warn!(blob_key = record.blob_key, error = %e, "could not delete the blob of a deleted program");
@@ -736,6 +752,19 @@ impl Storage {
                     }
                 }
                 let updated = apply_patch(&record, &patch)?;
+                // Entries of new words before the record has them (see `text_index`).
+                let (old_words, new_words) = (
+                    crate::model::text::index_items(&record),
+                    crate::model::text::index_items(&updated),
+                );
+                self.put_text_entries(
+                    new_words
+                        .iter()
+                        .filter(|n| !old_words.iter().any(|o| o.pk == n.pk && o.sk == n.sk))
+                        .cloned()
+                        .collect(),
+                )
+                .await?;
                 let old_tags: Vec<_> = record.tag_items();
                 let new_tags: Vec<_> = updated.tag_items();
                 let mut ops = vec![WriteOp::put(
@@ -763,6 +792,9 @@ impl Storage {
                     ));
                 }
                 match self.items.transact(ops).await {
+                    // Entries of words the record no longer has stay: removing them could race
+                    // with a later change that adds the word back (its entry would go), and a
+                    // left-over entry only costs a search one record read.
                     Ok(()) => Ok(updated),
                     Err(Error::ConditionFailed { .. }) if expected.is_some() => Err(
                         Error::Precondition(format!("program {id} changed meanwhile")),

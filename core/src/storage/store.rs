@@ -1,5 +1,6 @@
-//! Storing a program: the blob, then ONE conditional transaction (record, version claim, head,
-//! tag entries, counters); idempotency keys; what a failed store leaves (nothing visible).
+//! Storing a program: the blob and the text index entries, then ONE conditional transaction
+//! (record, version claim, head, tag entries, counters); idempotency keys; what a failed store
+//! leaves (nothing visible).
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -47,20 +48,34 @@ impl Storage {
         let id = ProgramId::new();
         let created_at = metadata.created_at.unwrap_or(now);
         let blob_key = keys::blob_key(&created_at, &id, blob.compression.extension());
-        // The blob upload and the head read the commit builds on go out together.
+        // The program's text index entries: written before its record, so the program is
+        // found by search once the store returns (see `text_index`).
+        let entries = crate::model::text::index_items_of(
+            &metadata.project,
+            &id,
+            metadata.signature.as_str(),
+            &metadata.tags,
+            &metadata.map,
+        );
+        // The blob upload, the head read the commit builds on and the index entries go out
+        // together.
         let sig_pk = keys::signature_pk(&metadata.project, &metadata.signature);
-        let (put, head) = tokio::join!(
+        let (put, head, indexed) = tokio::join!(
             self.blobs
                 .put(&blob_key, Bytes::from(stored_bytes), &blob.stored_sha256),
-            self.items.get(&sig_pk, keys::HEAD_SK)
+            self.items.get(&sig_pk, keys::HEAD_SK),
+            self.put_text_entries(entries.clone())
         );
-        put?;
-        let head = match head.and_then(|h| h.as_ref().map(from_item).transpose()) {
+        let head = match put
+            .and(indexed)
+            .and_then(|()| head.and_then(|h| h.as_ref().map(from_item).transpose()))
+        {
             Ok(h) => h,
             Err(e) => {
                 if let Err(d) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %d, "could not remove the blob of a failed store");
                 }
+                self.remove_text_entries(entries).await;
                 return Err(e);
             }
         };
@@ -101,10 +116,12 @@ impl Storage {
                     Some(Err(())) => return Err(err),
                     None => {}
                 }
-                // Nothing refers to the blob: remove it (cleanup collects it if this fails too).
+                // Nothing refers to the blob: remove it (cleanup collects it if this fails too),
+                // and the entries (a left-over one only costs a search a record read).
                 if let Err(e) = self.blobs.delete(&blob_key).await {
                     tracing::warn!(blob_key, error = %e, "could not remove the blob of a failed store");
                 }
+                self.remove_text_entries(entries).await;
                 match (err, &idempotency) {
                     // A concurrent request with the same key won: answer as it did.
                     (Error::ConditionFailed { .. }, Some(idem)) => {

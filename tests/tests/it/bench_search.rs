@@ -8,7 +8,8 @@
 //! Run: `cargo test -p dspy-storage-tests --test it bench_search:: -- --ignored --nocapture`
 //!
 //! Seeding: the first version of each signature is stored through the API; further versions are
-//! real records (program item with its index keys, version claim, tag entries, signature head)
+//! real records (program item with its index keys, version claim, tag and word index entries,
+//! signature head)
 //! cloned from it with new ids, versions and times and written with `ItemStore::batch_put`,
 //! sharing the first version's (verified) blob.
 
@@ -68,6 +69,7 @@ async fn seed(
         r.previous_version = None;
         items.push(r.to_item());
         items.extend(r.tag_items());
+        items.extend(dspy_storage_core::model::text::index_items(&r));
         items.push(r.version_claim().to_item(&project, &sig));
         last = Some(r);
     }
@@ -99,6 +101,12 @@ impl ItemStore for Counting {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>> {
         self.items.fetch_add(1, Relaxed);
         self.inner.get(pk, sk).await
+    }
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Option<Item>>> {
+        let found = self.inner.get_many(keys).await?;
+        self.items
+            .fetch_add(found.iter().flatten().count() as u64, Relaxed);
+        Ok(found)
     }
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()> {
         self.inner.transact(ops).await
@@ -161,7 +169,7 @@ async fn seed_store(ts: &TestStore, total: usize) {
     assert_eq!(check["groups"][0]["n"].as_u64(), Some(total as u64));
 }
 
-const QUERIES: [(&str, &str, usize); 3] = [
+const QUERIES: [(&str, &str, usize); 5] = [
     (
         "signature:Target sorted by performance, limit 10",
         "/search?q=signature%3ATarget&sort=-performance&limit=10",
@@ -175,6 +183,16 @@ const QUERIES: [(&str, &str, usize); 3] = [
     (
         "method:targeted (GSI3), limit 10",
         "/search?q=method%3Atargeted&limit=10",
+        10,
+    ),
+    (
+        "free text target (word index), limit 10",
+        "/search?q=target&limit=10",
+        10,
+    ),
+    (
+        "free text prefix targ method:targeted, limit 10",
+        "/search?q=targ+method%3Atargeted&limit=10",
         10,
     ),
 ];

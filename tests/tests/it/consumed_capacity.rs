@@ -34,9 +34,14 @@ async fn counter_reports_consumed_capacity_per_operation() {
     assert!(write >= 1.0, "{:?}", counter.capacity_snapshot());
     assert!(counter.capacity("DynamoDB.GetItem") > 0.0);
     assert_eq!(counter.capacity("S3"), 0.0);
+    // The text index entries are a separate batch write beside the transaction: one unit per
+    // entry (one per distinct word; "cap.Sig" has two: `cap`, `sig`), apart from the store's
+    // transaction figure.
+    let entries = counter.capacity("DynamoDB.BatchWriteItem");
+    assert_eq!(entries, 2.0, "{:?}", counter.capacity_snapshot());
     assert_eq!(
         counter.capacity("DynamoDB"),
-        write + counter.capacity("DynamoDB.GetItem")
+        write + counter.capacity("DynamoDB.GetItem") + entries
     );
     println!("store: {:?}", counter.capacity_snapshot());
 

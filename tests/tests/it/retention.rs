@@ -200,6 +200,55 @@ async fn two_years_of_versions_dry_run_real_run_archive_and_restore() {
         assert_eq!(status["summary"]["deleted"], 4, "{k:?}: {status}");
         assert!(status["finished_at"].as_str().is_some(), "{k:?}");
 
+        // Free text finds exactly the programs left (archived ones with their status), and the
+        // deleted ones' word index entries are gone.
+        let found = client.get("/search?q=miprov2&limit=100").await.expect(
+            k,
+            "free text after the run",
+            200,
+        );
+        let found: Vec<(String, String)> = found["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(found.len(), 8, "{k:?}: {found:?}");
+        assert_eq!(
+            found.iter().filter(|(_, s)| s == "archived").count(),
+            3,
+            "{k:?}: {found:?}"
+        );
+        for n in [0usize, 4, 5, 6] {
+            assert!(
+                !found.iter().any(|(id, _)| *id == ids[n]),
+                "{k:?}: {found:?}"
+            );
+        }
+        let mut start = None;
+        loop {
+            let page = store.storage.items().scan(start.take(), 500).await.unwrap();
+            for i in page.items.iter().filter(|i| i.pk.starts_with("TXT#")) {
+                for n in [0usize, 4, 5, 6] {
+                    assert!(
+                        !i.sk.ends_with(&ids[n]),
+                        "{k:?}: entry {} {} left",
+                        i.pk,
+                        i.sk
+                    );
+                }
+            }
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+
         // Deleted: record, version claim, tag entry, head count; the signature's latest is intact.
         let v = |n: usize| &ids[n];
         for n in [0usize, 4, 5, 6] {
@@ -940,8 +989,9 @@ async fn request_counts_of_a_run() {
             .count(),
         0
     );
-    // Real: 3 archives + 4 deletes + the status item.
-    assert_eq!(n(&real, "DynamoDB.TransactWriteItems"), 3 + 4 + 1);
+    // Real: 3 archives + 4 deletes (and, after each, the removal of its word index entries) +
+    // the status item.
+    assert_eq!(n(&real, "DynamoDB.TransactWriteItems"), 3 + 4 + 4 + 1);
     assert_eq!(n(&real, "DynamoDB.GetItem"), 2 * 3 + 2 * 4);
     assert_eq!(n(&real, "S3.HeadObject"), 3);
     assert_eq!(n(&real, "S3.CopyObject"), 3);
@@ -969,7 +1019,9 @@ async fn scheduled_runs_resume_from_the_status_item() {
         let mut deleted = 0;
         loop {
             runs += 1;
-            assert!(runs < 50, "{k:?}: never completes");
+            // One item per run (the deadline has passed): a bound above the items the table
+            // holds (records, claims, heads, tag and word index entries, counters).
+            assert!(runs < 400, "{k:?}: never completes");
             let r = store
                 .storage
                 .scheduled_cleanup(&OPERATOR, Policy::default(), Some(Instant::now()))

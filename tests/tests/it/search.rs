@@ -593,6 +593,12 @@ const METHODS: [&str; 3] = ["miprov2", "bootstrap", "copro"];
 const TAGS: [&str; 3] = ["prod", "exp", "old"];
 const ENVS: [&str; 2] = ["production", "staging"];
 const WORDS: [&str; 3] = ["zebra", "quokka", "lynx"];
+/// Free-text words searched: whole words, prefixes, other cases, inner parts (which match only
+/// where a word starts with them), words of several fields.
+const QUERY_WORDS: [&str; 12] = [
+    "zebra", "quokka", "lynx", "Zeb", "QUOK", "ebra", "pro", "alpha", "gam", "mipro", "a", "stag",
+];
+const TAG_PREFIXES: [&str; 3] = ["pr", "ex", "o"];
 
 #[derive(Debug, Clone)]
 enum GenCond {
@@ -606,7 +612,10 @@ enum GenCond {
     Examples(usize, u16),
     VersionPrefix(u8),
     CreatedWithin(u16),
+    /// A free-text word of [`QUERY_WORDS`].
     Word(usize),
+    /// `tag:<p>*` / `{"tags": {"prefix": p}}` with a prefix of [`TAG_PREFIXES`].
+    TagPrefix(usize),
 }
 
 const OPS: [(&str, &str); 4] = [("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")];
@@ -684,7 +693,8 @@ fn cond_strategy() -> impl Strategy<Value = GenCond> {
         (0..4usize, 0..500u16).prop_map(|(o, x)| GenCond::Examples(o, x)),
         (0..4u8).prop_map(GenCond::VersionPrefix),
         (1..200u16).prop_map(GenCond::CreatedWithin),
-        (0..3usize).prop_map(GenCond::Word),
+        (0..QUERY_WORDS.len()).prop_map(GenCond::Word),
+        (0..TAG_PREFIXES.len()).prop_map(GenCond::TagPrefix),
     ]
 }
 
@@ -736,8 +746,35 @@ fn oracle_matches(k: &Known, c: &GenCond, now: DateTime<Utc>) -> bool {
         GenCond::Examples(op, x) => g.examples.is_some_and(|n| op_holds(*op, n.cmp(x))),
         GenCond::VersionPrefix(p) => k.version.to_string().starts_with(&format!("1.0.{p}")),
         GenCond::CreatedWithin(h) => k.created_at >= created_bound(now, *h),
-        GenCond::Word(w) => g.word == Some(*w),
+        GenCond::Word(w) => {
+            let q = QUERY_WORDS[*w].to_lowercase();
+            oracle_words(k).iter().any(|word| word.starts_with(&q))
+        }
+        GenCond::TagPrefix(p) => g
+            .tags
+            .iter()
+            .any(|t| TAGS[*t].starts_with(TAG_PREFIXES[*p])),
     }
+}
+
+/// The words a program is found by, the plain way: its signature, method, tags, environment
+/// and description, lowercased, cut at every character that is not a letter or digit.
+fn oracle_words(k: &Known) -> Vec<String> {
+    let g = &k.g;
+    let mut text = vec![SIGS[g.sig].to_owned()];
+    text.extend(g.method.map(|m| METHODS[m].to_owned()));
+    text.extend(g.tags.iter().map(|t| TAGS[*t].to_owned()));
+    text.extend(g.env.map(|e| ENVS[e].to_owned()));
+    text.extend(g.word.map(|w| format!("a {} program", WORDS[w])));
+    text.iter()
+        .flat_map(|t| {
+            t.to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn created_bound(now: DateTime<Utc>, hours: u16) -> String {
@@ -819,9 +856,16 @@ fn cond_json(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            body.insert("text".into(), json!(format!("{prev} {}", WORDS[*w]).trim()));
-            (true, Some(WORDS[*w].to_owned()))
+            body.insert(
+                "text".into(),
+                json!(format!("{prev} {}", QUERY_WORDS[*w]).trim()),
+            );
+            (true, Some(QUERY_WORDS[*w].to_owned()))
         }
+        GenCond::TagPrefix(p) => (
+            put("tags", json!({"prefix": TAG_PREFIXES[*p]})),
+            Some(format!("tag:{}*", TAG_PREFIXES[*p])),
+        ),
     };
     if ok {
         Ok(q)
@@ -1151,4 +1195,383 @@ async fn patched_metadata_is_searched_at_once() {
         );
         assert_no_scan(&ts);
     }
+}
+
+// ----- the free-text index ---------------------------------------------------------------------
+
+/// Every item of a store whose keys say it is a text index entry.
+async fn text_entries(storage: &dspy_storage_core::storage::Storage) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = storage.items().scan(start.take(), 500).await.unwrap();
+        out.extend(
+            page.items
+                .iter()
+                .filter(|i| i.pk.starts_with("TXT#"))
+                .map(|i| (i.pk.clone(), i.sk.clone())),
+        );
+        match page.next {
+            Some(n) => start = Some(n),
+            None => return out,
+        }
+    }
+}
+
+fn status_of(v: &Value, id: &str) -> String {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn text_index_follows_patches_rollbacks_archives_and_deletes() {
+    for ts in backends().await {
+        let (c, k) = (ts.client(), ts.kind);
+        let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+        let p1 = id(&store(
+            &c,
+            k,
+            json!({"v": 1}),
+            json!({"signature": "Life.Cycle", "description": "Orchid keeper", "tags": ["garden"]}),
+        )
+        .await);
+        assert_eq!(ids(&search_q(&c, k, "orchid", "").await), vec![p1.clone()]);
+        // Prefixes of words, any case; not the inside of a word.
+        assert_eq!(
+            ids(&search_q(&c, k, "ORCH kee", "").await),
+            vec![p1.clone()]
+        );
+        assert_eq!(ids(&search_q(&c, k, "cycle", "").await), vec![p1.clone()]);
+        assert!(ids(&search_q(&c, k, "rchid", "").await).is_empty(), "{k:?}");
+        assert_eq!(
+            ids(&search_q(&c, k, "tag:gard*", "").await),
+            vec![p1.clone()]
+        );
+        assert_eq!(
+            ids(&search_q(&c, k, "description:\"Orchid keeper\"", "").await),
+            vec![p1.clone()]
+        );
+        // A patch: the new words are found at once, the old ones no longer match.
+        c.request(
+            http::Method::PATCH,
+            &format!("/programs/{p1}/metadata"),
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&json!({"description": "Cactus keeper"})).unwrap(),
+        )
+        .await
+        .expect(k, "patch", 200);
+        assert!(
+            ids(&search_q(&c, k, "orchid", "").await).is_empty(),
+            "{k:?}"
+        );
+        assert_eq!(ids(&search_q(&c, k, "cactus", "").await), vec![p1.clone()]);
+        // A rollback is a new program with the same words.
+        let p2 = id(&c
+            .post_json(
+                "/signatures/Life.Cycle/rollback",
+                &json!({"to_version": "1.0.0"}),
+            )
+            .await
+            .expect(k, "rollback", 201));
+        assert_eq!(
+            set(&ids(&search_q(&c, k, "cactus", "").await)),
+            set(&[p1.clone(), p2.clone()])
+        );
+        // Archived programs are still found, with their status.
+        c.post_json(&format!("/programs/{p1}/archive"), &json!({}))
+            .await
+            .expect(k, "archive", 200);
+        let r = search_q(&c, k, "cactus", "").await;
+        assert_eq!(status_of(&r, &p1), "archived", "{r}");
+        // Deleted programs are gone, and so are their entries.
+        let before = text_entries(&ts.storage).await;
+        assert!(before.iter().any(|(_, sk)| sk.ends_with(&p2)));
+        c.request(
+            http::Method::DELETE,
+            &format!("/programs/{p2}"),
+            &[],
+            axum::body::Body::empty(),
+        )
+        .await
+        .expect_status(k, "delete", 204);
+        assert_eq!(ids(&search_q(&c, k, "cactus", "").await), vec![p1.clone()]);
+        let after = text_entries(&ts.storage).await;
+        assert!(!after.iter().any(|(_, sk)| sk.ends_with(&p2)), "{after:?}");
+        // More words than the cap: one overflow entry, and still found by every word.
+        let many: Vec<String> = (0..100).map(|i| format!("w{i:03}")).collect();
+        let p3 = id(&store(
+            &c,
+            k,
+            json!({}),
+            json!({"signature": "Wordy", "description": many.join(" ")}),
+        )
+        .await);
+        let mine: Vec<_> = text_entries(&ts.storage)
+            .await
+            .into_iter()
+            .filter(|(_, sk)| sk.ends_with(&p3))
+            .collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert!(mine[0].0.ends_with("#+"), "{mine:?}");
+        assert_eq!(ids(&search_q(&c, k, "w057", "").await), vec![p3.clone()]);
+        assert_eq!(
+            ids(&search_q(&c, k, "wordy w09", "").await),
+            vec![p3.clone()]
+        );
+        assert!(ids(&search_q(&c, k, "w057 cactus", "").await).is_empty());
+        // (This test scans to look at the entries; the searches themselves never do.)
+    }
+}
+
+/// Removes every text index item and the index's state: the store as a build from before the
+/// index left it.
+async fn forget_the_text_index(storage: &dspy_storage_core::storage::Storage) {
+    use dspy_storage_core::backend::{Condition, WriteOp};
+    let mut keys = text_entries(storage).await;
+    keys.push(("STATUS".into(), "TEXTINDEX".into()));
+    for chunk in keys.chunks(100) {
+        storage
+            .items()
+            .transact(
+                chunk
+                    .iter()
+                    .map(|(pk, sk)| WriteOp::delete(pk.clone(), sk.clone(), Condition::None))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn programs_stored_before_the_text_index_are_found_and_reindexed() {
+    use dspy_storage_core::access::OPERATOR;
+    for ts in backends().await {
+        let (c, k) = (ts.client(), ts.kind);
+        let mut old = Vec::new();
+        for i in 0..3 {
+            let v = store(
+                &c,
+                k,
+                json!({"i": i}),
+                json!({"signature": format!("Old.S{i}"), "description": "an heirloom program"}),
+            )
+            .await;
+            old.push(v["id"].as_str().unwrap().to_owned());
+        }
+        forget_the_text_index(&ts.storage).await;
+        assert!(text_entries(&ts.storage).await.is_empty());
+        match k {
+            Kind::Embedded => {
+                // The embedded backend migrates when it is opened.
+                let dir = ts.data_dir.as_ref().unwrap().path();
+                let s = dspy_storage_core::open::embedded(dir, Default::default()).unwrap();
+                assert!(s.text_index_ready().await.unwrap());
+                assert_eq!(
+                    text_entries(&s).await.len(),
+                    text_entries(&ts.storage).await.len()
+                );
+                let s = TestStore {
+                    kind: k,
+                    storage: std::sync::Arc::new(s),
+                    counter: None,
+                    location: None,
+                    data_dir: None,
+                };
+                assert_eq!(
+                    set(&ids(&search_q(&s.client(), k, "heirloom", "").await)),
+                    set(&old)
+                );
+            }
+            Kind::Aws => {
+                // Another process of the new build, on the old table: searches read the
+                // project's programs until the index is complete, then the index.
+                let counter = dspy_storage_core::backend::aws::RequestCounter::default();
+                let s = dspy_storage_core::open::aws(
+                    &dspy_storage_core::backend::aws::sdk_config().await,
+                    ts.location.as_ref().unwrap(),
+                    Default::default(),
+                    false,
+                    Some(counter.clone()),
+                )
+                .await
+                .unwrap();
+                let s = TestStore {
+                    kind: k,
+                    storage: std::sync::Arc::new(s),
+                    counter: Some(counter.clone()),
+                    location: ts.location.clone(),
+                    data_dir: None,
+                };
+                let c2 = s.client();
+                counter.reset();
+                assert_eq!(
+                    set(&ids(&search_q(&c2, k, "heirloom", "").await)),
+                    set(&old)
+                );
+                let before = counter.snapshot();
+                println!("free text before the reindex: {before:?}");
+                assert_eq!(before.get("DynamoDB.GetItem"), Some(&1), "{before:?}");
+                assert_eq!(before.get("DynamoDB.BatchGetItem"), None, "{before:?}");
+                // The cleanup run builds it (resumable; `dspy-storage reindex` runs the same).
+                let r = c2
+                    .post_json("/maintenance/cleanup", &json!({"dry_run": false}))
+                    .await
+                    .expect(k, "cleanup", 200);
+                assert_eq!(r["summary"]["text_index_programs"], 3, "{r}");
+                assert_eq!(
+                    s.storage
+                        .reindex_text(&OPERATOR, None, false)
+                        .await
+                        .unwrap()
+                        .programs_indexed,
+                    0
+                );
+                counter.reset();
+                assert_eq!(
+                    set(&ids(&search_q(&c2, k, "heirloom", "").await)),
+                    set(&old)
+                );
+                let after = counter.snapshot();
+                println!("free text after the reindex: {after:?}");
+                assert_eq!(after.get("DynamoDB.BatchGetItem"), Some(&1), "{after:?}");
+                assert_eq!(after.get("DynamoDB.GetItem"), None, "{after:?}");
+                // A restart walks everything again.
+                let r = s.storage.reindex_text(&OPERATOR, None, true).await.unwrap();
+                assert!(r.complete && r.programs_indexed == 3, "{r:?}");
+            }
+        }
+    }
+}
+
+/// Stores `n` programs of project `project` that no search below matches, 8 at a time.
+async fn store_noise(ts: &TestStore, project: &str, from: usize, n: usize) {
+    use futures::StreamExt;
+    futures::stream::iter(from..from + n)
+        .map(|i| async move {
+            let c = ts.client();
+            store(
+                &c,
+                ts.kind,
+                json!({"i": i}),
+                json!({"signature": format!("Hay.S{}", i % 20), "project": project,
+                    "description": "just hay, bales of it", "tags": ["blunt"], "owner": "bob",
+                    "examples_count": i}),
+            )
+            .await;
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_text_reads_grow_with_the_matches_not_with_the_project() {
+    let Some(ts) = aws().await else {
+        eprintln!("free text request counts: no AWS endpoint configured; skipped");
+        return;
+    };
+    let (c, k) = (ts.client(), ts.kind);
+    let counter = ts.counter.clone().unwrap();
+    let project = "haystack";
+    let mut needles = Vec::new();
+    for i in 0..5 {
+        let v = store(
+            &c,
+            k,
+            json!({"needle": i}),
+            json!({"signature": "Needle.Finder", "project": project,
+                "description": "a needle in the haystack", "tags": ["sharp-end"], "owner": "ana"}),
+        )
+        .await;
+        needles.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let queries = [
+        "needle",
+        "NEEDL",
+        "needle haystack",
+        "tag:sharp*",
+        "meta.owner:ana",
+        "needle created:last_week",
+        "zzz",
+    ];
+    let measure = |label: String| {
+        let (c, counter) = (c.clone(), counter.clone());
+        async move {
+            let mut out = Vec::new();
+            for q in queries {
+                counter.reset();
+                let r = search_q(&c, k, q, &format!("&project={project}&limit=20")).await;
+                let found = ids(&r);
+                let snapshot = counter.snapshot();
+                let cu = counter.capacity("DynamoDB");
+                println!(
+                    "{label}: {q:?} → {} results, {snapshot:?}, {cu} CU",
+                    found.len()
+                );
+                out.push((found.len(), snapshot, cu));
+            }
+            out
+        }
+    };
+    store_noise(&ts, project, 0, 45).await;
+    let small = measure("50 programs".into()).await;
+    // The project as the previous build read it (its partition), for the report.
+    let old_small = project_partition_cu(&ts, project).await;
+    store_noise(&ts, project, 45, 450).await;
+    let large = measure("500 programs".into()).await;
+    let old_large = project_partition_cu(&ts, project).await;
+    println!(
+        "reading the project's partition instead (the previous plan): {old_small} CU at 50, {old_large} CU at 500"
+    );
+    assert!(old_large > old_small * 5.0, "{old_small} → {old_large}");
+    for (q, (a, b)) in queries.iter().zip(small.iter().zip(&large)) {
+        let expected = if *q == "zzz" { 0 } else { 5 };
+        assert_eq!(a.0, expected, "{q}");
+        assert_eq!(b.0, expected, "{q}");
+        assert_eq!(a.1, b.1, "{q}: the same requests at 50 and 500 programs");
+        assert!(
+            b.2 <= a.2 * 1.2 + 0.01,
+            "{q}: {} CU at 500 programs, {} at 50",
+            b.2,
+            a.2
+        );
+        // The word prefix reads, the overflow partition, one batch read of the records.
+        assert_eq!(
+            a.1.get("DynamoDB.BatchGetItem"),
+            (expected > 0).then_some(&1),
+            "{q}"
+        );
+        assert!(
+            a.1.keys()
+                .all(|k| k == "DynamoDB.Query" || k == "DynamoDB.BatchGetItem"),
+            "{q}"
+        );
+    }
+    assert_no_scan(&ts);
+}
+
+/// The capacity of reading a project's whole partition (GSI4), as searches did before the
+/// text index.
+async fn project_partition_cu(ts: &TestStore, project: &str) -> f64 {
+    use dspy_storage_core::backend::{Index, Query};
+    let counter = ts.counter.clone().unwrap();
+    counter.reset();
+    let mut start = None;
+    loop {
+        let q = Query::new(Index::Gsi4, format!("PROJ#{project}"))
+            .limit(1000)
+            .start(start.take());
+        let page = ts.storage.items().query(&q).await.unwrap();
+        match page.next {
+            Some(n) => start = Some(n),
+            None => break,
+        }
+    }
+    counter.capacity("DynamoDB")
 }

@@ -68,7 +68,7 @@ pub async fn page(
             input type="search" name="q" size="60" value=(q.unwrap_or_default()) placeholder="performance>0.8 method:miprov2 tag:production created:last_week" aria-label="query";
             button type="submit" { "Search" }
         }
-        p.help { "Terms: " code { "field:value" } " (" code { "*" } " wildcards), " code { "field>n" } ", " code { "field<=n" } ", " code { "field!=v" } ", " code { "created:today|yesterday|last_week|last_month|30d" } "; other words are free text. Fields: signature, version, method, performance, tag, environment, team, description, status, id, created, updated, meta.<key>." }
+        p.help { "Terms: " code { "field:value" } " (" code { "*" } " wildcards), " code { "field>n" } ", " code { "field<=n" } ", " code { "field!=v" } ", " code { "created:today|yesterday|last_week|last_month|30d" } "; other words are free text, each the start of a word of the program, in any case (" code { "class" } " finds ClassifyText). Fields: signature, version, method, performance, tag, environment, team, description, status, id, created, updated, meta.<key>." }
         @if let Some(e) = &flash {
             @if let (Some(pos), Some(q)) = (error_position(&e.message), q) {
                 div.query-error { (caret(q, pos)) }

@@ -47,8 +47,9 @@ impl DynamoItemStore {
     }
 
     /// Creates the table with its four GSIs (on-demand capacity) unless it exists, then waits
-    /// (bounded, about two minutes) until the table and its indexes are ACTIVE.
-    pub async fn create_table(&self) -> Result<()> {
+    /// (bounded, about two minutes) until the table and its indexes are ACTIVE. True when this
+    /// call created it.
+    pub async fn create_table(&self) -> Result<bool> {
         let string_attr = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -90,12 +91,13 @@ impl DynamoItemStore {
                         .map_err(build_error)?,
                 );
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceInUseException") => {}
+        let created = match req.send().await {
+            Ok(_) => true,
+            Err(e) if e.code() == Some("ResourceInUseException") => false,
             Err(e) => return Err(dynamo_error("CreateTable", e)),
-        }
-        self.wait_active().await
+        };
+        self.wait_active().await?;
+        Ok(created)
     }
 
     async fn wait_active(&self) -> Result<()> {
