@@ -10,7 +10,7 @@ use dspy_storage_functions::{all_routes, function_router, AppState, Function};
 use dspy_storage_tests::{backends, Answer, TestStore};
 use http::StatusCode;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// The placeholder program id of `load-get-program.json`.
@@ -340,4 +340,164 @@ async fn each_function_router_serves_exactly_its_routes() {
             }
         }
     }
+}
+
+/// What a function's routes call on AWS, observed: a scenario of each function's main routes runs
+/// through that function's own router on the AWS backend, and every SDK operation the request
+/// counter sees must be among the function's `sdk_calls` in `infra/iam-actions.json` — the list
+/// its IAM role is derived from (`functions/tests/infra.rs`). A call the list misses would be
+/// refused by IAM once deployed (LocalStack does not enforce IAM). Covers store, load (with the
+/// load-count write), query (free text through the word index) and trend; not yet cleanup and
+/// backup. The counter names operations, not the actions inside a transaction: that
+/// `TransactWriteItems` needs `UpdateItem` (counter `Add`s) is the mapping in the JSON.
+#[tokio::test]
+async fn each_function_calls_only_what_its_role_grants() {
+    let Some(store) = dspy_storage_tests::aws().await else {
+        return;
+    };
+    let k = store.kind;
+    let counter = store.counter.clone().expect("the AWS fixture counts");
+    let iam: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/iam-actions.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let client = |f: Function| dspy_storage_tests::Client {
+        router: router(&store, f),
+    };
+    let json_req = |c: &dspy_storage_tests::Client, m: http::Method, uri: String, body: Value| {
+        let c = dspy_storage_tests::Client {
+            router: c.router.clone(),
+        };
+        async move {
+            c.request(
+                m,
+                &uri,
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let check = |function: &str| {
+        let allowed: Vec<String> = iam["functions"][function]["sdk_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let seen = counter.snapshot();
+        assert!(
+            !seen.is_empty(),
+            "{function}: the scenario made no AWS call"
+        );
+        for call in seen.keys() {
+            assert!(
+                allowed.contains(call),
+                "{function} calls {call}, which infra/iam-actions.json does not list \
+                 (its role would refuse it): seen {seen:?}"
+            );
+        }
+        counter.reset();
+    };
+
+    let s = client(Function::Store);
+    counter.reset();
+    let body = |v: &str| {
+        json!({"program": {"predictors": {"qa": {"v": v}}},
+               "metadata": {"signature": "IamScope", "tags": ["roles"],
+                            "description": "observed calls of every function"}})
+    };
+    let first = s
+        .post_json("/programs", &body("1"))
+        .await
+        .expect(k, "store 1", 201);
+    let id = first["id"].as_str().unwrap().to_owned();
+    s.post_json("/programs", &body("2"))
+        .await
+        .expect(k, "store 2", 201);
+    json_req(
+        &s,
+        http::Method::PATCH,
+        format!("/programs/{id}/metadata"),
+        json!({"tags": {"add": ["x"]}}),
+    )
+    .await
+    .expect(k, "patch", 200);
+    json_req(
+        &s,
+        http::Method::PUT,
+        "/signatures/IamScope/aliases/production".into(),
+        json!({"version": "1.0.0"}),
+    )
+    .await
+    .expect(k, "set alias", 200);
+    s.post_json(
+        "/signatures/IamScope/rollback",
+        &json!({"to_version": "1.0.0"}),
+    )
+    .await
+    .expect(k, "rollback", 201);
+    check("store");
+
+    let l = client(Function::Load);
+    l.get(&format!("/programs/{id}"))
+        .await
+        .expect(k, "load by id", 200);
+    l.get("/signatures/IamScope/aliases/production/program")
+        .await
+        .expect(k, "load alias", 200);
+    l.get("/signatures/IamScope/versions/latest/program")
+        .await
+        .expect(k, "load latest", 200);
+    l.get("/signatures/IamScope/versions")
+        .await
+        .expect(k, "versions", 200);
+    store.storage.flush_load_counts().await;
+    check("load");
+
+    let q = client(Function::Query);
+    let found = q
+        .get("/search?q=observed")
+        .await
+        .expect(k, "free text", 200);
+    // The two stores and the rollback copy share the description's words.
+    assert_eq!(
+        found["results"].as_array().map(Vec::len),
+        Some(3),
+        "{found}"
+    );
+    q.get("/search?q=signature:IamScope%20tag:roles")
+        .await
+        .expect(k, "tag search", 200);
+    check("query");
+
+    let t = client(Function::Trend);
+    let rec = json!({"records": [{"metrics": {"accuracy": 0.8}, "record_id": "r1"}, {"metrics": {"accuracy": 0.9}}]});
+    t.post_json(&format!("/programs/{id}/metrics"), &rec)
+        .await
+        .expect(k, "metrics", 201);
+    t.post_json(&format!("/programs/{id}/metrics"), &rec)
+        .await
+        .expect(k, "metrics again", 201);
+    t.get(&format!("/programs/{id}/metrics"))
+        .await
+        .expect(k, "history", 200);
+    t.get(&format!("/programs/{id}/trends"))
+        .await
+        .expect(k, "trends", 200);
+    check("trend");
+
+    // Delete last: the store function again.
+    s.request(
+        http::Method::DELETE,
+        &format!("/programs/{id}?force=true"),
+        &[],
+        "",
+    )
+    .await
+    .expect(k, "forced delete", 204);
+    check("store");
 }
