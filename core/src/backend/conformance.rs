@@ -574,6 +574,14 @@ pub async fn items_query_each_gsi(be: &Backend<'_>) {
             assert_eq!(item.get(pk_attr), Some(part.as_str()), "{w}");
             assert!(item.data().is_some(), "{w} attributes projected: {item:?}");
         }
+        // Keys only: the same items in the same order, with at least their keys.
+        let keys = query_index(s, &Query::new(index, part.clone()).keys_only(), 8).await;
+        assert_eq!(pks(&keys), expected, "{w} {} keys only", index.name());
+        for (k, item) in keys.iter().zip(&got) {
+            assert_eq!(k.sk, item.sk, "{w}");
+            assert_eq!(k.get(pk_attr), item.get(pk_attr), "{w} {k:?}");
+            assert_eq!(k.get(sk_attr), item.get(sk_attr), "{w} {k:?}");
+        }
         let got = query_index(s, &Query::new(index, part.clone()).forward(false), 8).await;
         assert_eq!(
             pks(&got),
