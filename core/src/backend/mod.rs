@@ -179,14 +179,17 @@ pub enum WriteOp {
         condition: Condition,
     },
     /// Atomic counter update without a condition: adds each signed amount to a numeric
-    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0) and sets each
-    /// string attribute, creating the item when missing. DynamoDB: `Update` with `ADD`/`SET`; embedded: an SQL read-modify-write
-    /// inside the transaction. Counters read back as decimal strings.
+    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0), sets each
+    /// string attribute and removes each attribute of `remove` (a missing one is ignored; never
+    /// one it adds or sets), creating the item when missing. DynamoDB: `Update` with
+    /// `SET`/`ADD`/`REMOVE`; embedded: an SQL read-modify-write inside the transaction. Counters
+    /// read back as decimal strings.
     Add {
         pk: String,
         sk: String,
         add: Vec<(String, i64)>,
         set: Vec<(String, String)>,
+        remove: Vec<String>,
     },
 }
 

@@ -639,10 +639,16 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
-            WriteOp::Add { pk, sk, add, set } => {
+            WriteOp::Add {
+                pk,
+                sk,
+                add,
+                set,
+                remove,
+            } => {
                 op.check_numbers()?;
                 TransactWriteItem::builder()
-                    .update(update_of(table, pk, sk, add, set)?)
+                    .update(update_of(table, pk, sk, add, set, remove)?)
                     .build()
             }
         };
@@ -652,13 +658,14 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
     Ok((items, origin))
 }
 
-/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, …`.
+/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, … REMOVE #r0, …`.
 fn update_of(
     table: &str,
     pk: &str,
     sk: &str,
     add: &[(String, i64)],
     set: &[(String, String)],
+    remove: &[String],
 ) -> Result<Update> {
     let mut names = HashMap::new();
     let mut values = HashMap::new();
@@ -684,12 +691,22 @@ fn update_of(
         }
         expression.push_str(&format!("ADD {}", adds.join(", ")));
     }
+    let removes: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
+    for (i, name) in remove.iter().enumerate() {
+        names.insert(format!("#r{i}"), name.clone());
+    }
+    if !removes.is_empty() {
+        if !expression.is_empty() {
+            expression.push(' ');
+        }
+        expression.push_str(&format!("REMOVE {}", removes.join(", ")));
+    }
     Update::builder()
         .table_name(table)
         .set_key(Some(key_map(pk, sk)))
         .update_expression(expression)
         .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
+        .set_expression_attribute_values((!values.is_empty()).then_some(values))
         .build()
         .map_err(build_error)
 }
