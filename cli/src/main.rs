@@ -289,6 +289,14 @@ impl BackendArgs {
         })
     }
 
+    /// The DynamoDB table named, with the aws backend.
+    fn aws_table(&self) -> Option<String> {
+        match self.backend {
+            BackendKind::Aws => self.table.clone(),
+            BackendKind::Embedded => None,
+        }
+    }
+
     /// Where the store is, for the line `serve` prints when it starts.
     fn describe(&self) -> String {
         match self.backend {

@@ -1,6 +1,7 @@
 //! `dspy-storage cleanup [--dry-run]`, `archive ID`, `restore ID`, `reindex`: the retention,
 //! archive and maintenance operations of the cleanup function, run directly over the core;
-//! `migrate-metrics`: metric records of the per-record layout converted into blocks.
+//! `migrate-metrics`: metric records of the per-record layout converted into blocks;
+//! `migrate-indexes`: a DynamoDB table created before the keys-only indexes moved onto them.
 
 use clap::Subcommand;
 use dspy_storage_core::access::OPERATOR;
@@ -54,6 +55,17 @@ pub enum Command {
         /// Stop after this many scan pages of 500 items (default: to the end of the table).
         #[arg(long)]
         max_pages: Option<usize>,
+    },
+    /// Move a DynamoDB table created before the keys-only indexes onto them (aws backend): adds
+    /// GSI1K..GSI4K one at a time, each filled from the existing items by DynamoDB (nothing is
+    /// rewritten; it waits for each), then deletes the old GSI1..GSI4. Resumable: run it again
+    /// after an interruption; a no-op on a migrated table. Queries read each new index once it
+    /// is ACTIVE and the old one until then. Prints the steps taken as JSON.
+    MigrateIndexes {
+        /// Only add the new indexes; keep the old ones (for processes of an older build still
+        /// reading them). Run again without it to delete them.
+        #[arg(long)]
+        keep_old: bool,
     },
     /// Build the free-text index for programs stored before it existed: a resumable walk of the
     /// table (it continues where an earlier run stopped; a no-op once complete). Searches use
@@ -132,6 +144,19 @@ pub async fn run(command: Command, backend: &BackendArgs) -> Result<(), AnyError
                     _ => break,
                 }
             }
+        }
+        Command::MigrateIndexes { keep_old } => {
+            let table = backend
+                .aws_table()
+                .ok_or("migrate-indexes needs --backend aws and --table (DSPY_STORAGE_TABLE)")?;
+            let sdk = dspy_storage_core::open::AwsConfig::new();
+            let store = dspy_storage_core::open::aws_table(sdk.get().await, &table);
+            let steps = store.migrate_indexes(keep_old).await?;
+            print_json(&serde_json::json!({
+                "table": table,
+                "steps": steps,
+                "indexes": store.index_names().await?,
+            }))?;
         }
         Command::Reindex {
             restart,

@@ -518,6 +518,18 @@ async fn serve_on_the_aws_backend() {
     // --backend aws without a table is refused with a message.
     let o = run(command().args(["--backend", "aws", "load", &ids[0]]));
     expect_failure("--backend aws without a table", &o, 1, "--table");
+    // A table this build created has the keys-only indexes: migrating it changes nothing.
+    let o = run(command()
+        .args(["--backend", "aws", "--table", &table, "--bucket", &bucket])
+        .arg("migrate-indexes"));
+    let v: Value = serde_json::from_str(&expect_success("aws migrate-indexes", &o)).unwrap();
+    assert_eq!(v["steps"], serde_json::json!([]), "{v}");
+    let mut names: Vec<String> = serde_json::from_value(v["indexes"].clone()).unwrap();
+    names.sort();
+    assert_eq!(names, ["GSI1K", "GSI2K", "GSI3K", "GSI4K"], "{v}");
+    // The embedded store has no such indexes.
+    let o = run(command().args(["--backend", "embedded", "migrate-indexes"]));
+    expect_failure("embedded migrate-indexes", &o, 1, "--backend aws");
 }
 
 /// The registry commands work on the embedded backend directly: versions, alias set/get/rm

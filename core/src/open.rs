@@ -109,6 +109,12 @@ pub async fn aws(
     Ok(storage)
 }
 
+/// The DynamoDB table of the AWS backend alone (maintenance of the table itself, e.g.
+/// [`DynamoItemStore::migrate_indexes`]), with the clients of `sdk`.
+pub fn aws_table(sdk: &SdkConfig, table: &str) -> DynamoItemStore {
+    DynamoItemStore::new(clients(sdk, None).0, table)
+}
+
 /// Where change events go (see [`crate::events`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventsTarget {

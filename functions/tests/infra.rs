@@ -434,20 +434,89 @@ fn table_has_the_keys_and_indexes_of_core() {
     };
     let pair = |pk: &str, sk: &str| vec![(pk.into(), "HASH".into()), (sk.into(), "RANGE".into())];
     assert_eq!(keys(&p["KeySchema"]), pair("PK", "SK"));
+    // Each index is `Fn::If: [condition, definition, AWS::NoValue]` (IndexMigrationStep): the
+    // keys-only indexes of core under their names, then the old ones (every attribute).
+    use dspy_storage_core::backend::Index;
     let gsis = p["GlobalSecondaryIndexes"].as_array().expect("GSIs");
-    assert_eq!(gsis.len(), 4);
+    assert_eq!(gsis.len(), 8);
+    let mut conditional = Vec::new();
     for (i, gsi) in gsis.iter().enumerate() {
-        let n = i + 1;
-        assert_eq!(gsi["IndexName"], format!("GSI{n}"));
+        let index = Index::GSIS[i % 4];
+        let branches = gsi["Fn::If"].as_array().expect("Fn::If");
+        assert_eq!(branches[2], serde_json::json!({"Ref": "AWS::NoValue"}));
+        let def = &branches[1];
         assert_eq!(
-            keys(&gsi["KeySchema"]),
-            pair(&format!("GSI{n}PK"), &format!("GSI{n}SK"))
+            keys(&def["KeySchema"]),
+            pair(index.pk_attr(), index.sk_attr())
         );
-        assert_eq!(gsi["Projection"]["ProjectionType"], "ALL");
+        if i < 4 {
+            assert_eq!(def["IndexName"], index.name());
+            let extra: Vec<&str> = index.projected().to_vec();
+            if extra.is_empty() {
+                assert_eq!(
+                    def["Projection"],
+                    serde_json::json!({"ProjectionType": "KEYS_ONLY"})
+                );
+            } else {
+                assert_eq!(
+                    def["Projection"],
+                    serde_json::json!({"ProjectionType": "INCLUDE", "NonKeyAttributes": extra})
+                );
+            }
+        } else {
+            assert_eq!(def["IndexName"], index.legacy_name());
+            assert_eq!(
+                def["Projection"],
+                serde_json::json!({"ProjectionType": "ALL"})
+            );
+        }
+        let name = def["IndexName"].as_str().unwrap().to_owned();
+        conditional.push((branches[0].as_str().expect("a condition").to_owned(), name));
+    }
+    // The steps: 0 = the old indexes, 8 (the default) = the new ones, and each step adds or
+    // removes exactly one index (CloudFormation's limit per update).
+    let step = &t["Parameters"]["IndexMigrationStep"];
+    assert_eq!(step["Default"], "8");
+    let present = |s: &str| -> BTreeSet<String> {
+        conditional
+            .iter()
+            .filter(|(c, _)| condition_holds(&t["Conditions"][c.as_str()], "IndexMigrationStep", s))
+            .map(|(_, n)| n.clone())
+            .collect()
+    };
+    let names = |f: fn(Index) -> &'static str| -> BTreeSet<String> {
+        Index::GSIS.iter().map(|i| f(*i).to_owned()).collect()
+    };
+    assert_eq!(present("0"), names(Index::legacy_name));
+    assert_eq!(present("8"), names(Index::name));
+    for s in 0..8 {
+        let (a, b) = (present(&s.to_string()), present(&(s + 1).to_string()));
+        assert_eq!(
+            a.symmetric_difference(&b).count(),
+            1,
+            "step {s} -> {}: {a:?} -> {b:?}",
+            s + 1
+        );
     }
     for attr in p["AttributeDefinitions"].as_array().expect("attributes") {
         assert_eq!(attr["AttributeType"], "S", "{attr}");
     }
+}
+
+/// Evaluates a template condition built of `Fn::Equals` (a `Ref` to `param` and a string),
+/// `Fn::Or` and `Fn::Not`, with `param` = `value`.
+fn condition_holds(c: &Value, param: &str, value: &str) -> bool {
+    if let Some(args) = c["Fn::Equals"].as_array() {
+        assert_eq!(args[0], serde_json::json!({ "Ref": param }), "{c}");
+        return args[1].as_str() == Some(value);
+    }
+    if let Some(args) = c["Fn::Or"].as_array() {
+        return args.iter().any(|a| condition_holds(a, param, value));
+    }
+    if let Some(args) = c["Fn::Not"].as_array() {
+        return !condition_holds(&args[0], param, value);
+    }
+    panic!("unexpected condition {c}");
 }
 
 /// `cargo lambda watch` (the local Lambda loop) routes like API Gateway: the router in the

@@ -704,6 +704,7 @@ pub async fn put_per_record_layout(
             sk: keys::metric_day_sk(d),
             add: vec![("n_w".into(), 1), ("n_done".into(), 1)],
             set: vec![],
+            remove: Vec::new(),
         });
     }
     for (m, n) in early {
@@ -712,6 +713,7 @@ pub async fn put_per_record_layout(
             sk: m,
             add: vec![("n_records".into(), n)],
             set: vec![],
+            remove: Vec::new(),
         });
     }
     for chunk in ops.chunks(100) {

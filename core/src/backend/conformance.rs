@@ -44,11 +44,61 @@ pub async fn run(be: &Backend<'_>) {
     items_query_paging_small_limits(be).await;
     items_batch_put_60_and_scan_paging(be).await;
     items_binary_attributes(be).await;
+    items_counter_add_set_remove(be).await;
     blobs_round_trip_missing_delete_copy(be).await;
     blobs_list_by_prefix_with_paging(be).await;
     blobs_exists(be).await;
     blobs_archive_tier_restore(be).await;
     blobs_multipart(be).await;
+}
+
+/// [`WriteOp::Add`]: creates a missing item, adds to numbers (a missing one counts as 0), sets
+/// strings and removes attributes (a missing one is ignored), in a transaction; the numbers
+/// stay addable.
+pub async fn items_counter_add_set_remove(be: &Backend<'_>) {
+    let w = be.label;
+    let s = be.items;
+    let op = |add: Vec<(&str, i64)>, set: Vec<(&str, &str)>, remove: Vec<&str>| WriteOp::Add {
+        pk: "CNT#1".into(),
+        sk: "C".into(),
+        add: add.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        set: set
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        remove: remove.into_iter().map(str::to_owned).collect(),
+    };
+    s.transact(vec![op(
+        vec![("n_a", 2), ("n_old", 5)],
+        vec![("name", "x")],
+        vec!["n_missing"],
+    )])
+    .await
+    .unwrap();
+    let item = s.get("CNT#1", "C").await.unwrap().expect("created");
+    assert_eq!(item.get("n_a"), Some("2"), "{w} {item:?}");
+    assert_eq!(item.get("n_old"), Some("5"), "{w} {item:?}");
+    assert_eq!(item.get("name"), Some("x"), "{w} {item:?}");
+    s.transact(vec![op(
+        vec![("n_a", -3), ("n_b", 1)],
+        vec![("name", "y")],
+        vec!["n_old", "n_never"],
+    )])
+    .await
+    .unwrap();
+    let item = s.get("CNT#1", "C").await.unwrap().expect("still there");
+    let expected = Item::new("CNT#1", "C")
+        .with("n_a", "-1")
+        .with("n_b", "1")
+        .with("name", "y");
+    assert_eq!(item, expected, "{w}");
+    // Only removing: the item stays, without the attribute.
+    s.transact(vec![op(vec![], vec![], vec!["n_b"])])
+        .await
+        .unwrap();
+    let item = s.get("CNT#1", "C").await.unwrap().expect("still there");
+    assert_eq!(item.get("n_b"), None, "{w} {item:?}");
+    assert_eq!(item.get("n_a"), Some("-1"), "{w} {item:?}");
 }
 
 /// Binary attributes (`b_…`, base64 in an [`Item`]) read back as the text they were written as,
@@ -573,6 +623,14 @@ pub async fn items_query_each_gsi(be: &Backend<'_>) {
             assert_eq!(item.sk, "S", "{w} full item returned");
             assert_eq!(item.get(pk_attr), Some(part.as_str()), "{w}");
             assert!(item.data().is_some(), "{w} attributes projected: {item:?}");
+        }
+        // Keys only: the same items in the same order, with at least their keys.
+        let keys = query_index(s, &Query::new(index, part.clone()).keys_only(), 8).await;
+        assert_eq!(pks(&keys), expected, "{w} {} keys only", index.name());
+        for (k, item) in keys.iter().zip(&got) {
+            assert_eq!(k.sk, item.sk, "{w}");
+            assert_eq!(k.get(pk_attr), item.get(pk_attr), "{w} {k:?}");
+            assert_eq!(k.get(sk_attr), item.get(sk_attr), "{w} {k:?}");
         }
         let got = query_index(s, &Query::new(index, part.clone()).forward(false), 8).await;
         assert_eq!(

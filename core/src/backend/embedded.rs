@@ -322,8 +322,17 @@ impl ItemStore for SqliteItemStore {
                             .map_err(db_err)?;
                     }
                     WriteOp::Check { .. } => {}
-                    WriteOp::Add { pk, sk, add, set } => {
+                    WriteOp::Add {
+                        pk,
+                        sk,
+                        add,
+                        set,
+                        remove,
+                    } => {
                         let mut item = get_item(&tx, pk, sk)?.unwrap_or_else(|| Item::new(pk, sk));
+                        for name in remove {
+                            item.attrs.remove(name);
+                        }
                         for (name, n) in add {
                             let old = item.get(name).and_then(|v| v.parse::<i64>().ok());
                             let new = old.unwrap_or(0).saturating_add(*n);

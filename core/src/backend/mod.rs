@@ -91,13 +91,41 @@ pub enum Index {
 impl Index {
     pub const GSIS: [Index; 4] = [Index::Gsi1, Index::Gsi2, Index::Gsi3, Index::Gsi4];
 
+    /// The DynamoDB index name: `GSI1K`..`GSI4K`, keys-only indexes (only the table's and the
+    /// index's key attributes are copied into them, and [`Index::projected`]): a query reads the
+    /// items themselves afterwards (see [`Query::keys_only`]).
     pub fn name(self) -> &'static str {
+        match self {
+            Index::Table => "table",
+            Index::Gsi1 => "GSI1K",
+            Index::Gsi2 => "GSI2K",
+            Index::Gsi3 => "GSI3K",
+            Index::Gsi4 => "GSI4K",
+        }
+    }
+
+    /// The name of the same index on a table created before the keys-only indexes (`GSI1`..
+    /// `GSI4`, every attribute copied: `ProjectionType: ALL`), read until `dspy-storage
+    /// migrate-indexes` replaced them. Same key attributes, so the new indexes fill from the
+    /// existing items: nothing is rewritten.
+    pub fn legacy_name(self) -> &'static str {
         match self {
             Index::Table => "table",
             Index::Gsi1 => "GSI1",
             Index::Gsi2 => "GSI2",
             Index::Gsi3 => "GSI3",
             Index::Gsi4 => "GSI4",
+        }
+    }
+
+    /// The non-key attributes an index holds besides the keys (`ProjectionType: INCLUDE`): GSI3's
+    /// counter items carry `project`, which never changes, so `GET /projects` reads the index
+    /// alone. None of them changes once written: a write that leaves an item's index keys alone
+    /// never rewrites its index entry.
+    pub fn projected(self) -> &'static [&'static str] {
+        match self {
+            Index::Gsi3 => &["project"],
+            _ => &[],
         }
     }
     pub fn pk_attr(self) -> &'static str {
@@ -151,14 +179,17 @@ pub enum WriteOp {
         condition: Condition,
     },
     /// Atomic counter update without a condition: adds each signed amount to a numeric
-    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0) and sets each
-    /// string attribute, creating the item when missing. DynamoDB: `Update` with `ADD`/`SET`; embedded: an SQL read-modify-write
-    /// inside the transaction. Counters read back as decimal strings.
+    /// attribute (named with [`attr::NUMBER_PREFIX`]; a missing one counts as 0), sets each
+    /// string attribute and removes each attribute of `remove` (a missing one is ignored; never
+    /// one it adds or sets), creating the item when missing. DynamoDB: `Update` with
+    /// `SET`/`ADD`/`REMOVE`; embedded: an SQL read-modify-write inside the transaction. Counters
+    /// read back as decimal strings.
     Add {
         pk: String,
         sk: String,
         add: Vec<(String, i64)>,
         set: Vec<(String, String)>,
+        remove: Vec<String>,
     },
 }
 
@@ -223,6 +254,10 @@ pub struct Query {
     pub forward: bool,
     pub limit: usize,
     pub start: Option<PageKey>,
+    /// The caller reads only the keys of the items found (the table's and the index's) and the
+    /// index's [`Index::projected`] attributes: a backend whose index holds no more may answer
+    /// from the index alone. Otherwise (the default) every item comes back whole.
+    pub keys_only: bool,
 }
 
 impl Query {
@@ -234,7 +269,12 @@ impl Query {
             forward: true,
             limit: 100,
             start: None,
+            keys_only: false,
         }
+    }
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
     }
     pub fn sk(mut self, sk: SkRange) -> Self {
         self.sk = sk;
@@ -295,7 +335,10 @@ pub trait ItemStore: Send + Sync + 'static {
     }
     /// Applies up to 100 writes atomically, each with its condition.
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<()>;
-    /// Reads one page of a partition of the table or an index, in sort key order.
+    /// Reads one page of a partition of the table or an index, in sort key order: whole items
+    /// (an index's entry stands for its item; a backend whose index holds only keys reads the
+    /// items, strongly consistent, and leaves out those gone or moved to another partition
+    /// since), unless [`Query::keys_only`].
     async fn query(&self, query: &Query) -> Result<Page<Item>>;
     /// Writes many items without conditions (not atomic as a whole; each item is). Backends chunk
     /// and retry unprocessed items themselves.

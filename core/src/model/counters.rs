@@ -19,6 +19,25 @@ pub(crate) fn day_attr(d: NaiveDate) -> String {
     format!("n_d{d}")
 }
 
+/// Days a counter item keeps its per-day attributes for (today and the days before): the
+/// report shows fewer (`crate::tracking::report::RECENT_DAYS`).
+pub const DAY_COUNTERS_KEPT: i64 = 14;
+
+/// How many days before those a write removes (one `REMOVE` each; a missing attribute is
+/// ignored).
+const DAYS_PRUNED_PER_WRITE: i64 = 31;
+
+/// The per-day attributes a counter write on `today` removes: the days just before the kept
+/// ones. Every counter item is written on each store (or metrics request) of its signature, so
+/// one written at least once a month keeps at most [`DAY_COUNTERS_KEPT`] + 31 day attributes,
+/// instead of one more for every day it was ever written on (an item over 1 KB costs every
+/// store 2 more write units per KB); a longer pause leaves at most the 14 it kept.
+pub(crate) fn stale_day_attrs(today: NaiveDate) -> Vec<String> {
+    (DAY_COUNTERS_KEPT..DAY_COUNTERS_KEPT + DAYS_PRUNED_PER_WRITE)
+        .map(|back| day_attr(today - chrono::Duration::days(back)))
+        .collect()
+}
+
 pub(crate) fn counter_set(
     project: &Project,
     signature: &Signature,
@@ -47,6 +66,7 @@ pub(crate) fn store_counter_op(record: &ProgramRecord, now: &DateTime<Utc>) -> W
             (day_attr(now.date_naive()), 1),
         ],
         set: counter_set(&record.project, &record.signature, keys::STATS_SK),
+        remove: stale_day_attrs(now.date_naive()),
     }
 }
 
@@ -60,6 +80,7 @@ pub(crate) fn delete_counter_op(record: &ProgramRecord) -> WriteOp {
             ("n_bytes".into(), -(record.blob.size as i64)),
         ],
         set: counter_set(&record.project, &record.signature, keys::STATS_SK),
+        remove: Vec::new(),
     }
 }
 
@@ -127,6 +148,7 @@ pub(crate) async fn write_loads(
             sk: keys::LOADS_SK.into(),
             add: vec![("n_loads".into(), n)],
             set: counter_set(&project, &signature, keys::LOADS_SK),
+            remove: Vec::new(),
         };
         if let Err(e) = items.transact(vec![op]).await {
             tracing::warn!(%signature, error = %e, "could not write load counts; kept for the next flush");

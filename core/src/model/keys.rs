@@ -30,6 +30,10 @@
 //! including ones it does not know, verbatim).
 //!
 //! Numbers inside sort keys are zero-padded so that string order is numeric order.
+//!
+//! GSI1..GSI4 above are the logical indexes ([`crate::backend::Index`]); on DynamoDB they are
+//! `GSI1K`..`GSI4K` and hold only keys (and GSI3K the counters' `project`): a query reads the
+//! items it found (docs/DESIGN.md, "Index projections").
 
 use chrono::{DateTime, Utc};
 

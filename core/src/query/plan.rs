@@ -10,6 +10,9 @@
 //! | `method` = M                         | GSI3 `METHOD#<project>#M`                | created, id     |
 //! | none of these                        | GSI4 `PROJ#<project>` (every program)    | created, id     |
 //!
+//! An index source answers whole records (on DynamoDB the index holds only keys: each page of it
+//! is followed by one batch read of the records it found, inside `ItemStore::query`).
+//!
 //! A *text condition* is one whose matches all have certain words (see [`crate::model::text`]):
 //! `=` (or a one-value `in`) with a string, a wildcard's text before its first `*`, or a
 //! `prefix`, on `signature`, `tag`, `description`, `environment`, `team` or a `meta.<key>` that

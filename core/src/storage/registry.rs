@@ -278,7 +278,10 @@ impl Storage {
         let mut projects = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut q = Query::new(Index::Gsi3, keys::STATS_INDEX_PK).limit(1);
+            // `project` is one of GSI3's own attributes: the index alone answers.
+            let mut q = Query::new(Index::Gsi3, keys::STATS_INDEX_PK)
+                .limit(1)
+                .keys_only();
             if let Some(p) = &after {
                 // Every key of project `p` starts with `p#`; `p$` (`$` follows `#`) is past them all.
                 q = q.sk(SkRange::Gte(format!("{p}$")));

@@ -9,6 +9,10 @@
 //!   the programs stored that day.
 //! * `…` / `METRICS`: `n_records` and `n_d<YYYY-MM-DD>`, added by each metrics request in its closing
 //!   transaction (one `ADD` per request, not per record; see [`crate::tracking::rollup`]).
+//! * The same update removes the day attributes just older than the last
+//!   [`crate::model::counters::DAY_COUNTERS_KEPT`] days (`stale_day_attrs`), so these items, written
+//!   by every store, stay small (each KB costs a store 2 write units) instead of growing a day at
+//!   a time.
 //! * `…` / `LOADS`: `n_loads`. A load costs NO extra request: each process counts loads in memory
 //!   and writes them as one `ADD` per signature when the report is asked for, or in the
 //!   background on the first load after [`LOAD_FLUSH_INTERVAL`]. Loads counted by a process that
@@ -29,7 +33,9 @@ use crate::access::Principal;
 use crate::backend::{Index, Item, Query, SkRange, WriteOp};
 use crate::domain::{format_time, ProgramId, ProgramStatus, Project, Signature};
 use crate::error::{Error, Result};
-use crate::model::counters::{counter_set, day_attr, write_loads};
+use crate::model::counters::{
+    counter_set, day_attr, stale_day_attrs, write_loads, DAY_COUNTERS_KEPT,
+};
 use crate::model::keys;
 use crate::model::record::{from_item, ProgramRecord};
 use crate::storage::no_versions;
@@ -45,6 +51,8 @@ pub const INTEGRITY_SAMPLE: usize = 5;
 pub const REPORT_TREND_SIGNATURES: usize = 5;
 /// Days of the report's activity and trends.
 pub const RECENT_DAYS: i64 = 7;
+// The counters keep the per-day attributes of the days the report shows.
+const _: () = assert!(RECENT_DAYS <= DAY_COUNTERS_KEPT);
 /// Most days a trend may span.
 pub const MAX_TREND_DAYS: i64 = 3650;
 /// Most programs a signature trend reads.
@@ -165,6 +173,7 @@ impl Storage {
                 (day_attr(today), records as i64),
             ],
             set: counter_set(&program.project, &program.signature, keys::METRICS_SK),
+            remove: stale_day_attrs(today),
         }
     }
 

@@ -93,6 +93,7 @@ impl Storage {
                 sk: keys::metric_day_sk(d),
                 add: vec![("n_w".to_owned(), 1), ("n_done".to_owned(), 1)],
                 set: Vec::new(),
+                remove: Vec::new(),
             })
             .collect()
     }
@@ -178,6 +179,7 @@ impl Storage {
                             serde_json::to_string(&sums).expect("serializable"),
                         ),
                     ],
+                    remove: Vec::new(),
                 });
             }
         }

@@ -23,6 +23,7 @@ mod events;
 mod faults;
 mod fuzz;
 mod hostile;
+mod indexes;
 mod lambda;
 mod registry;
 mod request_counts;

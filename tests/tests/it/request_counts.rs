@@ -424,7 +424,11 @@ async fn deciding_the_scope_costs_no_request() {
             // Unrestricted callers see b: its program reads, its listing is a query.
             let (status, expected): (u16, Vec<(&str, u64)>) = match (restricted, *status) {
                 (false, 404) if uri.contains("project=b") => (200, vec![("DynamoDB.Query", 1)]),
-                (false, 404) if uri.starts_with("/search") => (200, vec![("DynamoDB.Query", 1)]),
+                // A search reads the project's index (keys only), then the records it found.
+                (false, 404) if uri.starts_with("/search") => (
+                    200,
+                    vec![("DynamoDB.BatchGetItem", 1), ("DynamoDB.Query", 1)],
+                ),
                 (false, 404) if uri.contains("compatibility") => (200, expected.clone()),
                 (false, 404) => (
                     200,

@@ -944,7 +944,8 @@ async fn the_cleanup_function_runs_scheduled_events_and_http_events() {
     }
 }
 
-/// The AWS requests of a run, counted: one scan page, one index query per signature, and per
+/// The AWS requests of a run, counted: one scan page, one index query (and one batch read of its
+/// records) per signature page, and per
 /// action a bounded number of calls (archive: record + head reads, HeadObject, CopyObject, one
 /// transaction; delete: record + head reads, one transaction, DeleteObject), plus the blob
 /// listing of the orphan collector and the status write. A dry run reads only.
@@ -981,6 +982,8 @@ async fn request_counts_of_a_run() {
     // Dry: reads only.
     assert_eq!(n(&dry, "DynamoDB.Scan"), 1);
     assert_eq!(n(&dry, "DynamoDB.Query"), 1);
+    // The signature's page of the (keys-only) index, then its records in one batch read.
+    assert_eq!(n(&dry, "DynamoDB.BatchGetItem"), 1);
     assert_eq!(n(&dry, "DynamoDB.TransactWriteItems"), 0);
     assert_eq!(n(&dry, "S3.ListObjectsV2"), 2);
     assert_eq!(

@@ -1074,7 +1074,7 @@ fn search_equals_brute_force_on_generated_data() {
 // ----- request counts ------------------------------------------------------------------------
 
 #[tokio::test]
-async fn indexed_search_is_one_index_query_and_no_blob_read() {
+async fn indexed_search_is_one_index_query_and_one_record_read_and_no_blob_read() {
     let Some(ts) = aws().await else {
         eprintln!("search request counts: no AWS endpoint configured; skipped");
         return;
@@ -1103,13 +1103,15 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     println!("signature:Counted sort=-performance limit=10: {snapshot:?}");
     assert_eq!(ids(&r).len(), 10);
     assert_eq!(r["results"][0]["performance"], json!(0.9));
+    // The index holds keys only: one query of it, then one batch read of the records it found.
     assert_eq!(snapshot.get("DynamoDB.Query"), Some(&1));
+    assert_eq!(snapshot.get("DynamoDB.BatchGetItem"), Some(&1));
     assert_eq!(
         snapshot.values().sum::<u64>(),
-        1,
-        "one index query and nothing else: {snapshot:?}"
+        2,
+        "one index query, one batch read and nothing else: {snapshot:?}"
     );
-    // The next page: one query again.
+    // The next page: the same again.
     counter.reset();
     let cur = r["next_cursor"].as_str().unwrap();
     let r2 = search_q(
@@ -1122,11 +1124,12 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     assert_eq!(ids(&r2).len(), 10);
     assert_eq!(
         counter.snapshot().values().sum::<u64>(),
-        1,
+        2,
         "{:?}",
         counter.snapshot()
     );
-    // Newest first through the creation index, and the structured form: one query each.
+    // Newest first through the creation index, and the structured form: one query and one
+    // batch read each.
     counter.reset();
     c.post_json(
         "/search",
@@ -1136,7 +1139,7 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     .expect(k, "POST", 200);
     assert_eq!(
         counter.snapshot().values().sum::<u64>(),
-        1,
+        2,
         "{:?}",
         counter.snapshot()
     );
@@ -1146,7 +1149,7 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
         .expect(k, "GET newest", 200);
     assert_eq!(
         counter.snapshot().values().sum::<u64>(),
-        1,
+        2,
         "{:?}",
         counter.snapshot()
     );
@@ -1158,7 +1161,11 @@ async fn indexed_search_is_one_index_query_and_no_blob_read() {
     let s = counter.snapshot();
     println!("signature:Counted performance>=0.5 limit=5: {s:?}");
     assert_eq!(s.get("DynamoDB.Query"), Some(&1));
-    assert!(s.keys().all(|k| k == "DynamoDB.Query"), "{s:?}");
+    assert!(
+        s.keys()
+            .all(|k| k == "DynamoDB.Query" || k == "DynamoDB.BatchGetItem"),
+        "{s:?}"
+    );
 }
 
 #[tokio::test]
@@ -1416,8 +1423,11 @@ async fn programs_stored_before_the_text_index_are_found_and_reindexed() {
                 );
                 let before = counter.snapshot();
                 println!("free text before the reindex: {before:?}");
+                // The index state, then one page of the project's (keys-only) index and one
+                // batch read of the records it found.
                 assert_eq!(before.get("DynamoDB.GetItem"), Some(&1), "{before:?}");
-                assert_eq!(before.get("DynamoDB.BatchGetItem"), None, "{before:?}");
+                assert_eq!(before.get("DynamoDB.Query"), Some(&1), "{before:?}");
+                assert_eq!(before.get("DynamoDB.BatchGetItem"), Some(&1), "{before:?}");
                 // The cleanup run builds it (resumable; `dspy-storage reindex` runs the same).
                 let r = c2
                     .post_json("/maintenance/cleanup", &json!({"dry_run": false}))

@@ -295,6 +295,7 @@ async fn records_history_and_trends() {
                 sk: dspy_storage_core::model::keys::metric_day_sk(&day1),
                 add: vec![("n_w".into(), 1)],
                 set: vec![],
+                remove: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1580,5 +1581,55 @@ async fn the_daily_cleanup_converts_per_record_items() {
         .await
         .unwrap();
         assert!(again["metric_conversion"].is_null(), "{k:?}: {again}");
+    }
+}
+
+/// The per-day counters of a signature do not pile up: a store removes the day attributes just
+/// older than the ones kept (`DAY_COUNTERS_KEPT`), so the counter item (written by every store)
+/// stays small, and the report's recent days are untouched.
+#[tokio::test]
+async fn counter_items_drop_day_counters_older_than_they_keep() {
+    use dspy_storage_core::model::counters::DAY_COUNTERS_KEPT;
+    for ts in backends().await {
+        let (k, c) = (ts.kind, ts.client());
+        store(&c, k, "days.Sig", 0).await;
+        let pk = dspy_storage_core::model::keys::stats_pk(
+            &dspy_storage_core::domain::Project::default_project(),
+            &dspy_storage_core::domain::Signature::parse("days.Sig").unwrap(),
+        );
+        let today = Utc::now().date_naive();
+        let day = |back: i64| format!("n_d{}", today - Duration::days(back));
+        // As an older build left it: one attribute for each day of the last two months.
+        ts.storage
+            .items()
+            .transact(vec![WriteOp::Add {
+                pk: pk.clone(),
+                sk: "STATS".into(),
+                add: (1..60).map(|back| (day(back), 1)).collect(),
+                set: vec![],
+                remove: vec![],
+            }])
+            .await
+            .unwrap();
+        store(&c, k, "days.Sig", 0).await;
+        let item = ts.storage.items().get(&pk, "STATS").await.unwrap().unwrap();
+        for back in 0..60 {
+            let kept = !(DAY_COUNTERS_KEPT..DAY_COUNTERS_KEPT + 31).contains(&back);
+            assert_eq!(
+                item.get(&day(back)).is_some(),
+                kept,
+                "{k:?}: day {back} back: {item:?}"
+            );
+        }
+        assert_eq!(item.get(&day(0)), Some("2"), "{k:?}");
+        assert_eq!(item.get("n_programs"), Some("2"), "{k:?}");
+        // The report still counts the recent days.
+        let report = c.get("/report").await.expect(k, "report", 200);
+        assert_eq!(
+            report["recent_activity"]["programs_stored"],
+            json!(2 + 6),
+            "{k:?}: {}",
+            report["recent_activity"]
+        );
     }
 }

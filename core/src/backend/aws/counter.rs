@@ -25,13 +25,16 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 ///
 /// Clones share their counts: give one clone to [`super::clients`] and keep another to read.
 ///
-/// It also asks DynamoDB for `ReturnConsumedCapacity=TOTAL` on the item operations and adds up
-/// the capacity units each answer reports, by the same key ([`RequestCounter::capacity`]). Only
-/// the answers of clients carrying a counter grow by that field; nothing else changes.
+/// It also asks DynamoDB for `ReturnConsumedCapacity=INDEXES` on the item operations and adds up
+/// the capacity units each answer reports, by the same key ([`RequestCounter::capacity`]), and
+/// apart for the table and for each secondary index ([`RequestCounter::capacity_breakdown`]).
+/// Only the answers of clients carrying a counter grow by that field; nothing else changes.
 #[derive(Clone, Default, Debug)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     capacity: Arc<Mutex<BTreeMap<String, f64>>>,
+    /// Capacity by operation, then by `"table"` or index name.
+    parts: Arc<Mutex<BTreeMap<String, BTreeMap<String, f64>>>>,
     depths: Arc<Mutex<Depths>>,
 }
 
@@ -74,6 +77,7 @@ impl RequestCounter {
     pub fn reset(&self) {
         self.lock().clear();
         self.capacity_lock().clear();
+        self.parts_lock().clear();
         *self.depths_lock() = Depths::default();
     }
 
@@ -107,6 +111,30 @@ impl RequestCounter {
     /// Adds DynamoDB capacity units consumed by one answer of `key` (`"DynamoDB.Query"`).
     pub fn record_capacity(&self, key: &str, units: f64) {
         *self.capacity_lock().entry(key.to_owned()).or_insert(0.0) += units;
+    }
+
+    fn parts_lock(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<String, f64>>> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds capacity units one answer of `key` reports for `part` (`"table"` or an index name).
+    pub fn record_capacity_part(&self, key: &str, part: &str, units: f64) {
+        *self
+            .parts_lock()
+            .entry(key.to_owned())
+            .or_default()
+            .entry(part.to_owned())
+            .or_insert(0.0) += units;
+    }
+
+    /// The capacity units of one operation (`"DynamoDB.TransactWriteItems"`) so far, split into
+    /// the table's (`"table"`) and each secondary index's (by index name), as the answers
+    /// reported them (an emulator may leave the split out: then this is empty).
+    pub fn capacity_breakdown(&self, operation: &str) -> BTreeMap<String, f64> {
+        self.parts_lock()
+            .get(operation)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// DynamoDB capacity units consumed so far, by `"DynamoDB.<operation>"`, as the answers
@@ -204,6 +232,9 @@ impl Intercept for RequestCounter {
                     None => "unknown.unknown".to_owned(),
                 };
                 self.record_capacity(&key, units);
+                for (part, units) in capacity::parts(output) {
+                    self.record_capacity_part(&key, &part, units);
+                }
             }
         }
         Ok(())
@@ -227,12 +258,13 @@ mod capacity {
     use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
     use aws_smithy_runtime_api::client::interceptors::context::{Input, Output};
 
-    /// Asks for `TOTAL` where the caller did not choose (S3 and other inputs are left alone).
+    /// Asks for `INDEXES` (the total and its split by table and index) where the caller did not
+    /// choose (S3 and other inputs are left alone).
     pub(super) fn request_total(input: &mut Input) {
         macro_rules! ask {
             ($($t:ty),*) => {$(
                 if let Some(i) = input.downcast_mut::<$t>() {
-                    i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Total);
+                    i.return_consumed_capacity.get_or_insert(ReturnConsumedCapacity::Indexes);
                     return;
                 }
             )*};
@@ -253,6 +285,58 @@ mod capacity {
 
     fn sum<'a>(c: impl IntoIterator<Item = &'a ConsumedCapacity>) -> f64 {
         c.into_iter().filter_map(|c| c.capacity_units).sum()
+    }
+
+    /// The split of what an output reports: `("table", units)` and `(index name, units)`.
+    pub(super) fn parts(output: &Output) -> Vec<(String, f64)> {
+        fn split<'a>(c: impl IntoIterator<Item = &'a ConsumedCapacity>) -> Vec<(String, f64)> {
+            let mut out = Vec::new();
+            for c in c {
+                if let Some(t) = c.table.as_ref().and_then(|t| t.capacity_units) {
+                    out.push(("table".to_owned(), t));
+                }
+                for map in [&c.global_secondary_indexes, &c.local_secondary_indexes]
+                    .into_iter()
+                    .flatten()
+                {
+                    for (name, cap) in map {
+                        if let Some(u) = cap.capacity_units {
+                            out.push((name.clone(), u));
+                        }
+                    }
+                }
+            }
+            out
+        }
+        macro_rules! one {
+            ($($t:ty),*) => {$(
+                if let Some(o) = output.downcast_ref::<$t>() {
+                    return o.consumed_capacity.as_ref().map(|c| split([c])).unwrap_or_default();
+                }
+            )*};
+        }
+        macro_rules! many {
+            ($($t:ty),*) => {$(
+                if let Some(o) = output.downcast_ref::<$t>() {
+                    return o.consumed_capacity.as_ref().map(|c| split(c)).unwrap_or_default();
+                }
+            )*};
+        }
+        one!(
+            GetItemOutput,
+            QueryOutput,
+            ScanOutput,
+            PutItemOutput,
+            UpdateItemOutput,
+            DeleteItemOutput
+        );
+        many!(
+            TransactWriteItemsOutput,
+            TransactGetItemsOutput,
+            BatchWriteItemOutput,
+            BatchGetItemOutput
+        );
+        Vec::new()
     }
 
     /// The capacity units an output reports, if it is a DynamoDB item operation's.

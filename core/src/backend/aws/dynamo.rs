@@ -22,12 +22,37 @@ use crate::error::{Error, Result};
 
 type AttrMap = HashMap<String, AttributeValue>;
 
-/// The DynamoDB item store: one table, keys `PK`/`SK`, GSIs `GSI1`..`GSI4` keyed
-/// `GSInPK`/`GSInSK`, all attributes strings.
+/// The DynamoDB item store: one table, keys `PK`/`SK`, keys-only GSIs `GSI1K`..`GSI4K` keyed
+/// `GSInPK`/`GSInSK` (a query reads the items it found with `BatchGetItem`), all attributes
+/// strings. On a table created before those indexes, it reads the old ones (`GSI1`..`GSI4`, every
+/// attribute copied) while the new one is missing or still filling (see
+/// [`DynamoItemStore::migrate_indexes`]).
 #[derive(Clone, Debug)]
 pub struct DynamoItemStore {
     client: Client,
     table: String,
+    /// Indexes found missing (or filling) under their new name, until when their old name is
+    /// read without asking again.
+    legacy: std::sync::Arc<std::sync::Mutex<HashMap<Index, std::time::Instant>>>,
+}
+
+/// How long an index found missing under its new name is read under its old one before the
+/// new name is tried again (a migration may have added it meanwhile).
+const LEGACY_RECHECK: Duration = Duration::from_secs(60);
+
+/// Whether a query error says the index named is not there (or not readable yet): DynamoDB
+/// answers `ValidationException` "The table does not have the specified index" for a missing
+/// index and "Cannot read from backfilling global secondary index" while a new one fills;
+/// LocalStack answers `ResourceNotFoundException` "Index not found" for a missing one.
+fn index_unavailable<E: ProvideErrorMetadata>(err: &E) -> bool {
+    let message = err.message().unwrap_or_default().to_ascii_lowercase();
+    match err.code() {
+        Some("ValidationException") => {
+            message.contains("specified index") || message.contains("backfilling")
+        }
+        Some("ResourceNotFoundException") => message.contains("index"),
+        _ => false,
+    }
 }
 
 impl DynamoItemStore {
@@ -35,7 +60,36 @@ impl DynamoItemStore {
         DynamoItemStore {
             client,
             table: table.into(),
+            legacy: Default::default(),
         }
+    }
+
+    /// Whether `index` is read under its old name now (found missing under its new name less
+    /// than [`LEGACY_RECHECK`] ago).
+    fn reads_legacy(&self, index: Index) -> bool {
+        let mut legacy = self.legacy.lock().unwrap_or_else(|e| e.into_inner());
+        match legacy.get(&index) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                legacy.remove(&index);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn unmark_legacy(&self, index: Index) {
+        self.legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&index);
+    }
+
+    fn mark_legacy(&self, index: Index) {
+        self.legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, std::time::Instant::now() + LEGACY_RECHECK);
     }
 
     pub fn table(&self) -> &str {
@@ -82,11 +136,7 @@ impl DynamoItemStore {
                         .index_name(index.name())
                         .key_schema(key(index.pk_attr(), KeyType::Hash)?)
                         .key_schema(key(index.sk_attr(), KeyType::Range)?)
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::All)
-                                .build(),
-                        )
+                        .projection(projection_of(index))
                         .build()
                         .map_err(build_error)?,
                 );
@@ -134,6 +184,276 @@ impl DynamoItemStore {
         )))
     }
 
+    /// One page of `query` from the table (`name` `None`) or the index of that name.
+    async fn query_named(
+        &self,
+        query: &Query,
+        name: Option<&str>,
+    ) -> std::result::Result<Page<Item>, QueryError> {
+        let index = query.index;
+        let mut names = HashMap::from([("#pk".to_owned(), index.pk_attr().to_owned())]);
+        let mut values = HashMap::from([(":pk".to_owned(), s(&query.pk))]);
+        let sk_condition = match &query.sk {
+            SkRange::All => None,
+            SkRange::BeginsWith(p) => {
+                values.insert(":a".to_owned(), s(p));
+                Some("begins_with(#sk, :a)")
+            }
+            SkRange::Between(a, b) => {
+                values.insert(":a".to_owned(), s(a));
+                values.insert(":b".to_owned(), s(b));
+                Some("#sk BETWEEN :a AND :b")
+            }
+            SkRange::Gte(a) => {
+                values.insert(":a".to_owned(), s(a));
+                Some("#sk >= :a")
+            }
+            SkRange::Lte(a) => {
+                values.insert(":a".to_owned(), s(a));
+                Some("#sk <= :a")
+            }
+        };
+        let key_condition = match sk_condition {
+            Some(c) => {
+                names.insert("#sk".to_owned(), index.sk_attr().to_owned());
+                format!("#pk = :pk AND {c}")
+            }
+            None => "#pk = :pk".to_owned(),
+        };
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .scan_index_forward(query.forward)
+            .limit(clamp_limit(query.limit))
+            .set_exclusive_start_key(query.start.as_ref().map(page_key_to_map));
+        match name {
+            None => req = req.consistent_read(true),
+            Some(name) => req = req.index_name(name),
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) if name.is_some() && e.as_service_error().is_some_and(index_unavailable) => {
+                return Err(QueryError::IndexUnavailable)
+            }
+            Err(e) => return Err(QueryError::Other(dynamo_error("Query", e))),
+        };
+        let next = out.last_evaluated_key.as_ref().map(map_to_page_key);
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(map_to_item)
+            .collect::<Result<Vec<_>>>()
+            .map_err(QueryError::Other)?;
+        Ok(Page { items, next })
+    }
+
+    /// The whole items a page of a keys-only index stands for, in its order (strongly
+    /// consistent `BatchGetItem`s of up to 100 keys, together): an item gone since, or no longer
+    /// in the partition read, is left out; each keeps the index sort key it was found under, so
+    /// the page's positions (cursors) are those of the index.
+    async fn whole_items(&self, query: &Query, page: Page<Item>) -> Result<Page<Item>> {
+        let keys: Vec<(String, String)> = page
+            .items
+            .iter()
+            .map(|i| (i.pk.clone(), i.sk.clone()))
+            .collect();
+        let reads = keys.chunks(100).map(|c| self.get_many(c));
+        let found = futures::future::try_join_all(reads).await?;
+        let (pk_attr, sk_attr) = (query.index.pk_attr(), query.index.sk_attr());
+        let items = page
+            .items
+            .into_iter()
+            .zip(found.into_iter().flatten())
+            .filter_map(|(entry, item)| {
+                let mut item = item?;
+                if item.get(pk_attr) != Some(query.pk.as_str()) {
+                    return None;
+                }
+                if let Some(sk) = entry.get(sk_attr) {
+                    item.attrs.insert(sk_attr.to_owned(), sk.to_owned());
+                }
+                Some(item)
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
+
+    /// Moves a table created before the keys-only indexes onto them, one index change at a
+    /// time (DynamoDB allows one per `UpdateTable`, and only on an ACTIVE table): creates each
+    /// missing `GSInK` and waits until it has filled from the existing items (same key
+    /// attributes: no item is rewritten), then, unless `keep_old`, deletes each old `GSIn`.
+    /// Resumable: every step starts from what `DescribeTable` shows, so running it again after
+    /// an interruption continues; on a migrated table it changes nothing. Returns the steps
+    /// taken (`"created GSI1K"`, `"deleted GSI1"`). Every query reads the new index as soon as
+    /// it is ACTIVE and the old one until then; delete the old ones only once no process of an
+    /// older build reads the table.
+    pub async fn migrate_indexes(&self, keep_old: bool) -> Result<Vec<String>> {
+        use aws_sdk_dynamodb::types::{
+            CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
+            GlobalSecondaryIndexUpdate,
+        };
+        let mut steps = Vec::new();
+        loop {
+            // Every index ACTIVE first (a step of an interrupted run may still be under way).
+            self.wait_active().await?;
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("DescribeTable", e))?;
+            let present: Vec<String> = out
+                .table()
+                .map(|t| {
+                    t.global_secondary_indexes()
+                        .iter()
+                        .filter_map(|i| i.index_name().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let has = |name: &str| present.iter().any(|p| p == name);
+            let update = if let Some(index) = Index::GSIS.into_iter().find(|i| !has(i.name())) {
+                steps.push(format!("created {}", index.name()));
+                let key = |name: &str, kind: KeyType| {
+                    KeySchemaElement::builder()
+                        .attribute_name(name)
+                        .key_type(kind)
+                        .build()
+                        .map_err(build_error)
+                };
+                let create = CreateGlobalSecondaryIndexAction::builder()
+                    .index_name(index.name())
+                    .key_schema(key(index.pk_attr(), KeyType::Hash)?)
+                    .key_schema(key(index.sk_attr(), KeyType::Range)?)
+                    .projection(projection_of(index))
+                    .build()
+                    .map_err(build_error)?;
+                let string_attr = |name: &str| {
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build_error)
+                };
+                self.client
+                    .update_table()
+                    .table_name(&self.table)
+                    .attribute_definitions(string_attr(index.pk_attr())?)
+                    .attribute_definitions(string_attr(index.sk_attr())?)
+                    .global_secondary_index_updates(
+                        GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                    )
+            } else if let Some(index) = Index::GSIS
+                .into_iter()
+                .find(|i| !keep_old && has(i.legacy_name()))
+            {
+                steps.push(format!("deleted {}", index.legacy_name()));
+                let delete = DeleteGlobalSecondaryIndexAction::builder()
+                    .index_name(index.legacy_name())
+                    .build()
+                    .map_err(build_error)?;
+                self.client
+                    .update_table()
+                    .table_name(&self.table)
+                    .global_secondary_index_updates(
+                        GlobalSecondaryIndexUpdate::builder().delete(delete).build(),
+                    )
+            } else {
+                return Ok(steps);
+            };
+            update
+                .send()
+                .await
+                .map_err(|e| dynamo_error("UpdateTable", e))?;
+            tracing::info!(table = %self.table, step = steps.last().map(String::as_str).unwrap_or_default(), "index migration step");
+            // A new index is read as soon as it is ACTIVE: forget what was found missing.
+            self.legacy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+    }
+
+    /// Creates a table as this build did before the keys-only indexes (`GSI1`..`GSI4`, every
+    /// attribute copied), for tests of [`Self::migrate_indexes`] and of reading such a table.
+    #[doc(hidden)]
+    pub async fn create_legacy_table(&self) -> Result<()> {
+        let string_attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_error)
+        };
+        let mut req = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(string_attr(attr::PK)?)
+            .attribute_definitions(string_attr(attr::SK)?)
+            .key_schema(key(attr::PK, KeyType::Hash)?)
+            .key_schema(key(attr::SK, KeyType::Range)?);
+        for index in Index::GSIS {
+            req = req
+                .attribute_definitions(string_attr(index.pk_attr())?)
+                .attribute_definitions(string_attr(index.sk_attr())?)
+                .global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index.legacy_name())
+                        .key_schema(key(index.pk_attr(), KeyType::Hash)?)
+                        .key_schema(key(index.sk_attr(), KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(build_error)?,
+                );
+        }
+        req.send()
+            .await
+            .map_err(|e| dynamo_error("CreateTable", e))?;
+        self.wait_active().await
+    }
+
+    /// The names of the table's secondary indexes.
+    pub async fn index_names(&self) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("DescribeTable", e))?;
+        Ok(out
+            .table()
+            .map(|t| {
+                t.global_secondary_indexes()
+                    .iter()
+                    .filter_map(|i| i.index_name().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Deletes the table (a missing table is not an error).
     pub async fn delete_table(&self) -> Result<()> {
         match self
@@ -147,6 +467,22 @@ impl DynamoItemStore {
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(dynamo_error("DeleteTable", e)),
         }
+    }
+}
+
+/// What a GSI holds besides the keys: nothing (`KEYS_ONLY`) or its [`Index::projected`]
+/// attributes (`INCLUDE`).
+pub fn projection_of(index: Index) -> Projection {
+    let extra = index.projected();
+    if extra.is_empty() {
+        Projection::builder()
+            .projection_type(ProjectionType::KeysOnly)
+            .build()
+    } else {
+        Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(extra.iter().map(|a| (*a).to_owned()).collect()))
+            .build()
     }
 }
 
@@ -303,10 +639,16 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
                     )
                     .build()
             }
-            WriteOp::Add { pk, sk, add, set } => {
+            WriteOp::Add {
+                pk,
+                sk,
+                add,
+                set,
+                remove,
+            } => {
                 op.check_numbers()?;
                 TransactWriteItem::builder()
-                    .update(update_of(table, pk, sk, add, set)?)
+                    .update(update_of(table, pk, sk, add, set, remove)?)
                     .build()
             }
         };
@@ -316,13 +658,14 @@ fn transact_items(table: &str, ops: &[WriteOp]) -> Result<(Vec<TransactWriteItem
     Ok((items, origin))
 }
 
-/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, …`.
+/// The `Update` of a [`WriteOp::Add`]: `SET #s0 = :s0, … ADD #a0 :a0, … REMOVE #r0, …`.
 fn update_of(
     table: &str,
     pk: &str,
     sk: &str,
     add: &[(String, i64)],
     set: &[(String, String)],
+    remove: &[String],
 ) -> Result<Update> {
     let mut names = HashMap::new();
     let mut values = HashMap::new();
@@ -348,12 +691,22 @@ fn update_of(
         }
         expression.push_str(&format!("ADD {}", adds.join(", ")));
     }
+    let removes: Vec<String> = (0..remove.len()).map(|i| format!("#r{i}")).collect();
+    for (i, name) in remove.iter().enumerate() {
+        names.insert(format!("#r{i}"), name.clone());
+    }
+    if !removes.is_empty() {
+        if !expression.is_empty() {
+            expression.push(' ');
+        }
+        expression.push_str(&format!("REMOVE {}", removes.join(", ")));
+    }
     Update::builder()
         .table_name(table)
         .set_key(Some(key_map(pk, sk)))
         .update_expression(expression)
         .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
+        .set_expression_attribute_values((!values.is_empty()).then_some(values))
         .build()
         .map_err(build_error)
 }
@@ -390,6 +743,24 @@ fn cancellation_error(reasons: &[Option<&str>], origin: &[usize], message: &str)
         Error::Throttled(text)
     } else {
         Error::Unavailable(text)
+    }
+}
+
+/// Why a query of a named index failed.
+enum QueryError {
+    /// The index is not there, or not readable yet: read its old name.
+    IndexUnavailable,
+    Other(Error),
+}
+
+impl QueryError {
+    fn into_error(self) -> Error {
+        match self {
+            QueryError::IndexUnavailable => {
+                Error::Unavailable("the table has neither the index nor its old name".into())
+            }
+            QueryError::Other(e) => e,
+        }
     }
 }
 
@@ -493,59 +864,31 @@ impl ItemStore for DynamoItemStore {
 
     async fn query(&self, query: &Query) -> Result<Page<Item>> {
         let index = query.index;
-        let mut names = HashMap::from([("#pk".to_owned(), index.pk_attr().to_owned())]);
-        let mut values = HashMap::from([(":pk".to_owned(), s(&query.pk))]);
-        let sk_condition = match &query.sk {
-            SkRange::All => None,
-            SkRange::BeginsWith(p) => {
-                values.insert(":a".to_owned(), s(p));
-                Some("begins_with(#sk, :a)")
-            }
-            SkRange::Between(a, b) => {
-                values.insert(":a".to_owned(), s(a));
-                values.insert(":b".to_owned(), s(b));
-                Some("#sk BETWEEN :a AND :b")
-            }
-            SkRange::Gte(a) => {
-                values.insert(":a".to_owned(), s(a));
-                Some("#sk >= :a")
-            }
-            SkRange::Lte(a) => {
-                values.insert(":a".to_owned(), s(a));
-                Some("#sk <= :a")
-            }
-        };
-        let key_condition = match sk_condition {
-            Some(c) => {
-                names.insert("#sk".to_owned(), index.sk_attr().to_owned());
-                format!("#pk = :pk AND {c}")
-            }
-            None => "#pk = :pk".to_owned(),
-        };
-        let mut req = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression(key_condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .scan_index_forward(query.forward)
-            .limit(clamp_limit(query.limit))
-            .set_exclusive_start_key(query.start.as_ref().map(page_key_to_map));
         if index == Index::Table {
-            req = req.consistent_read(true);
-        } else {
-            req = req.index_name(index.name());
+            return self
+                .query_named(query, None)
+                .await
+                .map_err(QueryError::into_error);
         }
-        let out = req.send().await.map_err(|e| dynamo_error("Query", e))?;
-        let next = out.last_evaluated_key.as_ref().map(map_to_page_key);
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(map_to_item)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, next })
+        // The new index, or the old one on a table not migrated yet (tried first while the
+        // new one was found missing less than a minute ago).
+        let names = if self.reads_legacy(index) {
+            [index.legacy_name(), index.name()]
+        } else {
+            [index.name(), index.legacy_name()]
+        };
+        for name in names {
+            let legacy = name == index.legacy_name();
+            match self.query_named(query, Some(name)).await {
+                // The old index copies every attribute: its items are whole.
+                Ok(page) if legacy || query.keys_only => return Ok(page),
+                Ok(page) => return self.whole_items(query, page).await,
+                Err(QueryError::IndexUnavailable) if legacy => self.unmark_legacy(index),
+                Err(QueryError::IndexUnavailable) => self.mark_legacy(index),
+                Err(QueryError::Other(e)) => return Err(e),
+            }
+        }
+        Err(QueryError::IndexUnavailable.into_error())
     }
 
     async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
