@@ -50,6 +50,12 @@ pub struct RestoreReport {
     pub restored_tags: u64,
     pub restored_optimization_runs: u64,
     pub restored_other: u64,
+    /// Alias policies the target had none of for their alias (a live policy is never replaced).
+    pub restored_alias_policies: u64,
+    /// Alias history entries written (an entry the target has is written again unchanged).
+    pub restored_alias_history: u64,
+    /// Aliases the restore set (each recorded in the alias's history).
+    pub restored_aliases: u64,
     /// Versions the target already has for another program: the target's is kept and the
     /// backup's program is not restored.
     pub conflicts: u64,
@@ -150,7 +156,11 @@ async fn run(
     let (first, rest): (Vec<&PartInfo>, Vec<&PartInfo>) = manifest.parts.iter().partition(|p| {
         matches!(
             p.kind,
-            EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other
+            EntityKind::Metric
+                | EntityKind::OptimizationRun
+                | EntityKind::Other
+                | EntityKind::AliasPolicy
+                | EntityKind::AliasHistory
         )
     });
     for part in first.into_iter().chain(rest) {
@@ -292,11 +302,26 @@ impl Restorer<'_> {
         let n = lines.len();
         match kind {
             EntityKind::Program => self.programs(lines).await?,
-            EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other => {
+            EntityKind::AliasPolicy => {
+                // A live policy wins: the backup's is written only where the target has none.
+                for line in lines {
+                    let op = WriteOp::put(line.item, Condition::NotExists);
+                    match self.storage.items().transact(vec![op]).await {
+                        Ok(()) => self.report.restored_alias_policies += 1,
+                        Err(Error::ConditionFailed { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            EntityKind::Metric
+            | EntityKind::OptimizationRun
+            | EntityKind::Other
+            | EntityKind::AliasHistory => {
                 let count = lines.len() as u64;
                 match kind {
                     EntityKind::Metric => self.report.restored_metrics += count,
                     EntityKind::OptimizationRun => self.report.restored_optimization_runs += count,
+                    EntityKind::AliasHistory => self.report.restored_alias_history += count,
                     _ => self.report.restored_other += count,
                 }
                 let items: Vec<_> = lines.into_iter().map(|l| l.item).collect();

@@ -101,6 +101,9 @@ pub struct CleanupSummary {
     /// Programs a real run gave their free-text index entries while the index was not complete
     /// yet (programs stored before it existed; see [`crate::storage::text_index`]).
     pub text_index_programs: u64,
+    /// Alias history entries past the newest 1,000 of their alias (counted in a dry run,
+    /// deleted in a real one).
+    pub alias_history_pruned: u64,
 }
 
 /// A planned action that was not applied.
@@ -204,6 +207,8 @@ impl Storage {
             let text = self.reindex_text(who, opts.deadline, false).await?;
             report.summary.text_index_programs = text.programs_indexed;
         }
+        // Alias histories already pruned by this run (the scan meets each of their entries).
+        let mut histories = std::collections::HashSet::new();
         'scan: loop {
             let page = self.items.scan(start.clone(), SCAN_PAGE).await?;
             for item in &page.items {
@@ -218,6 +223,10 @@ impl Storage {
                     keys::EntityKind::Idempotency => {
                         self.collect_idempotency(item, now, opts.dry_run, &mut report)
                             .await?;
+                    }
+                    keys::EntityKind::AliasHistory if histories.insert(item.pk.clone()) => {
+                        report.summary.alias_history_pruned +=
+                            self.prune_alias_history(&item.pk, opts.dry_run).await?;
                     }
                     _ => {}
                 }

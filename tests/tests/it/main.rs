@@ -24,6 +24,7 @@ mod faults;
 mod fuzz;
 mod hostile;
 mod lambda;
+mod policy;
 mod registry;
 mod request_counts;
 mod retention;
