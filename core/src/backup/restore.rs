@@ -14,6 +14,7 @@ use crate::blob::codec::Codec;
 use crate::domain::ProgramId;
 use crate::error::{Error, Result};
 use crate::model::keys::{self, EntityKind};
+use crate::model::policy::{HistoryAction, HistoryEntry};
 use crate::model::record::rev_of;
 use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
 use crate::storage::{max_score, Storage};
@@ -85,6 +86,8 @@ struct Restorer<'a> {
     progress: Option<ProgressFn>,
     total: u64,
     done: u64,
+    /// The principal running the restore (recorded in the history of each alias it sets).
+    by: String,
 }
 
 /// Restores a backup into `storage` (empty or live). Everything is verified before the first
@@ -110,7 +113,7 @@ pub async fn restore(
     // One restore at a time: two at once would race on the same programs' blobs (each
     // re-encoded with its own data key when the target encrypts).
     let mut lease = Lease::acquire(storage, Job::Restore).await?;
-    let result = run(storage, location, &manifest, options, &mut lease).await;
+    let result = run(storage, location, &manifest, options, &mut lease, &who.id).await;
     lease.release(storage).await;
     let mut report = result?;
     report.restore_time = started.elapsed().as_secs_f64();
@@ -129,6 +132,7 @@ async fn run(
     manifest: &Manifest,
     options: &RestoreOptions,
     lease: &mut Lease,
+    by: &str,
 ) -> Result<RestoreReport> {
     let total: u64 = manifest.parts.iter().map(|p| p.records).sum();
     let mut r = Restorer {
@@ -147,6 +151,7 @@ async fn run(
         progress: options.progress.clone(),
         total,
         done: 0,
+        by: by.to_owned(),
     };
     r.verify().await?;
     r.done = 0;
@@ -435,14 +440,16 @@ impl Restorer<'_> {
             // The head read above serves the signature's first transaction.
             let mut head = heads.remove(&pk);
             // Chunks that fit one transaction (records, claims, tags, one counter, one head).
+            // Room for one history entry per alias the backup's head may set.
+            let reserved = 2 + self.heads.get(&pk).map_or(0, |(_, h)| h.aliases.len());
             let mut chunk: Vec<Pending> = Vec::new();
-            let mut size = 2;
+            let mut size = reserved;
             for p in pending {
                 let n = 2 + p.record.tags.len();
                 if !chunk.is_empty() && size + n > MAX_TRANSACTION_OPS {
                     self.commit(&pk, std::mem::take(&mut chunk), head.take())
                         .await?;
-                    size = 2;
+                    size = reserved;
                 }
                 size += n;
                 chunk.push(p);
@@ -506,11 +513,15 @@ impl Restorer<'_> {
                 }
             }
             ops.extend(counter_ops(&chunk));
+            let set = self.alias_entries(live.as_ref(), &from_item(&head_item)?);
+            let aliases_set = set.len() as u64;
+            ops.extend(set);
             ops.push(WriteOp::put(head_item, head_condition));
             owner.resize(ops.len(), None);
             match items.transact(ops).await {
                 Ok(()) => {
                     let n = chunk.len() as u64;
+                    self.report.restored_aliases += aliases_set;
                     self.report.restored_programs += n;
                     self.report.restored_version_claims += n;
                     self.report.restored_tags += chunk
@@ -662,6 +673,26 @@ impl Restorer<'_> {
         Ok((head.to_item(), condition))
     }
 
+    /// One `restore` history entry per alias `new` has that `live` has not (a restore never
+    /// moves an alias the target has): written in the transaction that sets them.
+    fn alias_entries(&self, live: Option<&SignatureHead>, new: &SignatureHead) -> Vec<WriteOp> {
+        new.aliases
+            .iter()
+            .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
+            .filter_map(|(name, target)| {
+                let alias = crate::domain::AliasName::parse(name).ok()?;
+                let mut entry = HistoryEntry::new(&alias, HistoryAction::Restore, &self.by);
+                entry.to_version = Some(target.version.clone());
+                entry.to_id = Some(target.id);
+                entry.backup = Some(self.manifest.name.clone());
+                Some(WriteOp::put(
+                    entry.to_item(&new.project, &new.signature),
+                    Condition::NotExists,
+                ))
+            })
+            .collect()
+    }
+
     /// Whether every version the target has of `pk` (read by range) is a program of the backup.
     async fn only_backup_versions(&self, pk: &str, chunk: &[Pending]) -> Result<bool> {
         let mut start = None;
@@ -738,9 +769,12 @@ impl Restorer<'_> {
                 }
                 merged.rev = live.rev + 1;
                 merged.updated_at = live.updated_at.max(ours.updated_at);
-                let op = WriteOp::put(merged.to_item(), rev_of(&live));
-                match items.transact(vec![op]).await {
+                let mut ops = self.alias_entries(Some(&live), &merged);
+                let aliases_set = ops.len() as u64;
+                ops.push(WriteOp::put(merged.to_item(), rev_of(&live)));
+                match items.transact(ops).await {
                     Ok(()) => {
+                        self.report.restored_aliases += aliases_set;
                         if !self.created_heads.contains(&pk) && self.merged_heads.insert(pk.clone())
                         {
                             self.report.merged_signature_heads += 1;

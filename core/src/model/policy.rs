@@ -328,6 +328,9 @@ pub struct HistoryEntry {
     /// The policy set (policy changes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<AliasPolicy>,
+    /// The backup a restore set the alias from (restores only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
     /// Unique id of the entry (its sort key's suffix).
     pub id: uuid::Uuid,
 }
@@ -346,6 +349,7 @@ impl HistoryEntry {
             override_reason: None,
             policy_rev: None,
             policy: None,
+            backup: None,
             id: uuid::Uuid::now_v7(),
         }
     }
