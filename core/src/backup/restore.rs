@@ -55,8 +55,8 @@ pub struct RestoreReport {
     pub restored_alias_policies: u64,
     /// Alias history entries written (an entry the target has is written again unchanged).
     pub restored_alias_history: u64,
-    /// Aliases the restore set (each recorded in the alias's history).
-    pub restored_aliases: u64,
+    /// Protected aliases the restore set (each recorded in the alias's history as `restore`).
+    pub restored_protected_aliases: u64,
     /// Versions the target already has for another program: the target's is kept and the
     /// backup's program is not restored.
     pub conflicts: u64,
@@ -513,7 +513,9 @@ impl Restorer<'_> {
                 }
             }
             ops.extend(counter_ops(&chunk));
-            let set = self.alias_entries(live.as_ref(), &from_item(&head_item)?);
+            let set = self
+                .alias_entries(live.as_ref(), &from_item(&head_item)?)
+                .await?;
             let aliases_set = set.len() as u64;
             ops.extend(set);
             ops.push(WriteOp::put(head_item, head_condition));
@@ -521,7 +523,7 @@ impl Restorer<'_> {
             match items.transact(ops).await {
                 Ok(()) => {
                     let n = chunk.len() as u64;
-                    self.report.restored_aliases += aliases_set;
+                    self.report.restored_protected_aliases += aliases_set;
                     self.report.restored_programs += n;
                     self.report.restored_version_claims += n;
                     self.report.restored_tags += chunk
@@ -673,12 +675,44 @@ impl Restorer<'_> {
         Ok((head.to_item(), condition))
     }
 
-    /// One `restore` history entry per alias `new` has that `live` has not (a restore never
-    /// moves an alias the target has): written in the transaction that sets them.
-    fn alias_entries(&self, live: Option<&SignatureHead>, new: &SignatureHead) -> Vec<WriteOp> {
-        new.aliases
+    /// One `restore` history entry per protected alias (its policy in the target says so) that
+    /// `new` has and `live` has not (a restore never moves an alias the target has): written in
+    /// the transaction that sets them. Reads the signature's policies (one range read) only
+    /// when the restore sets an alias.
+    async fn alias_entries(
+        &self,
+        live: Option<&SignatureHead>,
+        new: &SignatureHead,
+    ) -> Result<Vec<WriteOp>> {
+        let added: Vec<_> = new
+            .aliases
             .iter()
             .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
+            .collect();
+        if added.is_empty() {
+            return Ok(Vec::new());
+        }
+        let page = self
+            .storage
+            .items()
+            .query(
+                &Query::new(
+                    Index::Table,
+                    keys::alias_policies_pk(&new.project, &new.signature),
+                )
+                .limit(1000),
+            )
+            .await?;
+        let mut protected = HashSet::new();
+        for item in &page.items {
+            let p: crate::model::policy::PolicyRecord = from_item(item)?;
+            if p.policy.protected {
+                protected.insert(p.alias);
+            }
+        }
+        Ok(added
+            .into_iter()
+            .filter(|(name, _)| protected.contains(*name))
             .filter_map(|(name, target)| {
                 let alias = crate::domain::AliasName::parse(name).ok()?;
                 let mut entry = HistoryEntry::new(&alias, HistoryAction::Restore, &self.by);
@@ -690,7 +724,7 @@ impl Restorer<'_> {
                     Condition::NotExists,
                 ))
             })
-            .collect()
+            .collect())
     }
 
     /// Whether every version the target has of `pk` (read by range) is a program of the backup.
@@ -769,12 +803,12 @@ impl Restorer<'_> {
                 }
                 merged.rev = live.rev + 1;
                 merged.updated_at = live.updated_at.max(ours.updated_at);
-                let mut ops = self.alias_entries(Some(&live), &merged);
+                let mut ops = self.alias_entries(Some(&live), &merged).await?;
                 let aliases_set = ops.len() as u64;
                 ops.push(WriteOp::put(merged.to_item(), rev_of(&live)));
                 match items.transact(ops).await {
                     Ok(()) => {
-                        self.report.restored_aliases += aliases_set;
+                        self.report.restored_protected_aliases += aliases_set;
                         if !self.created_heads.contains(&pk) && self.merged_heads.insert(pk.clone())
                         {
                             self.report.merged_signature_heads += 1;

@@ -207,8 +207,10 @@ impl Storage {
             let text = self.reindex_text(who, opts.deadline, false).await?;
             report.summary.text_index_programs = text.programs_indexed;
         }
-        // Alias histories already pruned by this run (the scan meets each of their entries).
-        let mut histories = std::collections::HashSet::new();
+        // Entries of each alias history met by this run's scan (oldest first within one):
+        // reading its 1,001st means the alias has more than it keeps, and only then is its
+        // history read newest first and pruned (one more query, for such aliases only).
+        let mut histories: std::collections::HashMap<String, usize> = Default::default();
         'scan: loop {
             let page = self.items.scan(start.clone(), SCAN_PAGE).await?;
             for item in &page.items {
@@ -224,9 +226,13 @@ impl Storage {
                         self.collect_idempotency(item, now, opts.dry_run, &mut report)
                             .await?;
                     }
-                    keys::EntityKind::AliasHistory if histories.insert(item.pk.clone()) => {
-                        report.summary.alias_history_pruned +=
-                            self.prune_alias_history(&item.pk, opts.dry_run).await?;
+                    keys::EntityKind::AliasHistory => {
+                        let seen = histories.entry(item.pk.clone()).or_default();
+                        *seen += 1;
+                        if *seen == crate::model::policy::HISTORY_KEPT + 1 {
+                            report.summary.alias_history_pruned +=
+                                self.prune_alias_history(&item.pk, opts.dry_run).await?;
+                        }
                     }
                     _ => {}
                 }

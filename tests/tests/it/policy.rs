@@ -793,3 +793,187 @@ async fn a_move_never_commits_against_a_policy_it_was_not_judged_by() {
         }
     }
 }
+
+#[tokio::test]
+async fn cleanup_keeps_the_newest_thousand_entries_of_an_alias() {
+    use dspy_storage_core::model::policy::{HistoryAction, HistoryEntry};
+    use dspy_storage_core::retention::cleanup::CleanupOptions;
+    use dspy_storage_core::retention::policy::Policy;
+    for store in backends().await {
+        let k = store.kind;
+        let c = client(&store);
+        let sig = "pol.Prune";
+        put_version(&c, k, sig, "1.0.0").await;
+        move_to(&c, WRITER, sig, "production", json!({"version": "1.0.0"}))
+            .await
+            .expect(k, "a real move (the newest entry)", 200);
+        // 1,004 older entries written below the API (a long-lived alias), one second apart.
+        let (p, s) = (
+            Project::parse("default").unwrap(),
+            Signature::parse(sig).unwrap(),
+        );
+        let alias = AliasName::parse("production").unwrap();
+        let start = chrono::Utc::now() - chrono::Duration::days(30);
+        let items: Vec<Item> = (0..1004)
+            .map(|i| {
+                let mut e = HistoryEntry::new(&alias, HistoryAction::Move, "old-writer");
+                e.at = start + chrono::Duration::seconds(i);
+                e.to_version = Some(Version::parse("1.0.0").unwrap());
+                e.to_id = None;
+                e.to_item(&p, &s)
+            })
+            .collect();
+        let oldest: Vec<String> = items.iter().take(5).map(|i| i.sk.clone()).collect();
+        store.storage.items().batch_put(items).await.unwrap();
+        // Another alias with few entries is not touched.
+        move_to(&c, WRITER, sig, "staging", json!({"version": "1.0.0"}))
+            .await
+            .expect(k, "staging", 200);
+        let dry = store
+            .storage
+            .cleanup(&OPERATOR, &CleanupOptions::new(Policy::default(), true))
+            .await
+            .unwrap();
+        assert_eq!(
+            dry.summary.alias_history_pruned, 5,
+            "{k:?}: counted in a dry run"
+        );
+        assert_eq!(
+            history(&c, k, sig, "production").await.len(),
+            1005,
+            "{k:?}: a dry run deletes nothing"
+        );
+        let real = store
+            .storage
+            .cleanup(&OPERATOR, &CleanupOptions::new(Policy::default(), false))
+            .await
+            .unwrap();
+        assert_eq!(real.summary.alias_history_pruned, 5, "{k:?}");
+        let h = history(&c, k, sig, "production").await;
+        assert_eq!(h.len(), 1000, "{k:?}");
+        assert_eq!(
+            h[0]["by"], "token ci-writer",
+            "{k:?}: the newest entry stays"
+        );
+        let pk = format!("AHIST#default#{sig}#production");
+        for sk in &oldest {
+            assert!(
+                store.storage.items().get(&pk, sk).await.unwrap().is_none(),
+                "{k:?}: {sk} pruned"
+            );
+        }
+        assert_eq!(history(&c, k, sig, "staging").await.len(), 1, "{k:?}");
+        let again = store
+            .storage
+            .cleanup(&OPERATOR, &CleanupOptions::new(Policy::default(), false))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.summary.alias_history_pruned, 0,
+            "{k:?}: nothing more to prune"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backups_carry_policies_and_history_and_a_restore_keeps_live_policies() {
+    use dspy_storage_core::backup::BackupLocation;
+    for store in backends().await {
+        let k = store.kind;
+        let c = client(&store);
+        let sig = "pol.Backup";
+        put_version(&c, k, sig, "1.0.0").await;
+        move_to(&c, WRITER, sig, "production", json!({"version": "1.0.0"}))
+            .await
+            .expect(k, "move", 200);
+        set_policy(&c, k, sig, "production", json!({"protected": true})).await;
+        set_policy(&c, k, sig, "staging", json!({"protected": true})).await;
+        call(
+            &c,
+            ADMIN,
+            Method::POST,
+            "/backups",
+            Some(json!({"name": "pol"})),
+        )
+        .await
+        .expect(k, "backup", 201);
+        // Into a fresh store: every policy and entry comes back; the protected alias the restore
+        // sets is recorded.
+        let fresh = dspy_storage_tests::store_of(k).await;
+        let mut state =
+            dspy_storage_functions::AppState::new(fresh.storage.clone()).with_access(tokens());
+        state.backup = Some(BackupLocation::new(store.storage.blobs().clone()));
+        let fc = Client {
+            router: dspy_storage_functions::app(state),
+        };
+        // A live policy of the target wins over the backup's.
+        set_policy(&fc, k, sig, "staging", json!({"protected": false})).await;
+        let r = call(
+            &fc,
+            ADMIN,
+            Method::POST,
+            "/backups/pol/restore",
+            Some(json!({})),
+        )
+        .await
+        .expect(k, "restore", 200);
+        assert_eq!(r["restored_alias_policies"], 1, "{k:?}: {r}");
+        assert_eq!(r["restored_protected_aliases"], 1, "{k:?}: {r}");
+        assert!(
+            r["restored_alias_history"].as_u64().unwrap() >= 3,
+            "{k:?}: {r}"
+        );
+        let staging = call(
+            &fc,
+            READER,
+            Method::GET,
+            &format!("/signatures/{sig}/aliases/staging/policy"),
+            None,
+        )
+        .await
+        .expect(k, "live policy", 200);
+        assert_eq!(
+            staging["protected"], false,
+            "{k:?}: the live policy is kept"
+        );
+        let prod = call(
+            &fc,
+            READER,
+            Method::GET,
+            &format!("/signatures/{sig}/aliases/production/policy"),
+            None,
+        )
+        .await
+        .expect(k, "restored policy", 200);
+        assert_eq!(prod["protected"], true);
+        let h = history(&fc, k, sig, "production").await;
+        let actions: Vec<&str> = h.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["restore", "policy_set", "move"], "{k:?}: {h:?}");
+        assert_eq!(h[0]["by"], "token release-admin");
+        assert_eq!(h[0]["backup"], "pol");
+        assert_eq!(h[0]["to_version"], "1.0.0");
+        // The restored alias is protected in the target: a writer may not move it.
+        call(
+            &fc,
+            WRITER,
+            Method::DELETE,
+            &format!("/signatures/{sig}/aliases/production"),
+            None,
+        )
+        .await
+        .expect_error(k, "protected after restore", 403, "forbidden");
+        // Restoring again writes nothing new.
+        let again = call(
+            &fc,
+            ADMIN,
+            Method::POST,
+            "/backups/pol/restore",
+            Some(json!({})),
+        )
+        .await
+        .expect(k, "restore again", 200);
+        assert_eq!(again["restored_alias_policies"], 0, "{k:?}: {again}");
+        assert_eq!(again["restored_protected_aliases"], 0, "{k:?}: {again}");
+        assert_eq!(history(&fc, k, sig, "production").await.len(), 3, "{k:?}");
+    }
+}
