@@ -97,19 +97,6 @@ impl Storage {
             .ok_or_else(|| no_policy(signature, alias))
     }
 
-    /// Every policy of a signature's aliases (one range read; the dashboard's signature page).
-    pub async fn list_alias_policies(
-        &self,
-        who: &Principal,
-        project: &Project,
-        signature: &Signature,
-    ) -> Result<Vec<PolicyRecord>> {
-        who.see(project, || no_versions(project, signature))?;
-        let q = Query::new(Index::Table, keys::alias_policies_pk(project, signature)).limit(1000);
-        let page = self.items.query(&q).await?;
-        page.items.iter().map(from_item).collect()
-    }
-
     /// `PUT …/aliases/{alias}/policy` (admin): the policy and a `policy_set` history entry in one
     /// transaction; the policy gets a new revision, so a move judged by the old one cannot
     /// commit. Setting the policy in force again writes nothing.
