@@ -88,6 +88,9 @@ struct Restorer<'a> {
     done: u64,
     /// The principal running the restore (recorded in the history of each alias it sets).
     by: String,
+    /// Aliases the target's policies protect (`APOL#…` key, alias), read with the batch reads
+    /// the restore makes anyway (after the backup's policies were restored).
+    protected: HashSet<(String, String)>,
 }
 
 /// Restores a backup into `storage` (empty or live). Everything is verified before the first
@@ -152,6 +155,7 @@ async fn run(
         total,
         done: 0,
         by: by.to_owned(),
+        protected: HashSet::new(),
     };
     r.verify().await?;
     r.done = 0;
@@ -367,7 +371,16 @@ impl Restorer<'_> {
             let sig_pk = record.signature_pk();
             wanted.insert((line.item.pk.clone(), keys::PROG_SK.to_owned()));
             wanted.insert((sig_pk.clone(), keys::version_sk(&record.version)));
-            wanted.insert((sig_pk, keys::HEAD_SK.to_owned()));
+            wanted.insert((sig_pk.clone(), keys::HEAD_SK.to_owned()));
+            // The policies of the aliases the backup's head may set (in the same batch reads).
+            if let Some((_, backup_head)) = self.heads.get(&sig_pk) {
+                for name in backup_head.aliases.keys() {
+                    wanted.insert((
+                        keys::alias_policies_pk(&record.project, &record.signature),
+                        name.clone(),
+                    ));
+                }
+            }
             parsed.push((line, record));
         }
         let wanted: Vec<(String, String)> = wanted.into_iter().collect();
@@ -379,6 +392,7 @@ impl Restorer<'_> {
                 }
             }
         }
+        self.note_policies(found.values())?;
         let mut heads: HashMap<String, Option<SignatureHead>> = HashMap::new();
         for (pk, sk) in &wanted {
             if sk == keys::HEAD_SK {
@@ -513,9 +527,7 @@ impl Restorer<'_> {
                 }
             }
             ops.extend(counter_ops(&chunk));
-            let set = self
-                .alias_entries(live.as_ref(), &from_item(&head_item)?)
-                .await?;
+            let set = self.alias_entries(live.as_ref(), &from_item(&head_item)?);
             let aliases_set = set.len() as u64;
             ops.extend(set);
             ops.push(WriteOp::put(head_item, head_condition));
@@ -675,44 +687,29 @@ impl Restorer<'_> {
         Ok((head.to_item(), condition))
     }
 
-    /// One `restore` history entry per protected alias (its policy in the target says so) that
-    /// `new` has and `live` has not (a restore never moves an alias the target has): written in
-    /// the transaction that sets them. Reads the signature's policies (one range read) only
-    /// when the restore sets an alias.
-    async fn alias_entries(
-        &self,
-        live: Option<&SignatureHead>,
-        new: &SignatureHead,
-    ) -> Result<Vec<WriteOp>> {
-        let added: Vec<_> = new
-            .aliases
-            .iter()
-            .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
-            .collect();
-        if added.is_empty() {
-            return Ok(Vec::new());
-        }
-        let page = self
-            .storage
-            .items()
-            .query(
-                &Query::new(
-                    Index::Table,
-                    keys::alias_policies_pk(&new.project, &new.signature),
-                )
-                .limit(1000),
-            )
-            .await?;
-        let mut protected = HashSet::new();
-        for item in &page.items {
+    /// Remembers which of these items are policies that protect their alias.
+    fn note_policies<'i>(&mut self, items: impl Iterator<Item = &'i Item>) -> Result<()> {
+        for item in items.filter(|i| i.pk.starts_with("APOL#")) {
             let p: crate::model::policy::PolicyRecord = from_item(item)?;
             if p.policy.protected {
-                protected.insert(p.alias);
+                self.protected.insert((item.pk.clone(), item.sk.clone()));
             }
         }
-        Ok(added
-            .into_iter()
-            .filter(|(name, _)| protected.contains(*name))
+        Ok(())
+    }
+
+    /// One `restore` history entry per protected alias (its policy in the target says so) that
+    /// `new` has and `live` has not (a restore never moves an alias the target has): written in
+    /// the transaction that sets them.
+    fn alias_entries(&self, live: Option<&SignatureHead>, new: &SignatureHead) -> Vec<WriteOp> {
+        let policies_pk = keys::alias_policies_pk(&new.project, &new.signature);
+        new.aliases
+            .iter()
+            .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
+            .filter(|(name, _)| {
+                self.protected
+                    .contains(&(policies_pk.clone(), (*name).clone()))
+            })
             .filter_map(|(name, target)| {
                 let alias = crate::domain::AliasName::parse(name).ok()?;
                 let mut entry = HistoryEntry::new(&alias, HistoryAction::Restore, &self.by);
@@ -724,7 +721,7 @@ impl Restorer<'_> {
                     Condition::NotExists,
                 ))
             })
-            .collect())
+            .collect()
     }
 
     /// Whether every version the target has of `pk` (read by range) is a program of the backup.
@@ -768,15 +765,31 @@ impl Restorer<'_> {
         let items = self.storage.items().clone();
         // The live heads, read in batches of 100 for the first attempt.
         let mut first: HashMap<String, Option<Item>> = HashMap::new();
+        // With them, the policies of the backup's aliases (whether the target protects them).
         let head_keys: Vec<(String, String)> = heads
             .iter()
-            .map(|(pk, _)| (pk.clone(), keys::HEAD_SK.to_owned()))
+            .flat_map(|(pk, h)| {
+                std::iter::once((pk.clone(), keys::HEAD_SK.to_owned())).chain(h.aliases.keys().map(
+                    |name| {
+                        (
+                            keys::alias_policies_pk(&h.project, &h.signature),
+                            name.clone(),
+                        )
+                    },
+                ))
+            })
             .collect();
+        let mut policies = Vec::new();
         for batch in head_keys.chunks(100) {
             for (key, item) in batch.iter().zip(items.get_many(batch).await?) {
-                first.insert(key.0.clone(), item);
+                if key.1 == keys::HEAD_SK {
+                    first.insert(key.0.clone(), item);
+                } else if let Some(item) = item {
+                    policies.push(item);
+                }
             }
         }
+        self.note_policies(policies.iter())?;
         for (pk, ours) in heads {
             for attempt in 1..=100u32 {
                 let live_item = match first.remove(&pk) {
@@ -803,7 +816,7 @@ impl Restorer<'_> {
                 }
                 merged.rev = live.rev + 1;
                 merged.updated_at = live.updated_at.max(ours.updated_at);
-                let mut ops = self.alias_entries(Some(&live), &merged).await?;
+                let mut ops = self.alias_entries(Some(&live), &merged);
                 let aliases_set = ops.len() as u64;
                 ops.push(WriteOp::put(merged.to_item(), rev_of(&live)));
                 match items.transact(ops).await {
