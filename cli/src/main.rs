@@ -220,6 +220,24 @@ enum AliasAction {
         version: String,
         #[arg(long)]
         expect: Option<String>,
+        /// Move it although its policy's gate fails, recording this reason (the CLI is admin).
+        #[arg(long = "override", value_name = "REASON")]
+        override_reason: Option<String>,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// An alias's promotion policy: protected, evaluation gate.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// An alias's history (moves, removals, refusals, overrides), newest first, as JSON lines.
+    History {
+        signature: String,
+        alias: String,
+        /// At most this many entries (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long, env = "DSPY_STORAGE_PROJECT")]
         project: Option<String>,
     },
@@ -237,6 +255,112 @@ enum AliasAction {
         #[arg(long, env = "DSPY_STORAGE_PROJECT")]
         project: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyAction {
+    /// Set an alias's policy (every flag optional; `--json` gives the whole body instead).
+    Set {
+        signature: String,
+        alias: String,
+        /// Moving or removing the alias needs the admin role.
+        #[arg(long)]
+        protected: bool,
+        /// The metric the gate judges (a gate needs it).
+        #[arg(long)]
+        metric: Option<String>,
+        /// The mean of the target's records must be at least this.
+        #[arg(long, allow_hyphen_values = true)]
+        min: Option<f64>,
+        /// At least this many records (default 1 with a gate).
+        #[arg(long, allow_hyphen_values = true)]
+        min_records: Option<i64>,
+        /// Only records measured within this duration back from now (7d, 12h).
+        #[arg(long)]
+        window: Option<String>,
+        /// Only records whose environment has KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The mean must be at least the current target's mean minus --tolerance.
+        #[arg(long)]
+        not_worse_than_current: bool,
+        #[arg(long, allow_hyphen_values = true)]
+        tolerance: Option<f64>,
+        /// The policy as JSON (`{"protected": true, "require": {...}}`), instead of the flags.
+        #[arg(long, conflicts_with_all = ["protected", "metric", "min", "min_records", "window", "env", "not_worse_than_current", "tolerance"])]
+        json: Option<String>,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Print an alias's policy.
+    Get {
+        signature: String,
+        alias: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+    /// Remove an alias's policy.
+    Rm {
+        signature: String,
+        alias: String,
+        #[arg(long, env = "DSPY_STORAGE_PROJECT")]
+        project: Option<String>,
+    },
+}
+
+/// The body of `alias policy set` from its flags.
+#[allow(clippy::too_many_arguments)]
+fn policy_body(
+    protected: bool,
+    metric: Option<String>,
+    min: Option<f64>,
+    min_records: Option<i64>,
+    window: Option<String>,
+    env: Vec<String>,
+    not_worse_than_current: bool,
+    tolerance: Option<f64>,
+) -> Result<serde_json::Value, AnyError> {
+    let mut body = serde_json::json!({ "protected": protected });
+    let gate = metric.is_some()
+        || min.is_some()
+        || min_records.is_some()
+        || window.is_some()
+        || !env.is_empty()
+        || not_worse_than_current
+        || tolerance.is_some();
+    if gate {
+        let mut req = serde_json::Map::new();
+        if let Some(m) = metric {
+            req.insert("metric".into(), m.into());
+        }
+        if let Some(m) = min {
+            req.insert("min".into(), m.into());
+        }
+        if let Some(n) = min_records {
+            req.insert("min_records".into(), n.into());
+        }
+        if let Some(w) = window {
+            req.insert("window".into(), w.into());
+        }
+        if !env.is_empty() {
+            let mut e = serde_json::Map::new();
+            for kv in env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                e.insert(k.to_owned(), v.into());
+            }
+            req.insert("environment".into(), e.into());
+        }
+        if not_worse_than_current {
+            req.insert("not_worse_than_current".into(), true.into());
+        }
+        if let Some(t) = tolerance {
+            req.insert("tolerance".into(), t.into());
+        }
+        body["require"] = req.into();
+    }
+    Ok(body)
 }
 
 pub(crate) fn project_arg(p: &Option<String>) -> Result<Project, AnyError> {
@@ -437,21 +561,141 @@ async fn run(cli: Cli) -> Result<(), AnyError> {
                     alias,
                     version,
                     expect,
+                    override_reason,
                     project,
                 } => {
                     let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
                     let expected = expect.map(|v| Version::parse(&v)).transpose()?.map(Some);
-                    let target = storage
-                        .put_alias(
+                    let override_reason = override_reason
+                        .map(|r| {
+                            dspy_storage_core::model::policy::parse_override(
+                                &serde_json::json!({ "reason": r }),
+                            )
+                        })
+                        .transpose()?;
+                    let moved = storage
+                        .move_alias(
                             &OPERATOR,
                             &project,
                             &sig,
                             &AliasName::parse(&alias)?,
                             &Version::parse(&version)?,
                             expected,
+                            override_reason,
                         )
                         .await?;
-                    print_json(&target)?;
+                    let mut out = serde_json::to_value(&moved.target)?;
+                    if let Some(entry) = moved.entry {
+                        out["history"] = serde_json::to_value(entry)?;
+                    }
+                    print_json(&out)?;
+                }
+                AliasAction::Policy { action } => match action {
+                    PolicyAction::Set {
+                        signature,
+                        alias,
+                        protected,
+                        metric,
+                        min,
+                        min_records,
+                        window,
+                        env,
+                        not_worse_than_current,
+                        tolerance,
+                        json,
+                        project,
+                    } => {
+                        let (sig, project) =
+                            (Signature::parse(&signature)?, project_arg(&project)?);
+                        let body = match json {
+                            Some(text) => serde_json::from_str(&text)
+                                .map_err(|e| format!("--json is not JSON: {e}"))?,
+                            None => policy_body(
+                                protected,
+                                metric,
+                                min,
+                                min_records,
+                                window,
+                                env,
+                                not_worse_than_current,
+                                tolerance,
+                            )?,
+                        };
+                        let policy = dspy_storage_core::model::policy::parse_policy(&body)?;
+                        let record = storage
+                            .set_alias_policy(
+                                &OPERATOR,
+                                &project,
+                                &sig,
+                                &AliasName::parse(&alias)?,
+                                policy,
+                            )
+                            .await?;
+                        print_json(&record)?;
+                    }
+                    PolicyAction::Get {
+                        signature,
+                        alias,
+                        project,
+                    } => {
+                        let (sig, project) =
+                            (Signature::parse(&signature)?, project_arg(&project)?);
+                        let record = storage
+                            .get_alias_policy(&OPERATOR, &project, &sig, &AliasName::parse(&alias)?)
+                            .await?;
+                        print_json(&record)?;
+                    }
+                    PolicyAction::Rm {
+                        signature,
+                        alias,
+                        project,
+                    } => {
+                        let (sig, project) =
+                            (Signature::parse(&signature)?, project_arg(&project)?);
+                        storage
+                            .delete_alias_policy(
+                                &OPERATOR,
+                                &project,
+                                &sig,
+                                &AliasName::parse(&alias)?,
+                            )
+                            .await?;
+                        eprintln!("policy of alias {alias} removed");
+                    }
+                },
+                AliasAction::History {
+                    signature,
+                    alias,
+                    limit,
+                    project,
+                } => {
+                    let (sig, project) = (Signature::parse(&signature)?, project_arg(&project)?);
+                    let alias = AliasName::parse(&alias)?;
+                    let mut cursor: Option<String> = None;
+                    let mut printed = 0usize;
+                    'pages: loop {
+                        let page = storage
+                            .alias_history(
+                                &OPERATOR,
+                                &project,
+                                &sig,
+                                &alias,
+                                Some(1000),
+                                cursor.as_deref(),
+                            )
+                            .await?;
+                        for entry in &page.items {
+                            if limit.is_some_and(|l| printed >= l) {
+                                break 'pages;
+                            }
+                            out::line(&serde_json::to_string(entry)?);
+                            printed += 1;
+                        }
+                        match page.next_cursor {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
+                    }
                 }
                 AliasAction::Get {
                     signature,

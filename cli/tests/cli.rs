@@ -653,6 +653,143 @@ fn registry_commands_on_the_embedded_backend() {
         .success());
 }
 
+/// `alias policy set|get|rm` and `alias history`: the CLI works as admin (a protected alias
+/// moves), a gate refuses a version whose metrics do not meet it (exit 1, the failed requirement
+/// on stderr), `--override` moves it with the reason recorded, and the history names `cli`.
+#[test]
+fn alias_policy_and_history_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cli = |args: &[&str]| {
+        let mut cmd = command();
+        cmd.arg("--data-dir").arg(dir.path()).args(args);
+        run(&mut cmd)
+    };
+    let react = fixture("dspy_react_optimized.json");
+    let react = react.to_str().expect("UTF-8 path");
+    let mut ids = Vec::new();
+    for v in ["1.0.0", "1.0.1"] {
+        let out = cli(&["store", react, "--signature", "cli.Gate", "--version", v]);
+        let stored: Value = serde_json::from_str(&expect_success("store", &out)).unwrap();
+        ids.push(stored["id"].as_str().unwrap().to_owned());
+    }
+    for (id, value) in [(&ids[0], "0.95"), (&ids[1], "0.7")] {
+        for _ in 0..2 {
+            expect_success(
+                "metrics record",
+                &cli(&[
+                    "metrics",
+                    "record",
+                    id,
+                    "--metric",
+                    &format!("accuracy={value}"),
+                ]),
+            );
+        }
+    }
+    let set: Value = serde_json::from_str(&expect_success(
+        "alias policy set",
+        &cli(&[
+            "alias",
+            "policy",
+            "set",
+            "cli.Gate",
+            "production",
+            "--protected",
+            "--metric",
+            "accuracy",
+            "--min",
+            "0.9",
+            "--min-records",
+            "2",
+            "--window",
+            "7d",
+        ]),
+    ))
+    .unwrap();
+    assert_eq!(set["protected"], true);
+    assert_eq!(set["require"]["min"], 0.9);
+    assert_eq!(set["updated_by"], "cli");
+    let bad = cli(&[
+        "alias",
+        "policy",
+        "set",
+        "cli.Gate",
+        "production",
+        "--metric",
+        "a",
+        "--min-records",
+        "-1",
+    ]);
+    expect_failure("a negative min_records", &bad, 1, "min_records");
+    let got: Value = serde_json::from_str(&expect_success(
+        "alias policy get",
+        &cli(&["alias", "policy", "get", "cli.Gate", "production"]),
+    ))
+    .unwrap();
+    assert_eq!(got["rev"], set["rev"]);
+    expect_success(
+        "a version that meets the gate",
+        &cli(&["alias", "set", "cli.Gate", "production", "1.0.0"]),
+    );
+    let refused = cli(&["alias", "set", "cli.Gate", "production", "1.0.1"]);
+    expect_failure(
+        "a version below the gate",
+        &refused,
+        1,
+        "accuracy mean 0.700 over 2 records in the last 7d < min 0.9",
+    );
+    let moved: Value = serde_json::from_str(&expect_success(
+        "alias set --override",
+        &cli(&[
+            "alias",
+            "set",
+            "cli.Gate",
+            "production",
+            "1.0.1",
+            "--override",
+            "rollback drill",
+        ]),
+    ))
+    .unwrap();
+    assert_eq!(moved["version"], "1.0.1");
+    assert_eq!(moved["history"]["action"], "override");
+    let history = expect_success(
+        "alias history",
+        &cli(&["alias", "history", "cli.Gate", "production"]),
+    );
+    let entries: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["override", "refused", "move", "policy_set"],
+        "{history}"
+    );
+    assert!(entries.iter().all(|e| e["by"] == "cli"), "{history}");
+    assert_eq!(entries[0]["override_reason"], "rollback drill");
+    assert_eq!(entries[1]["gate"]["records"], 2);
+    let first = expect_success(
+        "alias history --limit 1",
+        &cli(&["alias", "history", "cli.Gate", "production", "--limit", "1"]),
+    );
+    assert_eq!(first.lines().count(), 1);
+    expect_success(
+        "alias policy rm",
+        &cli(&["alias", "policy", "rm", "cli.Gate", "production"]),
+    );
+    expect_failure(
+        "no policy left",
+        &cli(&["alias", "policy", "get", "cli.Gate", "production"]),
+        1,
+        "has no policy",
+    );
+}
+
 #[test]
 fn search_command_uses_the_query_language() {
     let dir = tempfile::tempdir().unwrap();

@@ -99,9 +99,10 @@ pub struct Principal {
     pub role: Role,
 }
 
-/// The CLI: an operator on the machine, with every project and the admin role.
+/// The CLI: an operator on the machine, with every project and the admin role (its alias moves
+/// are recorded in the alias history as `cli`).
 pub static OPERATOR: LazyLock<Principal> =
-    LazyLock::new(|| Principal::new("operator", Scope::All, Role::Admin));
+    LazyLock::new(|| Principal::new("cli", Scope::All, Role::Admin));
 
 /// Every caller when access control is off (`dspy-storage serve` without `--auth-file`).
 pub static ANONYMOUS: LazyLock<Principal> =
@@ -155,6 +156,19 @@ impl Principal {
     /// [`Self::see`] for a program read by id: outside the scope it is "no program with id".
     pub(crate) fn see_record(&self, record: &ProgramRecord) -> Result<()> {
         self.see(&record.project, || no_program(&record.id))
+    }
+
+    /// Operations that need the admin role inside a project (alias policies, protected aliases,
+    /// overrides): [`crate::Error::Forbidden`] naming what needed it.
+    pub(crate) fn admin(&self, what: &str) -> Result<()> {
+        if self.role >= Role::Admin {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{what} needs the admin role; the caller is a {}",
+                self.role.as_str()
+            )))
+        }
     }
 
     /// Whole-store operations (cleanup, backups): only a caller on every project.

@@ -30,6 +30,10 @@ pub enum Error {
     /// transaction whose condition failed (empty when the backend cannot tell).
     #[error("condition failed on operation(s) {ops:?}")]
     ConditionFailed { ops: Vec<usize> },
+    /// An alias's promotion policy refused a move: the message names the requirement that
+    /// failed with the measured value.
+    #[error("{0}")]
+    PolicyViolation(String),
     /// The program's blob is in cold storage.
     #[error("{0}")]
     Archived(String),

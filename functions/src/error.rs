@@ -55,6 +55,7 @@ impl From<Error> for ApiError {
             Error::AlreadyExists(_) | Error::Precondition(_) | Error::ConditionFailed { .. } => {
                 (S::CONFLICT, "conflict", None)
             }
+            Error::PolicyViolation(_) => (S::CONFLICT, "policy_violation", None),
             Error::Archived(_) => (S::CONFLICT, "archived", None),
             Error::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Error::Integrity(_) => (S::UNPROCESSABLE_ENTITY, "integrity_error", None),

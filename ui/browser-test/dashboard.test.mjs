@@ -4,7 +4,9 @@
 //
 // It signs in through the form, checks that a stored program's signature, versions, aliases,
 // prompt text and chart appear, moves an alias with the page's form and sees the move land, and
-// sees a stale move (another writer moved the alias meanwhile) reported as a conflict. Hostile
+// sees a stale move (another writer moved the alias meanwhile) reported as a conflict, sees an
+// alias's promotion policy on the signature page, a move the policy refuses reported with the
+// failed requirement, and the alias's history page. Hostile
 // text in the program must show as text and run nothing. Screenshots of each page go to
 // target/ui-screenshots/<backend>/.
 //
@@ -27,6 +29,7 @@ const BACKEND = process.env.DSPY_STORAGE_TEST_BACKEND ?? "embedded";
 const SHOTS = join(process.env.DSPY_STORAGE_SCREENSHOTS ?? "target/ui-screenshots", BACKEND);
 const WRITER = "browser-writer-token";
 const OTHER = "other-writer-token";
+const ADMIN = "browser-admin-token";
 const SIG = "qa.BrowserAnswer";
 const HOSTILE = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">`;
 
@@ -41,8 +44,8 @@ async function startServer() {
   const auth = join(dir, "tokens.toml");
   writeFileSync(
     auth,
-    [WRITER, OTHER]
-      .map((t) => `[[token]]\nname = "${t}"\nsha256 = "${sha256(t)}"\nprojects = ["*"]\nrole = "writer"\n`)
+    [[WRITER, "writer"], [OTHER, "writer"], [ADMIN, "admin"]]
+      .map(([t, role]) => `[[token]]\nname = "${t}"\nsha256 = "${sha256(t)}"\nprojects = ["*"]\nrole = "${role}"\n`)
       .join("\n"),
   );
   const id = randomUUID().replaceAll("-", "").slice(0, 20);
@@ -229,4 +232,37 @@ test("the alias form moves the alias, and a stale move is reported as a conflict
   assert.ok((await page.locator("#aliases tr[data-alias=production]").innerText()).includes("1.0.0"), "the page shows the current target");
   await shot("alias-conflict");
   logAws("alias");
+});
+
+test("an alias's policy is shown, a refused move names the failed requirement, and the history lists it", async () => {
+  // An admin sets a gate on `canary`; a writer sets it to 1.0.2 (20 records, mean 0.8785: passes).
+  const policy = { require: { metric: "accuracy", min: 0.85, min_records: 5 } };
+  assert.equal((await api("PUT", `/signatures/${SIG}/aliases/canary/policy`, policy, ADMIN)).status, 200);
+  assert.equal((await api("PUT", `/signatures/${SIG}/aliases/canary`, { version: "1.0.2" })).status, 200);
+  await page.goto(`${base}/ui/signatures/${SIG}`);
+  const row = page.locator("#aliases tr[data-alias=canary]");
+  assert.ok((await row.locator("td.policy").innerText()).includes("gate: accuracy mean ≥ 0.85, ≥ 5 records"));
+  // 1.0.0 has no metric records: the page answers 409 with the failed requirement.
+  const form = row.locator("form").first();
+  await form.locator("input[name=version]").fill("1.0.0");
+  const [response] = await Promise.all([page.waitForResponse((r) => r.request().method() === "POST"), form.locator("button").click()]);
+  assert.equal(response.status(), 409);
+  const notice = await page.locator(".notice.error").innerText();
+  assert.ok(notice.includes("409 policy_violation"), notice);
+  assert.ok(notice.includes("accuracy has 0 records < min_records 5"), notice);
+  assert.equal(await aliasVersion("canary"), "1.0.2", "the refused move changed nothing");
+  await shot("alias-refused");
+  // The history page: the refusal (with its gate), the move, the policy change; newest first.
+  await page.goto(`${base}/ui/signatures/${SIG}`);
+  await Promise.all([page.waitForURL(/aliases\/canary\/history/), page.locator("#aliases tr[data-alias=canary] a", { hasText: "history" }).click()]);
+  const actions = await page.locator("#alias-history tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.action));
+  assert.deepEqual(actions, ["refused", "move", "policy_set"]);
+  const refused = await page.locator("#alias-history tbody tr").first().innerText();
+  assert.ok(refused.includes("browser-writer-token") && refused.includes("failed: accuracy has 0 records"), refused);
+  await shot("alias-history");
+  // The two 409 answers (the stale move above, the refused move) are the only console errors:
+  // Chromium logs every non-2xx page load; a CSP violation would show here too.
+  const others = consoleErrors.filter((e) => !e.includes("status of 409 (Conflict)"));
+  assert.deepEqual(others, [], "no other console error");
+  logAws("policy");
 });

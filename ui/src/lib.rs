@@ -67,6 +67,10 @@ pub fn router(api: Router, sign_in: bool) -> Router {
             post(signature::remove_alias),
         )
         .route(
+            "/ui/signatures/{signature}/aliases/{alias}/history",
+            get(signature::history),
+        )
+        .route(
             "/ui/signatures/{signature}/rollback",
             post(signature::rollback),
         )

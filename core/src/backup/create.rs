@@ -81,7 +81,7 @@ fn restore_rank(kind: EntityKind) -> u8 {
         EntityKind::Tag => 2,
         EntityKind::Metric => 3,
         EntityKind::OptimizationRun => 4,
-        EntityKind::Other => 5,
+        EntityKind::Other | EntityKind::AliasPolicy | EntityKind::AliasHistory => 5,
         EntityKind::SignatureHead => 6,
         EntityKind::Idempotency
         | EntityKind::Status
@@ -392,9 +392,14 @@ impl Run<'_> {
         let kind = keys::entity_kind(&item.pk, &item.sk);
         match (self.state.pass, kind) {
             (1, EntityKind::Program) => self.program(item).await,
-            (1, EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other) => {
-                self.write(kind, Line { item, blob: None }).await
-            }
+            (
+                1,
+                EntityKind::Metric
+                | EntityKind::OptimizationRun
+                | EntityKind::Other
+                | EntityKind::AliasPolicy
+                | EntityKind::AliasHistory,
+            ) => self.write(kind, Line { item, blob: None }).await,
             (2, EntityKind::SignatureHead) => self.head(item).await,
             (2, EntityKind::VersionClaim) => {
                 if item.get("id").is_some_and(|id| self.has(id)) {

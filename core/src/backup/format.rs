@@ -75,6 +75,11 @@ pub struct Counts {
     pub metrics: u64,
     pub optimization_runs: u64,
     pub other: u64,
+    /// Alias policies and alias history entries.
+    #[serde(default)]
+    pub alias_policies: u64,
+    #[serde(default)]
+    pub alias_history: u64,
     /// Program blobs copied into the pool by this backup (the others were there already).
     pub blobs_copied: u64,
     /// Programs left out (blob missing, archived or failing its checksum), see `skipped`.
@@ -94,6 +99,8 @@ impl Counts {
             EntityKind::Metric => self.metrics += n,
             EntityKind::OptimizationRun => self.optimization_runs += n,
             EntityKind::Other => self.other += n,
+            EntityKind::AliasPolicy => self.alias_policies += n,
+            EntityKind::AliasHistory => self.alias_history += n,
             EntityKind::Idempotency
             | EntityKind::Status
             | EntityKind::Counter

@@ -14,6 +14,7 @@ use crate::blob::codec::Codec;
 use crate::domain::ProgramId;
 use crate::error::{Error, Result};
 use crate::model::keys::{self, EntityKind};
+use crate::model::policy::{HistoryAction, HistoryEntry};
 use crate::model::record::rev_of;
 use crate::model::record::{from_item, ProgramRecord, SignatureHead, VersionClaim};
 use crate::storage::{max_score, Storage};
@@ -50,6 +51,12 @@ pub struct RestoreReport {
     pub restored_tags: u64,
     pub restored_optimization_runs: u64,
     pub restored_other: u64,
+    /// Alias policies the target had none of for their alias (a live policy is never replaced).
+    pub restored_alias_policies: u64,
+    /// Alias history entries written (an entry the target has is written again unchanged).
+    pub restored_alias_history: u64,
+    /// Protected aliases the restore set (each recorded in the alias's history as `restore`).
+    pub restored_protected_aliases: u64,
     /// Versions the target already has for another program: the target's is kept and the
     /// backup's program is not restored.
     pub conflicts: u64,
@@ -79,6 +86,11 @@ struct Restorer<'a> {
     progress: Option<ProgressFn>,
     total: u64,
     done: u64,
+    /// The principal running the restore (recorded in the history of each alias it sets).
+    by: String,
+    /// Aliases the target's policies protect (`APOL#…` key, alias), read with the batch reads
+    /// the restore makes anyway (after the backup's policies were restored).
+    protected: HashSet<(String, String)>,
 }
 
 /// Restores a backup into `storage` (empty or live). Everything is verified before the first
@@ -104,7 +116,7 @@ pub async fn restore(
     // One restore at a time: two at once would race on the same programs' blobs (each
     // re-encoded with its own data key when the target encrypts).
     let mut lease = Lease::acquire(storage, Job::Restore).await?;
-    let result = run(storage, location, &manifest, options, &mut lease).await;
+    let result = run(storage, location, &manifest, options, &mut lease, &who.id).await;
     lease.release(storage).await;
     let mut report = result?;
     report.restore_time = started.elapsed().as_secs_f64();
@@ -123,6 +135,7 @@ async fn run(
     manifest: &Manifest,
     options: &RestoreOptions,
     lease: &mut Lease,
+    by: &str,
 ) -> Result<RestoreReport> {
     let total: u64 = manifest.parts.iter().map(|p| p.records).sum();
     let mut r = Restorer {
@@ -141,6 +154,8 @@ async fn run(
         progress: options.progress.clone(),
         total,
         done: 0,
+        by: by.to_owned(),
+        protected: HashSet::new(),
     };
     r.verify().await?;
     r.done = 0;
@@ -150,7 +165,11 @@ async fn run(
     let (first, rest): (Vec<&PartInfo>, Vec<&PartInfo>) = manifest.parts.iter().partition(|p| {
         matches!(
             p.kind,
-            EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other
+            EntityKind::Metric
+                | EntityKind::OptimizationRun
+                | EntityKind::Other
+                | EntityKind::AliasPolicy
+                | EntityKind::AliasHistory
         )
     });
     for part in first.into_iter().chain(rest) {
@@ -292,11 +311,26 @@ impl Restorer<'_> {
         let n = lines.len();
         match kind {
             EntityKind::Program => self.programs(lines).await?,
-            EntityKind::Metric | EntityKind::OptimizationRun | EntityKind::Other => {
+            EntityKind::AliasPolicy => {
+                // A live policy wins: the backup's is written only where the target has none.
+                for line in lines {
+                    let op = WriteOp::put(line.item, Condition::NotExists);
+                    match self.storage.items().transact(vec![op]).await {
+                        Ok(()) => self.report.restored_alias_policies += 1,
+                        Err(Error::ConditionFailed { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            EntityKind::Metric
+            | EntityKind::OptimizationRun
+            | EntityKind::Other
+            | EntityKind::AliasHistory => {
                 let count = lines.len() as u64;
                 match kind {
                     EntityKind::Metric => self.report.restored_metrics += count,
                     EntityKind::OptimizationRun => self.report.restored_optimization_runs += count,
+                    EntityKind::AliasHistory => self.report.restored_alias_history += count,
                     _ => self.report.restored_other += count,
                 }
                 let items: Vec<_> = lines.into_iter().map(|l| l.item).collect();
@@ -337,7 +371,16 @@ impl Restorer<'_> {
             let sig_pk = record.signature_pk();
             wanted.insert((line.item.pk.clone(), keys::PROG_SK.to_owned()));
             wanted.insert((sig_pk.clone(), keys::version_sk(&record.version)));
-            wanted.insert((sig_pk, keys::HEAD_SK.to_owned()));
+            wanted.insert((sig_pk.clone(), keys::HEAD_SK.to_owned()));
+            // The policies of the aliases the backup's head may set (in the same batch reads).
+            if let Some((_, backup_head)) = self.heads.get(&sig_pk) {
+                for name in backup_head.aliases.keys() {
+                    wanted.insert((
+                        keys::alias_policies_pk(&record.project, &record.signature),
+                        name.clone(),
+                    ));
+                }
+            }
             parsed.push((line, record));
         }
         let wanted: Vec<(String, String)> = wanted.into_iter().collect();
@@ -349,6 +392,7 @@ impl Restorer<'_> {
                 }
             }
         }
+        self.note_policies(found.values())?;
         let mut heads: HashMap<String, Option<SignatureHead>> = HashMap::new();
         for (pk, sk) in &wanted {
             if sk == keys::HEAD_SK {
@@ -410,14 +454,16 @@ impl Restorer<'_> {
             // The head read above serves the signature's first transaction.
             let mut head = heads.remove(&pk);
             // Chunks that fit one transaction (records, claims, tags, one counter, one head).
+            // Room for one history entry per alias the backup's head may set.
+            let reserved = 2 + self.heads.get(&pk).map_or(0, |(_, h)| h.aliases.len());
             let mut chunk: Vec<Pending> = Vec::new();
-            let mut size = 2;
+            let mut size = reserved;
             for p in pending {
                 let n = 2 + p.record.tags.len();
                 if !chunk.is_empty() && size + n > MAX_TRANSACTION_OPS {
                     self.commit(&pk, std::mem::take(&mut chunk), head.take())
                         .await?;
-                    size = 2;
+                    size = reserved;
                 }
                 size += n;
                 chunk.push(p);
@@ -481,11 +527,15 @@ impl Restorer<'_> {
                 }
             }
             ops.extend(counter_ops(&chunk));
+            let set = self.alias_entries(live.as_ref(), &from_item(&head_item)?);
+            let aliases_set = set.len() as u64;
+            ops.extend(set);
             ops.push(WriteOp::put(head_item, head_condition));
             owner.resize(ops.len(), None);
             match items.transact(ops).await {
                 Ok(()) => {
                     let n = chunk.len() as u64;
+                    self.report.restored_protected_aliases += aliases_set;
                     self.report.restored_programs += n;
                     self.report.restored_version_claims += n;
                     self.report.restored_tags += chunk
@@ -637,6 +687,43 @@ impl Restorer<'_> {
         Ok((head.to_item(), condition))
     }
 
+    /// Remembers which of these items are policies that protect their alias.
+    fn note_policies<'i>(&mut self, items: impl Iterator<Item = &'i Item>) -> Result<()> {
+        for item in items.filter(|i| i.pk.starts_with("APOL#")) {
+            let p: crate::model::policy::PolicyRecord = from_item(item)?;
+            if p.policy.protected {
+                self.protected.insert((item.pk.clone(), item.sk.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// One `restore` history entry per protected alias (its policy in the target says so) that
+    /// `new` has and `live` has not (a restore never moves an alias the target has): written in
+    /// the transaction that sets them.
+    fn alias_entries(&self, live: Option<&SignatureHead>, new: &SignatureHead) -> Vec<WriteOp> {
+        let policies_pk = keys::alias_policies_pk(&new.project, &new.signature);
+        new.aliases
+            .iter()
+            .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
+            .filter(|(name, _)| {
+                self.protected
+                    .contains(&(policies_pk.clone(), (*name).clone()))
+            })
+            .filter_map(|(name, target)| {
+                let alias = crate::domain::AliasName::parse(name).ok()?;
+                let mut entry = HistoryEntry::new(&alias, HistoryAction::Restore, &self.by);
+                entry.to_version = Some(target.version.clone());
+                entry.to_id = Some(target.id);
+                entry.backup = Some(self.manifest.name.clone());
+                Some(WriteOp::put(
+                    entry.to_item(&new.project, &new.signature),
+                    Condition::NotExists,
+                ))
+            })
+            .collect()
+    }
+
     /// Whether every version the target has of `pk` (read by range) is a program of the backup.
     async fn only_backup_versions(&self, pk: &str, chunk: &[Pending]) -> Result<bool> {
         let mut start = None;
@@ -678,15 +765,31 @@ impl Restorer<'_> {
         let items = self.storage.items().clone();
         // The live heads, read in batches of 100 for the first attempt.
         let mut first: HashMap<String, Option<Item>> = HashMap::new();
+        // With them, the policies of the backup's aliases (whether the target protects them).
         let head_keys: Vec<(String, String)> = heads
             .iter()
-            .map(|(pk, _)| (pk.clone(), keys::HEAD_SK.to_owned()))
+            .flat_map(|(pk, h)| {
+                std::iter::once((pk.clone(), keys::HEAD_SK.to_owned())).chain(h.aliases.keys().map(
+                    |name| {
+                        (
+                            keys::alias_policies_pk(&h.project, &h.signature),
+                            name.clone(),
+                        )
+                    },
+                ))
+            })
             .collect();
+        let mut policies = Vec::new();
         for batch in head_keys.chunks(100) {
             for (key, item) in batch.iter().zip(items.get_many(batch).await?) {
-                first.insert(key.0.clone(), item);
+                if key.1 == keys::HEAD_SK {
+                    first.insert(key.0.clone(), item);
+                } else if let Some(item) = item {
+                    policies.push(item);
+                }
             }
         }
+        self.note_policies(policies.iter())?;
         for (pk, ours) in heads {
             for attempt in 1..=100u32 {
                 let live_item = match first.remove(&pk) {
@@ -713,9 +816,12 @@ impl Restorer<'_> {
                 }
                 merged.rev = live.rev + 1;
                 merged.updated_at = live.updated_at.max(ours.updated_at);
-                let op = WriteOp::put(merged.to_item(), rev_of(&live));
-                match items.transact(vec![op]).await {
+                let mut ops = self.alias_entries(Some(&live), &merged);
+                let aliases_set = ops.len() as u64;
+                ops.push(WriteOp::put(merged.to_item(), rev_of(&live)));
+                match items.transact(ops).await {
                     Ok(()) => {
+                        self.report.restored_protected_aliases += aliases_set;
                         if !self.created_heads.contains(&pk) && self.merged_heads.insert(pk.clone())
                         {
                             self.report.merged_signature_heads += 1;

@@ -22,9 +22,11 @@
 //! | last maintenance run | `STATUS`               | `LAST#cleanup`, `LAST#backup` | |
 //! | metric layout (every metric record is in blocks; where the scheduled conversion resumes) | `STATUS` | `LAYOUT#metric-blocks`, `LAYOUT#metric-blocks-progress` | |
 //! | backup / restore lease | `STATUS`          | `LOCK#backup`, `LOCK#restore` | |
+//! | alias policy (protected, evaluation gate; see [`crate::model::policy`]) | `APOL#<project>#<sig>` | `<alias>` | | (`rev` a UUID new at every change: a move's transaction is conditioned on it)
+//! | alias history entry (moves, removals, refusals, overrides, policy changes) | `AHIST#<project>#<sig>#<alias>` | `<time>#<uuid v7>` | | (newest first by a reverse range read; the last 1,000 per alias kept, older ones pruned by cleanup)
 //!
 //! Entity prefixes (the first `#`-separated part of PK): `PROG`, `SIG`, `TAG`, `TXT`, `IDEM`, `MET`,
-//! `RUN`, `STATS`, `STATUS`.
+//! `RUN`, `STATS`, `STATUS`, `APOL`, `AHIST`.
 //!
 //! [`entity_kind`] classifies any item by its keys (backup and restore carry every kind,
 //! including ones it does not know, verbatim).
@@ -72,6 +74,22 @@ pub fn text_sk(word: &str, id: &ProgramId) -> String {
 /// Partition of a project's programs with more words than the text index's cap.
 pub fn text_overflow_pk(project: &Project) -> String {
     format!("TXT#{project}#+")
+}
+
+/// Partition of a signature's alias policies (one item per alias with a policy, sort key the
+/// alias name).
+pub fn alias_policies_pk(project: &Project, signature: &Signature) -> String {
+    format!("APOL#{project}#{signature}")
+}
+
+/// Partition of one alias's history.
+pub fn alias_history_pk(project: &Project, signature: &Signature, alias: &str) -> String {
+    format!("AHIST#{project}#{signature}#{alias}")
+}
+
+/// Sort key of an alias history entry: its time (fixed millisecond RFC 3339), then its id.
+pub fn alias_history_sk(at: &DateTime<Utc>, id: &uuid::Uuid) -> String {
+    format!("{}#{}", crate::domain::format_time(at), id.hyphenated())
 }
 
 /// Partition of a program's metric records of one month (`month` = `YYYY-MM`).
@@ -182,6 +200,10 @@ pub enum EntityKind {
     Idempotency,
     /// `STATUS` / …: last-run status and leases of this deployment (not backed up or restored)
     Status,
+    /// `APOL#…`: alias promotion policies (restored where the target has none for that alias)
+    AliasPolicy,
+    /// `AHIST#…`: alias history entries (restored as they are: each has its own key)
+    AliasHistory,
     /// `STATS#…`: the report's counters (not backed up: a restore adds each program it writes to
     /// them, so merging into a live store keeps them right)
     Counter,
@@ -204,6 +226,8 @@ impl EntityKind {
             EntityKind::Status => "status",
             EntityKind::Counter => "counters",
             EntityKind::TextIndex => "text_index",
+            EntityKind::AliasPolicy => "alias_policies",
+            EntityKind::AliasHistory => "alias_history",
             EntityKind::Other => "other",
         }
     }
@@ -230,6 +254,10 @@ pub fn entity_kind(pk: &str, sk: &str) -> EntityKind {
         EntityKind::TextIndex
     } else if pk.starts_with("STATS#") {
         EntityKind::Counter
+    } else if pk.starts_with("APOL#") {
+        EntityKind::AliasPolicy
+    } else if pk.starts_with("AHIST#") {
+        EntityKind::AliasHistory
     } else if pk.starts_with("IDEM#") && sk == IDEM_SK {
         EntityKind::Idempotency
     } else {
@@ -352,6 +380,14 @@ mod tests {
         assert_eq!(entity_kind("TXT#default#q", "qa#id"), EntityKind::TextIndex);
         assert_eq!(entity_kind("RUN#id", "RUN"), EntityKind::OptimizationRun);
         assert_eq!(entity_kind("IDEM#k", IDEM_SK), EntityKind::Idempotency);
+        assert_eq!(
+            entity_kind("APOL#default#qa", "production"),
+            EntityKind::AliasPolicy
+        );
+        assert_eq!(
+            entity_kind("AHIST#default#qa#production", "t#u"),
+            EntityKind::AliasHistory
+        );
         assert_eq!(entity_kind(STATUS_PK, BACKUP_STATUS_SK), EntityKind::Status);
         assert_eq!(entity_kind("COUNTER#x", "y"), EntityKind::Other);
         assert_eq!(entity_kind("SIG#default#qa", "ODD"), EntityKind::Other);

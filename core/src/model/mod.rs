@@ -1,8 +1,10 @@
 //! The item-store data model: every key of the single-table design ([`keys`]), the records kept
 //! under those keys and how each maps to an item ([`record`]), and the counters written beside
-//! them ([`counters`]), and the free-text index entries derived from program records ([`text`]).
+//! them ([`counters`]), the free-text index entries derived from program records ([`text`]), and alias policies and
+//! history ([`policy`]).
 
 pub mod counters;
 pub mod keys;
+pub mod policy;
 pub mod record;
 pub mod text;

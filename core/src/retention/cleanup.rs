@@ -101,6 +101,9 @@ pub struct CleanupSummary {
     /// Programs a real run gave their free-text index entries while the index was not complete
     /// yet (programs stored before it existed; see [`crate::storage::text_index`]).
     pub text_index_programs: u64,
+    /// Alias history entries past the newest 1,000 of their alias (counted in a dry run,
+    /// deleted in a real one).
+    pub alias_history_pruned: u64,
 }
 
 /// A planned action that was not applied.
@@ -204,6 +207,10 @@ impl Storage {
             let text = self.reindex_text(who, opts.deadline, false).await?;
             report.summary.text_index_programs = text.programs_indexed;
         }
+        // Entries of each alias history met by this run's scan (oldest first within one):
+        // reading its 1,001st means the alias has more than it keeps, and only then is its
+        // history read newest first and pruned (one more query, for such aliases only).
+        let mut histories: std::collections::HashMap<String, usize> = Default::default();
         'scan: loop {
             let page = self.items.scan(start.clone(), SCAN_PAGE).await?;
             for item in &page.items {
@@ -218,6 +225,14 @@ impl Storage {
                     keys::EntityKind::Idempotency => {
                         self.collect_idempotency(item, now, opts.dry_run, &mut report)
                             .await?;
+                    }
+                    keys::EntityKind::AliasHistory => {
+                        let seen = histories.entry(item.pk.clone()).or_default();
+                        *seen += 1;
+                        if *seen == crate::model::policy::HISTORY_KEPT + 1 {
+                            report.summary.alias_history_pruned +=
+                                self.prune_alias_history(&item.pk, opts.dry_run).await?;
+                        }
                     }
                     _ => {}
                 }

@@ -7,6 +7,7 @@
 
 pub mod dspy;
 mod load;
+pub mod policy;
 pub mod registry;
 mod store;
 pub mod text_index;

@@ -16,12 +16,14 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::events::{Event, EventType};
 use crate::model::keys;
+use crate::model::policy::{HistoryAction, HistoryEntry, PolicyRecord};
 use crate::model::record::rev_of;
 use crate::model::record::{
     from_item, AliasTarget, BlobPointer, ProgramRecord, SignatureHead, VersionClaim,
 };
 use crate::paging::{decode_cursor, encode_cursor};
 use crate::retry::backoff;
+use crate::storage::policy::policy_condition;
 use crate::storage::{
     no_version, no_versions, Draft, Listing, LoadedProgram, Storage, StoredProgram,
 };
@@ -36,6 +38,21 @@ pub struct SignatureSummary {
     pub updated_at: String,
     /// Alias name → the version it points at.
     pub aliases: std::collections::BTreeMap<String, Version>,
+}
+
+/// What a move did: the alias's target, and the history entry it wrote (`None` when the alias
+/// already pointed there and nothing was written).
+#[derive(Debug, Clone)]
+pub struct AliasMove {
+    pub target: AliasTarget,
+    pub entry: Option<HistoryEntry>,
+}
+
+/// One attempt of a move: done, or refused by the gate (the refusal is recorded after the
+/// attempts, once).
+enum MoveStep {
+    Done(AliasMove),
+    Refused(HistoryEntry),
 }
 
 /// The order of a signature listing: both are index orders (GSI4 by name, GSI3 by last update).
@@ -145,31 +162,6 @@ impl Storage {
             .transpose()
     }
 
-    /// The signature head (if any) and a version's claim (`NotFound` without one), in ONE batch
-    /// read.
-    async fn read_head_and_claim(
-        &self,
-        project: &Project,
-        signature: &Signature,
-        version: &Version,
-    ) -> Result<(Option<SignatureHead>, VersionClaim)> {
-        let pk = keys::signature_pk(project, signature);
-        let keys = [
-            (pk.clone(), keys::HEAD_SK.to_owned()),
-            (pk, keys::version_sk(version)),
-        ];
-        let mut found = self.items.get_many(&keys).await?.into_iter();
-        let head = found.next().flatten();
-        let claim = found
-            .next()
-            .flatten()
-            .ok_or_else(|| no_version(project, signature, version))?;
-        Ok((
-            head.as_ref().map(from_item).transpose()?,
-            from_item(&claim)?,
-        ))
-    }
-
     async fn read_claim(
         &self,
         project: &Project,
@@ -189,7 +181,7 @@ impl Storage {
 
     /// Runs `attempt` until it commits, retrying with backoff while a conditional write lost
     /// to a concurrent writer (the head or record moved under it) or its answer was lost.
-    async fn retry_conflicts<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    pub(crate) async fn retry_conflicts<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -304,7 +296,7 @@ impl Storage {
 
     /// Points an alias at an existing version. With `expected`, a compare-and-set: it fails with
     /// `Precondition` unless the alias currently points at that version (`None` inside = the
-    /// alias must not exist yet).
+    /// alias must not exist yet). The alias's policy applies (see [`Self::move_alias`]).
     pub async fn put_alias(
         &self,
         who: &Principal,
@@ -314,15 +306,56 @@ impl Storage {
         version: &Version,
         expected: Option<Option<Version>>,
     ) -> Result<AliasTarget> {
+        self.move_alias(who, project, signature, alias, version, expected, None)
+            .await
+            .map(|m| m.target)
+    }
+
+    /// [`Self::put_alias`] with the alias's promotion policy: a protected alias needs the admin
+    /// role; a gate (`require`) is judged from the target's metric history in this request, and
+    /// a failed gate refuses the move ([`Error::PolicyViolation`], recorded in the alias history)
+    /// unless an admin gives an `override_reason` (recorded). Reads: the head, the version's
+    /// claim and the policy in ONE batch read (plus the judged programs' records and metric
+    /// blocks when there is a gate); then one transaction: the claim's check, the head, the
+    /// policy's revision (or its absence) as judged, and the history entry.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn move_alias(
+        &self,
+        who: &Principal,
+        project: &Project,
+        signature: &Signature,
+        alias: &AliasName,
+        version: &Version,
+        expected: Option<Option<Version>>,
+        override_reason: Option<String>,
+    ) -> Result<AliasMove> {
         who.see(project, || no_version(project, signature, version))?;
+        if override_reason.is_some() {
+            who.admin("overriding an alias policy")?;
+        }
         let sig_pk = keys::signature_pk(project, signature);
+        let policy_pk = keys::alias_policies_pk(project, signature);
         let lost = LostAnswer::default();
-        let result = self
+        let step = self
             .retry_conflicts("alias update", || async {
-                // The head and the version's claim in one batch read: two requests in all.
-                let (head, claim) = self
-                    .read_head_and_claim(project, signature, version)
-                    .await?;
+                // The head, the version's claim and the policy in one batch read.
+                let keys = [
+                    (sig_pk.clone(), keys::HEAD_SK.to_owned()),
+                    (sig_pk.clone(), keys::version_sk(version)),
+                    (policy_pk.clone(), alias.to_string()),
+                ];
+                let mut found = self.items.get_many(&keys).await?.into_iter();
+                let head: Option<SignatureHead> =
+                    found.next().flatten().as_ref().map(from_item).transpose()?;
+                let claim: VersionClaim = found
+                    .next()
+                    .flatten()
+                    .as_ref()
+                    .map(from_item)
+                    .transpose()?
+                    .ok_or_else(|| no_version(project, signature, version))?;
+                let policy: Option<PolicyRecord> =
+                    found.next().flatten().as_ref().map(from_item).transpose()?;
                 let head = head.ok_or_else(|| no_versions(project, signature))?;
                 let existing = head.aliases.get(alias.as_str());
                 let current = existing.map(|t| t.version.clone());
@@ -332,7 +365,10 @@ impl Storage {
                 if let Some(done) = existing.filter(|t| t.version == *version && t.id == claim.id) {
                     let expectation_holds = expected.as_ref().is_none_or(|e| *e == current);
                     if expectation_holds || lost.seen() {
-                        return Ok(done.clone());
+                        return Ok(MoveStep::Done(AliasMove {
+                            target: done.clone(),
+                            entry: None,
+                        }));
                     }
                 }
                 if let Some(expected) = &expected {
@@ -346,7 +382,33 @@ impl Storage {
                         )));
                     }
                 }
+                if policy.as_ref().is_some_and(|p| p.policy.protected) {
+                    who.admin(&format!(
+                        "moving the protected alias {alias} of {signature}"
+                    ))?;
+                }
                 let now = crate::domain::now();
+                let mut entry = HistoryEntry::new(alias, HistoryAction::Move, &who.id);
+                entry.at = now;
+                entry.from_version = current.clone();
+                entry.to_version = Some(version.clone());
+                entry.to_id = Some(claim.id);
+                entry.policy_rev = policy.as_ref().map(|p| p.rev.clone());
+                entry.override_reason = override_reason.clone();
+                if let Some(req) = policy.as_ref().and_then(|p| p.policy.require.as_ref()) {
+                    let gate = self
+                        .evaluate_gate(project, signature, req, &claim, existing)
+                        .await?;
+                    if !gate.passed {
+                        if override_reason.is_none() {
+                            entry.action = HistoryAction::Refused;
+                            entry.gate = Some(gate);
+                            return Ok(MoveStep::Refused(entry));
+                        }
+                        entry.action = HistoryAction::Override;
+                    }
+                    entry.gate = Some(gate);
+                }
                 let target = AliasTarget {
                     version: version.clone(),
                     id: claim.id,
@@ -364,9 +426,15 @@ impl Storage {
                         condition: Condition::AttrEquals("id".into(), claim.id.to_string()),
                     },
                     WriteOp::put(new_head.to_item(), rev_of(&head)),
+                    // The policy must still be the one judged by (or still absent).
+                    policy_condition(project, signature, alias.as_str(), policy.as_ref()),
+                    WriteOp::put(entry.to_item(project, signature), Condition::NotExists),
                 ];
                 match lost.commit(self.items.transact(ops)).await {
-                    Ok(()) => Ok(target),
+                    Ok(()) => Ok(MoveStep::Done(AliasMove {
+                        target,
+                        entry: Some(entry),
+                    })),
                     Err(Error::ConditionFailed { ops }) if ops.contains(&0) => {
                         Err(Error::Precondition(format!(
                             "version {version} of {signature} no longer exists"
@@ -377,20 +445,40 @@ impl Storage {
             })
             .await;
         self.resolved.invalidate(&sig_pk);
-        if let Ok(target) = &result {
+        let moved = match step? {
+            MoveStep::Done(m) => m,
+            MoveStep::Refused(entry) => {
+                self.record_history(project, signature, &entry).await?;
+                let failed = entry
+                    .gate
+                    .as_ref()
+                    .and_then(|g| g.failed.clone())
+                    .unwrap_or_default();
+                return Err(Error::PolicyViolation(format!(
+                    "the policy of alias {alias} refused {version}: {failed}"
+                )));
+            }
+        };
+        if let Some(entry) = &moved.entry {
             self.emit(vec![Event::new(
                 EventType::AliasMoved,
                 json!({
                     "project": project.to_string(),
                     "signature": signature.to_string(),
                     "alias": alias.to_string(),
-                    "version": target.version.to_string(),
-                    "program_id": target.id.to_string(),
+                    "version": moved.target.version.to_string(),
+                    "program_id": moved.target.id.to_string(),
+                    "from_version": entry.from_version.as_ref().map(|v| v.to_string()),
+                    "by": entry.by,
+                    "action": entry.action,
+                    "gate": entry.gate,
+                    "override_reason": entry.override_reason,
+                    "history_id": entry.id.to_string(),
                 }),
             )])
             .await;
         }
-        result
+        Ok(moved)
     }
 
     /// Resolves an alias to its program id: one item read (cached for the resolve TTL), if `who`
@@ -458,7 +546,9 @@ impl Storage {
         }
     }
 
-    /// Removes an alias (`NotFound` when it does not exist).
+    /// Removes an alias (`NotFound` when it does not exist). A protected alias needs the admin
+    /// role. Reads the head and the policy in one batch read; one transaction writes the head,
+    /// checks the policy's revision and writes the history entry.
     pub async fn delete_alias(
         &self,
         who: &Principal,
@@ -468,43 +558,71 @@ impl Storage {
     ) -> Result<()> {
         who.see(project, || no_versions(project, signature))?;
         let sig_pk = keys::signature_pk(project, signature);
+        let keys = [
+            (sig_pk.clone(), keys::HEAD_SK.to_owned()),
+            (
+                keys::alias_policies_pk(project, signature),
+                alias.to_string(),
+            ),
+        ];
         let lost = LostAnswer::default();
         let result = self
             .retry_conflicts("alias removal", || async {
-                let head = self.head(project, signature).await?;
-                if !head.aliases.contains_key(alias.as_str()) {
+                let mut found = self.items.get_many(&keys).await?.into_iter();
+                let head: SignatureHead = found
+                    .next()
+                    .flatten()
+                    .as_ref()
+                    .map(from_item)
+                    .transpose()?
+                    .ok_or_else(|| no_versions(project, signature))?;
+                let policy: Option<PolicyRecord> =
+                    found.next().flatten().as_ref().map(from_item).transpose()?;
+                let Some(existing) = head.aliases.get(alias.as_str()) else {
                     // After a lost answer, the alias being gone is this request's own removal
                     // (`204`), not a missing alias (`404`).
                     if lost.seen() {
-                        return Ok(());
+                        return Ok(None);
                     }
                     return Err(Error::NotFound(format!(
                         "signature {signature} has no alias {alias}"
                     )));
+                };
+                if policy.as_ref().is_some_and(|p| p.policy.protected) {
+                    who.admin(&format!(
+                        "removing the protected alias {alias} of {signature}"
+                    ))?;
                 }
+                let mut entry = HistoryEntry::new(alias, HistoryAction::Remove, &who.id);
+                entry.from_version = Some(existing.version.clone());
+                entry.policy_rev = policy.as_ref().map(|p| p.rev.clone());
                 let mut new_head = head.clone();
                 new_head.aliases.remove(alias.as_str());
                 new_head.rev += 1;
-                lost.commit(
-                    self.items
-                        .transact(vec![WriteOp::put(new_head.to_item(), rev_of(&head))]),
-                )
-                .await
+                lost.commit(self.items.transact(vec![
+                    WriteOp::put(new_head.to_item(), rev_of(&head)),
+                    policy_condition(project, signature, alias.as_str(), policy.as_ref()),
+                    WriteOp::put(entry.to_item(project, signature), Condition::NotExists),
+                ]))
+                .await?;
+                Ok(Some(entry))
             })
             .await;
         self.resolved.invalidate(&sig_pk);
-        if result.is_ok() {
-            self.emit(vec![Event::new(
-                EventType::AliasRemoved,
-                json!({
-                    "project": project.to_string(),
-                    "signature": signature.to_string(),
-                    "alias": alias.to_string(),
-                }),
-            )])
-            .await;
+        let entry = result?;
+        let mut detail = json!({
+            "project": project.to_string(),
+            "signature": signature.to_string(),
+            "alias": alias.to_string(),
+        });
+        if let Some(e) = entry {
+            detail["from_version"] = json!(e.from_version.map(|v| v.to_string()));
+            detail["by"] = json!(e.by);
+            detail["history_id"] = json!(e.id.to_string());
         }
-        result
+        self.emit(vec![Event::new(EventType::AliasRemoved, detail)])
+            .await;
+        Ok(())
     }
 
     /// Rolls back: a NEW version (the next patch after the current latest) whose program is
@@ -635,6 +753,36 @@ impl Storage {
                             "alias(es) {} point at this program; move them or delete with ?force=true",
                             pointing.join(", ")
                         )));
+                    }
+                    if !pointing.is_empty() {
+                        // The aliases go with their target: a protected one needs the admin
+                        // role, each policy must still be the one read, and each removal is
+                        // recorded in its alias's history.
+                        let policy_pk = keys::alias_policies_pk(project, signature);
+                        let policy_keys: Vec<(String, String)> = pointing
+                            .iter()
+                            .map(|n| (policy_pk.clone(), n.clone()))
+                            .collect();
+                        let policies = self.items.get_many(&policy_keys).await?;
+                        for (name, item) in pointing.iter().zip(policies) {
+                            let policy: Option<PolicyRecord> =
+                                item.as_ref().map(from_item).transpose()?;
+                            let alias = AliasName::parse(name)?;
+                            if policy.as_ref().is_some_and(|p| p.policy.protected) {
+                                who.admin(&format!(
+                                    "deleting the target of the protected alias {alias} of {signature}"
+                                ))?;
+                            }
+                            let mut entry =
+                                HistoryEntry::new(&alias, HistoryAction::DeleteTarget, &who.id);
+                            entry.from_version = Some(record.version.clone());
+                            entry.policy_rev = policy.as_ref().map(|p| p.rev.clone());
+                            ops.push(policy_condition(project, signature, name, policy.as_ref()));
+                            ops.push(WriteOp::put(
+                                entry.to_item(project, signature),
+                                Condition::NotExists,
+                            ));
+                        }
                     }
                     let mut new_head = head.clone();
                     for name in &pointing {

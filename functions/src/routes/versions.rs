@@ -69,6 +69,9 @@ struct AliasBody {
     /// Absent: unconditional. A version: the alias must point there. `null`: must not exist.
     #[serde(default, deserialize_with = "some_option")]
     expected_version: Option<Option<String>>,
+    /// An admin's override of a failed gate: `{"reason": "..."}`.
+    #[serde(default, rename = "override")]
+    override_: Option<Value>,
 }
 
 fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -93,17 +96,113 @@ pub async fn put_alias(
         .map(|e| e.as_deref().map(Version::parse).transpose())
         .transpose()
         .map_err(|e| ApiError::from(e).field("expected_version"))?;
-    let target = state
+    let override_reason = body
+        .override_
+        .as_ref()
+        .map(dspy_storage_core::model::policy::parse_override)
+        .transpose()?;
+    let moved = state
         .storage
-        .put_alias(&who, &project, &signature, &alias, &version, expected)
+        .move_alias(
+            &who,
+            &project,
+            &signature,
+            &alias,
+            &version,
+            expected,
+            override_reason,
+        )
         .await?;
-    Ok(Json(json!({
+    let target = moved.target;
+    let mut answer = json!({
         "signature": signature,
         "project": project,
         "alias": alias,
         "version": target.version,
         "id": target.id,
         "updated_at": format_time(&target.updated_at),
+    });
+    if let Some(entry) = moved.entry {
+        answer["history"] = json!(entry);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /signatures/{signature}/aliases/{alias}/policy`
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    let policy = state
+        .storage
+        .get_alias_policy(&who, &project, &signature, &alias)
+        .await?;
+    Ok(Json(policy).into_response())
+}
+
+/// `PUT /signatures/{signature}/aliases/{alias}/policy` (admin) body `{"protected"?, "require"?}`
+pub async fn put_policy(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, name)): Path<(String, String)>,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let value: Value = parse_json(&bytes)?;
+    let policy = dspy_storage_core::model::policy::parse_policy(&value)?;
+    let record = state
+        .storage
+        .set_alias_policy(&who, &project, &signature, &alias, policy)
+        .await?;
+    Ok(Json(record).into_response())
+}
+
+/// `DELETE /signatures/{signature}/aliases/{alias}/policy` (admin) → 204
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<StatusCode> {
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    state
+        .storage
+        .delete_alias_policy(&who, &project, &signature, &alias)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /signatures/{signature}/aliases/{alias}/history?project=&limit=&cursor=`
+pub async fn alias_history(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((sig, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (signature, alias, project) = (signature(&sig)?, alias(&name)?, params.project()?);
+    let listing = state
+        .storage
+        .alias_history(
+            &who,
+            &project,
+            &signature,
+            &alias,
+            params.usize("limit")?,
+            params.get("cursor"),
+        )
+        .await?;
+    Ok(Json(json!({
+        "signature": signature,
+        "project": project,
+        "alias": alias,
+        "entries": listing.items,
+        "next_cursor": listing.next_cursor,
     }))
     .into_response())
 }

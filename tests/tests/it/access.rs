@@ -845,6 +845,7 @@ fn access_table() -> Vec<Entry> {
     let patch = |_: &Ctx| json!({"tags": {"add": ["x"]}});
     let alias = |_: &Ctx| json!({"version": "1.0.0"});
     let rollback = |_: &Ctx| json!({"to_version": "1.0.0"});
+    let policy = |_: &Ctx| json!({"protected": true});
     let agg = |t: &Ctx, where_: &str| -> Value {
         let mut b = json!({"group_by": "optimization_method", "metrics": {"n": {"count": "id"}}, "signature": t.sig});
         match where_ {
@@ -922,6 +923,14 @@ fn access_table() -> Vec<Entry> {
             signature_namings(200, "/signatures/{sig}/aliases/production/program", "", None)),
         entry(M::DELETE, "/signatures/{signature}/aliases/{alias}", Writer,
             signature_namings(204, "/signatures/{sig}/aliases/production", "", None)),
+        entry(M::PUT, "/signatures/{signature}/aliases/{alias}/policy", Admin,
+            signature_namings(200, "/signatures/{sig}/aliases/production/policy", "", Some(policy))),
+        entry(M::GET, "/signatures/{signature}/aliases/{alias}/policy", Reader,
+            signature_namings(200, "/signatures/{sig}/aliases/canary/policy", "", None)),
+        entry(M::DELETE, "/signatures/{signature}/aliases/{alias}/policy", Admin,
+            signature_namings(204, "/signatures/{sig}/aliases/canary/policy", "", None)),
+        entry(M::GET, "/signatures/{signature}/aliases/{alias}/history", Reader,
+            signature_namings(200, "/signatures/{sig}/aliases/production/history", "", None)),
         entry(M::POST, "/signatures/{signature}/rollback", Writer,
             signature_namings(201, "/signatures/{sig}/rollback", "", Some(rollback))),
         // ----- reading DSPy programs
@@ -1093,6 +1102,16 @@ async fn make_fixture(c: &Client, k: Kind, project: &str, sig: &str) -> Ctx {
     )
     .await
     .expect(k, "fixture alias", 200);
+    // A policy (not protected, no gate: the other routes' rows are unaffected) on `canary`.
+    call(
+        c,
+        admin,
+        Method::PUT,
+        &format!("/signatures/{sig}/aliases/canary/policy?project={project}"),
+        Some(&json!({"protected": false})),
+    )
+    .await
+    .expect(k, "fixture policy", 200);
     let records = json!({"records": [{"metrics": {"accuracy": 0.7}}, {"metrics": {"accuracy": 0.8}}, {"metrics": {"accuracy": 0.9}}]});
     call(
         c,

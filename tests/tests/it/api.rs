@@ -895,6 +895,44 @@ async fn openapi_lists_exactly_the_route_table() {
             "{k:?}: the document lists every route and no other"
         );
         assert!(doc["components"]["schemas"]["Error"].is_object(), "{k:?}");
+        // Every reference resolves; the policy routes name their shapes; the error codes list
+        // the one of a refused promotion.
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|x| refs(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in &all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .expect("a local schema");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{k:?}: {r} resolves"
+            );
+        }
+        let policy = &doc["paths"]["/signatures/{signature}/aliases/{alias}/policy"]["put"];
+        assert_eq!(
+            policy["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/AliasPolicy",
+            "{k:?}"
+        );
+        let required = &doc["components"]["schemas"]["AliasPolicy"]["properties"]["require"];
+        assert_eq!(required["properties"]["min_records"]["minimum"], 0, "{k:?}");
+        let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+            ["code"]["enum"]
+            .as_array()
+            .expect("codes");
+        assert!(codes.contains(&json!("policy_violation")), "{k:?}");
     }
 }
 

@@ -911,3 +911,91 @@ async fn projects_and_signatures_by_last_update() {
         );
     }
 }
+
+/// The signature page shows each alias's policy; a move the policy refuses shows the API's
+/// `policy_violation` message (the failed requirement with its measured value) with status 409
+/// and moves nothing; an override reason moves it; the history page lists what happened.
+#[tokio::test]
+async fn policies_refused_moves_overrides_and_the_alias_history() {
+    for ts in backends().await {
+        let k = ts.kind;
+        let ui = dashboard(&ts, AccessControl::Off);
+        fill(&ui, k).await;
+        ui.request(
+            Method::PUT,
+            "/signatures/qa.Answer/aliases/production/policy",
+            &[("content-type", "application/json")],
+            json!({"protected": true, "require": {"metric": "accuracy", "min": 0.9, "min_records": 3}})
+                .to_string(),
+        )
+        .await
+        .expect_status(k, "policy", 200);
+        let page = ui.get("/ui/signatures/qa.Answer").await;
+        let (cookie, csrf) = csrf_cookie(&page);
+        let body = html(&page, k, "signature page", 200);
+        assert!(
+            body.contains("protected (admin); gate: accuracy mean ≥ 0.9, ≥ 3 records"),
+            "{k:?}: the policy is shown: {body}"
+        );
+        // 1.0.0 has no metric records: refused, and the page says why.
+        let refused = post_form(
+            &ui,
+            "/ui/signatures/qa.Answer/alias",
+            &cookie,
+            &[
+                ("project", "default"),
+                ("alias", "production"),
+                ("expected_version", "1.0.1"),
+                ("version", "1.0.0"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+        let body = html(&refused, k, "refused move", 409);
+        assert!(
+            body.contains("accuracy has 0 records &lt; min_records 3")
+                || body.contains("accuracy has 0 records < min_records 3"),
+            "{k:?}: the failed requirement is shown: {body}"
+        );
+        assert_eq!(alias_target(&ui, k, "production").await, "1.0.1");
+        // 1.0.2 has 6 records with mean 0.825: refused on the mean; with a reason it moves.
+        let over = post_form(
+            &ui,
+            "/ui/signatures/qa.Answer/alias",
+            &cookie,
+            &[
+                ("project", "default"),
+                ("alias", "production"),
+                ("expected_version", "1.0.1"),
+                ("version", "1.0.2"),
+                ("override_reason", "demo day"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+        over.expect_status(k, "override", 303);
+        assert_eq!(alias_target(&ui, k, "production").await, "1.0.2");
+        let hist = html(
+            &ui.get("/ui/signatures/qa.Answer/aliases/production/history?project=default")
+                .await,
+            k,
+            "history page",
+            200,
+        );
+        let rows: Vec<&str> = hist
+            .split("<tr data-action=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            ["override", "refused", "policy_set", "move"],
+            "{k:?}: {hist}"
+        );
+        assert!(hist.contains("demo day"), "{k:?}: the override reason");
+        assert!(
+            hist.contains("failed: accuracy mean 0.825 over 6 records &lt; min 0.9"),
+            "{k:?}: {hist}"
+        );
+    }
+}

@@ -281,6 +281,24 @@ async fn committed_changes_publish_events_in_order() {
         assert_eq!(events[2]["detail"]["alias"], "production", "{k:?}");
         assert_eq!(events[2]["detail"]["version"], "1.0.0", "{k:?}");
         assert_eq!(events[2]["detail"]["program_id"], v1["id"], "{k:?}");
+        // The alias history's facts: from where, by whom, what kind of move, its history entry.
+        assert_eq!(events[2]["detail"]["from_version"], Value::Null, "{k:?}");
+        assert_eq!(events[2]["detail"]["by"], "anonymous", "{k:?}");
+        assert_eq!(events[2]["detail"]["action"], "move", "{k:?}");
+        let history = send(
+            &c,
+            Method::GET,
+            "/signatures/ev.QA/aliases/production/history",
+            None,
+        )
+        .await
+        .expect(k, "alias history", 200);
+        let entries = history["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{k:?}: the move and the removal");
+        assert_eq!(events[2]["detail"]["history_id"], entries[1]["id"], "{k:?}");
+        assert_eq!(events[5]["detail"]["history_id"], entries[0]["id"], "{k:?}");
+        assert_eq!(events[5]["detail"]["from_version"], "1.0.0", "{k:?}");
+        assert_eq!(events[5]["detail"]["by"], "anonymous", "{k:?}");
         assert_eq!(events[3]["detail"]["id"], rolled["id"], "{k:?}");
         assert_eq!(events[3]["detail"]["rollback_to"], "1.0.0", "{k:?}");
         assert_eq!(events[4]["detail"]["program_id"], v2["id"], "{k:?}");

@@ -68,6 +68,25 @@ const APPEND_V1: Req = req(
         r#"{"records": [{"metrics": {"accuracy": 0.5, "latency": 1.5}, "timestamp": "2026-01-31T23:00:00Z", "record_id": "a"}, {"metrics": {"accuracy": 0.7}, "timestamp": "2026-02-01T01:00:00Z", "record_id": "b", "environment": {"host": "h"}}, {"metrics": {"accuracy": 0.9}, "timestamp": "2026-02-02T01:00:00Z", "record_id": "c"}]}"#,
     ),
 );
+const APPEND_V2: Req = req(
+    "POST",
+    "/programs/{id2}/metrics",
+    Some(
+        r#"{"records": [{"metrics": {"accuracy": 0.8}, "timestamp": "2026-11-02T00:00:00Z", "record_id": "x"}, {"metrics": {"accuracy": 0.9}, "timestamp": "2026-11-03T00:00:00Z", "record_id": "y"}]}"#,
+    ),
+);
+/// A protected alias with a gate 1.0.1 meets (its records above: mean 0.85).
+const POLICY_GATE: Req = req(
+    "PUT",
+    "/signatures/{sig}/aliases/production/policy",
+    Some(r#"{"protected": true, "require": {"metric": "accuracy", "min": 0.5, "min_records": 2}}"#),
+);
+/// A gate no version meets.
+const POLICY_STRICT: Req = req(
+    "PUT",
+    "/signatures/{sig}/aliases/production/policy",
+    Some(r#"{"require": {"metric": "accuracy", "min": 0.99}}"#),
+);
 const READ_V1_METRICS: Req = req("GET", "/programs/{id1}/metrics?limit=2", None);
 
 /// One operation under faults.
@@ -148,6 +167,60 @@ fn cases() -> Vec<Case> {
                 "/signatures/{sig}/aliases/production",
                 Some(r#"{"version": "1.0.1"}"#),
             ),
+            ok: 200,
+            repeat: Some(200),
+            whole_store: false,
+        },
+        Case {
+            // The gate reads the target's record and metric blocks; the transaction checks the
+            // claim, writes the head, checks the policy's revision and writes the history entry.
+            name: "alias-move-gated",
+            setup: &[
+                STORE_V1,
+                STORE_V2,
+                ALIAS_PROD_V1,
+                APPEND_V2,
+                READ_V1_METRICS,
+                POLICY_GATE,
+            ],
+            request: req(
+                "PUT",
+                "/signatures/{sig}/aliases/production",
+                Some(r#"{"version": "1.0.1"}"#),
+            ),
+            ok: 200,
+            repeat: Some(200),
+            whole_store: false,
+        },
+        Case {
+            // A refusal changes no alias and writes one history entry (whose write, sent again
+            // by the server after a lost answer, finds it written). Sent again by the client it
+            // is refused and recorded again — every refusal is kept —, so it is not a request
+            // that "changes nothing when sent again": `repeat` is None (a try that recorded its
+            // refusal must have answered it).
+            name: "alias-move-refused",
+            setup: &[
+                STORE_V1,
+                STORE_V2,
+                ALIAS_PROD_V1,
+                READ_V1_METRICS,
+                POLICY_STRICT,
+            ],
+            request: req(
+                "PUT",
+                "/signatures/{sig}/aliases/production",
+                Some(r#"{"version": "1.0.1"}"#),
+            ),
+            ok: 409,
+            repeat: None,
+            whole_store: false,
+        },
+        Case {
+            // The policy and its history entry in one transaction; the same policy again
+            // writes nothing.
+            name: "policy-set",
+            setup: &[STORE_V1, ALIAS_PROD_V1],
+            request: POLICY_GATE,
             ok: 200,
             repeat: Some(200),
             whole_store: false,
@@ -301,6 +374,40 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
             metrics.push(json!(records));
         }
     }
+    // The production alias's history and policy (without times, ids and revisions).
+    let h = c
+        .get(&format!(
+            "/signatures/{sig}/aliases/production/history?limit=1000"
+        ))
+        .await
+        .expect(k, &format!("{what}: alias history"), 200);
+    let history: Vec<Value> = h["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            json!([
+                e["action"],
+                e["from_version"],
+                e["to_version"],
+                e["by"],
+                e["gate"]["passed"],
+                e["gate"]["records"],
+                e["override_reason"],
+                e["policy"]
+            ])
+        })
+        .collect();
+    let policy = c
+        .get(&format!("/signatures/{sig}/aliases/production/policy"))
+        .await;
+    let policy = match policy.status.as_u16() {
+        404 => Value::Null,
+        _ => {
+            let p = policy.expect(k, &format!("{what}: policy"), 200);
+            json!([p["protected"], p["require"]])
+        }
+    };
     let l = c.get(&format!("/signatures/{sig}/versions")).await;
     if l.status == 404 {
         assert!(
@@ -312,7 +419,7 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
             !summaries.iter().any(|s| s["signature"] == sig),
             "{k:?}: {what}: a signature summary without versions"
         );
-        return json!({"versions": [], "known": known, "metrics": metrics});
+        return json!({"versions": [], "known": known, "metrics": metrics, "history": history, "policy": policy});
     }
     let listing = l.expect(k, what, 200);
     let mut versions = Vec::new();
@@ -391,7 +498,7 @@ async fn visible(c: &Client, k: Kind, sig: &str, ids: &[String], what: &str) -> 
         summary["latest_version"], last,
         "{k:?}: {what}: summary latest"
     );
-    json!({"versions": versions, "known": known, "best": summary["best_performance"], "metrics": metrics})
+    json!({"versions": versions, "known": known, "best": summary["best_performance"], "metrics": metrics, "history": history, "policy": policy})
 }
 
 /// Every signature summary of the default project (all pages).

@@ -64,7 +64,7 @@ fn text(s: impl Into<String>) -> B {
 const BAD: (u16, &str) = (400, "invalid_request");
 
 /// How many rows the corpus has (see the test).
-const HOSTILE_ROWS: usize = 595;
+const HOSTILE_ROWS: usize = 669;
 
 /// Every route that takes a JSON body, with a valid-looking URI (for the generic body rows).
 fn body_routes() -> Vec<(Method, &'static str)> {
@@ -73,6 +73,7 @@ fn body_routes() -> Vec<(Method, &'static str)> {
         (M::POST, "/programs"),
         (M::PATCH, "/programs/{id}/metadata"),
         (M::PUT, "/signatures/S/aliases/staging"),
+        (M::PUT, "/signatures/S/aliases/production/policy"),
         (M::POST, "/signatures/S/rollback"),
         // Routes of the other features: the guard checks their bodies already.
         (M::POST, "/programs/{id}/metrics"),
@@ -164,6 +165,8 @@ fn corpus() -> Vec<Row> {
         (M::GET, "/signatures/S/versions/latest"),
         (M::GET, "/signatures/S/aliases/production"),
         (M::DELETE, "/signatures/S/aliases/production"),
+        (M::GET, "/signatures/S/aliases/production/policy"),
+        (M::GET, "/signatures/S/aliases/production/history"),
         (M::GET, "/signatures/S/diff"),
         (M::GET, "/programs/{id}/prompt"),
         (M::GET, "/programs/{id}/compatibility"),
@@ -327,6 +330,109 @@ fn corpus() -> Vec<Row> {
             M::PUT,
             "/signatures/S/aliases/staging",
             body,
+            BAD.0,
+            BAD.1,
+        ));
+    }
+    // --- alias policies, overrides and history: bad policies are a 400 naming the field ----------
+    let policy = "/signatures/S/aliases/production/policy";
+    let req = |extra: Value| {
+        let mut base = json!({"metric": "accuracy"});
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        json!({"require": base})
+    };
+    for (body, names) in [
+        (req(json!({"min_records": -1})), "require.min_records"),
+        (req(json!({"min_records": 2.5})), "require.min_records"),
+        (req(json!({"min_records": "20"})), "require.min_records"),
+        (req(json!({"min_records": 1e12})), "require.min_records"),
+        (req(json!({"metric": "acc uracy"})), "require.metric"),
+        (req(json!({"metric": ""})), "require.metric"),
+        (req(json!({"metric": "a".repeat(65)})), "require.metric"),
+        (
+            req(json!({"metric": "accuracy; DROP TABLE"})),
+            "require.metric",
+        ),
+        (req(json!({"metric": 1})), "require.metric"),
+        (json!({"require": {"min": 0.9}}), "require.metric"),
+        (req(json!({"window": "7 days"})), "require.window"),
+        (req(json!({"window": "-7d"})), "require.window"),
+        (req(json!({"window": "7y"})), "require.window"),
+        (req(json!({"window": "0s"})), "require.window"),
+        (req(json!({"window": "99999999999d"})), "require.window"),
+        (req(json!({"window": 7})), "require.window"),
+        (req(json!({"min": "0.9"})), "require.min"),
+        (req(json!({"min": null})), "require.min"),
+        (req(json!({"tolerance": 0.1})), "require.tolerance"),
+        (
+            req(json!({"not_worse_than_current": true, "tolerance": -0.1})),
+            "require.tolerance",
+        ),
+        (
+            req(json!({"not_worse_than_current": "yes"})),
+            "require.not_worse_than_current",
+        ),
+        (req(json!({"environment": "eval"})), "require.environment"),
+        (
+            req(json!({"environment": {"name": ["eval"]}})),
+            "require.environment.name",
+        ),
+        (req(json!({"maximum": 1.0})), "require.maximum"),
+        (json!({"require": "accuracy"}), "require"),
+        (json!({"protected": "true"}), "protected"),
+        (json!({"protected": true, "owner": "x"}), "owner"),
+    ] {
+        rows.push(named(M::PUT, policy, body, names));
+    }
+    rows.push(r(M::PUT, policy, json_body(json!([])), BAD.0, BAD.1));
+    rows.push(r(
+        M::PUT,
+        "/signatures/S/aliases/PROD/policy",
+        json_body(json!({"protected": true})),
+        BAD.0,
+        BAD.1,
+    ));
+    for (body, names) in [
+        (json!({"version": "1.0.1", "override": {}}), "override"),
+        (
+            json!({"version": "1.0.1", "override": {"reason": ""}}),
+            "override.reason",
+        ),
+        (
+            json!({"version": "1.0.1", "override": {"reason": "   "}}),
+            "override.reason",
+        ),
+        (
+            json!({"version": "1.0.1", "override": {"reason": "x".repeat(501)}}),
+            "override.reason",
+        ),
+        (
+            json!({"version": "1.0.1", "override": {"reason": 1}}),
+            "override",
+        ),
+        (
+            json!({"version": "1.0.1", "override": "because"}),
+            "override",
+        ),
+        (
+            json!({"version": "1.0.1", "override": {"reason": "x", "by": "admin"}}),
+            "override",
+        ),
+    ] {
+        rows.push(named(
+            M::PUT,
+            "/signatures/S/aliases/production",
+            body,
+            names,
+        ));
+    }
+    for q in ["limit=0", "limit=x", "limit=100000", "cursor=forged"] {
+        rows.push(r(
+            M::GET,
+            format!("/signatures/S/aliases/production/history?{q}"),
+            B::None,
             BAD.0,
             BAD.1,
         ));

@@ -25,6 +25,7 @@ mod fuzz;
 mod hostile;
 mod indexes;
 mod lambda;
+mod policy;
 mod registry;
 mod request_counts;
 mod retention;

@@ -1,7 +1,11 @@
 //! `/ui/signatures/{signature}`: a signature's versions (semver order, paged) with their
-//! aliases, performance, method, tags and creation time; its trend chart; forms to move or remove
-//! an alias (compare-and-set: a move made meanwhile by someone else is reported as a conflict,
-//! never overwritten), roll back to a version, delete a version, and diff two versions.
+//! aliases, performance, method, tags and creation time; its trend chart; each alias's promotion
+//! policy and a link to its history; forms to move or remove an alias (compare-and-set: a move
+//! made meanwhile by someone else is reported as a conflict, never overwritten; a move the
+//! alias's policy refuses shows the API's `policy_violation` message, the failed requirement with
+//! its measured value; an admin may give an override reason), roll back to a version, delete a
+//! version, and diff two versions. `/ui/signatures/{signature}/aliases/{alias}/history`: the
+//! alias's history, newest first, paged.
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -91,6 +95,24 @@ async fn render(
         .iter()
         .filter_map(|v| v["version"].as_str())
         .collect();
+    // Each alias's policy (one in-process read per alias; a 404 is "no policy").
+    let mut policies: Vec<(String, Option<Value>)> = Vec::new();
+    for alias in aliases.keys() {
+        let uri = format!(
+            "/signatures/{}/aliases/{}/policy{}",
+            enc(signature),
+            enc(alias),
+            query(&[("project", Some(p))])
+        );
+        let policy = ui.api.get(&uri, ctx.token()).await.ok();
+        policies.push((alias.clone(), policy));
+    }
+    let policy_of = |alias: &str| -> Option<&Value> {
+        policies
+            .iter()
+            .find(|(a, _)| a == alias)
+            .and_then(|(_, p)| p.as_ref())
+    };
     let last = names.last().copied().unwrap_or_default();
     let before_last = names.len().checked_sub(2).map(|i| names[i]).unwrap_or(last);
     let sig_enc = enc(signature);
@@ -104,13 +126,14 @@ async fn render(
             h2 { "Aliases" }
             @if aliases.is_empty() { p.empty { "No alias yet." } }
             table.list {
-                thead { tr { th { "Alias" } th { "Version" } th { "Move to" } th { "" } } }
+                thead { tr { th { "Alias" } th { "Version" } th { "Policy" } th { "Move to" } th { "" } } }
                 tbody {
                     @for (alias, version) in &aliases {
                         @let version = text(version);
                         tr data-alias=(alias) {
-                            td { span.alias { (alias) } }
+                            td { span.alias { (alias) } " " a.small href={ "/ui/signatures/" (sig_enc) "/aliases/" (enc(alias)) "/history" (query(&[("project", Some(p))])) } { "history" } }
                             td { (version) }
+                            td.policy { (policy_summary(policy_of(alias))) }
                             td {
                                 form.inline method="post" action={ "/ui/signatures/" (sig_enc) "/alias" } {
                                     (csrf_field(ctx))
@@ -118,6 +141,7 @@ async fn render(
                                     input type="hidden" name="alias" value=(alias);
                                     input type="hidden" name="expected_version" value=(version);
                                     label { "version " input type="text" name="version" size="10" required list="versions" placeholder=(last); }
+                                    label.small { " override reason " input type="text" name="override_reason" size="16" maxlength="500" placeholder="admin only"; }
                                     button type="submit" { "Move" }
                                 }
                             }
@@ -197,6 +221,127 @@ async fn render(
     layout::respond(ctx, status, layout::page(ctx, nav, signature, flash, body))
 }
 
+/// One line for an alias's policy: "protected", the gate's requirements, or "none".
+fn policy_summary(policy: Option<&Value>) -> String {
+    let Some(p) = policy else {
+        return "none".into();
+    };
+    let mut parts = Vec::new();
+    if p["protected"] == true {
+        parts.push("protected (admin)".to_owned());
+    }
+    if let Some(r) = p["require"].as_object() {
+        let metric = r.get("metric").map(text).unwrap_or_default();
+        let mut gate = format!("gate: {metric}");
+        if let Some(min) = r.get("min").and_then(Value::as_f64) {
+            gate.push_str(&format!(" mean ≥ {min}"));
+        }
+        if let Some(n) = r.get("min_records").and_then(Value::as_u64) {
+            gate.push_str(&format!(", ≥ {n} records"));
+        }
+        if let Some(w) = r.get("window").and_then(Value::as_str) {
+            gate.push_str(&format!(" in {w}"));
+        }
+        if let Some(env) = r.get("environment").and_then(Value::as_object) {
+            let pairs: Vec<String> = env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", text(v)))
+                .collect();
+            gate.push_str(&format!(" ({})", pairs.join(", ")));
+        }
+        if r.get("not_worse_than_current") == Some(&Value::Bool(true)) {
+            let tol = r.get("tolerance").and_then(Value::as_f64).unwrap_or(0.0);
+            gate.push_str(&format!(", not worse than current − {tol}"));
+        }
+        parts.push(gate);
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// `GET /ui/signatures/{signature}/aliases/{alias}/history`: the alias's history, newest first
+/// (`GET …/aliases/{alias}/history`, 50 a page).
+pub async fn history(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((signature, alias)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Response {
+    let (ctx, nav) = match begin(&ui, &headers, &uri, param(&params, "project")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let p = nav.project.as_str();
+    let api_uri = format!(
+        "/signatures/{}/aliases/{}/history{}",
+        enc(&signature),
+        enc(&alias),
+        query(&[
+            ("project", Some(p)),
+            ("limit", Some("50")),
+            ("cursor", param(&params, "cursor"))
+        ])
+    );
+    let listing = match ui.api.get(&api_uri, ctx.token()).await {
+        Ok(v) => v,
+        Err(e) => return layout::error_page(&ctx, &nav, &e),
+    };
+    let empty = Vec::new();
+    let entries = listing["entries"].as_array().unwrap_or(&empty);
+    let sig_enc = enc(&signature);
+    let body = html! {
+        h1 { "History of " span.alias { (alias) } " · " a href=(url(&signature, p)) { span.sig { (signature) } } }
+        @if entries.is_empty() { p.empty { "Nothing has happened to this alias yet." } }
+        table.list id="alias-history" {
+            thead { tr { th { "Time" } th { "Action" } th { "From" } th { "To" } th { "By" } th { "Gate" } th { "Reason" } } }
+            tbody {
+                @for e in entries {
+                    tr data-action=(text(&e["action"])) {
+                        td { (layout::when(&e["at"])) }
+                        td { (text(&e["action"])) }
+                        td { (text(&e["from_version"])) }
+                        td { (text(&e["to_version"])) }
+                        td { (text(&e["by"])) }
+                        td.gate { (gate_summary(&e["gate"])) }
+                        td { (text(&e["override_reason"])) }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = listing["next_cursor"].as_str() {
+            p.pager { a rel="next" href={ "/ui/signatures/" (sig_enc) "/aliases/" (enc(&alias)) "/history" (query(&[("project", Some(p)), ("cursor", Some(next))])) } { "Older →" } }
+        }
+    };
+    let title = format!("{signature} · {alias} history");
+    layout::respond(
+        &ctx,
+        StatusCode::OK,
+        layout::page(&ctx, &nav, &title, None, body),
+    )
+}
+
+/// A gate's evaluation in a few words: what failed, or passed with the measured mean.
+fn gate_summary(gate: &Value) -> String {
+    if !gate.is_object() {
+        return String::new();
+    }
+    if let Some(failed) = gate["failed"].as_str() {
+        return format!("failed: {failed}");
+    }
+    let mean = gate["mean"]
+        .as_f64()
+        .map_or("no mean".to_owned(), |m| format!("mean {m:.3}"));
+    format!(
+        "passed: {} {mean} over {} records",
+        text(&gate["metric"]),
+        gate["records"].as_u64().unwrap_or(0)
+    )
+}
+
 /// The signature's trend chart, as the API draws it (`image/svg+xml`).
 pub async fn chart(
     State(ui): State<Ui>,
@@ -255,6 +400,9 @@ pub async fn move_alias(
     let alias = form.get("alias").cloned().unwrap_or_default();
     let version = form.get("version").cloned().unwrap_or_default();
     let mut body = json!({ "version": version.trim() });
+    if let Some(reason) = form.get("override_reason").filter(|r| !r.trim().is_empty()) {
+        body["override"] = json!({ "reason": reason });
+    }
     if let Some(expected) = form.get("expected_version") {
         body["expected_version"] = if expected.is_empty() {
             Value::Null

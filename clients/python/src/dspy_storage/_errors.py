@@ -58,6 +58,15 @@ class Conflict(StorageError):
     code = "conflict"
 
 
+class PolicyViolation(Conflict):
+    """An alias's promotion policy refused the move: ``message`` names the requirement that
+    failed with the measured value (``accuracy mean 0.874 over 23 records < min 0.9``). A
+    subclass of ``Conflict`` (both are 409). An admin may move it anyway with
+    ``set_alias(..., override_reason="...")``."""
+
+    code = "policy_violation"
+
+
 class Archived(StorageError):
     """The program's bytes are in cold storage: ``restore_from_archive`` first."""
 
@@ -92,6 +101,7 @@ BY_CODE: dict[str, type[StorageError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        PolicyViolation,
         Archived,
         PayloadTooLarge,
         IntegrityError,

@@ -478,16 +478,71 @@ class ProgramStorage:
     # ----- versions, aliases, metadata -------------------------------------------------------------
 
     def set_alias(self, signature: str, alias: str, version: str, *,
-                  expected_version: Any = _UNSET) -> dict[str, Any]:
+                  expected_version: Any = _UNSET,
+                  override_reason: str | None = None) -> dict[str, Any]:
         """Points ``alias`` at ``version``. With ``expected_version`` it is a compare-and-set (the
-        alias must point there; ``None``: it must not exist), else ``Conflict``."""
+        alias must point there; ``None``: it must not exist), else ``Conflict``. When the alias's
+        policy refuses the version, ``PolicyViolation`` (its message names the failed requirement
+        and the measured value); an admin may pass ``override_reason`` to move it anyway (the
+        reason is kept in the alias history). The answer's ``history`` is the entry the move
+        wrote (absent when the alias already pointed there)."""
         body: dict[str, Any] = {"version": version}
         if expected_version is not _UNSET:
             body["expected_version"] = expected_version
+        if override_reason is not None:
+            body["override"] = {"reason": override_reason}
         answer = self._send("PUT", f"/signatures/{self._sig(signature)}/aliases/{segment(alias)}",
                             body, idempotent=expected_version is _UNSET, params=self._params())
         self.cache.forget_resolved(signature, f"alias:{alias}")
         return answer
+
+    def set_alias_policy(
+        self,
+        signature: str,
+        alias: str,
+        *,
+        protected: bool = False,
+        require: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Sets ``alias``'s promotion policy (admin): ``protected`` (moving or removing it needs
+        the admin role) and ``require``, a gate on the version a move points it at —
+        ``{"metric", "min"?, "min_records"?, "window"?, "environment"?,
+        "not_worse_than_current"?, "tolerance"?}`` (docs/API.md). A bad policy is
+        ``InvalidRequest`` naming the field (``require.min_records``)."""
+        body: dict[str, Any] = {"protected": protected}
+        if require is not None:
+            body["require"] = dict(require)
+        return self._send("PUT", self._alias_path(signature, alias) + "/policy", body,
+                          idempotent=True, params=self._params())
+
+    def get_alias_policy(self, signature: str, alias: str) -> dict[str, Any] | None:
+        """``alias``'s policy, or ``None`` when it has none."""
+        try:
+            return self._get(self._alias_path(signature, alias) + "/policy", **self._params())
+        except NotFound:
+            return None
+
+    def remove_alias_policy(self, signature: str, alias: str) -> None:
+        """Removes ``alias``'s policy (admin); ``NotFound`` when it has none."""
+        self._send("DELETE", self._alias_path(signature, alias) + "/policy", idempotent=True,
+                   params=self._params())
+
+    def alias_history(self, signature: str, alias: str, *,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+        """``alias``'s history, newest first: every move, override, refusal, removal, restore
+        and policy change (``{"at", "action", "from_version", "to_version", "by", "gate"?,
+        "override_reason"?, ...}``); all of it, or the newest ``limit`` entries."""
+        out: list[dict[str, Any]] = []
+        page_size = min(limit, 1000) if limit else 1000
+        for entry in self._pages(self._alias_path(signature, alias) + "/history", "entries",
+                                 **self._params(limit=page_size)):
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def _alias_path(self, signature: str, alias: str) -> str:
+        return f"/signatures/{self._sig(signature)}/aliases/{segment(alias)}"
 
     def remove_alias(self, signature: str, alias: str) -> None:
         self._send("DELETE", f"/signatures/{self._sig(signature)}/aliases/{segment(alias)}",

@@ -35,6 +35,10 @@ module DSPyStorage
   class Forbidden < Error; def self.default_code = "forbidden"; end              # 403
   class NotFound < Error; def self.default_code = "not_found"; end               # 404
   class Conflict < Error; def self.default_code = "conflict"; end                # 409
+  # An alias's promotion policy refused the move: the message names the requirement that failed
+  # with the measured value ("accuracy mean 0.874 over 23 records < min 0.9"). A Conflict (409);
+  # an admin may move it anyway with set_alias(..., override_reason: "...").
+  class PolicyViolation < Conflict; def self.default_code = "policy_violation"; end # 409
   class Archived < Error; def self.default_code = "archived"; end                # 409
   class PayloadTooLarge < Error; def self.default_code = "payload_too_large"; end # 413
   class IntegrityError < Error; def self.default_code = "integrity_error"; end   # 422 (or a cached copy failing its hash)
@@ -44,7 +48,7 @@ module DSPyStorage
   class Error
     BY_CODE = {
       "invalid_request" => InvalidRequest, "unauthenticated" => Unauthenticated,
-      "forbidden" => Forbidden, "not_found" => NotFound, "conflict" => Conflict,
+      "forbidden" => Forbidden, "not_found" => NotFound, "conflict" => Conflict, "policy_violation" => PolicyViolation,
       "archived" => Archived, "payload_too_large" => PayloadTooLarge,
       "integrity_error" => IntegrityError, "throttled" => Throttled, "unavailable" => Unavailable
     }.freeze
@@ -56,6 +60,6 @@ module DSPyStorage
   end
 
   # Every error class, by name (the names DSPy.rb's documentation would use under DSPy::Storage).
-  ERROR_CLASSES = %i[Error InvalidRequest Unauthenticated Forbidden NotFound Conflict Archived
+  ERROR_CLASSES = %i[Error InvalidRequest Unauthenticated Forbidden NotFound Conflict PolicyViolation Archived
                      PayloadTooLarge IntegrityError Throttled Unavailable].freeze
 end

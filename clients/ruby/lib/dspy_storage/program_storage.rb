@@ -157,14 +157,68 @@ module DSPyStorage
 
     # Points an alias at a version. With `expected_version:` a compare-and-set (nil: the alias must
     # not exist yet); a lost race is a Conflict.
-    def set_alias(signature, alias_name, version, expected_version: :unset)
+    # Points an alias at a version (+expected_version+: a compare-and-set). When the alias's
+    # policy refuses the version it raises PolicyViolation (the message names the failed
+    # requirement); an admin may pass +override_reason+ to move it anyway (kept in the history).
+    def set_alias(signature, alias_name, version, expected_version: :unset, override_reason: nil)
       body = { "version" => version.to_s }
       cas = !expected_version.equal?(:unset)
       body["expected_version"] = expected_version&.to_s if cas
+      body["override"] = { "reason" => override_reason.to_s } if override_reason
       answer = call(:put, "/signatures/#{seg(signature)}/aliases/#{seg(alias_name)}",
                     query: sig_query, body: JSON.generate(body), idempotent: !cas)
       @cache.expire_resolved(signature.to_s, "alias:#{alias_name}")
       Wire.times(Wire.symbolize(answer))
+    end
+
+    # Sets an alias's promotion policy (admin): +protected+ (moving or removing it needs the admin
+    # role) and +require+, a gate on the version a move points it at: { metric:, min:,
+    # min_records:, window:, environment:, not_worse_than_current:, tolerance: } (docs/API.md).
+    def set_alias_policy(signature, alias_name, protected: false, require: nil)
+      body = { "protected" => protected ? true : false }
+      if require
+        req = Wire.dump(require)
+        window = require[:window] || require["window"]
+        # A duration (ActiveSupport's 7.days, or seconds) becomes the API's "604800s".
+        req["window"] = "#{Wire.seconds(window).round}s" if Wire.active_support_duration?(window) || window.is_a?(Numeric)
+        body["require"] = req
+      end
+      answer = call(:put, "/signatures/#{seg(signature)}/aliases/#{seg(alias_name)}/policy",
+                    query: sig_query, body: JSON.generate(body), idempotent: true)
+      Wire.times(Wire.symbolize(answer))
+    end
+
+    # The alias's policy, or nil when it has none.
+    def alias_policy(signature, alias_name)
+      answer = call(:get, "/signatures/#{seg(signature)}/aliases/#{seg(alias_name)}/policy",
+                    query: sig_query, idempotent: true)
+      Wire.times(Wire.symbolize(answer))
+    rescue NotFound
+      nil
+    end
+
+    # Removes the alias's policy (admin); NotFound when it has none.
+    def remove_alias_policy(signature, alias_name)
+      call(:delete, "/signatures/#{seg(signature)}/aliases/#{seg(alias_name)}/policy", query: sig_query, idempotent: true)
+      true
+    end
+
+    # The alias's history, newest first: every move, override, refusal, removal, restore and
+    # policy change ({ at:, action:, from_version:, to_version:, by:, gate:, override_reason: }).
+    def alias_history(signature, alias_name, limit: nil)
+      path = "/signatures/#{seg(signature)}/aliases/#{seg(alias_name)}/history"
+      entries = []
+      cursor = nil
+      loop do
+        query = (sig_query || {}).merge(limit: [limit || 1000, 1000].min)
+        query[:cursor] = cursor if cursor
+        answer = call(:get, path, query: query, idempotent: true)
+        entries.concat(answer["entries"] || [])
+        cursor = answer["next_cursor"]
+        break if cursor.nil? || (limit && entries.size >= limit)
+      end
+      entries = entries.first(limit) if limit
+      entries.map { |e| Wire.times(Wire.symbolize(e)) }
     end
 
     def remove_alias(signature, alias_name)
