@@ -33,7 +33,7 @@ const ADMIN = "browser-admin-token";
 const SIG = "qa.BrowserAnswer";
 const HOSTILE = `<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">`;
 
-let server, base, dir, browser, page, consoleErrors = [];
+let server, base, dir, browser, page, consoleErrors = [], serverLog = "";
 
 function sha256(s) {
   return createHash("sha256").update(s).digest("hex");
@@ -61,6 +61,7 @@ async function startServer() {
     const timer = setTimeout(() => reject(new Error(`serve did not start:\n${log}`)), 90_000);
     server.stderr.on("data", (chunk) => {
       log += chunk;
+      serverLog = log.slice(-4000);
       const m = /dspy-storage listening on (http:\/\/[^\s]+)/.exec(log);
       if (m) {
         clearTimeout(timer);
@@ -79,7 +80,18 @@ async function api(method, path, body, token = WRITER) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch (e) {
+    // Every answer of the API is JSON (API.md): say what came back instead, and what the server
+    // logged, so that a failure here can be diagnosed from the CI log alone.
+    throw new Error(
+      `${method} ${path}: ${res.status} with a body that is not JSON (${e.message}): ` +
+        `${JSON.stringify(text.slice(0, 2000))}\nserver log (tail):\n${serverLog}`,
+    );
+  }
+  return { status: res.status, body: parsed };
 }
 
 function program(step) {

@@ -9,14 +9,19 @@ use dspy_storage_core::domain::NewMetadata;
 use dspy_storage_tests::aws_with;
 use serde_json::{json, value::RawValue};
 
-#[tokio::test]
-async fn counter_reports_consumed_capacity_per_operation() {
+/// The AWS test store with the program and resolution caches off: every read reaches DynamoDB.
+async fn cold_aws() -> Option<dspy_storage_tests::TestStore> {
     let config = StorageConfig {
         program_cache_bytes: 0,
         resolve_cache_ttl: std::time::Duration::ZERO,
         ..StorageConfig::default()
     };
-    let Some(store) = aws_with(config).await else {
+    aws_with(config).await
+}
+
+#[tokio::test]
+async fn counter_reports_consumed_capacity_per_operation() {
+    let Some(store) = cold_aws().await else {
         return;
     };
     let counter = store.counter.clone().expect("the AWS fixture counts");
@@ -70,12 +75,7 @@ async fn counter_reports_consumed_capacity_per_operation() {
 /// once (a 1,000-record block is a few KB).
 #[tokio::test]
 async fn metric_blocks_cost_few_capacity_units() {
-    let config = StorageConfig {
-        program_cache_bytes: 0,
-        resolve_cache_ttl: std::time::Duration::ZERO,
-        ..StorageConfig::default()
-    };
-    let Some(store) = aws_with(config).await else {
+    let Some(store) = cold_aws().await else {
         return;
     };
     let counter = store.counter.clone().expect("the AWS fixture counts");
