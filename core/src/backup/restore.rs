@@ -454,8 +454,18 @@ impl Restorer<'_> {
             // The head read above serves the signature's first transaction.
             let mut head = heads.remove(&pk);
             // Chunks that fit one transaction (records, claims, tags, one counter, one head).
-            // Room for one history entry per alias the backup's head may set.
-            let reserved = 2 + self.heads.get(&pk).map_or(0, |(_, h)| h.aliases.len());
+            // Room for one history entry per protected alias the backup's head may set (only
+            // protected aliases get an entry: see `alias_entries`).
+            let reserved = 2 + self.heads.get(&pk).map_or(0, |(_, h)| {
+                let policies_pk = keys::alias_policies_pk(&h.project, &h.signature);
+                h.aliases
+                    .keys()
+                    .filter(|name| {
+                        self.protected
+                            .contains(&(policies_pk.clone(), (*name).clone()))
+                    })
+                    .count()
+            });
             let mut chunk: Vec<Pending> = Vec::new();
             let mut size = reserved;
             for p in pending {
