@@ -62,7 +62,9 @@ async function startServer() {
     server.stderr.on("data", (chunk) => {
       log += chunk;
       serverLog = log.slice(-4000);
-      const m = /dspy-storage listening on (http:\/\/[^\s]+)/.exec(log);
+      // The whole line: stderr arrives in chunks, and a chunk may end inside the address (a
+      // run took `http://127` for the base and its requests went nowhere).
+      const m = /dspy-storage listening on (http:\/\/[^\s]+)\n/.exec(log);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -87,7 +89,7 @@ async function api(method, path, body, token = WRITER) {
     // Every answer of the API is JSON (API.md): say what came back instead, and what the server
     // logged, so that a failure here can be diagnosed from the CI log alone.
     throw new Error(
-      `${method} ${path}: ${res.status} with a body that is not JSON (${e.message}): ` +
+      `${method} ${path}: ${res.status} (server: ${res.headers.get("server")}) with a body that is not JSON (${e.message}): ` +
         `${JSON.stringify(text.slice(0, 2000))}\nserver log (tail):\n${serverLog}`,
     );
   }
