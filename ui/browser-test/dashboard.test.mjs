@@ -56,22 +56,21 @@ async function startServer() {
   server = spawn(BIN, ["serve", ...backendArgs, "--addr", "127.0.0.1:0", "--auth-file", auth], {
     stdio: ["ignore", "ignore", "pipe"],
   });
-  let log = "";
+  serverLog = "";
   base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${log}`)), 90_000);
+    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${serverLog}`)), 90_000);
     server.stderr.on("data", (chunk) => {
-      log += chunk;
-      serverLog = log.slice(-4000);
+      serverLog += chunk;
       // The whole line: stderr arrives in chunks, and a chunk may end inside the address (a
       // run took `http://127` for the base and its requests went nowhere).
-      const m = /dspy-storage listening on (http:\/\/[^\s]+)\n/.exec(log);
+      const m = /dspy-storage listening on (http:\/\/[^\s]+)\n/.exec(serverLog);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
       }
     });
     server.on("error", (e) => reject(e));
-    server.on("exit", (code) => reject(new Error(`serve exited (${code}):\n${log}`)));
+    server.on("exit", (code) => reject(new Error(`serve exited (${code}):\n${serverLog}`)));
   });
 }
 
@@ -90,7 +89,7 @@ async function api(method, path, body, token = WRITER) {
     // logged, so that a failure here can be diagnosed from the CI log alone.
     throw new Error(
       `${method} ${path}: ${res.status} (server: ${res.headers.get("server")}) with a body that is not JSON (${e.message}): ` +
-        `${JSON.stringify(text.slice(0, 2000))}\nserver log (tail):\n${serverLog}`,
+        `${JSON.stringify(text.slice(0, 2000))}\nserver log (tail):\n${serverLog.slice(-4000)}`,
     );
   }
   return { status: res.status, body: parsed };

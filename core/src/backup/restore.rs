@@ -456,16 +456,10 @@ impl Restorer<'_> {
             // Chunks that fit one transaction (records, claims, tags, one counter, one head).
             // Room for one history entry per protected alias the backup's head may set (only
             // protected aliases get an entry: see `alias_entries`).
-            let reserved = 2 + self.heads.get(&pk).map_or(0, |(_, h)| {
-                let policies_pk = keys::alias_policies_pk(&h.project, &h.signature);
-                h.aliases
-                    .keys()
-                    .filter(|name| {
-                        self.protected
-                            .contains(&(policies_pk.clone(), (*name).clone()))
-                    })
-                    .count()
-            });
+            let reserved = 2 + self
+                .heads
+                .get(&pk)
+                .map_or(0, |(_, h)| self.protected_aliases(h).count());
             let mut chunk: Vec<Pending> = Vec::new();
             let mut size = reserved;
             for p in pending {
@@ -708,18 +702,24 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// The aliases of `head` that a policy of the target protects.
+    fn protected_aliases<'h>(
+        &'h self,
+        head: &'h SignatureHead,
+    ) -> impl Iterator<Item = (&'h String, &'h crate::model::record::AliasTarget)> + 'h {
+        let policies_pk = keys::alias_policies_pk(&head.project, &head.signature);
+        head.aliases.iter().filter(move |(name, _)| {
+            self.protected
+                .contains(&(policies_pk.clone(), (*name).clone()))
+        })
+    }
+
     /// One `restore` history entry per protected alias (its policy in the target says so) that
     /// `new` has and `live` has not (a restore never moves an alias the target has): written in
     /// the transaction that sets them.
     fn alias_entries(&self, live: Option<&SignatureHead>, new: &SignatureHead) -> Vec<WriteOp> {
-        let policies_pk = keys::alias_policies_pk(&new.project, &new.signature);
-        new.aliases
-            .iter()
+        self.protected_aliases(new)
             .filter(|(name, _)| live.is_none_or(|l| !l.aliases.contains_key(*name)))
-            .filter(|(name, _)| {
-                self.protected
-                    .contains(&(policies_pk.clone(), (*name).clone()))
-            })
             .filter_map(|(name, target)| {
                 let alias = crate::domain::AliasName::parse(name).ok()?;
                 let mut entry = HistoryEntry::new(&alias, HistoryAction::Restore, &self.by);
